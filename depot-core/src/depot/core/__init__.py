@@ -1,0 +1,10 @@
+"""Depot's core: the plugin contract, the app, and the services ecosystems are given.
+
+Plugins import :data:`hookimpl` from here; applications call :func:`create_app`.
+"""
+
+from depot.core.app import Depot, EcosystemContext, create_app
+from depot.core.ecosystem import Ecosystem
+from depot.core.hookspecs import hookimpl
+
+__all__ = ["Depot", "Ecosystem", "EcosystemContext", "create_app", "hookimpl"]

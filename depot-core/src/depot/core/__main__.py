@@ -1,0 +1,5 @@
+"""``python -m depot.core`` runs the ``depot`` command."""
+
+from depot.core.cli import main
+
+main()

@@ -1,0 +1,273 @@
+"""The depot application: plugins, settings, database and blob store behind one Starlette app.
+
+:func:`create_app` builds it; :class:`Depot` holds what a running depot owns and hands each
+ecosystem an :class:`EcosystemContext`. Start-up (open the blob store, connect and migrate the
+database, pick the authenticator) runs in the lifespan when there is one, and otherwise on the first
+request, because Starlette does not run the lifespan of an app mounted inside another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from depot.core.auth import WRITE_METHODS, Authenticator
+from depot.core.blobs import BlobStore, InvalidKey, ScopedBlobStore, StorageBackend
+from depot.core.database import Database
+from depot.core.ecosystem import Ecosystem
+from depot.core.errors import BadRequest, ConfigError, HTTPError, ServiceUnavailable
+from depot.core.http import ErrorRenderer, external_base, plain_error
+from depot.core.logs import AccessLogMiddleware, configure_logging
+from depot.core.pages import health, index
+from depot.core.plugins import Plugins, load_plugins
+from depot.core.settings import Settings
+
+log = logging.getLogger("depot.core")
+
+
+class EcosystemContext:
+    """What the core gives one ecosystem: its settings, database, blob namespace and logger."""
+
+    def __init__(self, depot: Depot, ecosystem: Ecosystem) -> None:
+        self.depot = depot
+        self.ecosystem = ecosystem
+        self.name = ecosystem.name
+        self.settings = depot.settings
+        self.log = logging.getLogger(f"depot.{ecosystem.name}")
+        self._blobs: ScopedBlobStore | None = None
+
+    @property
+    def db(self) -> Database:
+        return self.depot.database
+
+    @property
+    def blobs(self) -> ScopedBlobStore:
+        if self._blobs is None:
+            if self.depot.blob_store is None:
+                raise ServiceUnavailable("depot is starting")
+            self._blobs = ScopedBlobStore(self.depot.blob_store, self.name)
+        return self._blobs
+
+    def external_url(self, request: Request, path: str = "") -> str:
+        """Absolute URL of ``path`` under this ecosystem, as the client reached the server."""
+        return external_base(request, self.settings) + self.ecosystem.prefix + path
+
+    def artifact_stored(self, key: str, size: int, request: Request | None = None) -> None:
+        """Announce a verified, committed artifact to listeners (logs, metrics)."""
+        self.log.info("stored", extra={"key": key, "size": size})
+        self.depot.plugins.hook.depot_artifact_stored(
+            ecosystem=self.name, key=key, size=size, request=request
+        )
+
+    def artifact_served(self, key: str, size: int, request: Request | None = None) -> None:
+        """Announce an artifact download to listeners."""
+        self.depot.plugins.hook.depot_artifact_served(
+            ecosystem=self.name, key=key, size=size, request=request
+        )
+
+
+class Depot:
+    """One depot: its plugins, settings and the services it starts."""
+
+    def __init__(self, settings: Settings, plugins: Plugins) -> None:
+        self.settings = settings
+        self.plugins = plugins
+        self.ecosystems: dict[str, Ecosystem] = {}
+        for declared in plugins.hook.depot_ecosystems():
+            for ecosystem in declared or ():
+                if ecosystem.name in self.ecosystems:
+                    raise ConfigError(f"two plugins declare the ecosystem {ecosystem.name!r}")
+                self.ecosystems[ecosystem.name] = ecosystem
+        self._contexts = {name: EcosystemContext(self, e) for name, e in self.ecosystems.items()}
+        self._error_renderers: dict[str, ErrorRenderer] = {}
+        self.database = Database(settings.database_url)
+        self.blob_store: BlobStore | None = None
+        self.authenticator: Authenticator | None = None
+        self.exit_stack = AsyncExitStack()
+        self.started = False
+        self._start_lock = asyncio.Lock()
+
+    def context(self, ecosystem: str) -> EcosystemContext:
+        """The context of a declared ecosystem."""
+        return self._contexts[ecosystem]
+
+    def set_error_renderer(self, ecosystem: str, renderer: ErrorRenderer) -> None:
+        """Render errors under ``ecosystem``'s prefix in its clients' format (npm wants JSON)."""
+        self._error_renderers[ecosystem] = renderer
+
+    def storage_backends(self) -> dict[str, StorageBackend]:
+        backends: dict[str, StorageBackend] = {}
+        for registered in self.plugins.hook.depot_storage_backends():
+            for backend in registered or ():
+                backends.setdefault(backend.name, backend)
+        return backends
+
+    async def startup(self) -> None:
+        """Open the blob store, migrate the database, choose the authenticator; once."""
+        async with self._start_lock:
+            if self.started:
+                return
+            backends = self.storage_backends()
+            backend = backends.get(self.settings.storage_type)
+            if backend is None:
+                raise ConfigError(
+                    f"unknown storage type {self.settings.storage_type!r} "
+                    f"(available: {', '.join(sorted(backends)) or 'none'})"
+                )
+            self.blob_store = await backend.open(self.settings)
+            self.exit_stack.push_async_callback(self.blob_store.close)
+            if self.database_is_sqlite_in_store():
+                self.settings.store_path.mkdir(parents=True, exist_ok=True)
+            try:
+                await self.database.connect()
+            except Exception as exc:
+                raise ConfigError(f"cannot open database: {exc}".splitlines()[0]) from exc
+            self.exit_stack.push_async_callback(self.database.disconnect)
+            await self.database.prepare()
+            schemas = [s for found in self.plugins.hook.depot_schemas() for s in found or ()]
+            await self.database.migrate(schemas)
+            authenticator = self.plugins.hook.depot_authenticator(settings=self.settings)
+            if authenticator is None:
+                raise ConfigError("--auth-file is set but no installed plugin can authenticate")
+            self.authenticator = authenticator
+            self.exit_stack.push_async_callback(authenticator.close)
+            for result in self.plugins.hook.depot_startup(depot=self):
+                if inspect.isawaitable(result):
+                    await result
+            self.started = True
+            log.info(
+                "depot started",
+                extra={
+                    "ecosystems": sorted(self.ecosystems),
+                    "storage_type": self.settings.storage_type,
+                    "database": self.database.dialect_name,
+                },
+            )
+
+    def database_is_sqlite_in_store(self) -> bool:
+        return self.database.dialect_name == "sqlite" and self.settings.database_url.endswith(
+            str(self.settings.store_path / "depot.db")
+        )
+
+    async def shutdown(self) -> None:
+        """Close what startup opened, in reverse order."""
+        await self.exit_stack.aclose()
+        self.exit_stack = AsyncExitStack()
+        self.started = False
+
+    def render_error(self, request: Request, exc: HTTPError) -> Response | Any:
+        path = request.scope.get("path", "")
+        root = request.scope.get("depot.root_path", "")
+        relative = path[len(root):] if path.startswith(root) else path
+        for name, ecosystem in self.ecosystems.items():
+            if relative == ecosystem.prefix or relative.startswith(ecosystem.prefix + "/"):
+                renderer = self._error_renderers.get(name)
+                if renderer is not None:
+                    return renderer(request, exc)
+        return plain_error(request, exc)
+
+
+class DepotMiddleware:
+    """Outermost layer: remembers the mount point, starts the depot lazily, authenticates."""
+
+    def __init__(self, app: ASGIApp, depot: Depot) -> None:
+        self.app = app
+        self.depot = depot
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        scope["depot"] = self.depot
+        scope["depot.root_path"] = scope.get("root_path", "")
+        request = Request(scope, receive)
+        try:
+            if not self.depot.started:
+                try:
+                    await self.depot.startup()
+                except ConfigError as exc:
+                    log.error("start-up failed", extra={"reason": str(exc)})
+                    raise ServiceUnavailable(f"depot cannot start: {exc}") from exc
+            assert self.depot.authenticator is not None
+            decision = await self.depot.authenticator.authorize(
+                request, write=scope.get("method", "GET") in WRITE_METHODS
+            )
+            if not decision.allowed:
+                headers = {}
+                if decision.status == 401:
+                    headers["WWW-Authenticate"] = 'Bearer realm="depot", Basic realm="depot"'
+                raise HTTPError(decision.status, decision.reason, headers)
+            if decision.identity:
+                scope["depot.identity"] = decision.identity
+        except HTTPError as exc:
+            response = self.depot.render_error(request, exc)
+            if inspect.isawaitable(response):
+                response = await response
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _http_error_handler(request: Request, exc: Exception) -> Any:
+    assert isinstance(exc, HTTPError)
+    depot: Depot = request.scope["depot"]
+    return depot.render_error(request, exc)
+
+
+def _invalid_key_handler(request: Request, exc: Exception) -> Any:
+    return _http_error_handler(request, BadRequest(str(exc)))
+
+
+def create_app(*, plugins: Plugins | None = None, **options: Any) -> Starlette:
+    """Build a depot as an ASGI app.
+
+    Keyword options are ``depot serve``'s flags in snake_case (``store_path``, ``database_url``,
+    ``storage_type``, ``private_key``, ``auth_file``, ``base_url``, ...), with the same defaults.
+    ``plugins`` replaces entry-point discovery (tests use it). The app works on its own under a
+    server and mounted inside another Starlette app with ``Mount("/prefix", app=create_app())``.
+    """
+    plugins = plugins or load_plugins()
+    plugin_options = [o for found in plugins.hook.depot_serve_options() for o in found or ()]
+    settings = Settings.from_options(options, plugin_options)
+    configure_logging(settings.verbose)
+    for failure in plugins.failed:
+        log.error(
+            "plugin failed to load",
+            extra={"plugin": failure.name, "distribution": failure.distribution, "reason": failure.error},
+        )
+    depot = Depot(settings, plugins)
+
+    routes: list[BaseRoute] = [
+        Route("/", index, methods=["GET", "HEAD"]),
+        Route("/-/health", health, methods=["GET", "HEAD"]),
+    ]
+    for contributed in plugins.hook.depot_routes(depot=depot):
+        routes.extend(contributed or ())
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await depot.startup()
+        try:
+            yield
+        finally:
+            await depot.shutdown()
+
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPError: _http_error_handler, InvalidKey: _invalid_key_handler},
+    )
+    app.state.depot = depot
+    app.add_middleware(DepotMiddleware, depot=depot)
+    app.add_middleware(AccessLogMiddleware)
+    return app

@@ -1,0 +1,158 @@
+"""The blob store contract: artefacts streamed in and out, published atomically.
+
+A backend (``fs``, ``s3``, a third party's) implements :class:`BlobStore` over raw keys and is
+registered with the ``depot_storage_backends`` hook. Ecosystems see it through
+:class:`ScopedBlobStore`, which confines every key to the ecosystem's own namespace.
+
+Writes go through :class:`BlobUpload`: bytes are hashed as they stream in, nothing is visible under
+the key until :meth:`BlobUpload.commit`, and leaving the ``async with`` block without committing
+(a failed verification, a dropped connection, a crash) leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from depot.core.settings import Settings
+
+#: Reads and writes move in chunks this large: big enough that per-chunk overhead (a thread
+#: hop, an ASGI message) is negligible, small enough that memory stays flat.
+CHUNK_SIZE = 1024 * 1024
+
+_SEGMENT = re.compile(r"^[A-Za-z0-9_+@=,~!-][A-Za-z0-9._+@=,~!-]*$")
+
+
+class InvalidKey(ValueError):
+    """A blob key that could escape its namespace or name something odd; callers answer 400."""
+
+
+def check_key(key: str) -> str:
+    """Return ``key`` if it is a safe relative key, else raise :class:`InvalidKey`.
+
+    Refused: empty segments, ``.``/``..``, a leading ``.`` (temporary files live there), absolute
+    paths, backslashes, NUL and anything outside a conservative character set.
+    """
+    if not key or len(key) > 1024:
+        raise InvalidKey("blob key is empty or too long")
+    if "\x00" in key or "\\" in key or key.startswith("/"):
+        raise InvalidKey(f"blob key {key!r} is not a relative path")
+    for segment in key.split("/"):
+        if not _SEGMENT.match(segment):
+            raise InvalidKey(f"blob key segment {segment!r} is not allowed")
+    return key
+
+
+@dataclass(frozen=True)
+class BlobStat:
+    """What a store knows about a committed blob."""
+
+    size: int
+
+
+class BlobUpload(Protocol):
+    """A write in progress; see the module docstring for the life cycle."""
+
+    @property
+    def size(self) -> int:
+        """Bytes written so far."""
+
+    def hexdigest(self, algorithm: str) -> str:
+        """Digest of all bytes, for an algorithm requested at open; valid after ``complete``."""
+
+    def digest(self, algorithm: str) -> bytes:
+        """Raw digest of all bytes; valid after ``complete``."""
+
+    async def write(self, data: bytes) -> None:
+        """Append bytes."""
+
+    async def complete(self) -> None:
+        """Declare the input finished: afterwards ``size`` and the digests are final."""
+
+    async def commit(self) -> None:
+        """Publish the blob under its key atomically, replacing any blob there."""
+
+
+@runtime_checkable
+class BlobStore(Protocol):
+    """A backend over raw keys. Keys are checked with :func:`check_key` before they get here."""
+
+    async def stat(self, key: str) -> BlobStat | None:
+        """Size of the blob, or None if there is none."""
+
+    def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """Stream bytes ``[start, end)`` of a blob in chunks of about :data:`CHUNK_SIZE`."""
+
+    def upload(
+        self, key: str, hashes: Iterable[str] = ("sha256",)
+    ) -> AbstractAsyncContextManager[BlobUpload]:
+        """Start an atomic write; see :class:`BlobUpload`."""
+
+    async def delete(self, key: str) -> None:
+        """Remove a blob; no error if it is absent."""
+
+    def local_path(self, key: str) -> Path | None:
+        """A file on this machine holding the blob, when the backend has one (for fast paths)."""
+
+    async def close(self) -> None:
+        """Release connections and threads."""
+
+
+@dataclass(frozen=True)
+class StorageBackend:
+    """A blob store selectable with ``--storage-type NAME``."""
+
+    name: str
+    open: Callable[[Settings], Awaitable[BlobStore]]
+    description: str = ""
+
+
+class ScopedBlobStore:
+    """An ecosystem's view of the blob store: every key lives under ``<namespace>/``."""
+
+    def __init__(self, store: BlobStore, namespace: str) -> None:
+        self.store = store
+        self.namespace = check_key(namespace)
+
+    def _key(self, key: str) -> str:
+        return f"{self.namespace}/{check_key(key)}"
+
+    async def stat(self, key: str) -> BlobStat | None:
+        return await self.store.stat(self._key(key))
+
+    def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        return self.store.read(self._key(key), start, end)
+
+    def upload(
+        self, key: str, hashes: Iterable[str] = ("sha256",)
+    ) -> AbstractAsyncContextManager[BlobUpload]:
+        return self.store.upload(self._key(key), hashes)
+
+    async def delete(self, key: str) -> None:
+        await self.store.delete(self._key(key))
+
+    def local_path(self, key: str) -> Path | None:
+        return self.store.local_path(self._key(key))
+
+
+class Hashes:
+    """Several running digests over one stream (sha256 for everyone, sha512 for npm, ...)."""
+
+    def __init__(self, algorithms: Iterable[str]) -> None:
+        self._hashes = {name: hashlib.new(name) for name in algorithms}
+
+    def update(self, data: bytes) -> None:
+        for h in self._hashes.values():
+            h.update(data)
+
+    def hexdigest(self, algorithm: str) -> str:
+        return self._hashes[algorithm].hexdigest()
+
+    def digest(self, algorithm: str) -> bytes:
+        return self._hashes[algorithm].digest()

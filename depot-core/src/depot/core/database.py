@@ -1,0 +1,153 @@
+"""The SQL metadata layer: ``databases`` with SQLAlchemy Core, on SQLite or PostgreSQL.
+
+Each plugin contributes a :class:`Schema` through the ``depot_schemas`` hook; at start-up the
+missing tables are created, pending migrations run in order and each schema's version is recorded
+in ``depot_schema_versions``. Rows reference blobs: write and verify the blob first, then insert
+the row, so nothing points at bytes that are not there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import databases
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+from depot.core.errors import ConfigError
+
+log = logging.getLogger("depot.core.database")
+
+#: SQLite waits this long (seconds) for another writer's lock before failing.
+SQLITE_BUSY_TIMEOUT = 30.0
+
+core_metadata = sa.MetaData()
+
+schema_versions = sa.Table(
+    "depot_schema_versions",
+    core_metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+)
+
+# Any constant: the PostgreSQL advisory lock that serialises migrations across replicas.
+_MIGRATION_LOCK = 0x6465706F74
+
+
+@dataclass(frozen=True)
+class Schema:
+    """A plugin's tables at ``version``.
+
+    ``migrations[n]`` holds the SQL statements that take version ``n - 1`` to ``n``; tables new in
+    a version need no statement (missing tables are created after migrations run). Write
+    statements both SQLite and PostgreSQL accept.
+    """
+
+    name: str
+    version: int
+    tables: Sequence[sa.Table]
+    migrations: Mapping[int, Sequence[str]] = field(default_factory=dict)
+
+
+def json_value(value: Any) -> Any:
+    """Normalise a JSON column: SQLite hands back the decoded value, asyncpg a string."""
+    if isinstance(value, (str, bytes)):
+        return json.loads(value)
+    return value
+
+
+class Database(databases.Database):
+    """``databases.Database`` that knows its dialect and depot's conventions."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.dialect_name = "sqlite" if parts.scheme == "sqlite" else "postgresql"
+        if parts.scheme in ("postgres", "postgresql+asyncpg"):
+            url = urlunsplit(("postgresql", *parts[1:]))
+        options: dict[str, Any] = {}
+        if self.dialect_name == "sqlite":
+            options["timeout"] = SQLITE_BUSY_TIMEOUT
+        else:
+            options["min_size"] = 1
+            options["max_size"] = 10
+        super().__init__(url, **options)
+
+    @property
+    def sqlalchemy_dialect(self) -> sa.engine.Dialect:
+        return sqlite.dialect() if self.dialect_name == "sqlite" else postgresql.dialect()
+
+    def insert_or_ignore(self, table: sa.Table) -> Any:
+        """An INSERT that does nothing when a unique key already exists (both dialects)."""
+        module = sqlite if self.dialect_name == "sqlite" else postgresql
+        return module.insert(table).on_conflict_do_nothing()
+
+    def upsert(self, table: sa.Table, key: Sequence[str], update: Sequence[str]) -> Any:
+        """An INSERT that updates the ``update`` columns when the ``key`` columns exist."""
+        module = sqlite if self.dialect_name == "sqlite" else postgresql
+        stmt = module.insert(table)
+        return stmt.on_conflict_do_update(
+            index_elements=list(key), set_={c: stmt.excluded[c] for c in update}
+        )
+
+    async def prepare(self) -> None:
+        """Connection-level settings that must hold before any table is touched."""
+        if self.dialect_name == "sqlite":
+            # WAL lets readers go on while one writer commits; it is a property of the file.
+            await self.execute("PRAGMA journal_mode=WAL")
+
+    async def migrate(self, schemas: Sequence[Schema]) -> None:
+        """Create and migrate every schema's tables, recording versions."""
+        names = [s.name for s in schemas]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"two plugins contribute a schema of the same name: {names}")
+        async with self.connection() as conn:
+            async with conn.transaction():
+                if self.dialect_name == "postgresql":
+                    await conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})"))
+                await self._create_tables(conn, [schema_versions])
+                for schema in schemas:
+                    await self._migrate_one(conn, schema)
+
+    async def _create_tables(self, conn: databases.core.Connection, tables: Sequence[sa.Table]) -> None:
+        dialect = self.sqlalchemy_dialect
+        for table in tables:
+            await conn.execute(str(CreateTable(table, if_not_exists=True).compile(dialect=dialect)))
+            for index in table.indexes:
+                ddl = CreateIndex(index, if_not_exists=True).compile(dialect=dialect)
+                await conn.execute(str(ddl))
+
+    async def _migrate_one(self, conn: databases.core.Connection, schema: Schema) -> None:
+        row = await conn.fetch_one(
+            sa.select(schema_versions.c.version).where(schema_versions.c.name == schema.name)
+        )
+        recorded = None if row is None else row[0]
+        if recorded is not None and recorded > schema.version:
+            raise ConfigError(
+                f"database schema {schema.name!r} is at version {recorded}, newer than this "
+                f"depot's {schema.version}: upgrade depot"
+            )
+        if recorded is not None:
+            for version in range(recorded + 1, schema.version + 1):
+                for statement in schema.migrations.get(version, ()):
+                    await conn.execute(statement)
+                log.info("migrated schema", extra={"schema": schema.name, "version": version})
+        await self._create_tables(conn, schema.tables)
+        if recorded is None:
+            # Another replica may be migrating too; the first to record the version wins.
+            await conn.execute(
+                self.insert_or_ignore(schema_versions).values(
+                    name=schema.name, version=schema.version
+                )
+            )
+        elif recorded != schema.version:
+            await conn.execute(
+                schema_versions.update()
+                .where(schema_versions.c.name == schema.name)
+                .values(version=schema.version)
+            )

@@ -1,0 +1,128 @@
+"""``depot serve``: the app under hypercorn, with graceful shutdown and optional workers.
+
+SIGINT and SIGTERM stop accepting connections and let in-flight requests finish (up to
+``GRACEFUL_TIMEOUT`` seconds). With ``--workers N`` the listening socket is opened once and shared
+by N processes, each with its own event loop and connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import signal
+import sys
+from typing import Any
+
+import click
+
+from depot.core.errors import ConfigError
+from depot.core.plugins import Plugins, load_plugins
+from depot.core.settings import CORE_OPTIONS, Settings, parse_listen_addr
+
+GRACEFUL_TIMEOUT = 30.0
+
+
+def _hypercorn_config(settings: Settings) -> Any:
+    from hypercorn.config import Config
+
+    host, port = parse_listen_addr(settings.listen_addr)
+    config = Config()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.graceful_timeout = GRACEFUL_TIMEOUT
+    config.accesslog = None  # depot logs its own access lines
+    config.errorlog = "-"
+    config.keep_alive_timeout = 75
+    # No body size limit beyond what ecosystems enforce: NARs of several GiB are normal.
+    config.h11_max_incomplete_size = 64 * 1024
+    return config
+
+
+async def _serve(options: dict[str, Any], sockets: Any = None, ready: Any = None) -> None:
+    from hypercorn.asyncio.run import worker_serve
+    from hypercorn.utils import wrap_app
+
+    from depot.core.app import create_app
+
+    app = create_app(**options)
+    depot = app.state.depot
+    await depot.startup()  # fail before listening: one line, not a half-started server
+    config = _hypercorn_config(depot.settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await worker_serve(
+            wrap_app(app, config.wsgi_max_body_size, "asgi"),
+            config,
+            sockets=sockets,
+            shutdown_trigger=stop.wait,
+        )
+    finally:
+        await depot.shutdown()
+
+
+async def _prepare(options: dict[str, Any]) -> None:
+    """Open and migrate once in the parent, so workers never race on schema creation."""
+    from depot.core.app import create_app
+
+    depot = create_app(**options).state.depot
+    await depot.startup()
+    await depot.shutdown()
+
+
+def _worker(options: dict[str, Any], sockets: Any) -> None:
+    try:
+        asyncio.run(_serve(options, sockets))
+    except ConfigError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
+
+
+def run(options: dict[str, Any], workers: int) -> None:
+    """Serve until SIGINT/SIGTERM; with several workers, supervise them."""
+    if workers <= 1:
+        asyncio.run(_serve(options))
+        return
+    settings = Settings.from_options(options, _plugin_options(load_plugins()))
+    asyncio.run(_prepare(options))
+    sockets = _hypercorn_config(settings).create_sockets()
+    ctx = multiprocessing.get_context("spawn")
+    processes = [ctx.Process(target=_worker, args=(options, sockets)) for _ in range(workers)]
+    for p in processes:
+        p.start()
+
+    def forward(signum: int, frame: Any) -> None:
+        for p in processes:
+            if p.pid is not None and p.is_alive():
+                p.terminate()
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    failed = 0
+    for p in processes:
+        p.join()
+        failed |= p.exitcode not in (0, -signal.SIGTERM)
+    if failed:
+        raise ConfigError("a worker exited with an error (see above)")
+
+
+def _plugin_options(plugins: Plugins) -> list[click.Option]:
+    return [o for found in plugins.hook.depot_serve_options() for o in found or ()]
+
+
+def serve_command(plugins: Plugins) -> click.Command:
+    """Build ``depot serve`` with the core's options and every plugin's."""
+
+    def callback(**options: Any) -> None:
+        workers = options.get("workers") or 1
+        # Validate everything (and say so in one line) before any process starts.
+        Settings.from_options(options, _plugin_options(plugins))
+        run(options, workers)
+
+    return click.Command(
+        "serve",
+        callback=callback,
+        params=[*CORE_OPTIONS, *_plugin_options(plugins)],
+        help="Serve every installed ecosystem over HTTP.",
+    )

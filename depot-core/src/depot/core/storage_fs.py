@@ -1,0 +1,165 @@
+"""The ``fs`` blob store: files under ``<store-path>/blobs``, published by rename.
+
+A write goes to ``blobs/.tmp/<random>``, is fsynced, then renamed over its key and the directory
+fsynced, so a reader sees the old blob or the whole new one, never a part; a writer killed midway
+leaves only a temporary file, which start-up sweeps away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from depot.core.blobs import CHUNK_SIZE, BlobStat, Hashes, StorageBackend, check_key
+from depot.core.errors import ConfigError
+from depot.core.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from depot.core.settings import Settings
+
+
+class FSBlobUpload:
+    """An upload into a temporary file; bytes are buffered to CHUNK_SIZE before each thread hop."""
+
+    def __init__(self, store: FSBlobStore, key: str, hashes: Iterable[str]) -> None:
+        self._store = store
+        self._key = key
+        self._hashes = Hashes(hashes)
+        self._size = 0
+        self._buffer = bytearray()
+        self.tmp_path = store.tmp_dir / secrets.token_hex(16)
+        self._file = open(self.tmp_path, "xb")  # noqa: SIM115 - closed in commit/abort
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def hexdigest(self, algorithm: str) -> str:
+        assert not self._buffer, "await complete() before reading digests"
+        return self._hashes.hexdigest(algorithm)
+
+    def digest(self, algorithm: str) -> bytes:
+        assert not self._buffer, "await complete() before reading digests"
+        return self._hashes.digest(algorithm)
+
+    def _write_sync(self, data: bytes) -> None:
+        self._hashes.update(data)
+        self._file.write(data)
+
+    async def write(self, data: bytes) -> None:
+        self._size += len(data)
+        self._buffer += data
+        if len(self._buffer) >= CHUNK_SIZE:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        if self._buffer:
+            data, self._buffer = bytes(self._buffer), bytearray()
+            await asyncio.to_thread(self._write_sync, data)
+
+    async def complete(self) -> None:
+        await self._flush()
+
+    def _commit_sync(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        final = self._store.path(self._key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.tmp_path, final)
+        fd = os.open(final.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    async def commit(self) -> None:
+        await self._flush()
+        await asyncio.to_thread(self._commit_sync)
+
+    def abort(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+        self.tmp_path.unlink(missing_ok=True)
+
+
+class FSBlobStore:
+    """Blobs as files under one directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.tmp_dir = root / ".tmp"
+
+    @classmethod
+    def open_sync(cls, root: Path) -> FSBlobStore:
+        """Create the directories, prove they are writable, and sweep leftover temporary files."""
+        store = cls(root)
+        try:
+            store.tmp_dir.mkdir(parents=True, exist_ok=True)
+            for leftover in store.tmp_dir.iterdir():
+                leftover.unlink(missing_ok=True)
+            probe = store.tmp_dir / f"probe-{secrets.token_hex(4)}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise ConfigError(f"store path {root} is not writable: {exc.strerror or exc}") from exc
+        return store
+
+    def path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    async def stat(self, key: str) -> BlobStat | None:
+        try:
+            st = await asyncio.to_thread(os.stat, self.path(key))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return BlobStat(size=st.st_size)
+
+    async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        f = await asyncio.to_thread(open, self.path(key), "rb")
+        try:
+            if start:
+                f.seek(start)
+            remaining = None if end is None else end - start
+            while remaining is None or remaining > 0:
+                n = CHUNK_SIZE if remaining is None else min(CHUNK_SIZE, remaining)
+                chunk = await asyncio.to_thread(f.read, n)
+                if not chunk:
+                    break
+                if remaining is not None:
+                    remaining -= len(chunk)
+                yield chunk
+        finally:
+            f.close()
+
+    @asynccontextmanager
+    async def upload(self, key: str, hashes: Iterable[str] = ("sha256",)) -> AsyncIterator[FSBlobUpload]:
+        check_key(key)
+        upload = FSBlobUpload(self, key, hashes)
+        try:
+            yield upload
+        finally:
+            upload.abort()
+
+    async def delete(self, key: str) -> None:
+        await asyncio.to_thread(self.path(key).unlink, True)
+
+    def local_path(self, key: str) -> Path | None:
+        return self.path(key)
+
+    async def close(self) -> None:
+        return None
+
+
+async def _open_fs(settings: Settings) -> FSBlobStore:
+    return await asyncio.to_thread(FSBlobStore.open_sync, settings.store_path / "blobs")
+
+
+@hookimpl(trylast=True)
+def depot_storage_backends() -> list[StorageBackend]:
+    return [StorageBackend("fs", _open_fs, "files under <store-path>/blobs")]

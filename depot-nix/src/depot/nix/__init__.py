@@ -1,0 +1,1 @@
+"""A Nix binary cache for depot."""

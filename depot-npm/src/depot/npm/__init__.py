@@ -1,0 +1,1 @@
+"""An npm registry for depot."""

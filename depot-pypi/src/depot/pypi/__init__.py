@@ -1,0 +1,1 @@
+"""A Python package index (PEP 503/691) for depot."""
