@@ -26,6 +26,7 @@ from depot.core.blobs import BlobStore, InvalidKey, ScopedBlobStore, StorageBack
 from depot.core.database import Database
 from depot.core.ecosystem import Ecosystem
 from depot.core.errors import BadRequest, ConfigError, HTTPError, ServiceUnavailable
+from depot.core.faults import OUTAGE_TYPES, is_backend_outage
 from depot.core.http import ErrorRenderer, external_base, plain_error
 from depot.core.logs import AccessLogMiddleware, configure_logging
 from depot.core.pages import health, index
@@ -228,6 +229,15 @@ def _invalid_key_handler(request: Request, exc: Exception) -> Any:
     return _http_error_handler(request, BadRequest(str(exc)))
 
 
+def _outage_handler(request: Request, exc: Exception) -> Any:
+    if not is_backend_outage(exc):
+        raise exc
+    log.error("backing service unavailable", extra={"error": f"{type(exc).__name__}: {exc}"})
+    return _http_error_handler(
+        request, ServiceUnavailable("storage or database temporarily unavailable")
+    )
+
+
 def create_app(*, plugins: Plugins | None = None, **options: Any) -> Starlette:
     """Build a depot as an ASGI app.
 
@@ -265,7 +275,11 @@ def create_app(*, plugins: Plugins | None = None, **options: Any) -> Starlette:
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={HTTPError: _http_error_handler, InvalidKey: _invalid_key_handler},
+        exception_handlers={
+            HTTPError: _http_error_handler,
+            InvalidKey: _invalid_key_handler,
+            **{t: _outage_handler for t in OUTAGE_TYPES},
+        },
     )
     app.state.depot = depot
     app.add_middleware(DepotMiddleware, depot=depot)
