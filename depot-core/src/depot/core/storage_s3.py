@@ -1,0 +1,328 @@
+"""The ``s3`` blob store: objects in one S3-compatible bucket (AWS, MinIO, SeaweedFS, GCS interop).
+
+Several ``depot serve`` replicas share one bucket; nothing about a blob is kept in one process.
+boto3 is synchronous, so every call runs on a small thread pool, off the event loop.
+
+Atomic publication: an upload of at most :data:`PART_SIZE` bytes is held in memory and sent with a
+single ``PutObject`` at commit; a larger one is streamed as a multipart upload in parts of
+:data:`PART_SIZE` and becomes visible only with ``CompleteMultipartUpload`` at commit. Leaving the
+upload without commit (verification failed, client went away, the store failed) aborts the
+multipart upload, so no partial object is ever visible. Memory per upload stays at about one part.
+A process killed midway cannot abort: a bucket lifecycle rule ``AbortIncompleteMultipartUpload``
+(see depot-core/README.md) reclaims those parts; they are never visible as objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from depot.core.blobs import CHUNK_SIZE, BlobStat, Hashes, StorageBackend, check_key
+from depot.core.errors import ConfigError
+from depot.core.hookspecs import hookimpl
+from depot.core.settings import option
+
+if TYPE_CHECKING:
+    from depot.core.settings import Settings
+
+log = logging.getLogger("depot.core.s3")
+
+#: Multipart part size. S3 wants at least 5 MiB per part (but the last) and at most 10,000 parts,
+#: so one object can reach about 78 GiB; each upload holds at most about one part in memory.
+PART_SIZE = 8 * 1024 * 1024
+
+#: Downloads are read from the GET response in chunks this large.
+READ_CHUNK_SIZE = 4 * CHUNK_SIZE
+
+#: Threads (and pooled HTTP connections) per process for boto3 calls.
+MAX_THREADS = 16
+
+T = TypeVar("T")
+
+
+def _error_code(exc: Exception) -> tuple[str, int]:
+    """The S3 error code and HTTP status of a botocore ``ClientError``."""
+    response = getattr(exc, "response", {}) or {}
+    code = str(response.get("Error", {}).get("Code", ""))
+    status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    return code, status
+
+
+def _is_not_found(exc: Exception) -> bool:
+    code, status = _error_code(exc)
+    return status == 404 or code in ("404", "NoSuchKey", "NotFound")
+
+
+class S3BlobUpload:
+    """A write in progress; see the module docstring for how it stays invisible until commit."""
+
+    def __init__(self, store: S3BlobStore, key: str, hashes: Iterable[str]) -> None:
+        self._store = store
+        self._key = key
+        self._hashes = Hashes(hashes)
+        self._size = 0
+        self._buffer = bytearray()
+        self._hashed = 0  # bytes of the buffer already fed to the digests
+        self._upload_id: str | None = None
+        self._parts: list[dict[str, Any]] = []
+        self._committed = False
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def hexdigest(self, algorithm: str) -> str:
+        assert self._hashed == len(self._buffer), "await complete() before reading digests"
+        return self._hashes.hexdigest(algorithm)
+
+    def digest(self, algorithm: str) -> bytes:
+        assert self._hashed == len(self._buffer), "await complete() before reading digests"
+        return self._hashes.digest(algorithm)
+
+    async def write(self, data: bytes) -> None:
+        self._size += len(data)
+        self._buffer += data
+        while len(self._buffer) >= PART_SIZE:
+            await self._send_part(PART_SIZE)
+
+    async def _hash_buffer(self) -> None:
+        if self._hashed < len(self._buffer):
+            pending = bytes(self._buffer[self._hashed:])
+            await asyncio.to_thread(self._hashes.update, pending)
+            self._hashed = len(self._buffer)
+
+    async def _send_part(self, length: int) -> None:
+        """Hash and upload the first ``length`` buffered bytes as the next part."""
+        await self._hash_buffer()
+        with memoryview(self._buffer) as view:
+            part = bytes(view[:length])
+        del self._buffer[:length]
+        self._hashed = len(self._buffer)
+        if self._upload_id is None:
+            created = await self._store.call(
+                "create_multipart_upload", Bucket=self._store.bucket, Key=self._key
+            )
+            self._upload_id = created["UploadId"]
+        number = len(self._parts) + 1
+        uploaded = await self._store.call(
+            "upload_part",
+            Bucket=self._store.bucket,
+            Key=self._key,
+            UploadId=self._upload_id,
+            PartNumber=number,
+            Body=part,
+        )
+        self._parts.append({"PartNumber": number, "ETag": uploaded["ETag"]})
+
+    async def complete(self) -> None:
+        await self._hash_buffer()
+
+    async def commit(self) -> None:
+        await self._hash_buffer()
+        bucket, key = self._store.bucket, self._key
+        if self._upload_id is None:
+            await self._store.call("put_object", Bucket=bucket, Key=key, Body=bytes(self._buffer))
+        else:
+            if self._buffer:
+                await self._send_part(len(self._buffer))
+            await self._store.call(
+                "complete_multipart_upload",
+                Bucket=bucket,
+                Key=key,
+                UploadId=self._upload_id,
+                MultipartUpload={"Parts": self._parts},
+            )
+        self._buffer = bytearray()
+        self._hashed = 0
+        self._committed = True
+
+    async def abort(self) -> None:
+        """Drop the buffered bytes and any uploaded parts; a no-op after commit."""
+        self._buffer = bytearray()
+        self._hashed = 0
+        if self._upload_id is None or self._committed:
+            return
+        upload_id, self._upload_id = self._upload_id, None
+        try:
+            await self._store.call(
+                "abort_multipart_upload", Bucket=self._store.bucket, Key=self._key, UploadId=upload_id
+            )
+        except Exception as exc:  # the parts stay invisible; a lifecycle rule reclaims them
+            log.warning(
+                "could not abort multipart upload",
+                extra={"key": self._key, "error": f"{type(exc).__name__}: {exc}"},
+            )
+
+
+class S3BlobStore:
+    """Blobs as objects in one bucket, keyed exactly as depot keys them (``npm/...``, ``nix/...``)."""
+
+    def __init__(self, client: Any, bucket: str, max_threads: int = MAX_THREADS) -> None:
+        self.client = client
+        self.bucket = bucket
+        self._executor = ThreadPoolExecutor(max_threads, thread_name_prefix="depot-s3")
+
+    async def call(self, method: str, **kwargs: Any) -> Any:
+        """Run one boto3 client method on the thread pool."""
+        return await self.run(getattr(self.client, method), **kwargs)
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+
+    async def stat(self, key: str) -> BlobStat | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            head = await self.call("head_object", Bucket=self.bucket, Key=check_key(key))
+        except ClientError as exc:
+            if _is_not_found(exc):
+                return None
+            raise
+        return BlobStat(size=int(head["ContentLength"]))
+
+    async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        from botocore.exceptions import ClientError
+
+        if end is not None and end <= start:
+            return
+        request: dict[str, Any] = {"Bucket": self.bucket, "Key": check_key(key)}
+        if start or end is not None:
+            request["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
+        try:
+            response = await self.call("get_object", **request)
+        except ClientError as exc:
+            if _is_not_found(exc):
+                raise FileNotFoundError(key) from exc
+            raise
+        body = response["Body"]
+        try:
+            while True:
+                chunk = await self.run(body.read, READ_CHUNK_SIZE)
+                if not chunk:
+                    break
+                yield chunk
+        finally:
+            body.close()
+
+    @asynccontextmanager
+    async def upload(self, key: str, hashes: Iterable[str] = ("sha256",)) -> AsyncIterator[S3BlobUpload]:
+        upload = S3BlobUpload(self, check_key(key), hashes)
+        try:
+            yield upload
+        finally:
+            await upload.abort()
+
+    async def delete(self, key: str) -> None:
+        await self.call("delete_object", Bucket=self.bucket, Key=check_key(key))
+
+    def local_path(self, key: str) -> Path | None:
+        return None
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        await asyncio.to_thread(self.client.close)
+
+
+def make_client(settings: Settings) -> Any:
+    """A boto3 S3 client from the ``--s3-*`` options; unset credentials use boto3's default chain."""
+    import boto3
+    from botocore.config import Config
+
+    extra = settings.extra
+    key_id, secret = extra.get("s3_access_key_id"), extra.get("s3_secret_access_key")
+    if bool(key_id) != bool(secret):
+        raise ConfigError("--s3-access-key-id and --s3-secret-access-key must be given together")
+    config = Config(
+        region_name=extra.get("s3_region") or "us-east-1",
+        s3={"addressing_style": "path" if extra.get("s3_force_path_style") else "auto"},
+        max_pool_connections=MAX_THREADS,
+        connect_timeout=5,
+        read_timeout=60,
+        retries={"max_attempts": 3, "mode": "standard"},
+        # Checksums only where S3 requires them: several S3-compatible stores (GCS interop,
+        # older MinIO) refuse the flexible checksums boto3 sends by default since 1.36.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    session = boto3.session.Session(aws_access_key_id=key_id or None, aws_secret_access_key=secret or None)
+    return session.client("s3", endpoint_url=extra.get("s3_endpoint") or None, config=config)
+
+
+def check_bucket(client: Any, bucket: str, where: str) -> None:
+    """Prove at start-up that the bucket exists and the credentials reach it, in one line if not."""
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+    try:
+        client.head_bucket(Bucket=bucket)
+    except NoCredentialsError as exc:
+        raise ConfigError(
+            "no S3 credentials: set --s3-access-key-id and --s3-secret-access-key "
+            "(or AWS_ACCESS_KEY_ID, a profile, an IAM role)"
+        ) from exc
+    except ClientError as exc:
+        code, status = _error_code(exc)
+        if status == 404 or code in ("404", "NoSuchBucket"):
+            raise ConfigError(f"S3 bucket {bucket!r} does not exist at {where}") from exc
+        if status in (401, 403):
+            raise ConfigError(
+                f"S3 refused access to bucket {bucket!r} at {where} ({code or status}): "
+                "check the access key, secret and the bucket's policy"
+            ) from exc
+        raise ConfigError(f"S3 bucket {bucket!r} at {where} answered {code or status}") from exc
+    except BotoCoreError as exc:
+        raise ConfigError(f"cannot reach S3 at {where}: {exc}".splitlines()[0]) from exc
+
+
+async def open_s3(settings: Settings) -> S3BlobStore:
+    """The ``open`` of the ``s3`` backend: build the client and check the bucket."""
+    bucket = settings.extra.get("s3_bucket")
+    if not bucket:
+        raise ConfigError("--storage-type s3 needs --s3-bucket (or DEPOT_S3_BUCKET)")
+    where = settings.extra.get("s3_endpoint") or f"region {settings.extra.get('s3_region') or 'us-east-1'}"
+    client = make_client(settings)
+    try:
+        await asyncio.to_thread(check_bucket, client, bucket, where)
+    except ConfigError:
+        client.close()
+        raise
+    log.info("s3 blob store ready", extra={"bucket": bucket, "endpoint": where})
+    return S3BlobStore(client, bucket)
+
+
+@hookimpl
+def depot_storage_backends() -> list[StorageBackend]:
+    return [StorageBackend("s3", open_s3, "objects in an S3-compatible bucket (--s3-*)")]
+
+
+@hookimpl
+def depot_serve_options() -> list[click.Option]:
+    return [
+        option(["--s3-bucket"], default=None, help="S3 bucket for blobs (required with --storage-type s3)."),
+        option(["--s3-region"], default="us-east-1", show_default=True, help="S3 region."),
+        option(
+            ["--s3-endpoint"],
+            default=None,
+            help="S3 endpoint URL for MinIO, SeaweedFS, LocalStack, GCS interop [default: AWS].",
+        ),
+        option(
+            ["--s3-access-key-id"],
+            default=None,
+            help="S3 access key [default: boto3's chain: environment, profile, IAM role].",
+        ),
+        option(["--s3-secret-access-key"], default=None, help="S3 secret key (with --s3-access-key-id)."),
+        option(
+            ["--s3-force-path-style"],
+            is_flag=True,
+            default=False,
+            help="Address the bucket as ENDPOINT/BUCKET (MinIO, most self-hosted stores).",
+        ),
+    ]
