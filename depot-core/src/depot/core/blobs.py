@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -75,8 +75,13 @@ class BlobUpload(Protocol):
     async def complete(self) -> None:
         """Declare the input finished: afterwards ``size`` and the digests are final."""
 
-    async def commit(self) -> None:
-        """Publish the blob under its key atomically, replacing any blob there."""
+    async def commit(self, key: str | None = None) -> None:
+        """Publish the blob atomically under ``key`` (default: the key given at open).
+
+        A blob already there is replaced. Content-addressed ecosystems open the upload under any
+        key and commit under the digest once they know it, so two uploads racing for one name can
+        never leave a row pointing at the other's bytes.
+        """
 
 
 @runtime_checkable
@@ -129,16 +134,43 @@ class ScopedBlobStore:
     def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         return self.store.read(self._key(key), start, end)
 
-    def upload(
-        self, key: str, hashes: Iterable[str] = ("sha256",)
-    ) -> AbstractAsyncContextManager[BlobUpload]:
-        return self.store.upload(self._key(key), hashes)
+    @asynccontextmanager
+    async def upload(self, key: str, hashes: Iterable[str] = ("sha256",)) -> AsyncIterator[BlobUpload]:
+        async with self.store.upload(self._key(key), hashes) as upload:
+            yield _ScopedUpload(upload, self._key)
 
     async def delete(self, key: str) -> None:
         await self.store.delete(self._key(key))
 
     def local_path(self, key: str) -> Path | None:
         return self.store.local_path(self._key(key))
+
+
+class _ScopedUpload:
+    """Keeps a commit under another key inside the namespace."""
+
+    def __init__(self, upload: BlobUpload, scope: Callable[[str], str]) -> None:
+        self._upload = upload
+        self._scope = scope
+
+    @property
+    def size(self) -> int:
+        return self._upload.size
+
+    def hexdigest(self, algorithm: str) -> str:
+        return self._upload.hexdigest(algorithm)
+
+    def digest(self, algorithm: str) -> bytes:
+        return self._upload.digest(algorithm)
+
+    async def write(self, data: bytes) -> None:
+        await self._upload.write(data)
+
+    async def complete(self) -> None:
+        await self._upload.complete()
+
+    async def commit(self, key: str | None = None) -> None:
+        await self._upload.commit(None if key is None else self._scope(key))
 
 
 class Hashes:

@@ -65,11 +65,11 @@ class FSBlobUpload:
     async def complete(self) -> None:
         await self._flush()
 
-    def _commit_sync(self) -> None:
+    def _commit_sync(self, key: str) -> None:
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
-        final = self._store.path(self._key)
+        final = self._store.path(key)
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(self.tmp_path, final)
         fd = os.open(final.parent, os.O_RDONLY)
@@ -78,9 +78,9 @@ class FSBlobUpload:
         finally:
             os.close(fd)
 
-    async def commit(self) -> None:
+    async def commit(self, key: str | None = None) -> None:
         await self._flush()
-        await asyncio.to_thread(self._commit_sync)
+        await asyncio.to_thread(self._commit_sync, check_key(key or self._key))
 
     def abort(self) -> None:
         if not self._file.closed:

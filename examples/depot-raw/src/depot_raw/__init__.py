@@ -1,0 +1,1 @@
+"""An example third-party depot ecosystem: plain files under ``/raw``."""

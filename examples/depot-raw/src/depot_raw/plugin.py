@@ -1,0 +1,39 @@
+"""depot-raw's hooks: the ecosystem, its routes, its table and its CLI group."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import click
+from starlette.routing import BaseRoute, Mount
+
+from depot.core import Depot, Ecosystem, hookimpl
+from depot.core.database import Schema
+
+ECOSYSTEM = Ecosystem(name="raw", prefix="/raw", title="Raw files")
+
+
+@hookimpl
+def depot_ecosystems() -> list[Ecosystem]:
+    return [ECOSYSTEM]
+
+
+@hookimpl
+def depot_routes(depot: Depot) -> Sequence[BaseRoute]:
+    from depot_raw.routes import routes
+
+    return [Mount(ECOSYSTEM.prefix, routes=routes(depot.context(ECOSYSTEM.name)))]
+
+
+@hookimpl
+def depot_schemas() -> list[Schema]:
+    from depot_raw.tables import raw_files
+
+    return [Schema(name="raw", version=1, tables=[raw_files])]
+
+
+@hookimpl
+def depot_commands() -> Sequence[click.Command]:
+    from depot_raw.cli import raw
+
+    return [raw]

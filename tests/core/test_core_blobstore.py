@@ -1,0 +1,125 @@
+"""The filesystem blob store: atomic publication, streaming reads, safe keys."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from depot.core.blobs import InvalidKey, ScopedBlobStore, check_key
+from depot.core.storage_fs import FSBlobStore
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> FSBlobStore:
+    return FSBlobStore.open_sync(tmp_path / "blobs")
+
+
+async def read_all(blobs: ScopedBlobStore, key: str, start: int = 0, end: int | None = None) -> bytes:
+    return b"".join([chunk async for chunk in blobs.read(key, start, end)])
+
+
+async def test_committed_blob_reads_back_with_digests(store: FSBlobStore) -> None:
+    blobs = ScopedBlobStore(store, "eco")
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    async with blobs.upload("a/b.bin", hashes=("sha256", "sha512")) as upload:
+        for i in range(0, len(data), 65536):
+            await upload.write(data[i : i + 65536])
+        await upload.complete()
+        assert upload.size == len(data)
+        assert upload.hexdigest("sha256") == hashlib.sha256(data).hexdigest()
+        assert upload.hexdigest("sha512") == hashlib.sha512(data).hexdigest()
+        await upload.commit()
+    assert (await blobs.stat("a/b.bin")).size == len(data)
+    assert await read_all(blobs, "a/b.bin") == data
+    assert await read_all(blobs, "a/b.bin", 100, 2_000_000) == data[100:2_000_000]
+    assert (store.root / "eco" / "a" / "b.bin").exists()
+
+
+async def test_upload_left_without_commit_leaves_nothing(store: FSBlobStore) -> None:
+    blobs = ScopedBlobStore(store, "eco")
+    with pytest.raises(RuntimeError):
+        async with blobs.upload("x") as upload:
+            await upload.write(b"partial")
+            raise RuntimeError("verification failed")
+    assert await blobs.stat("x") is None
+    assert list(store.tmp_dir.iterdir()) == []
+
+
+async def test_commit_under_digest_key(store: FSBlobStore) -> None:
+    blobs = ScopedBlobStore(store, "eco")
+    async with blobs.upload("incoming/f") as upload:
+        await upload.write(b"hello")
+        await upload.complete()
+        await upload.commit(f"sha256/{upload.hexdigest('sha256')}")
+    assert await blobs.stat("incoming/f") is None
+    assert await read_all(blobs, f"sha256/{hashlib.sha256(b'hello').hexdigest()}") == b"hello"
+
+
+async def test_blob_is_invisible_until_commit(store: FSBlobStore) -> None:
+    blobs = ScopedBlobStore(store, "eco")
+    async with blobs.upload("big") as upload:
+        await upload.write(os.urandom(2 * 1024 * 1024))
+        assert await blobs.stat("big") is None
+        await upload.commit()
+        assert (await blobs.stat("big")).size == 2 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["", "..", "../x", "a/../../b", "/etc/passwd", "a\\b", "a\x00b", ".tmp/x", "a//b", "a/.hidden", "a/"],
+)
+def test_unsafe_keys_are_refused(key: str) -> None:
+    with pytest.raises(InvalidKey):
+        check_key(key)
+
+
+async def test_scoped_store_refuses_traversal(store: FSBlobStore) -> None:
+    blobs = ScopedBlobStore(store, "eco")
+    with pytest.raises(InvalidKey):
+        async with blobs.upload("../other/x"):
+            pass
+
+
+def test_writer_killed_mid_write_leaves_nothing_visible(tmp_path: Path) -> None:
+    root = tmp_path / "blobs"
+    writer = textwrap.dedent(
+        f"""
+        import asyncio, os, sys
+        from pathlib import Path
+        from depot.core.storage_fs import FSBlobStore
+        async def main():
+            store = FSBlobStore.open_sync(Path({str(root)!r}))
+            async with store.upload("eco/victim") as upload:
+                for _ in range(64):
+                    await upload.write(os.urandom(1024 * 1024))
+                print("writing", flush=True)
+                await asyncio.sleep(60)
+                await upload.commit()
+        asyncio.run(main())
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", writer], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "writing"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (root / "eco" / "victim").exists()
+    assert list((root / ".tmp").iterdir()), "the killed writer's temporary file should still be there"
+    FSBlobStore.open_sync(root)  # start-up sweeps the leftovers
+    assert list((root / ".tmp").iterdir()) == []
+
+
+def test_store_path_that_cannot_be_created_is_a_config_error(tmp_path: Path) -> None:
+    from depot.core.errors import ConfigError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ConfigError, match="not writable"):
+        FSBlobStore.open_sync(blocker / "blobs")
