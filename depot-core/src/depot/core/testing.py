@@ -29,8 +29,15 @@ def free_port() -> int:
 class DepotServer:
     """A ``depot serve`` subprocess on a free loopback port, logging to ``<store>/server.log``."""
 
-    def __init__(self, store_path: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        store_path: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        python: str | Path = sys.executable,
+    ) -> None:
         self.store_path = store_path
+        self.python = str(python)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.args = args
@@ -42,7 +49,7 @@ class DepotServer:
         self.store_path.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
         cmd = [
-            sys.executable, "-m", "depot.core", "serve",
+            self.python, "-m", "depot.core", "serve",
             "--listen-addr", f"127.0.0.1:{self.port}",
             "--store-path", str(self.store_path),
             *self.args,
