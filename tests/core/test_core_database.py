@@ -1,0 +1,81 @@
+"""The metadata layer: plugin tables created, migrated and versioned at start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from depot.core.database import Database, Schema, json_value, schema_versions
+from depot.core.errors import ConfigError
+
+
+def notes_v1() -> Schema:
+    metadata = sa.MetaData()
+    table = sa.Table("notes", metadata, sa.Column("id", sa.Integer, primary_key=True), sa.Column("body", sa.Text))
+    return Schema("notes", 1, [table])
+
+
+def notes_v2() -> Schema:
+    metadata = sa.MetaData()
+    table = sa.Table(
+        "notes",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("body", sa.Text),
+        sa.Column("meta", sa.JSON),
+    )
+    tags = sa.Table("note_tags", metadata, sa.Column("note_id", sa.Integer), sa.Column("tag", sa.Text))
+    return Schema("notes", 2, [table, tags], {2: ["ALTER TABLE notes ADD COLUMN meta JSON"]})
+
+
+@pytest.fixture
+async def db(tmp_path: Path):
+    database = Database(f"sqlite:///{tmp_path / 'depot.db'}")
+    await database.connect()
+    await database.prepare()
+    yield database
+    await database.disconnect()
+
+
+async def version_of(db: Database, name: str) -> int:
+    return await db.fetch_val(sa.select(schema_versions.c.version).where(schema_versions.c.name == name))
+
+
+async def test_tables_are_created_and_version_recorded(db: Database) -> None:
+    await db.migrate([notes_v1()])
+    await db.execute("INSERT INTO notes (id, body) VALUES (1, 'kept')")
+    assert await version_of(db, "notes") == 1
+    await db.migrate([notes_v1()])  # idempotent at every start
+    assert await db.fetch_val("SELECT body FROM notes WHERE id = 1") == "kept"
+
+
+async def test_migration_brings_an_old_schema_up_to_date(db: Database) -> None:
+    await db.migrate([notes_v1()])
+    await db.execute("INSERT INTO notes (id, body) VALUES (1, 'kept')")
+    schema = notes_v2()
+    await db.migrate([schema])
+    assert await version_of(db, "notes") == 2
+    await db.execute(schema.tables[0].update().values(meta={"a": [1, 2]}))
+    row = await db.fetch_one(sa.select(schema.tables[0]))
+    assert row.body == "kept" and json_value(row.meta) == {"a": [1, 2]}
+    await db.execute(schema.tables[1].insert().values(note_id=1, tag="new table"))
+
+
+async def test_a_newer_database_is_refused(db: Database) -> None:
+    await db.migrate([notes_v2()])
+    with pytest.raises(ConfigError, match="newer than this depot"):
+        await db.migrate([notes_v1()])
+
+
+async def test_sqlite_runs_in_wal_mode(db: Database) -> None:
+    assert (await db.fetch_val("PRAGMA journal_mode")).lower() == "wal"
+
+
+async def test_insert_or_ignore_keeps_the_first_row(db: Database) -> None:
+    schema = notes_v1()
+    await db.migrate([schema])
+    await db.execute(db.insert_or_ignore(schema.tables[0]).values(id=1, body="first"))
+    await db.execute(db.insert_or_ignore(schema.tables[0]).values(id=1, body="second"))
+    assert await db.fetch_val("SELECT body FROM notes WHERE id = 1") == "first"
