@@ -1,13 +1,16 @@
-"""Registers the pypi ecosystem with depot: its routes under /python and the `depot python` commands."""
+"""Registers the pypi ecosystem with depot: its routes under /python, its table, `depot python`."""
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 
 import click
+from starlette.requests import Request
 from starlette.routing import BaseRoute, Mount
 
 from depot.core import Depot, Ecosystem, hookimpl
+from depot.core.database import Schema
 
 ECOSYSTEM = Ecosystem(name="pypi", prefix="/python", title="Python package index")
 
@@ -25,7 +28,29 @@ def depot_routes(depot: Depot) -> Sequence[BaseRoute]:
 
 
 @hookimpl
+def depot_schemas() -> Sequence[Schema]:
+    from depot.pypi.schema import SCHEMA
+
+    return [SCHEMA]
+
+
+@hookimpl
 def depot_commands() -> Sequence[click.Command]:
     from depot.pypi.cli import python
 
     return [python]
+
+
+@hookimpl
+def depot_index_sections(depot: Depot, request: Request) -> Sequence[object]:
+    from depot.core.pages import Section
+
+    ctx = depot.context(ECOSYSTEM.name)
+    index = html.escape(ctx.external_url(request, "/simple/"))
+    upload = html.escape(ctx.external_url(request, "/"))
+    body = (
+        f"<pre>pip install --index-url {index} PACKAGE\n"
+        f"uv pip install --index-url {index} PACKAGE\n"
+        f"twine upload --repository-url {upload} dist/*</pre>"
+    )
+    return [Section("Python", body)]

@@ -1,16 +1,240 @@
-"""Routes of the Python package index."""
+"""Routes of the Python package index, under ``/python``.
+
+- ``GET /python/simple/`` and ``/python/simple/<project>/``: the simple API (PEP 503 / 691).
+- ``GET|HEAD /python/files/<project>/<filename>``: a distribution; ``<filename>.metadata`` beside
+  each wheel is its core metadata (PEP 658).
+- ``POST /python/``: twine's upload (the legacy API, ``:action=file_upload``).
+- ``PUT /python/files/<project>/<filename>``: the upload ``depot python push`` uses; the body is
+  the file, ``X-Depot-Sha256`` (or ``?sha256=``) its expected hash.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from urllib.parse import quote
+
+from packaging.version import InvalidVersion, Version
+from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from depot.core import EcosystemContext
+from depot.core.errors import BadRequest, HTTPError, NotFound
+from depot.core.http import blob_response
+from depot.pypi import simple, store
+from depot.pypi.names import DistributionFile, InvalidFilename, normalize, parse_filename
+from depot.pypi.schema import blob_key
+
+#: Form fields that steer the upload rather than describe the distribution.
+_CONTROL_FIELDS = {":action", "protocol_version", "content", *store.DIGEST_FIELDS}
+
+#: Non-file form fields (a long description) may be this large.
+MAX_FORM_FIELD = 8 * 1024 * 1024
+
+SHA256_HEADER = "x-depot-sha256"
 
 
 def routes(ctx: EcosystemContext) -> list[BaseRoute]:
-    async def simple_root(request: Request) -> Response:
-        return HTMLResponse("<!DOCTYPE html><html><body></body></html>")
+    """The routes, bound to the ecosystem's context (read at request time)."""
 
-    return [Route("/simple/", simple_root, methods=["GET", "HEAD"])]
+    async def upload_page(request: Request) -> Response:
+        return HTMLResponse(
+            '<!DOCTYPE html><html><body><a href="simple/">simple index</a></body></html>'
+        )
+
+    async def legacy_upload(request: Request) -> Response:
+        """twine's ``POST /python/``: parse the form, verify, store, answer 200."""
+        try:
+            async with request.form(max_part_size=MAX_FORM_FIELD) as form:
+                return await _legacy_upload(ctx, request, form)
+        except (MultiPartException, HTTPException) as exc:
+            detail = getattr(exc, "message", None) or getattr(exc, "detail", str(exc))
+            raise BadRequest(f"malformed upload form: {detail}") from exc
+
+    async def simple_root(request: Request) -> Response:
+        media_type = _negotiate(request)
+        names = await store.projects(ctx)
+        if media_type == simple.JSON_V1:
+            body = simple.root_json(names)
+        else:
+            body = simple.root_html(names)
+        return _page(body, media_type, request)
+
+    async def simple_project(request: Request) -> Response:
+        requested = request.path_params["project"]
+        project = normalize(requested)
+        if requested != project:
+            # PEP 503: clients ask for the normalised name; send others there.
+            url = ctx.external_url(request, f"/simple/{quote(project)}/")
+            if request.url.query:
+                url += "?" + request.url.query
+            return RedirectResponse(url, status_code=301, headers={"Vary": "Accept"})
+        media_type = _negotiate(request)
+        rows = await store.project_files(ctx, project)
+        if not rows:
+            raise NotFound(f"project {project} not found")
+        files_url = ctx.external_url(request, f"/files/{quote(project)}/")
+        files = [
+            simple.IndexFile(
+                filename=row["filename"],
+                url=files_url + quote(row["filename"]),
+                sha256=row["sha256"],
+                size=row["size"],
+                upload_time=row["upload_time"],
+                requires_python=row["requires_python"],
+                metadata_sha256=row["metadata_sha256"],
+                yanked=row["yanked"],
+            )
+            for row in rows
+        ]
+        if media_type == simple.JSON_V1:
+            versions = simple.sort_versions(row["version"] for row in rows)
+            body = simple.project_json(project, versions, files)
+        else:
+            body = simple.project_html(project, files)
+        return _page(body, media_type, request)
+
+    async def simple_project_no_slash(request: Request) -> Response:
+        project = normalize(request.path_params["project"])
+        return RedirectResponse(ctx.external_url(request, f"/simple/{quote(project)}/"), 301)
+
+    async def get_file(request: Request) -> Response:
+        project = request.path_params["project"]
+        filename = request.path_params["filename"]
+        if filename.endswith(".metadata"):
+            row = await store.file_row(ctx, filename.removesuffix(".metadata"))
+            if row is None or row["project"] != project or not row["metadata_sha256"]:
+                raise NotFound(f"{filename} not found")
+            sha256, media_type = row["metadata_sha256"], "text/plain; charset=utf-8"
+        else:
+            row = await store.file_row(ctx, filename)
+            if row is None or row["project"] != project:
+                raise NotFound(f"{filename} not found")
+            sha256, media_type = row["sha256"], "application/octet-stream"
+        key = blob_key(sha256)
+        headers = {
+            "ETag": f'"{sha256}"',
+            # A published file never changes (its name is bound to its hash).
+            "Cache-Control": "public, max-age=31536000, immutable",
+        }
+        return await blob_response(
+            ctx.blobs, key, request, media_type, headers,
+            on_start=lambda size: ctx.artifact_served(key, size, request),
+        )  # fmt: skip
+
+    async def put_file(request: Request) -> Response:
+        """``depot python push``: the body is the file; verify, store, 201 (200 if present)."""
+        dist = _dist_for(request.path_params["project"], request.path_params["filename"])
+        expected = {
+            "sha256_digest": request.headers.get(SHA256_HEADER)
+            or request.query_params.get("sha256")
+        }
+        received = await store.receive_stream(request.stream())
+        try:
+            created = await store.publish(ctx, dist, received, expected, request=request)
+        finally:
+            await asyncio.to_thread(received.file.close)
+        return PlainTextResponse(
+            "stored\n" if created else "already stored\n", status_code=201 if created else 200
+        )
+
+    return [
+        Route("/", legacy_upload, methods=["POST"]),
+        Route("/", upload_page, methods=["GET", "HEAD"]),
+        Route("/simple/", simple_root, methods=["GET", "HEAD"]),
+        Route("/simple/{project}/", simple_project, methods=["GET", "HEAD"]),
+        Route("/simple/{project}", simple_project_no_slash, methods=["GET", "HEAD"]),
+        Route("/files/{project}/{filename}", get_file, methods=["GET", "HEAD"]),
+        Route("/files/{project}/{filename}", put_file, methods=["PUT"]),
+    ]
+
+
+async def _legacy_upload(ctx: EcosystemContext, request: Request, form: FormData) -> Response:
+    action = form.get(":action")
+    if action != "file_upload":
+        raise BadRequest(f"unsupported :action {action!r} (only file_upload is)")
+    content = form.get("content")
+    if not isinstance(content, UploadFile) or not content.filename:
+        raise BadRequest("the form has no 'content' file")
+    dist = _parse(content.filename)
+    _check_form_matches(form, dist)
+    received = await asyncio.to_thread(store.digest_file, content.file)
+    expected = {field: _text(form, field) for field in store.DIGEST_FIELDS}
+    fields = _metadata_fields(form)
+    created = await store.publish(ctx, dist, received, expected, fields, request)
+    ctx.log.info(
+        "upload" if created else "upload of an identical file",
+        extra={"distribution": dist.filename, "project": dist.project},
+    )
+    return PlainTextResponse("OK\n")
+
+
+def _check_form_matches(form: FormData, dist: DistributionFile) -> None:
+    """The form's name, version and filetype must agree with the filename."""
+    name = _text(form, "name")
+    version = _text(form, "version")
+    if not name or not version:
+        raise BadRequest("the form lacks 'name' or 'version'")
+    if normalize(name) != dist.project:
+        raise BadRequest(f"{dist.filename} does not belong to project {name}")
+    try:
+        if Version(version) != dist.version:
+            raise BadRequest(f"{dist.filename} is not version {version} of {name}")
+    except InvalidVersion as exc:
+        raise BadRequest(f"invalid version {version!r}") from exc
+    filetype = _text(form, "filetype")
+    if filetype and filetype != dist.packagetype:
+        raise BadRequest(f"{dist.filename} is not a {filetype}")
+
+
+def _metadata_fields(form: FormData) -> dict[str, str | list[str]]:
+    """The descriptive fields twine sends (summary, classifiers, ...), kept with the row."""
+    fields: dict[str, str | list[str]] = {}
+    for key, value in form.multi_items():
+        if key in _CONTROL_FIELDS or not isinstance(value, str) or not value:
+            continue
+        if key in fields:
+            existing = fields[key]
+            fields[key] = [*existing, value] if isinstance(existing, list) else [existing, value]
+        else:
+            fields[key] = value
+    return fields
+
+
+def _text(form: FormData, field: str) -> str | None:
+    value = form.get(field)
+    return value.strip() if isinstance(value, str) else None
+
+
+def _parse(filename: str) -> DistributionFile:
+    try:
+        return parse_filename(filename)
+    except InvalidFilename as exc:
+        raise BadRequest(str(exc)) from exc
+
+
+def _dist_for(project: str, filename: str) -> DistributionFile:
+    """The distribution named by a files URL; its project segment must be the normalised name."""
+    dist = _parse(filename)
+    if project != dist.project:
+        raise BadRequest(f"{filename} does not belong to project {project}")
+    return dist
+
+
+def _negotiate(request: Request) -> str:
+    try:
+        return simple.negotiate(request.headers.get("accept"), request.query_params.get("format"))
+    except simple.NotAcceptable as exc:
+        raise HTTPError(406, str(exc), {"Vary": "Accept"}) from exc
+
+
+def _page(body: bytes, media_type: str, request: Request) -> Response:
+    content_type = media_type + "; charset=utf-8" if media_type == simple.TEXT_HTML else media_type
+    headers = {"Vary": "Accept", "Content-Type": content_type}
+    if request.method == "HEAD":
+        headers["Content-Length"] = str(len(body))
+        return Response(b"", headers=headers)
+    return Response(body, headers=headers)

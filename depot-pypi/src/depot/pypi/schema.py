@@ -1,0 +1,41 @@
+"""The pypi ecosystem's SQL table: one row per distribution file.
+
+A row is inserted only after the file's blob (and, for wheels, its core metadata blob) is written
+and verified, so every row points at bytes that are there. Blobs are content-addressed
+(:func:`blob_key`), so two uploads racing for one filename cannot overwrite each other's bytes:
+the first row wins and the loser gets 409.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from depot.core.database import Schema
+
+metadata = sa.MetaData()
+
+pypi_files = sa.Table(
+    "pypi_files",
+    metadata,
+    sa.Column("filename", sa.String(255), primary_key=True),
+    sa.Column("project", sa.String(255), nullable=False),  # PEP 503 normalised
+    sa.Column("version", sa.String(128), nullable=False),
+    sa.Column("packagetype", sa.String(16), nullable=False),  # bdist_wheel | sdist
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("requires_python", sa.Text, nullable=True),
+    sa.Column("metadata_sha256", sa.String(64), nullable=True),  # PEP 658, wheels only
+    sa.Column("upload_time", sa.String(32), nullable=False),  # ISO 8601 UTC, "...Z" (PEP 700)
+    sa.Column("yanked", sa.Text, nullable=True),  # PEP 592: NULL, "" or the reason
+    sa.Column("md5", sa.String(32), nullable=False),
+    sa.Column("blake2_256", sa.String(64), nullable=False),
+    sa.Column("fields", sa.JSON, nullable=True),  # the upload form's metadata fields (summary, ...)
+    sa.Index("pypi_files_project", "project"),
+)
+
+SCHEMA = Schema(name="pypi", version=1, tables=[pypi_files])
+
+
+def blob_key(sha256: str) -> str:
+    """Where the bytes with this sha256 live in the ecosystem's blob namespace."""
+    return f"sha256/{sha256[:2]}/{sha256}"
