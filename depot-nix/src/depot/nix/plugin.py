@@ -1,4 +1,4 @@
-"""Registers the nix ecosystem with depot: its routes under /nix and the `depot nix` commands."""
+"""Registers the nix ecosystem with depot: its routes under /nix, its tables, the `depot nix` commands."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import click
 from starlette.routing import BaseRoute, Mount
 
 from depot.core import Depot, Ecosystem, hookimpl
+from depot.core.database import Schema
 
 ECOSYSTEM = Ecosystem(name="nix", prefix="/nix", title="Nix binary cache")
 
@@ -22,6 +23,22 @@ def depot_routes(depot: Depot) -> Sequence[BaseRoute]:
     from depot.nix.routes import routes
 
     return [Mount(ECOSYSTEM.prefix, routes=routes(depot.context(ECOSYSTEM.name)))]
+
+
+@hookimpl
+def depot_schemas() -> Sequence[Schema]:
+    from depot.nix.tables import SCHEMA
+
+    return [SCHEMA]
+
+
+@hookimpl
+def depot_startup(depot: Depot) -> None:
+    """Refuse to start with an unreadable or malformed ``--private-key`` (one line, not a 500 later)."""
+    if depot.settings.private_key is not None:
+        from depot.nix.keys import load_secret_key
+
+        load_secret_key(depot.settings.private_key)
 
 
 @hookimpl

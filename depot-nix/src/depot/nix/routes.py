@@ -1,17 +1,257 @@
-"""Routes of the Nix binary cache."""
+"""Routes of the Nix binary cache under ``/nix``.
+
+What ``nix copy --to`` sends, in order (``binary-cache-store.cc``, ``http-binary-cache-store.cc``):
+``GET nix-cache-info``, then per path ``PUT <hash>.ls``, ``HEAD``/``PUT nar/<filehash>.nar<ext>``
+and last ``PUT <hash>.narinfo``. A NAR is stored as uploaded, keyed by its file hash, once its bytes
+hash to the name; it is served only after a narinfo naming it was verified against its contents.
+Nix reads 404 (and 403, 410) as "not here".
+"""
 
 from __future__ import annotations
+
+import dataclasses
+import json
 
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from depot.core import EcosystemContext
+from depot.core.errors import BadRequest, Conflict, HTTPError, NotFound
+from depot.core.http import blob_response
+from depot.nix import narinfo, store
+from depot.nix.compression import CompressionError
+from depot.nix.keys import Signer
+from depot.nix.narinfo import NAR_URL, NarInfo, NarInfoError
+from depot.nix.nixbase32 import Hash, encode
+from depot.nix.storepath import check_base_name, is_hash_part
+from depot.nix.verify import VerificationError, verify_nar
+
+NARINFO_TYPE = "text/x-nix-narinfo"
+NAR_TYPE = "application/x-nix-nar"
+MAX_SMALL_BODY = 1024 * 1024
+#: The fields of a published narinfo that never change; only signatures may be added.
+FIXED_FIELDS = ("store_path", "url", "compression", "nar_hash", "nar_size", "references", "deriver", "system", "ca")
 
 
 def routes(ctx: EcosystemContext) -> list[BaseRoute]:
+    signer = Signer(ctx.settings.private_key)
+
     async def cache_info(request: Request) -> Response:
-        body = "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n"
+        key = signer.key
+        body = narinfo.cache_info(public_key=key.public_key() if key else None)
+        if request.method == "PUT":
+            # nix PUTs one when GET failed; ours is always there, so only check it agrees.
+            text = (await read_small_body(request)).decode(errors="replace")
+            if "StoreDir: /nix/store" not in text:
+                raise BadRequest("this cache's StoreDir is /nix/store")
+            return PlainTextResponse("")
         return PlainTextResponse(body, media_type="text/x-nix-cache-info")
 
-    return [Route("/nix-cache-info", cache_info, methods=["GET", "HEAD"])]
+    async def get_narinfo(request: Request) -> Response:
+        hash_part = checked_hash_part(request)
+        found = await store.get_narinfo(ctx.db, hash_part)
+        if found is None:
+            raise NotFound(f"{hash_part}.narinfo not found")
+        info, _listing = found
+        if signer.key is not None:
+            info = info.signed(signer.key)
+        return PlainTextResponse(narinfo.format(info), media_type=NARINFO_TYPE)
+
+    async def put_narinfo(request: Request) -> Response:
+        hash_part = checked_hash_part(request)
+        try:
+            info = narinfo.parse((await read_small_body(request)).decode())
+        except (NarInfoError, UnicodeDecodeError) as exc:
+            raise BadRequest(str(exc)) from None
+        if info.hash_part != hash_part:
+            raise BadRequest(f"narinfo StorePath {info.store_path} does not belong under {hash_part}.narinfo")
+        check_own_signatures(info)
+        existing = await store.get_narinfo(ctx.db, hash_part)
+        if existing is not None:
+            return await merge_signatures(existing[0], info)
+        m = NAR_URL.match(info.url)
+        if m is None:
+            raise BadRequest(f"narinfo URL {info.url!r} is not nar/<file hash>.nar[.ext]")
+        nar_key = info.url
+        stat = await ctx.blobs.stat(nar_key)
+        if stat is None:
+            raise BadRequest(f"{info.url} has not been uploaded; PUT the NAR before its narinfo")
+        file_hash = Hash.parse(f"sha256:{m.group(1)}")
+        if info.file_hash is not None and info.file_hash != file_hash:
+            raise BadRequest(f"narinfo FileHash {info.file_hash} does not match {info.url}")
+        if info.file_size is not None and info.file_size != stat.size:
+            raise BadRequest(f"narinfo FileSize {info.file_size} but {info.url} has {stat.size} bytes")
+        info = dataclasses.replace(info, file_hash=file_hash, file_size=stat.size)
+        listing_key = f"listing/{info.nar_hash.nix32()}.ls"
+        try:
+            await verify_nar(ctx.blobs, nar_key, info, listing_key)
+        except (VerificationError, CompressionError) as exc:
+            raise BadRequest(str(exc)) from None
+        if not await store.insert_narinfo(ctx.db, info, nar_key, listing_key):
+            raced = await store.get_narinfo(ctx.db, hash_part)
+            assert raced is not None
+            return await merge_signatures(raced[0], info)
+        ctx.artifact_stored(f"{hash_part}.narinfo", info.nar_size, request)
+        return PlainTextResponse("")
+
+    def check_own_signatures(info: NarInfo) -> None:
+        """A signature claiming depot's key name must be depot's; others cannot be checked here."""
+        key = signer.key
+        if key is None:
+            return
+        public = key.public_key()
+        for signature in info.signatures:
+            if signature.key_name == key.name and not public.verify(signature, info.fingerprint()):
+                raise BadRequest(f"Sig by {key.name} does not verify for {info.store_path}")
+
+    async def merge_signatures(published: NarInfo, incoming: NarInfo) -> Response:
+        """Accept a re-PUT that only adds signatures (``nix store sign``); refuse any other change."""
+        for field in FIXED_FIELDS:
+            if getattr(published, field) != getattr(incoming, field):
+                raise Conflict(
+                    f"{published.hash_part}.narinfo is published; its {field} cannot change"
+                )
+        for field in ("file_hash", "file_size"):
+            value = getattr(incoming, field)
+            if value is not None and value != getattr(published, field):
+                raise Conflict(f"{published.hash_part}.narinfo is published; its {field} cannot change")
+        new = tuple(s for s in incoming.signatures if s not in published.signatures)
+        await store.add_signatures(ctx.db, published.hash_part, new)
+        return PlainTextResponse("")
+
+    async def listing(request: Request) -> Response:
+        hash_part = checked_hash_part(request)
+        if request.method == "PUT":
+            # nix uploads its own listing before the NAR; depot serves the one it derives from
+            # the verified NAR instead, so the upload is read and dropped.
+            async for _chunk in request.stream():
+                pass
+            return PlainTextResponse("")
+        found = await store.get_narinfo(ctx.db, hash_part)
+        if found is None:
+            raise NotFound(f"{hash_part}.ls not found")
+        return await blob_response(ctx.blobs, found[1], request, "application/json")
+
+    async def get_nar(request: Request) -> Response:
+        key = checked_nar_key(request)
+        if not await store.nar_is_published(ctx.db, key):
+            raise NotFound(f"{key} not found")
+
+        def served(size: int) -> None:
+            ctx.artifact_served(key, size, request)
+
+        return await blob_response(ctx.blobs, key, request, NAR_TYPE, on_start=served)
+
+    async def put_nar(request: Request) -> Response:
+        key = checked_nar_key(request)
+        expected = Hash.parse(f"sha256:{key[4:56]}")
+        declared = request.headers.get("content-length")
+        async with ctx.blobs.upload(key, hashes=("sha256",)) as upload:
+            async for chunk in request.stream():
+                await upload.write(chunk)
+            await upload.complete()
+            if declared is not None and declared.isdigit() and int(declared) != upload.size:
+                raise BadRequest(f"{key}: body has {upload.size} bytes, Content-Length said {declared}")
+            if upload.digest("sha256") != expected.digest:
+                raise BadRequest(
+                    f"{key}: body hashes to sha256:{encode(upload.digest('sha256'))}, not its name"
+                )
+            await upload.commit()
+        ctx.log.info("nar uploaded", extra={"key": key, "size": upload.size})
+        return PlainTextResponse("")
+
+    async def build_log(request: Request) -> Response:
+        drv = request.path_params["drv"]
+        try:
+            check_base_name(drv)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        if not drv.endswith(".drv"):
+            raise BadRequest(f"{drv} is not a derivation (.drv) base name")
+        key = f"log/{drv}"
+        if request.method == "PUT":
+            async with ctx.blobs.upload(key) as upload:
+                async for chunk in request.stream():
+                    await upload.write(chunk)
+                await upload.complete()
+                await upload.commit()
+            await store.put_build_log(ctx.db, drv, key, upload.size)
+            ctx.artifact_stored(key, upload.size, request)
+            return PlainTextResponse("")
+        log_key = await store.build_log_key(ctx.db, drv)
+        if log_key is None:
+            raise NotFound(f"no build log for {drv}")
+        return await blob_response(ctx.blobs, log_key, request, "text/plain; charset=utf-8")
+
+    async def realisation(request: Request) -> Response:
+        # Content-addressed derivations (experimental) record their outputs here
+        # (``realisations/<drv hash>!<output>.doi``); a failure here fails the whole nix copy.
+        realisation_id = request.path_params["id"]
+        if not _is_realisation_id(realisation_id):
+            raise BadRequest(f"{realisation_id!r} is not <algo>:<hash>!<output>")
+        if request.method == "PUT":
+            body = await read_small_body(request)
+            try:
+                document = json.loads(body)
+            except ValueError:
+                raise BadRequest("realisation is not JSON") from None
+            if not isinstance(document, dict):
+                raise BadRequest("realisation is not a JSON object")
+            await store.put_realisation(ctx.db, realisation_id, body.decode())
+            return PlainTextResponse("")
+        document = await store.get_realisation(ctx.db, realisation_id)
+        if document is None:
+            raise NotFound(f"realisation {realisation_id} not found")
+        return Response(document, media_type="application/json")
+
+    return [
+        Route("/nix-cache-info", cache_info, methods=["GET", "HEAD", "PUT"]),
+        Route("/{hash_part}.narinfo", get_narinfo, methods=["GET", "HEAD"]),
+        Route("/{hash_part}.narinfo", put_narinfo, methods=["PUT"]),
+        Route("/{hash_part}.ls", listing, methods=["GET", "HEAD", "PUT"]),
+        Route("/nar/{file}", get_nar, methods=["GET", "HEAD"]),
+        Route("/nar/{file}", put_nar, methods=["PUT"]),
+        Route("/log/{drv}", build_log, methods=["GET", "HEAD", "PUT"]),
+        Route("/realisations/{id}.doi", realisation, methods=["GET", "HEAD", "PUT"]),
+    ]
+
+
+def checked_hash_part(request: Request) -> str:
+    hash_part = request.path_params["hash_part"]
+    if not is_hash_part(hash_part):
+        # For reads an odd spelling simply is not here; an upload under it is a client error.
+        raise _refusal(request, f"{hash_part!r} is not a store path hash part")
+    return hash_part
+
+
+def checked_nar_key(request: Request) -> str:
+    key = "nar/" + request.path_params["file"]
+    if not NAR_URL.match(key):
+        raise _refusal(request, f"{key!r} is not nar/<file hash>.nar[.ext]")
+    return key
+
+
+def _refusal(request: Request, reason: str) -> HTTPError:
+    return BadRequest(reason) if request.method == "PUT" else NotFound(reason)
+
+
+def _is_realisation_id(text: str) -> bool:
+    digest, bang, output = text.partition("!")
+    if not bang or not output or not all(c.isalnum() or c in "-_+." for c in output):
+        return False
+    try:
+        Hash.parse(digest)
+    except ValueError:
+        return False
+    return True
+
+
+async def read_small_body(request: Request, limit: int = MAX_SMALL_BODY) -> bytes:
+    """The body of a metadata upload, refused with 413 past ``limit`` bytes."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise HTTPError(413, f"body larger than {limit} bytes")
+    return bytes(body)

@@ -1,0 +1,104 @@
+"""Reading and writing the cache's rows: narinfos with their signatures, logs, realisations."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from depot.core.database import Database
+from depot.nix import tables
+from depot.nix.narinfo import NarInfo
+from depot.nix.nixbase32 import Hash
+from depot.nix.signing import Signature
+
+
+async def get_narinfo(db: Database, hash_part: str) -> tuple[NarInfo, str] | None:
+    """The stored narinfo under ``hash_part`` and its listing's blob key, or None."""
+    row = await db.fetch_one(sa.select(tables.narinfos).where(tables.narinfos.c.hash_part == hash_part))
+    if row is None:
+        return None
+    sigs = await db.fetch_all(
+        sa.select(tables.signatures.c.signature).where(tables.signatures.c.hash_part == hash_part)
+    )
+    info = NarInfo(
+        store_path=row.store_path,
+        url=row.url,
+        compression=row.compression,
+        nar_hash=Hash.parse(row.nar_hash),
+        nar_size=row.nar_size,
+        file_hash=Hash.parse(row.file_hash),
+        file_size=row.file_size,
+        references=tuple(row.references.split()),
+        deriver=row.deriver,
+        system=row.system,
+        ca=row.ca,
+        signatures=tuple(sorted((Signature.parse(r.signature) for r in sigs), key=str)),
+    )
+    return info, row.listing_key
+
+
+async def nar_is_published(db: Database, nar_key: str) -> bool:
+    """True when a verified narinfo points at this NAR file (only those are served)."""
+    query = sa.select(sa.literal(1)).where(tables.narinfos.c.nar_key == nar_key).limit(1)
+    return await db.fetch_one(query) is not None
+
+
+async def insert_narinfo(db: Database, info: NarInfo, nar_key: str, listing_key: str) -> bool:
+    """Insert a verified narinfo; False when another request published this hash part first."""
+    assert info.file_hash is not None and info.file_size is not None
+    async with db.transaction():
+        result = await db.fetch_one(
+            db.insert_or_ignore(tables.narinfos)
+            .values(
+                hash_part=info.hash_part,
+                store_path=info.store_path,
+                url=info.url,
+                compression=info.compression,
+                file_hash=str(info.file_hash),
+                file_size=info.file_size,
+                nar_hash=str(info.nar_hash),
+                nar_size=info.nar_size,
+                references=" ".join(info.references),
+                deriver=info.deriver,
+                system=info.system,
+                ca=info.ca,
+                nar_key=nar_key,
+                listing_key=listing_key,
+            )
+            .returning(tables.narinfos.c.hash_part)
+        )
+        if result is None:
+            return False
+        await add_signatures(db, info.hash_part, info.signatures)
+    return True
+
+
+async def add_signatures(db: Database, hash_part: str, signatures: tuple[Signature, ...]) -> None:
+    """Add signatures to a narinfo; ones it already has are left alone."""
+    for signature in signatures:
+        await db.execute(
+            db.insert_or_ignore(tables.signatures).values(hash_part=hash_part, signature=str(signature))
+        )
+
+
+async def put_build_log(db: Database, drv: str, log_key: str, size: int) -> None:
+    await db.execute(
+        db.upsert(tables.build_logs, ["drv"], ["log_key", "size"]).values(drv=drv, log_key=log_key, size=size)
+    )
+
+
+async def build_log_key(db: Database, drv: str) -> str | None:
+    row = await db.fetch_one(sa.select(tables.build_logs.c.log_key).where(tables.build_logs.c.drv == drv))
+    return None if row is None else row.log_key
+
+
+async def put_realisation(db: Database, realisation_id: str, document: str) -> None:
+    await db.execute(
+        db.upsert(tables.realisations, ["id"], ["document"]).values(id=realisation_id, document=document)
+    )
+
+
+async def get_realisation(db: Database, realisation_id: str) -> str | None:
+    row = await db.fetch_one(
+        sa.select(tables.realisations.c.document).where(tables.realisations.c.id == realisation_id)
+    )
+    return None if row is None else row.document
