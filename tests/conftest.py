@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-pytest_plugins = ["depot.core.testing"]
+pytest_plugins = ["depot.core.testing", "depot.core.testing_services"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -93,19 +93,25 @@ class S3BlobUpload:
         while len(self._buffer) >= PART_SIZE:
             await self._send_part(PART_SIZE)
 
+    def _hash_from(self, start: int) -> None:
+        with memoryview(self._buffer) as view, view[start:] as tail:
+            self._hashes.update(tail)
+
     async def _hash_buffer(self) -> None:
+        """Feed the not yet hashed tail of the buffer to the digests (no copy)."""
         if self._hashed < len(self._buffer):
-            pending = bytes(self._buffer[self._hashed:])
-            await asyncio.to_thread(self._hashes.update, pending)
+            await asyncio.to_thread(self._hash_from, self._hashed)
             self._hashed = len(self._buffer)
 
     async def _send_part(self, length: int) -> None:
         """Hash and upload the first ``length`` buffered bytes as the next part."""
-        await self._hash_buffer()
         with memoryview(self._buffer) as view:
             part = bytes(view[:length])
         del self._buffer[:length]
-        self._hashed = len(self._buffer)
+        already = min(self._hashed, length)  # complete() may have hashed the buffer already
+        self._hashed -= already
+        if already < length:
+            await asyncio.to_thread(self._hashes.update, part[already:] if already else part)
         if self._upload_id is None:
             created = await self._store.call(
                 "create_multipart_upload", Bucket=self._store.bucket, Key=self._key
@@ -125,21 +131,39 @@ class S3BlobUpload:
     async def complete(self) -> None:
         await self._hash_buffer()
 
-    async def commit(self) -> None:
+    async def commit(self, key: str | None = None) -> None:
+        """Publish under ``key`` (default: the key given at open).
+
+        A multipart upload is bound to the key it was opened under; committing it elsewhere
+        completes it there, copies it server-side on the condition that it is still the object
+        just completed (so two uploads opened under one key never swap bytes) and deletes it.
+        """
         await self._hash_buffer()
-        bucket, key = self._store.bucket, self._key
+        store, final = self._store, check_key(key) if key else self._key
         if self._upload_id is None:
-            await self._store.call("put_object", Bucket=bucket, Key=key, Body=bytes(self._buffer))
+            await store.call("put_object", Bucket=store.bucket, Key=final, Body=bytes(self._buffer))
         else:
             if self._buffer:
                 await self._send_part(len(self._buffer))
-            await self._store.call(
+            completed = await store.call(
                 "complete_multipart_upload",
-                Bucket=bucket,
-                Key=key,
+                Bucket=store.bucket,
+                Key=self._key,
                 UploadId=self._upload_id,
                 MultipartUpload={"Parts": self._parts},
             )
+            self._committed = True
+            if final != self._key:
+                try:
+                    await store.call(
+                        "copy",
+                        CopySource={"Bucket": store.bucket, "Key": self._key},
+                        Bucket=store.bucket,
+                        Key=final,
+                        ExtraArgs={"CopySourceIfMatch": completed["ETag"]},
+                    )
+                finally:
+                    await store.call("delete_object", Bucket=store.bucket, Key=self._key)
         self._buffer = bytearray()
         self._hashed = 0
         self._committed = True
