@@ -6,6 +6,7 @@ Plugin test suites load these with ``pytest_plugins = ["depot.core.testing"]``.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -129,3 +130,96 @@ def run(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
             f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
         )
     return result
+
+
+# -- SSH keys and ssh-agent, for tests of authenticated depots ---------------------------------
+
+#: ``ssh-keygen`` arguments for each key type depot's tokens support.
+SSH_KEY_KINDS: dict[str, list[str]] = {
+    "ed25519": ["-t", "ed25519"],
+    "rsa": ["-t", "rsa", "-b", "2048"],
+    "ecdsa-p256": ["-t", "ecdsa", "-b", "256"],
+    "ecdsa-p384": ["-t", "ecdsa", "-b", "384"],
+    "ecdsa-p521": ["-t", "ecdsa", "-b", "521"],
+}
+
+
+class SshKey:
+    """A key pair made by ``ssh-keygen``: ``path`` (private), ``public_line``, ``fingerprint``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.public_path = path.with_name(path.name + ".pub")
+        self.public_line = self.public_path.read_text().strip()
+        self.key_type = self.public_line.split()[0]
+        listed = subprocess.run(
+            ["ssh-keygen", "-l", "-E", "sha256", "-f", str(self.public_path)],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        self.fingerprint = listed.stdout.split()[1]
+
+    def auth_line(self, permission: str) -> str:
+        """This key's line in a depot auth file, ``r`` or ``w``."""
+        return f"{permission} {self.public_line}"
+
+
+@pytest.fixture(scope="session")
+def make_ssh_key(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., SshKey]:
+    """Make a fresh key pair with ``ssh-keygen``: ``make_ssh_key("ecdsa-p384", passphrase="")``."""
+    directory = tmp_path_factory.mktemp("ssh-keys")
+    counter = iter(range(1_000_000))
+
+    def make(kind: str = "ed25519", passphrase: str = "") -> SshKey:
+        path = directory / f"id_{kind}_{next(counter)}"
+        subprocess.run(
+            ["ssh-keygen", "-q", *SSH_KEY_KINDS[kind], "-N", passphrase,
+             "-C", f"{kind}@depot-test", "-f", str(path)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        return SshKey(path)
+
+    return make
+
+
+class SshAgent:
+    """A real ``ssh-agent`` on its own socket; ``env`` points clients at it."""
+
+    def __init__(self, socket_path: Path) -> None:
+        self.socket_path = socket_path
+        self.env = {"SSH_AUTH_SOCK": str(socket_path)}
+        self.process = subprocess.Popen(
+            ["ssh-agent", "-D", "-a", str(socket_path)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while not socket_path.exists():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("ssh-agent did not start")
+            time.sleep(0.02)
+
+    def add(self, key: SshKey) -> SshKey:
+        subprocess.run(
+            ["ssh-add", "-q", str(key.path)],
+            env={**os.environ, **self.env}, check=True, capture_output=True,
+        )  # fmt: skip
+        return key
+
+    def remove_all(self) -> None:
+        subprocess.run(["ssh-add", "-D"], env={**os.environ, **self.env}, capture_output=True)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def ssh_agent() -> Iterator[SshAgent]:
+    """One ``ssh-agent`` for the session (``ssh-agent -D -a <socket>``), emptied by each user."""
+    import tempfile
+
+    # A Unix socket path must stay short (about 100 bytes): pytest's tmp paths can be longer.
+    directory = Path(tempfile.mkdtemp(prefix="depot-agent-"))
+    agent = SshAgent(directory / "agent.sock")
+    yield agent
+    agent.stop()
+    shutil.rmtree(directory, ignore_errors=True)
