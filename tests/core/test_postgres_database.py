@@ -1,0 +1,122 @@
+"""The SQL layer behaves the same on SQLite and PostgreSQL: tables, migrations, conflicts, JSON.
+
+PostgreSQL runs on the machine's server (``DEPOT_TEST_POSTGRES_URL``), one fresh database per test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from depot.core.database import Database, Schema, json_value
+from depot.core.errors import ConfigError
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same database under each URL spelling depot accepts."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'depot.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return request.param + url[url.index("://") :]
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    database = Database(database_url)
+    await database.connect()
+    await database.prepare()
+    yield database
+    await database.disconnect()
+
+
+def widgets_schema(version: int = 1) -> tuple[Schema, sa.Table]:
+    """A plugin's schema; version 2 adds a column through a migration."""
+    metadata = sa.MetaData()
+    columns = [
+        sa.Column("name", sa.String(100), primary_key=True),
+        sa.Column("size", sa.Integer, nullable=False),
+        sa.Column("meta", sa.JSON, nullable=True),
+    ]
+    if version >= 2:
+        columns.append(sa.Column("colour", sa.String(20), nullable=True))
+    table = sa.Table("test_widgets", metadata, *columns, sa.Index("test_widgets_size", "size"))
+    migrations = {2: ["ALTER TABLE test_widgets ADD COLUMN colour VARCHAR(20)"]}
+    return Schema("widgets", version, [table], migrations), table
+
+
+async def recorded_version(db: Database, name: str) -> int | None:
+    return await db.fetch_val(
+        sa.text("SELECT version FROM depot_schema_versions WHERE name = :n").bindparams(n=name)
+    )
+
+
+async def test_migrate_creates_tables_and_records_version(db: Database) -> None:
+    schema, widgets = widgets_schema()
+    await db.migrate([schema])
+    await db.migrate([schema])  # a restart: nothing to do, no error
+    await db.execute(widgets.insert().values(name="a", size=1, meta={"k": [1, "x"]}))
+    row = await db.fetch_one(widgets.select())
+    assert json_value(row.meta) == {"k": [1, "x"]}
+    assert await recorded_version(db, "widgets") == 1
+
+
+async def test_migration_adds_column_and_keeps_rows(db: Database) -> None:
+    v1, widgets = widgets_schema(1)
+    await db.migrate([v1])
+    await db.execute(widgets.insert().values(name="kept", size=3))
+    v2, widgets2 = widgets_schema(2)
+    await db.migrate([v2])
+    await db.execute(widgets2.update().where(widgets2.c.name == "kept").values(colour="red"))
+    row = await db.fetch_one(widgets2.select())
+    assert (row.name, row.size, row.colour) == ("kept", 3, "red")
+    assert await recorded_version(db, "widgets") == 2
+
+
+async def test_database_newer_than_depot_is_refused(db: Database) -> None:
+    await db.migrate([widgets_schema(2)[0]])
+    with pytest.raises(ConfigError, match="newer than this depot's 1"):
+        await db.migrate([widgets_schema(1)[0]])
+
+
+async def test_insert_or_ignore_keeps_the_first_row(db: Database) -> None:
+    schema, widgets = widgets_schema()
+    await db.migrate([schema])
+    await db.execute(db.insert_or_ignore(widgets).values(name="a", size=1))
+    await db.execute(db.insert_or_ignore(widgets).values(name="a", size=2))
+    assert await db.fetch_val(sa.select(widgets.c.size)) == 1
+
+
+async def test_upsert_updates_only_named_columns(db: Database) -> None:
+    schema, widgets = widgets_schema()
+    await db.migrate([schema])
+    await db.execute(db.upsert(widgets, ["name"], ["size"]).values(name="a", size=1, meta={"v": 1}))
+    await db.execute(db.upsert(widgets, ["name"], ["size"]).values(name="a", size=5, meta={"v": 2}))
+    row = await db.fetch_one(widgets.select())
+    assert (row.size, json_value(row.meta)) == (5, {"v": 1})
+
+
+async def test_replicas_starting_and_writing_together_lose_nothing(database_url: str) -> None:
+    """Two connection pools (as two depot processes) migrate at once, then write rows concurrently."""
+    schema, widgets = widgets_schema()
+    replicas = [Database(database_url), Database(database_url)]
+    for replica in replicas:
+        await replica.connect()
+        await replica.prepare()
+    try:
+        await asyncio.gather(*(r.migrate([schema]) for r in replicas))
+
+        async def publish(replica: Database, start: int) -> None:
+            for i in range(start, start + 40):
+                await replica.execute(replica.insert_or_ignore(widgets).values(name=f"w{i}", size=i))
+
+        await asyncio.gather(publish(replicas[0], 0), publish(replicas[1], 20))
+        names = {row.name for row in await replicas[1].fetch_all(sa.select(widgets.c.name))}
+        assert names == {f"w{i}" for i in range(60)}
+    finally:
+        for replica in replicas:
+            await replica.disconnect()
