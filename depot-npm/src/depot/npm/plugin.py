@@ -1,4 +1,4 @@
-"""Registers the npm ecosystem with depot: its routes under /npm and the `depot npm` commands."""
+"""Registers the npm ecosystem with depot: its routes under /npm, its tables, the `depot npm` commands."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import click
 from starlette.routing import BaseRoute, Mount
 
 from depot.core import Depot, Ecosystem, hookimpl
+from depot.core.database import Schema
 
 ECOSYSTEM = Ecosystem(name="npm", prefix="/npm", title="npm registry")
 
@@ -19,9 +20,17 @@ def depot_ecosystems() -> list[Ecosystem]:
 
 @hookimpl
 def depot_routes(depot: Depot) -> Sequence[BaseRoute]:
-    from depot.npm.routes import routes
+    from depot.npm.routes import error_response, routes
 
+    depot.set_error_renderer(ECOSYSTEM.name, error_response)
     return [Mount(ECOSYSTEM.prefix, routes=routes(depot.context(ECOSYSTEM.name)))]
+
+
+@hookimpl
+def depot_schemas() -> Sequence[Schema]:
+    from depot.npm.store import SCHEMA
+
+    return [SCHEMA]
 
 
 @hookimpl

@@ -1,0 +1,216 @@
+"""The npm registry's SQL tables and the queries over them.
+
+One row per package (its ``serial`` counts changes, for caches and ``_rev``), per tarball, per
+version and per dist-tag. A version row is inserted only after its tarball blob is written and
+verified, and never replaced: the primary key refuses a second publish of a version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from depot.core.database import Database, Schema, json_value
+from depot.npm.packument import PackageRecord, VersionRecord
+
+metadata = sa.MetaData()
+
+packages = sa.Table(
+    "npm_packages",
+    metadata,
+    sa.Column("name", sa.String(256), primary_key=True),
+    sa.Column("created", sa.String(32), nullable=False),
+    sa.Column("modified", sa.String(32), nullable=False),
+    sa.Column("serial", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("fields", sa.JSON, nullable=False),
+)
+
+tarballs = sa.Table(
+    "npm_tarballs",
+    metadata,
+    sa.Column("name", sa.String(256), primary_key=True),
+    sa.Column("filename", sa.String(512), primary_key=True),
+    sa.Column("blob_key", sa.String(1024), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("sha1", sa.String(40), nullable=False),
+    sa.Column("sha512", sa.String(100), nullable=False),
+    sa.Column("created", sa.String(32), nullable=False),
+)
+
+versions = sa.Table(
+    "npm_versions",
+    metadata,
+    sa.Column("name", sa.String(256), primary_key=True),
+    sa.Column("version", sa.String(256), primary_key=True),
+    sa.Column("filename", sa.String(512), nullable=False),
+    sa.Column("manifest", sa.JSON, nullable=False),
+    sa.Column("integrity", sa.String(100), nullable=False),
+    sa.Column("shasum", sa.String(40), nullable=False),
+    sa.Column("created", sa.String(32), nullable=False),
+    sa.Column("deprecated", sa.Text, nullable=True),
+)
+
+dist_tags = sa.Table(
+    "npm_dist_tags",
+    metadata,
+    sa.Column("name", sa.String(256), primary_key=True),
+    sa.Column("tag", sa.String(64), primary_key=True),
+    sa.Column("version", sa.String(256), nullable=False),
+)
+
+SCHEMA = Schema(name="npm", version=1, tables=[packages, tarballs, versions, dist_tags])
+
+
+def now() -> str:
+    """A timestamp as the public registry writes them: ``2024-01-02T03:04:05.678Z``."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+async def package_serial(db: Database, name: str) -> int | None:
+    row = await db.fetch_one(sa.select(packages.c.serial).where(packages.c.name == name))
+    return None if row is None else int(row[0])
+
+
+async def load_package(db: Database, name: str) -> tuple[int, PackageRecord, list[VersionRecord]] | None:
+    """The package row, its dist-tags and versions, or None if no such package."""
+    row = await db.fetch_one(sa.select(packages).where(packages.c.name == name))
+    if row is None:
+        return None
+    tag_rows = await db.fetch_all(
+        sa.select(dist_tags.c.tag, dist_tags.c.version).where(dist_tags.c.name == name)
+    )
+    version_rows = await db.fetch_all(sa.select(versions).where(versions.c.name == name))
+    package = PackageRecord(
+        name=name,
+        created=row["created"],
+        modified=row["modified"],
+        fields=json_value(row["fields"]) or {},
+        dist_tags={r["tag"]: r["version"] for r in tag_rows},
+    )
+    return int(row["serial"]), package, [_version(r) for r in version_rows]
+
+
+def _version(row: Any) -> VersionRecord:
+    return VersionRecord(
+        version=row["version"],
+        manifest=json_value(row["manifest"]),
+        filename=row["filename"],
+        integrity=row["integrity"],
+        shasum=row["shasum"],
+        created=row["created"],
+        deprecated=row["deprecated"],
+    )
+
+
+async def get_version(db: Database, name: str, version: str) -> VersionRecord | None:
+    row = await db.fetch_one(
+        sa.select(versions).where(versions.c.name == name, versions.c.version == version)
+    )
+    return None if row is None else _version(row)
+
+
+async def get_tarball(db: Database, name: str, filename: str) -> Any:
+    return await db.fetch_one(
+        sa.select(tarballs).where(tarballs.c.name == name, tarballs.c.filename == filename)
+    )
+
+
+async def ensure_package(db: Database, name: str, fields: dict[str, Any] | None = None) -> None:
+    stamp = now()
+    await db.execute(
+        db.insert_or_ignore(packages).values(
+            name=name, created=stamp, modified=stamp, serial=0, fields=fields or {}
+        )
+    )
+
+
+async def touch(db: Database, name: str, fields: dict[str, Any] | None = None) -> None:
+    """Record a change: bump the serial (atomically, no read-modify-write) and ``modified``."""
+    values: dict[str, Any] = {"serial": packages.c.serial + 1, "modified": now()}
+    if fields:
+        values["fields"] = fields
+    await db.execute(packages.update().where(packages.c.name == name).values(**values))
+
+
+async def add_tarball(db: Database, name: str, filename: str, key: str, size: int, sha1: str, sha512: str) -> bool:
+    """Record a stored tarball; False if one of that file name is already recorded."""
+    await db.execute(
+        db.insert_or_ignore(tarballs).values(
+            name=name, filename=filename, blob_key=key, size=size, sha1=sha1,
+            sha512=sha512, created=now(),
+        )  # fmt: skip
+    )
+    row = await get_tarball(db, name, filename)
+    return row is not None and row["blob_key"] == key
+
+
+async def add_version(db: Database, name: str, record: VersionRecord) -> bool:
+    """Insert a version row; False if the version exists (published versions never change)."""
+    await db.execute(
+        db.insert_or_ignore(versions).values(
+            name=name, version=record.version, filename=record.filename,
+            manifest=dict(record.manifest), integrity=record.integrity, shasum=record.shasum,
+            created=record.created, deprecated=record.deprecated,
+        )  # fmt: skip
+    )
+    row = await get_version(db, name, record.version)
+    return row is not None and row.created == record.created and row.integrity == record.integrity
+
+
+async def set_dist_tag(db: Database, name: str, tag: str, version: str) -> None:
+    await db.execute(
+        db.upsert(dist_tags, ["name", "tag"], ["version"]).values(name=name, tag=tag, version=version)
+    )
+
+
+async def remove_dist_tag(db: Database, name: str, tag: str) -> None:
+    await db.execute(dist_tags.delete().where(dist_tags.c.name == name, dist_tags.c.tag == tag))
+
+
+async def set_deprecated(db: Database, name: str, version: str, message: str | None) -> None:
+    await db.execute(
+        versions.update()
+        .where(versions.c.name == name, versions.c.version == version)
+        .values(deprecated=message)
+    )
+
+
+async def remove_versions(db: Database, name: str, doomed: Sequence[str]) -> list[str]:
+    """Delete version rows, their tags and tarball rows; returns the blob keys now unreferenced."""
+    keys: list[str] = []
+    for version in doomed:
+        record = await get_version(db, name, version)
+        if record is None:
+            continue
+        tarball = await get_tarball(db, name, record.filename)
+        await db.execute(versions.delete().where(versions.c.name == name, versions.c.version == version))
+        await db.execute(dist_tags.delete().where(dist_tags.c.name == name, dist_tags.c.version == version))
+        await db.execute(
+            tarballs.delete().where(tarballs.c.name == name, tarballs.c.filename == record.filename)
+        )
+        if tarball is not None:
+            keys.append(tarball["blob_key"])
+    return keys
+
+
+async def remove_package(db: Database, name: str) -> list[str]:
+    """Delete every row of a package; returns the blob keys to delete afterwards."""
+    rows = await db.fetch_all(sa.select(tarballs.c.blob_key).where(tarballs.c.name == name))
+    for table in (versions, dist_tags, tarballs, packages):
+        await db.execute(table.delete().where(table.c.name == name))
+    return [r[0] for r in rows]
+
+
+async def search(db: Database, text: str, size: int, offset: int) -> tuple[int, list[Any]]:
+    """Packages whose name contains ``text`` (case-insensitive), by name."""
+    # The pattern is a bound value: ``databases`` formats SQL text with %, so no literal % in it.
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    condition = sa.func.lower(packages.c.name).like(sa.bindparam("pattern", f"%{escaped}%"), escape="\\")
+    total = await db.fetch_val(sa.select(sa.func.count()).select_from(packages).where(condition))
+    rows = await db.fetch_all(
+        sa.select(packages).where(condition).order_by(packages.c.name).limit(size).offset(offset)
+    )
+    return int(total or 0), list(rows)
