@@ -55,8 +55,11 @@ class MotoServer:
     create their bucket again (as a real store would come back with its data).
     """
 
-    def __init__(self, port: int | None = None, log_dir: Path | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, log_dir: Path | None = None, env: dict[str, str] | None = None
+    ) -> None:
         self.port = port or free_port()
+        self.env = {**os.environ, **(env or {})}
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.log_path = (log_dir or Path(tempfile.gettempdir())) / f"moto-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -64,7 +67,7 @@ class MotoServer:
     def start(self, timeout: float = 30.0) -> MotoServer:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
         cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
-        self.process = subprocess.Popen(cmd, stdout=log, stderr=log)
+        self.process = subprocess.Popen(cmd, stdout=log, stderr=log, env=self.env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -160,12 +163,15 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer
 
 
 @pytest.fixture
-def make_moto_server(tmp_path: Path) -> Iterator[Callable[[], MotoServer]]:
-    """Start a private moto server that the test may stop and start (fault tests)."""
+def make_moto_server(tmp_path: Path) -> Iterator[Callable[..., MotoServer]]:
+    """Start a private moto server that the test may stop and start (fault tests).
+
+    ``env`` configures moto, e.g. ``{"INITIAL_NO_AUTH_ACTION_COUNT": "0"}`` to check credentials.
+    """
     servers: list[MotoServer] = []
 
-    def make() -> MotoServer:
-        server = MotoServer(log_dir=tmp_path).start()
+    def make(env: dict[str, str] | None = None) -> MotoServer:
+        server = MotoServer(log_dir=tmp_path, env=env).start()
         servers.append(server)
         return server
 
