@@ -14,8 +14,11 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
-from collections.abc import Iterator
+import re
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,7 +84,7 @@ def write_project(root: Path, project: Project) -> Path:
 def build(source: Path, out: Path) -> None:
     """Build a wheel and an sdist the way a maintainer would, but offline."""
     env = {**os.environ, "PIP_NO_INDEX": "1"}
-    run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(source)], env=env)
+    run([sys.executable, "-m", "build", "--no-isolation", "--skip-dependency-check", "--outdir", str(out), str(source)], env=env)
 
 
 @pytest.fixture(scope="session")
@@ -89,8 +92,9 @@ def dists(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory holding a wheel and an sdist of every project in :data:`PROJECTS`."""
     root = tmp_path_factory.mktemp("projects")
     out = tmp_path_factory.mktemp("dists")
-    for project in PROJECTS:
-        build(write_project(root, project), out)
+    sources = [write_project(root, project) for project in PROJECTS]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        list(pool.map(lambda source: build(source, out), sources))
     return out
 
 
@@ -102,46 +106,58 @@ def module_depot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DepotServ
     server.stop()
 
 
-def twine_upload(depot_url: str, files: list[Path], check: bool = True) -> subprocess.CompletedProcess[str]:
-    return run(
-        [
-            TWINE, "upload", "--repository-url", f"{depot_url}/python/",
-            "-u", "x", "-p", "y", "--non-interactive", "--disable-progress-bar",
-            *map(str, files),
-        ],
-        check=check,
-        env={**os.environ, "TWINE_CERT": "", "NO_COLOR": "1"},
-    )  # fmt: skip
+class Clients:
+    """pip, uv and twine from the test venv, run with no user config and no cache."""
 
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.env = {
+            **os.environ,
+            "PIP_CONFIG_FILE": os.devnull,
+            "PIP_NO_CACHE_DIR": "1",
+            "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+            "PIP_NO_INPUT": "1",
+            "UV_NO_CACHE": "1",
+            "UV_NO_CONFIG": "1",
+            "UV_CACHE_DIR": str(tmp_path / "uv-cache"),
+            "XDG_CACHE_HOME": str(tmp_path / "cache"),
+            "NO_COLOR": "1",
+        }
 
-@pytest.fixture(scope="module")
-def published(module_depot: DepotServer, dists: Path) -> DepotServer:
-    """The module's depot with every built distribution uploaded through twine."""
-    twine_upload(module_depot.url, sorted(dists.iterdir()))
-    return module_depot
+    def twine_upload(self, depot_url: str, files: list[Path], check: bool = True) -> subprocess.CompletedProcess[str]:
+        return run(
+            [
+                TWINE, "upload", "--repository-url", f"{depot_url}/python/",
+                "-u", "x", "-p", "y", "--non-interactive", "--disable-progress-bar",
+                *map(str, files),
+            ],
+            check=check, env=self.env,
+        )  # fmt: skip
 
+    def pip_install(self, index: str, *requirements: str, check: bool = True) -> tuple[Path, subprocess.CompletedProcess[str]]:
+        """``pip install --target`` into a new directory: a fresh environment for imports."""
+        target = Path(tempfile.mkdtemp(dir=self.tmp_path, prefix="pip-target-"))
+        result = run(
+            [*PIP, "install", "--no-cache-dir", "--target", str(target), "--index-url", index,
+             *requirements],
+            check=check, env=self.env,
+        )  # fmt: skip
+        return target, result
 
-def fresh_target(tmp_path: Path) -> Path:
-    """An empty directory to install into (cheaper than a venv, as isolated for imports)."""
-    target = tmp_path / "target"
-    if target.exists():
-        shutil.rmtree(target)
-    return target
+    def pip_download(self, index: str, *requirements: str) -> Path:
+        dest = Path(tempfile.mkdtemp(dir=self.tmp_path, prefix="pip-download-"))
+        run([*PIP, "download", "--no-cache-dir", "-d", str(dest), "--index-url", index, *requirements],
+            env=self.env)  # fmt: skip
+        return dest
 
+    def uv_install(self, index: str, *requirements: str) -> Path:
+        target = Path(tempfile.mkdtemp(dir=self.tmp_path, prefix="uv-target-"))
+        run([UV, "pip", "install", "--no-cache", "--target", str(target), "--python", sys.executable,
+             "--index-url", index, *requirements], env=self.env)  # fmt: skip
+        return target
 
-def client_env(tmp_path: Path) -> dict[str, str]:
-    """No user configuration and no cache leaks into a client run."""
-    return {
-        **os.environ,
-        "PIP_CONFIG_FILE": os.devnull,
-        "PIP_NO_CACHE_DIR": "1",
-        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
-        "UV_NO_CACHE": "1",
-        "UV_NO_CONFIG": "1",
-        "UV_CACHE_DIR": str(tmp_path / "uv-cache"),
-        "XDG_CACHE_HOME": str(tmp_path / "cache"),
-        "HOME": str(tmp_path / "home"),
-    }
+    def depot(self, *args: str, check: bool = True, **kwargs: object) -> subprocess.CompletedProcess[str]:
+        return run([sys.executable, "-m", "depot.core", *args], check=check, env=self.env, **kwargs)
 
 
 def installed(target: Path) -> dict[str, str]:
@@ -149,5 +165,53 @@ def installed(target: Path) -> dict[str, str]:
     found = {}
     for dist_info in target.glob("*.dist-info"):
         name, version = dist_info.name.removesuffix(".dist-info").rsplit("-", 1)
-        found[name.lower().replace("_", "-").replace(".", "-")] = version
+        found[re.sub(r"[-_.]+", "-", name).lower()] = version
     return found
+
+
+@pytest.fixture
+def clients(tmp_path: Path) -> Clients:
+    return Clients(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def published(module_depot: DepotServer, dists: Path, tmp_path_factory: pytest.TempPathFactory) -> DepotServer:
+    """The module's depot with every built distribution uploaded through twine."""
+    Clients(tmp_path_factory.mktemp("twine")).twine_upload(module_depot.url, sorted(dists.iterdir()))
+    return module_depot
+
+
+@pytest.fixture
+def list_installed() -> Callable[[Path], dict[str, str]]:
+    return installed
+
+
+def make_wheel(
+    path: Path, name: str, version: str, metadata_name: str | None = None,
+    metadata_version: str | None = None, requires_python: str | None = None,
+) -> Path:
+    """A minimal wheel written by hand (for bad-input tests and large benchmarks)."""
+    dist_info = f"{name.replace('-', '_')}-{version}.dist-info"
+    metadata = (
+        f"Metadata-Version: 2.1\nName: {metadata_name or name}\n"
+        f"Version: {metadata_version or version}\n"
+        + (f"Requires-Python: {requires_python}\n" if requires_python else "")
+    )
+    wheel = f"{name.replace('-', '_')}-{version}-py3-none-any.whl"
+    target = path / wheel
+    with zipfile.ZipFile(target, "w") as archive:
+        archive.writestr(f"{name.replace('-', '_')}.py", "")
+        archive.writestr(f"{dist_info}/METADATA", metadata)
+        archive.writestr(f"{dist_info}/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        archive.writestr(f"{dist_info}/RECORD", "")
+    return target
+
+
+@pytest.fixture
+def wheel_factory(tmp_path: Path) -> Callable[..., Path]:
+    """``wheel_factory("name", "1.0", metadata_name=..., ...)`` -> path of a hand-made wheel."""
+    def make(*args: object, **kwargs: object) -> Path:
+        out = Path(tempfile.mkdtemp(dir=tmp_path, prefix="wheel-"))
+        return make_wheel(out, *args, **kwargs)  # type: ignore[arg-type]
+
+    return make

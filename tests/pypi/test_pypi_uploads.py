@@ -1,0 +1,163 @@
+"""Uploads that must be refused with a 4xx and leave nothing behind, and the PUT upload API."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+UPLOAD = "/python/"
+
+
+def form_for(path: Path, name: str, version: str, **overrides: str) -> dict[str, str]:
+    """The fields twine sends along with the file."""
+    data = path.read_bytes()
+    fields = {
+        ":action": "file_upload",
+        "protocol_version": "1",
+        "name": name,
+        "version": version,
+        "filetype": "bdist_wheel" if path.suffix == ".whl" else "sdist",
+        "metadata_version": "2.1",
+        "summary": "a test package",
+        "sha256_digest": hashlib.sha256(data).hexdigest(),
+        "md5_digest": hashlib.md5(data).hexdigest(),
+        "blake2_256_digest": hashlib.blake2b(data, digest_size=32).hexdigest(),
+    }
+    fields.update(overrides)
+    return fields
+
+
+async def twine_post(client: httpx.AsyncClient, path: Path, fields: dict[str, str], filename: str | None = None) -> httpx.Response:
+    files = {"content": (filename or path.name, path.read_bytes(), "application/octet-stream")}
+    return await client.post(UPLOAD, data=fields, files=files)
+
+
+async def assert_nothing_stored(client: httpx.AsyncClient, tmp_path: Path) -> None:
+    assert (await client.get("/python/simple/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})).json()["projects"] == []
+    blobs = tmp_path / "store" / "blobs" / "pypi"
+    assert not blobs.exists() or not [p for p in blobs.rglob("*") if p.is_file()]
+
+
+async def test_twine_style_upload_is_stored_with_all_digests_checked(
+    app_client: httpx.AsyncClient, wheel_factory: Callable[..., Path]
+) -> None:
+    wheel = wheel_factory("demo", "1.0", requires_python=">=3.9")
+    response = await twine_post(app_client, wheel, form_for(wheel, "demo", "1.0"))
+    assert response.status_code == 200, response.text
+    page = (await app_client.get("/python/simple/demo/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})).json()
+    (entry,) = page["files"]
+    assert entry["requires-python"] == ">=3.9"
+    assert entry["url"] == "http://depot.test/python/files/demo/demo-1.0-py3-none-any.whl"
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("sha256 mismatch", "sha256_digest does not match"),
+        ("md5 mismatch", "md5_digest does not match"),
+        ("blake2 mismatch", "blake2_256_digest does not match"),
+        ("corrupt wheel", "not a valid wheel"),
+        ("metadata names another version", "filename says"),
+        ("filename of another project", "does not belong to project"),
+        ("version differs from the form", "is not version"),
+        ("traversal in the filename", "not a distribution filename"),
+        ("not a distribution", "neither a wheel"),
+        ("sdist declared as wheel", "is not a bdist_wheel"),
+        ("no file", "no 'content' file"),
+        ("other action", "unsupported :action"),
+    ],
+)  # fmt: skip
+async def test_bad_uploads_are_refused_and_nothing_is_stored(
+    app_client: httpx.AsyncClient, wheel_factory: Callable[..., Path], tmp_path: Path, case: str, reason: str
+) -> None:
+    wheel = wheel_factory("demo", "1.0")
+    fields = form_for(wheel, "demo", "1.0")
+    filename = None
+    if case == "sha256 mismatch":
+        fields["sha256_digest"] = "0" * 64
+    elif case == "md5 mismatch":
+        fields["md5_digest"] = "0" * 32
+    elif case == "blake2 mismatch":
+        fields["blake2_256_digest"] = "0" * 64
+    elif case == "corrupt wheel":
+        wheel.write_bytes(b"PK\x03\x04" + b"\x00" * 200)
+        fields = form_for(wheel, "demo", "1.0")
+    elif case == "metadata names another version":
+        wheel = wheel_factory("demo", "1.0", metadata_version="1.1")
+        fields = form_for(wheel, "demo", "1.0")
+    elif case == "filename of another project":
+        fields = form_for(wheel, "other", "1.0")
+    elif case == "version differs from the form":
+        fields = form_for(wheel, "demo", "2.0")
+    elif case == "traversal in the filename":
+        filename = "../../demo-1.0-py3-none-any.whl"
+    elif case == "not a distribution":
+        filename = "demo-1.0.exe"
+    elif case == "sdist declared as wheel":
+        filename = "demo-1.0.tar.gz"
+    elif case == "other action":
+        fields[":action"] = "remove_pkg"
+    if case == "no file":
+        response = await app_client.post(UPLOAD, data=fields)
+    else:
+        response = await twine_post(app_client, wheel, fields, filename)
+    assert 400 <= response.status_code < 500
+    assert reason in response.text and response.text.count("\n") == 1
+    await assert_nothing_stored(app_client, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"--xyz\r\nContent-Disposition: form-data; name=\"content\"; filename=\"demo-1.0.tar.gz\"\r\n\r\nabc",
+     b"not multipart at all", b"--xyz--\r\n"],
+)  # fmt: skip
+async def test_malformed_multipart_is_400(app_client: httpx.AsyncClient, tmp_path: Path, body: bytes) -> None:
+    response = await app_client.post(
+        UPLOAD, content=body, headers={"Content-Type": "multipart/form-data; boundary=xyz"}
+    )
+    assert response.status_code == 400
+    await assert_nothing_stored(app_client, tmp_path)
+
+
+async def test_put_stores_a_verified_file_and_is_idempotent(
+    app_client: httpx.AsyncClient, wheel_factory: Callable[..., Path]
+) -> None:
+    wheel = wheel_factory("demo", "1.0")
+    data = wheel.read_bytes()
+    url = f"/python/files/demo/{wheel.name}"
+    assert (await app_client.head(url)).status_code == 404
+    headers = {"X-Depot-Sha256": hashlib.sha256(data).hexdigest()}
+    assert (await app_client.put(url, content=data, headers=headers)).status_code == 201
+    assert (await app_client.put(url, content=data, headers=headers)).status_code == 200
+    head = await app_client.head(url)
+    assert head.status_code == 200 and head.headers["etag"] == f'"{headers["X-Depot-Sha256"]}"'
+    assert (await app_client.get(url)).content == data
+    other = wheel_factory("demo", "1.0", requires_python=">=3").read_bytes()
+    conflict = await app_client.put(url, content=other)
+    assert conflict.status_code == 409 and "File already exists" in conflict.text
+    assert (await app_client.get(url)).content == data
+
+
+@pytest.mark.parametrize(
+    ("url", "sha256", "status"),
+    [
+        ("/python/files/demo/demo-1.0-py3-none-any.whl", "0" * 64, 400),
+        ("/python/files/other/demo-1.0-py3-none-any.whl", None, 400),
+        ("/python/files/Demo/demo-1.0-py3-none-any.whl", None, 400),
+        ("/python/files/demo/..%2Fdemo-1.0-py3-none-any.whl", None, 404),
+        ("/python/files/demo/.demo-1.0-py3-none-any.whl", None, 400),
+    ],
+)  # fmt: skip
+async def test_put_refuses_mismatches_and_traversal(
+    app_client: httpx.AsyncClient, wheel_factory: Callable[..., Path], tmp_path: Path,
+    url: str, sha256: str | None, status: int,
+) -> None:
+    data = wheel_factory("demo", "1.0").read_bytes()
+    headers = {"X-Depot-Sha256": sha256} if sha256 else {}
+    response = await app_client.put(url, content=data, headers=headers)
+    assert response.status_code == status
+    await assert_nothing_stored(app_client, tmp_path)
