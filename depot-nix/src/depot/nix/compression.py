@@ -73,7 +73,7 @@ class _StdlibDecompressor(Decompressor):
     def _call(self, data: bytes) -> bytes:
         try:
             return self._d.decompress(data, OUTPUT_CHUNK)
-        except (OSError, EOFError, ValueError, zlib.error) as exc:
+        except (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError) as exc:
             raise CompressionError(f"corrupt {self.name} data: {exc}") from None
 
     def feed(self, data: bytes) -> None:
