@@ -24,7 +24,8 @@ def test_health_and_index_list_installed_ecosystems(depot_server) -> None:
 
 def test_one_json_access_line_per_request(depot_server) -> None:
     httpx.get(depot_server.url + "/nix/nix-cache-info")
-    lines = [json.loads(line) for line in depot_server.log().splitlines() if line.startswith("{")]
+    log = depot_server.wait_for_log('"path": "/nix/nix-cache-info"')
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
     access = [line for line in lines if line.get("logger") == "depot.access"]
     assert any(a["path"] == "/nix/nix-cache-info" and a["status"] == 200 for a in access)
     assert all({"time", "level", "message"} <= set(line) for line in lines)

@@ -23,13 +23,15 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from depot.core.auth import WRITE_METHODS, Authenticator
 from depot.core.blobs import BlobStore, InvalidKey, ScopedBlobStore, StorageBackend
+from depot.core.catalog import Catalog
 from depot.core.database import Database
 from depot.core.ecosystem import Ecosystem
 from depot.core.errors import BadRequest, ConfigError, HTTPError, ServiceUnavailable
 from depot.core.faults import OUTAGE_TYPES, is_backend_outage
 from depot.core.http import ErrorRenderer, external_base, plain_error
 from depot.core.logs import AccessLogMiddleware, configure_logging
-from depot.core.pages import health, index
+from depot.core.metrics import Metrics, MetricsMiddleware, metrics_endpoint
+from depot.core.pages import browse, health, index
 from depot.core.plugins import Plugins, load_plugins
 from depot.core.settings import Settings
 
@@ -66,12 +68,14 @@ class EcosystemContext:
     def artifact_stored(self, key: str, size: int, request: Request | None = None) -> None:
         """Announce a verified, committed artifact to listeners (logs, metrics)."""
         self.log.info("stored", extra={"key": key, "size": size})
+        self.depot.metrics.artifacts_stored.labels(self.name).inc()
         self.depot.plugins.hook.depot_artifact_stored(
             ecosystem=self.name, key=key, size=size, request=request
         )
 
     def artifact_served(self, key: str, size: int, request: Request | None = None) -> None:
         """Announce an artifact download to listeners."""
+        self.depot.metrics.artifacts_served.labels(self.name).inc()
         self.depot.plugins.hook.depot_artifact_served(
             ecosystem=self.name, key=key, size=size, request=request
         )
@@ -97,6 +101,8 @@ class Depot:
         self.exit_stack = AsyncExitStack()
         self.started = False
         self._start_lock = asyncio.Lock()
+        self.metrics = Metrics()
+        self._catalogs: list[Catalog] | None = None
 
     def context(self, ecosystem: str) -> EcosystemContext:
         """The context of a declared ecosystem."""
@@ -105,6 +111,21 @@ class Depot:
     def set_error_renderer(self, ecosystem: str, renderer: ErrorRenderer) -> None:
         """Render errors under ``ecosystem``'s prefix in its clients' format (npm wants JSON)."""
         self._error_renderers[ecosystem] = renderer
+
+    def catalogs(self) -> list[Catalog]:
+        """The ecosystems' catalogs (for pages and gauges), collected once."""
+        if self._catalogs is None:
+            found = self.plugins.hook.depot_catalogs(depot=self)
+            self._catalogs = [c for catalogs in found for c in catalogs or ()]
+        return self._catalogs
+
+    def ecosystem_for_path(self, root_path: str, path: str) -> str | None:
+        """The ecosystem whose prefix a request path falls under, relative to depot's mount."""
+        relative = path[len(root_path):] if root_path and path.startswith(root_path) else path
+        for name, ecosystem in self.ecosystems.items():
+            if relative == ecosystem.prefix or relative.startswith(ecosystem.prefix + "/"):
+                return name
+        return None
 
     def storage_backends(self) -> dict[str, StorageBackend]:
         backends: dict[str, StorageBackend] = {}
@@ -167,14 +188,10 @@ class Depot:
         self.started = False
 
     def render_error(self, request: Request, exc: HTTPError) -> Response | Any:
-        path = request.scope.get("path", "")
-        root = request.scope.get("depot.root_path", "")
-        relative = path[len(root):] if path.startswith(root) else path
-        for name, ecosystem in self.ecosystems.items():
-            if relative == ecosystem.prefix or relative.startswith(ecosystem.prefix + "/"):
-                renderer = self._error_renderers.get(name)
-                if renderer is not None:
-                    return renderer(request, exc)
+        name = self.ecosystem_for_path(request.scope.get("depot.root_path", ""), request.scope.get("path", ""))
+        renderer = self._error_renderers.get(name) if name else None
+        if renderer is not None:
+            return renderer(request, exc)
         return plain_error(request, exc)
 
 
@@ -260,7 +277,10 @@ def create_app(*, plugins: Plugins | None = None, **options: Any) -> Starlette:
     routes: list[BaseRoute] = [
         Route("/", index, methods=["GET", "HEAD"]),
         Route("/-/health", health, methods=["GET", "HEAD"]),
+        Route("/-/browse/{ecosystem}", browse, methods=["GET", "HEAD"]),
     ]
+    if not settings.metrics_listen_addr:
+        routes.append(Route("/metrics", metrics_endpoint, methods=["GET"]))
     for contributed in plugins.hook.depot_routes(depot=depot):
         routes.extend(contributed or ())
 
@@ -283,5 +303,6 @@ def create_app(*, plugins: Plugins | None = None, **options: Any) -> Starlette:
     )
     app.state.depot = depot
     app.add_middleware(DepotMiddleware, depot=depot)
+    app.add_middleware(MetricsMiddleware, depot=depot)
     app.add_middleware(AccessLogMiddleware)
     return app

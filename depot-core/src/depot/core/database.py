@@ -55,6 +55,16 @@ class Schema:
     migrations: Mapping[int, Sequence[str]] = field(default_factory=dict)
 
 
+def contains(column: sa.ColumnElement[Any], text: str) -> sa.ColumnElement[bool]:
+    """``column`` contains ``text`` literally, case-insensitively.
+
+    Use this instead of SQLAlchemy's ``.contains()``: ``databases`` formats compiled SQL with
+    ``%`` and breaks on the literal ``'%'`` that ``.contains()`` renders.
+    """
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return sa.func.lower(column).like(f"%{escaped.lower()}%", escape="\\")
+
+
 def json_value(value: Any) -> Any:
     """Normalise a JSON column: SQLite hands back the decoded value, asyncpg a string."""
     if isinstance(value, (str, bytes)):

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from depot.core.app import Depot
     from depot.core.auth import Authenticator
     from depot.core.blobs import StorageBackend
+    from depot.core.catalog import Catalog
     from depot.core.database import Schema
     from depot.core.ecosystem import Ecosystem
     from depot.core.settings import Settings
@@ -144,4 +145,14 @@ def depot_index_sections(depot: Depot, request: Request) -> Sequence[Any]:
     Called for each request to ``/``; may be a coroutine function. Return a list of
     :class:`depot.core.pages.Section` (title and HTML body, already escaped), for instance how to
     point the ecosystem's client at this depot.
+    """
+
+
+@hookspec
+def depot_catalogs(depot: Depot) -> Sequence[Catalog]:
+    """Contribute read-only views of what an ecosystem holds.
+
+    Called once at start-up. Return :class:`depot.core.catalog.Catalog` objects; the core builds
+    the ``/`` page statistics, the ``/-/browse/<ecosystem>`` search pages and the stored-object
+    gauges of ``/metrics`` from them.
     """

@@ -1,15 +1,23 @@
-"""The core's own pages: ``/`` (what this depot serves) and ``/-/health``."""
+"""The pages people read: ``/`` (what this depot holds and how to use it), ``/-/browse/<eco>``,
+and ``/-/health`` for load balancers.
+
+Server-rendered HTML with no script: search is a plain GET form. Every value from the database or
+the request is escaped; plugins hand in sections whose HTML they escaped themselves.
+"""
 
 from __future__ import annotations
 
 import html
 import inspect
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
+from depot.core.catalog import CatalogEntry
+from depot.core.errors import NotFound
 from depot.core.http import external_base
 
 if TYPE_CHECKING:
@@ -22,34 +30,123 @@ class Section:
 
     title: str
     body_html: str
+    ecosystem: str | None = None
 
 
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>depot</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}}
-code,pre{{background:#f4f4f4;padding:.1rem .3rem}}pre{{padding:.6rem;overflow-x:auto}}</style>
-</head><body><h1>depot</h1>
-<p>Nix, npm and Python packages served from one place.</p>
-<h2>Ecosystems</h2><ul>{ecosystems}</ul>{sections}</body></html>
-"""
+_STYLE = """body{font-family:system-ui,sans-serif;max-width:64rem;margin:2rem auto;padding:0 1rem;
+color:#222}code,pre{background:#f3f3f3;padding:.1rem .3rem;border-radius:3px}
+pre{padding:.6rem;overflow-x:auto}table{border-collapse:collapse;width:100%}
+td,th{text-align:left;padding:.3rem .5rem;border-bottom:1px solid #ddd;vertical-align:top}
+.eco{border:1px solid #ddd;border-radius:6px;padding:.2rem 1rem;margin:1rem 0}
+nav a{margin-right:1rem}.muted{color:#666}"""
+
+
+def page(title: str, body: str, base: str) -> HTMLResponse:
+    """A whole HTML document around ``body`` (already escaped)."""
+    return HTMLResponse(
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}'
+        f'</title><meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<style>{_STYLE}</style></head><body>"
+        f'<nav><a href="{html.escape(base)}/">depot</a></nav>{body}</body></html>'
+    )
+
+
+def human_size(size: int | None) -> str:
+    if size is None:
+        return ""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return str(size)
+
+
+def _entry_rows(entries: Iterable[CatalogEntry], base: str) -> str:
+    rows = []
+    for e in entries:
+        name = html.escape(e.name)
+        if e.href:
+            name = f'<a href="{html.escape(base + e.href)}">{name}</a>'
+        fields = "".join(
+            f"<div><span class=muted>{html.escape(label)}:</span> {html.escape(value)}</div>"
+            for label, value in e.fields
+        )
+        when = e.uploaded_at.strftime("%Y-%m-%d %H:%M") if e.uploaded_at else ""
+        rows.append(
+            f"<tr><td>{name}<div class=muted>{html.escape(e.summary)}</div>{fields}</td>"
+            f"<td>{human_size(e.size)}</td><td>{html.escape(when)}</td></tr>"
+        )
+    return "".join(rows)
+
+
+async def _sections(depot: Depot, request: Request) -> list[Section]:
+    sections: list[Section] = []
+    for result in depot.plugins.hook.depot_index_sections(depot=depot, request=request):
+        if inspect.isawaitable(result):
+            result = await result
+        sections.extend(result or ())
+    return sections
 
 
 async def index(request: Request) -> Response:
     depot: Depot = request.scope["depot"]
     base = external_base(request, depot.settings)
-    items = "".join(
-        f'<li><a href="{html.escape(base + e.prefix)}/">{html.escape(e.title)}</a> '
-        f"<code>{html.escape(base + e.prefix)}</code></li>"
-        for e in depot.ecosystems.values()
-    ) or "<li>No ecosystem plugin is installed.</li>"
-    sections = []
-    for result in depot.plugins.hook.depot_index_sections(depot=depot, request=request):
-        if inspect.isawaitable(result):
-            result = await result
-        sections.extend(result or ())
-    body = "".join(f"<h2>{html.escape(s.title)}</h2>{s.body_html}" for s in sections)
-    return HTMLResponse(_PAGE.format(ecosystems=items, sections=body))
+    catalogs = {c.ecosystem: c for c in depot.catalogs()}
+    sections = await _sections(depot, request)
+    parts = ["<h1>depot</h1><p>Nix, npm and Python packages served from one place.</p>"]
+    if depot.settings.auth_file:
+        parts.append(
+            "<p><strong>Authentication is on.</strong> Make a token from your SSH key with "
+            "<code>depot token</code>; each client's line below shows where it goes.</p>"
+        )
+    if not depot.ecosystems:
+        parts.append("<p>No ecosystem plugin is installed.</p>")
+    for name, ecosystem in depot.ecosystems.items():
+        url = base + ecosystem.prefix
+        parts.append(f'<section class="eco" id="{html.escape(name)}"><h2>{html.escape(ecosystem.title)}</h2>')
+        parts.append(f'<p><a href="{html.escape(url)}/">{html.escape(url)}/</a></p>')
+        catalog = catalogs.get(name)
+        if catalog is not None:
+            stats = await catalog.stats(newest=5)
+            parts.append(
+                f"<p>{stats.objects} stored, {human_size(stats.bytes)}. "
+                f'<a href="{html.escape(base)}/-/browse/{html.escape(name)}">Browse and search</a></p>'
+            )
+            if stats.newest:
+                parts.append(f"<h3>Newest</h3><table>{_entry_rows(stats.newest, url)}</table>")
+        for section in sections:
+            if section.ecosystem == name:
+                parts.append(f"<h3>{html.escape(section.title)}</h3>{section.body_html}")
+        parts.append("</section>")
+    for section in sections:
+        if section.ecosystem not in depot.ecosystems:
+            parts.append(f"<h2>{html.escape(section.title)}</h2>{section.body_html}")
+    return page("depot", "".join(parts), base)
+
+
+async def browse(request: Request) -> Response:
+    """Search one ecosystem's catalog: ``/-/browse/<ecosystem>?q=...``."""
+    depot: Depot = request.scope["depot"]
+    name = request.path_params["ecosystem"]
+    catalog = next((c for c in depot.catalogs() if c.ecosystem == name), None)
+    if catalog is None or name not in depot.ecosystems:
+        raise NotFound(f"no ecosystem {name!r} to browse")
+    base = external_base(request, depot.settings)
+    query = request.query_params.get("q", "")[:200]
+    entries = await catalog.search(query, limit=100)
+    ecosystem = depot.ecosystems[name]
+    form = (
+        f'<form method="get"><input type="search" name="q" value="{html.escape(query)}" '
+        f'placeholder="search {html.escape(ecosystem.title)}" autofocus> <button>Search</button></form>'
+    )
+    result = (
+        f"<table><tr><th>name</th><th>size</th><th>uploaded</th></tr>"
+        f"{_entry_rows(entries, base + ecosystem.prefix)}</table>"
+        if entries
+        else f"<p>Nothing matches {html.escape(query)!s}.</p>" if query else "<p>Nothing stored yet.</p>"
+    )
+    return page(f"{ecosystem.title} - depot", f"<h1>{html.escape(ecosystem.title)}</h1>{form}{result}", base)
 
 
 async def health(request: Request) -> Response:

@@ -22,10 +22,26 @@ from depot.core.settings import CORE_OPTIONS, Settings, parse_listen_addr
 GRACEFUL_TIMEOUT = 30.0
 
 
-def _hypercorn_config(settings: Settings) -> Any:
+def metrics_app(depot: Any) -> Any:
+    """A tiny app answering only ``/metrics`` for ``--metrics-listen-addr``."""
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    from depot.core.metrics import metrics_endpoint
+
+    inner = Starlette(routes=[Route("/metrics", metrics_endpoint, methods=["GET"])])
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        scope["depot"] = depot
+        await inner(scope, receive, send)
+
+    return app
+
+
+def _hypercorn_config(settings: Settings, listen_addr: str | None = None) -> Any:
     from hypercorn.config import Config
 
-    host, port = parse_listen_addr(settings.listen_addr)
+    host, port = parse_listen_addr(listen_addr or settings.listen_addr)
     config = Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.graceful_timeout = GRACEFUL_TIMEOUT
@@ -51,13 +67,25 @@ async def _serve(options: dict[str, Any], sockets: Any = None, ready: Any = None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    try:
-        await worker_serve(
+    servers = [
+        worker_serve(
             wrap_app(app, config.wsgi_max_body_size, "asgi"),
             config,
             sockets=sockets,
             shutdown_trigger=stop.wait,
         )
+    ]
+    if depot.settings.metrics_listen_addr and sockets is None:
+        metrics_config = _hypercorn_config(depot.settings, depot.settings.metrics_listen_addr)
+        servers.append(
+            worker_serve(
+                wrap_app(metrics_app(depot), config.wsgi_max_body_size, "asgi"),
+                metrics_config,
+                shutdown_trigger=stop.wait,
+            )
+        )
+    try:
+        await asyncio.gather(*servers)
     finally:
         await depot.shutdown()
 

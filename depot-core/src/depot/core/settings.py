@@ -74,6 +74,11 @@ CORE_OPTIONS: list[click.Option] = [
         help="Build links from X-Forwarded-Proto/Host/Prefix (only behind a proxy you run).",
     ),
     option(["--workers"], type=click.IntRange(min=1), default=1, show_default=True),
+    option(
+        ["--metrics-listen-addr"],
+        default=None,
+        help="Serve /metrics on this HOST:PORT instead of the main port.",
+    ),
     option(["--verbose"], is_flag=True, default=False, help="Log debug lines and tracebacks."),
 ]
 
@@ -91,6 +96,7 @@ class Settings:
     base_url: str | None = None
     trust_proxy_headers: bool = False
     workers: int = 1
+    metrics_listen_addr: str | None = None
     verbose: bool = False
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -117,6 +123,8 @@ class Settings:
                 core[name] = Path(core[name]).expanduser()
         settings = cls(**core, extra=extra)
         parse_listen_addr(settings.listen_addr)
+        if settings.metrics_listen_addr:
+            parse_listen_addr(settings.metrics_listen_addr)
         if settings.base_url:
             parts = urlsplit(settings.base_url)
             if parts.scheme not in ("http", "https") or not parts.netloc:

@@ -72,6 +72,13 @@ class DepotServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def wait_for_log(self, fragment: str, timeout: float = 10.0) -> str:
+        """The log once it contains ``fragment`` (access lines are written after the response)."""
+        deadline = time.monotonic() + timeout
+        while fragment not in (text := self.log()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return text
+
     def stop(self) -> int | None:
         if self.process is None or self.process.poll() is not None:
             return None if self.process is None else self.process.returncode

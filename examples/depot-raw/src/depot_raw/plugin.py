@@ -37,3 +37,10 @@ def depot_commands() -> Sequence[click.Command]:
     from depot_raw.cli import raw
 
     return [raw]
+
+
+@hookimpl
+def depot_catalogs(depot: Depot) -> list[object]:
+    from depot_raw.catalog import RawCatalog
+
+    return [RawCatalog(depot.context(ECOSYSTEM.name))]

@@ -1,0 +1,50 @@
+"""What an ecosystem shows people about what it holds: counts, sizes, newest uploads, search.
+
+Plugins contribute a :class:`Catalog` through the ``depot_catalogs`` hook; the core renders the
+``/`` page, the ``/-/browse/<ecosystem>`` pages and the stored-object gauges of ``/metrics`` from
+it, so a third-party ecosystem gets all three by implementing two coroutines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One thing an ecosystem holds: an npm package, a Python project, a Nix store path.
+
+    ``fields`` are extra (label, value) pairs shown on the browse page (versions, files,
+    references, signatures); ``href`` is a path under the ecosystem's prefix, if it has one.
+    """
+
+    name: str
+    summary: str = ""
+    size: int | None = None
+    uploaded_at: datetime | None = None
+    href: str | None = None
+    fields: Sequence[tuple[str, str]] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class CatalogStats:
+    """Totals for the ``/`` page and the ``depot_stored_*`` gauges."""
+
+    objects: int
+    bytes: int
+    newest: Sequence[CatalogEntry] = field(default_factory=tuple)
+
+
+class Catalog(Protocol):
+    """An ecosystem's read-only view of its metadata."""
+
+    ecosystem: str
+
+    async def stats(self, newest: int = 5) -> CatalogStats:
+        """Stored objects, their bytes, and the ``newest`` most recent uploads."""
+
+    async def search(self, query: str, limit: int = 50) -> Sequence[CatalogEntry]:
+        """Entries whose name contains ``query`` (all entries for an empty query)."""

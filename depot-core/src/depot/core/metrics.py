@@ -1,0 +1,110 @@
+"""Prometheus metrics: requests, bytes, verification failures, latency, stored objects.
+
+Each depot app has its own registry (two depots in one process do not share counters). With
+``--workers N`` every worker counts its own requests; scrape through ``--metrics-listen-addr`` per
+process or run one worker per replica. Stored-object gauges come from the ecosystems' catalogs and
+the shared database, so every replica reports the same totals.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from depot.core.auth import WRITE_METHODS
+
+if TYPE_CHECKING:
+    from depot.core.app import Depot
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    """The collectors of one depot."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "depot_http_requests", "HTTP requests answered", ["ecosystem", "route", "method", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "depot_http_request_duration_seconds", "Time to answer a request", ["ecosystem"],
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.bytes_served = Counter("depot_bytes_served", "Response body bytes sent", ["ecosystem"], registry=r)
+        self.bytes_received = Counter("depot_bytes_received", "Request body bytes received", ["ecosystem"], registry=r)
+        self.verification_failures = Counter(
+            "depot_upload_verification_failures", "Uploads refused as malformed or not matching their hashes",
+            ["ecosystem"], registry=r,
+        )  # fmt: skip
+        self.artifacts_stored = Counter("depot_artifacts_stored", "Artifacts verified and stored", ["ecosystem"], registry=r)
+        self.artifacts_served = Counter("depot_artifacts_served", "Artifact downloads started", ["ecosystem"], registry=r)
+        self.stored_objects = Gauge("depot_stored_objects", "Objects held", ["ecosystem"], registry=r)
+        self.stored_bytes = Gauge("depot_stored_bytes", "Bytes held", ["ecosystem"], registry=r)
+
+    async def refresh_stored(self, depot: Depot) -> None:
+        """Set the stored-object gauges from the catalogs (one query per ecosystem)."""
+        for catalog in depot.catalogs():
+            stats = await catalog.stats(newest=0)
+            self.stored_objects.labels(catalog.ecosystem).set(stats.objects)
+            self.stored_bytes.labels(catalog.ecosystem).set(stats.bytes)
+
+
+class MetricsMiddleware:
+    """Counts every HTTP request by ecosystem, route (endpoint name) and status."""
+
+    def __init__(self, app: ASGIApp, depot: Depot) -> None:
+        self.app = app
+        self.depot = depot
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        metrics = self.depot.metrics
+        ecosystem = self.depot.ecosystem_for_path(scope.get("root_path", ""), scope["path"]) or "core"
+        start = time.perf_counter()
+        status = 500
+        sent = 0
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+            return message
+
+        async def counting_send(message: Message) -> None:
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, counting_send)
+        finally:
+            endpoint = scope.get("endpoint")
+            route = getattr(endpoint, "__name__", None) or ("unmatched" if status == 404 else "other")
+            method = scope["method"]
+            metrics.requests.labels(ecosystem, route, method, str(status)).inc()
+            metrics.latency.labels(ecosystem).observe(time.perf_counter() - start)
+            metrics.bytes_served.labels(ecosystem).inc(sent)
+            metrics.bytes_received.labels(ecosystem).inc(received)
+            if method in WRITE_METHODS and status in (400, 409, 413, 422):
+                metrics.verification_failures.labels(ecosystem).inc()
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    """``/metrics`` in the Prometheus text format."""
+    depot: Depot = request.scope["depot"]
+    await depot.metrics.refresh_stored(depot)
+    return Response(generate_latest(depot.metrics.registry), media_type=CONTENT_TYPE_LATEST)
