@@ -154,12 +154,11 @@ async def test_ecosystems_keep_their_own_prefix(backend: tuple[BlobStore, Any]) 
 async def test_s3_upload_memory_stays_near_one_part(s3_bucket: S3Bucket) -> None:
     """A 48 MiB upload must not be held whole in memory: about one part is buffered at a time."""
     store = await open_s3(s3_settings(**s3_bucket.options))
-    chunk = os.urandom(MiB)
     tracemalloc.start()
     try:
         async with ScopedBlobStore(store, "eco").upload("huge") as upload:
             for _ in range(48):
-                await upload.write(chunk)
+                await upload.write(os.urandom(MiB))
             await upload.commit()
         _, peak = tracemalloc.get_traced_memory()
     finally:

@@ -3,13 +3,17 @@
 Several ``depot serve`` replicas share one bucket; nothing about a blob is kept in one process.
 boto3 is synchronous, so every call runs on a small thread pool, off the event loop.
 
-Atomic publication: an upload of at most :data:`PART_SIZE` bytes is held in memory and sent with a
-single ``PutObject`` at commit; a larger one is streamed as a multipart upload in parts of
-:data:`PART_SIZE` and becomes visible only with ``CompleteMultipartUpload`` at commit. Leaving the
-upload without commit (verification failed, client went away, the store failed) aborts the
-multipart upload, so no partial object is ever visible. Memory per upload stays at about one part.
-A process killed midway cannot abort: a bucket lifecycle rule ``AbortIncompleteMultipartUpload``
-(see depot-core/README.md) reclaims those parts; they are never visible as objects.
+Atomic publication: an upload of less than :data:`PART_SIZE` bytes is held in memory and sent
+with a single ``PutObject`` at commit. A larger one is streamed as a multipart upload, in parts of
+:data:`PART_SIZE`, under a staging key of its own (``.staging/<random>``); at commit it is
+completed there and copied server-side to its key (S3 has no rename), then the staging object is
+deleted. Leaving the upload without commit (verification failed, client went away, the store
+failed) aborts the multipart upload, so no partial object is ever visible, and uploads racing
+for one key never see each other's bytes. Memory per upload stays at about one part.
+
+A process killed midway cannot abort: a bucket lifecycle rule (``AbortIncompleteMultipartUpload``
+and expiry of ``.staging/``, see depot-core/README.md) reclaims what it leaves; none of it is
+ever visible under a depot key.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import secrets
 from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -35,8 +40,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("depot.core.s3")
 
-#: Multipart part size. S3 wants at least 5 MiB per part (but the last) and at most 10,000 parts,
-#: so one object can reach about 78 GiB; each upload holds at most about one part in memory.
+#: Multipart part size (a part is sent once this much is buffered). S3 wants at least 5 MiB per
+#: part (but the last) and at most 10,000 parts, so one object can reach about 78 GiB; an upload
+#: holds about one part in memory, two while a part is being sent.
 PART_SIZE = 8 * 1024 * 1024
 
 #: Downloads are read from the GET response in chunks this large.
@@ -44,6 +50,10 @@ READ_CHUNK_SIZE = 4 * CHUNK_SIZE
 
 #: Threads (and pooled HTTP connections) per process for boto3 calls.
 MAX_THREADS = 16
+
+#: Where multipart uploads are staged until commit. Depot's keys never start with ``.``
+#: (:func:`depot.core.blobs.check_key`), so nothing else lives here; a lifecycle rule may expire it.
+STAGING_PREFIX = ".staging/"
 
 T = TypeVar("T")
 
@@ -69,8 +79,14 @@ class S3BlobUpload:
         self._key = key
         self._hashes = Hashes(hashes)
         self._size = 0
-        self._buffer = bytearray()
-        self._hashed = 0  # bytes of the buffer already fed to the digests
+        # Bytes not yet sent, as written (no growing buffer to reallocate); the first
+        # ``_hashed`` chunks are already in the digests.
+        self._chunks: list[bytes] = []
+        self._buffered = 0
+        self._hashed = 0
+        # Multipart uploads are staged under a key of their own: a commit under another key (a
+        # digest) must copy, and a key shared by racing uploads would let one copy the other's bytes.
+        self._staging = f"{STAGING_PREFIX}{secrets.token_hex(16)}"
         self._upload_id: str | None = None
         self._parts: list[dict[str, Any]] = []
         self._committed = False
@@ -80,48 +96,51 @@ class S3BlobUpload:
         return self._size
 
     def hexdigest(self, algorithm: str) -> str:
-        assert self._hashed == len(self._buffer), "await complete() before reading digests"
+        assert self._hashed == len(self._chunks), "await complete() before reading digests"
         return self._hashes.hexdigest(algorithm)
 
     def digest(self, algorithm: str) -> bytes:
-        assert self._hashed == len(self._buffer), "await complete() before reading digests"
+        assert self._hashed == len(self._chunks), "await complete() before reading digests"
         return self._hashes.digest(algorithm)
 
     async def write(self, data: bytes) -> None:
+        if not data:
+            return
+        self._chunks.append(bytes(data))
         self._size += len(data)
-        self._buffer += data
-        while len(self._buffer) >= PART_SIZE:
-            await self._send_part(PART_SIZE)
+        self._buffered += len(data)
+        if self._buffered >= PART_SIZE:
+            await self._send_part()
 
-    def _hash_from(self, start: int) -> None:
-        with memoryview(self._buffer) as view, view[start:] as tail:
-            self._hashes.update(tail)
+    def _hash_pending(self) -> None:
+        for chunk in self._chunks[self._hashed :]:
+            self._hashes.update(chunk)
+        self._hashed = len(self._chunks)
 
     async def _hash_buffer(self) -> None:
-        """Feed the not yet hashed tail of the buffer to the digests (no copy)."""
-        if self._hashed < len(self._buffer):
-            await asyncio.to_thread(self._hash_from, self._hashed)
-            self._hashed = len(self._buffer)
+        """Feed the chunks not yet hashed to the digests, off the event loop."""
+        if self._hashed < len(self._chunks):
+            await asyncio.to_thread(self._hash_pending)
 
-    async def _send_part(self, length: int) -> None:
-        """Hash and upload the first ``length`` buffered bytes as the next part."""
-        with memoryview(self._buffer) as view:
-            part = bytes(view[:length])
-        del self._buffer[:length]
-        already = min(self._hashed, length)  # complete() may have hashed the buffer already
-        self._hashed -= already
-        if already < length:
-            await asyncio.to_thread(self._hashes.update, part[already:] if already else part)
+    def _take_part(self) -> bytes:
+        self._hash_pending()
+        part = b"".join(self._chunks)
+        self._chunks, self._buffered, self._hashed = [], 0, 0
+        return part
+
+    async def _send_part(self) -> None:
+        """Hash and upload everything buffered as the next part."""
+        part = await asyncio.to_thread(self._take_part)
         if self._upload_id is None:
             created = await self._store.call(
-                "create_multipart_upload", Bucket=self._store.bucket, Key=self._key
+                "create_multipart_upload", Bucket=self._store.bucket, Key=self._staging
             )
             self._upload_id = created["UploadId"]
         number = len(self._parts) + 1
         uploaded = await self._store.call(
             "upload_part",
             Bucket=self._store.bucket,
-            Key=self._key,
+            Key=self._staging,
             UploadId=self._upload_id,
             PartNumber=number,
             Body=part,
@@ -132,52 +151,49 @@ class S3BlobUpload:
         await self._hash_buffer()
 
     async def commit(self, key: str | None = None) -> None:
-        """Publish under ``key`` (default: the key given at open).
+        """Publish under ``key`` (default: the key given at open), replacing any object there.
 
-        A multipart upload is bound to the key it was opened under; committing it elsewhere
-        completes it there, copies it server-side on the condition that it is still the object
-        just completed (so two uploads opened under one key never swap bytes) and deletes it.
+        A small blob is one ``PutObject``. A multipart upload is completed under its staging key
+        and copied server-side to the final key (S3's rename), then the staging object deleted.
         """
         await self._hash_buffer()
         store, final = self._store, check_key(key) if key else self._key
         if self._upload_id is None:
-            await store.call("put_object", Bucket=store.bucket, Key=final, Body=bytes(self._buffer))
+            body = b"".join(self._chunks)
+            await store.call("put_object", Bucket=store.bucket, Key=final, Body=body)
         else:
-            if self._buffer:
-                await self._send_part(len(self._buffer))
-            completed = await store.call(
+            if self._chunks:
+                await self._send_part()
+            await store.call(
                 "complete_multipart_upload",
                 Bucket=store.bucket,
-                Key=self._key,
+                Key=self._staging,
                 UploadId=self._upload_id,
                 MultipartUpload={"Parts": self._parts},
             )
             self._committed = True
-            if final != self._key:
-                try:
-                    await store.call(
-                        "copy",
-                        CopySource={"Bucket": store.bucket, "Key": self._key},
-                        Bucket=store.bucket,
-                        Key=final,
-                        ExtraArgs={"CopySourceIfMatch": completed["ETag"]},
-                    )
-                finally:
-                    await store.call("delete_object", Bucket=store.bucket, Key=self._key)
-        self._buffer = bytearray()
-        self._hashed = 0
+            try:
+                await store.call(
+                    "copy",
+                    CopySource={"Bucket": store.bucket, "Key": self._staging},
+                    Bucket=store.bucket,
+                    Key=final,
+                    Config=store.transfer_config,
+                )
+            finally:
+                await store.call("delete_object", Bucket=store.bucket, Key=self._staging)
+        self._chunks, self._buffered, self._hashed = [], 0, 0
         self._committed = True
 
     async def abort(self) -> None:
         """Drop the buffered bytes and any uploaded parts; a no-op after commit."""
-        self._buffer = bytearray()
-        self._hashed = 0
+        self._chunks, self._buffered, self._hashed = [], 0, 0
         if self._upload_id is None or self._committed:
             return
         upload_id, self._upload_id = self._upload_id, None
         try:
             await self._store.call(
-                "abort_multipart_upload", Bucket=self._store.bucket, Key=self._key, UploadId=upload_id
+                "abort_multipart_upload", Bucket=self._store.bucket, Key=self._staging, UploadId=upload_id
             )
         except Exception as exc:  # the parts stay invisible; a lifecycle rule reclaims them
             log.warning(
@@ -193,6 +209,13 @@ class S3BlobStore:
         self.client = client
         self.bucket = bucket
         self._executor = ThreadPoolExecutor(max_threads, thread_name_prefix="depot-s3")
+        from boto3.s3.transfer import TransferConfig
+
+        # Server-side copies of staged uploads: one CopyObject up to 5 GiB (S3's limit for it),
+        # a multipart copy beyond, run by the calling pool thread itself.
+        self.transfer_config = TransferConfig(
+            multipart_threshold=5 * 1024**3, multipart_chunksize=512 * 1024**2, use_threads=False
+        )
 
     async def call(self, method: str, **kwargs: Any) -> Any:
         """Run one boto3 client method on the thread pool."""

@@ -294,3 +294,23 @@ def make_postgres_instance() -> Iterator[Callable[[], PostgresInstance]]:
             if instance.running():
                 instance.stop()
         shutil.rmtree(instance.root, ignore_errors=True)
+
+
+# --- Replicas -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def make_replicas(
+    s3_bucket: S3Bucket, postgres_url: str, make_depot_server: Callable[..., Any]
+) -> Callable[..., list[Any]]:
+    """Start ``count`` ``depot serve`` processes sharing this test's bucket and database.
+
+    Extra flags (a signing key, ...) go to every replica. Each has a store path of its own, which
+    stays empty: everything that matters is in the bucket and the database.
+    """
+
+    def make(count: int = 2, *args: str) -> list[Any]:
+        shared = [*s3_bucket.serve_args, "--database-url", postgres_url, *args]
+        return [make_depot_server(*shared) for _ in range(count)]
+
+    return make
