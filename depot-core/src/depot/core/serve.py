@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import signal
 import sys
 from typing import Any
@@ -127,6 +128,14 @@ def run(options: dict[str, Any], workers: int) -> None:
 
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)
+
+    def forward_hup(signum: int, frame: Any) -> None:
+        # Workers reload on SIGHUP (the auth file); the supervisor must not die of it.
+        for p in processes:
+            if p.pid is not None and p.is_alive():
+                os.kill(p.pid, signal.SIGHUP)
+
+    signal.signal(signal.SIGHUP, forward_hup)
     failed = 0
     for p in processes:
         p.join()
