@@ -360,6 +360,8 @@ class SshKeyAuthenticator:
 
     def _install_sighup(self) -> None:
         try:
+            if signal.getsignal(signal.SIGHUP) not in (signal.SIG_DFL, None):
+                return  # an application embedding depot handles SIGHUP itself: leave it alone
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGHUP, self.reload)
         except (RuntimeError, NotImplementedError, ValueError, AttributeError):
