@@ -21,6 +21,7 @@ from depot.core.errors import BadRequest, Conflict, HTTPError, NotFound
 from depot.core.http import blob_response
 from depot.nix import narinfo, store
 from depot.nix.compression import CompressionError
+from depot.nix.hotcache import HotCache
 from depot.nix.keys import Signer
 from depot.nix.narinfo import NAR_URL, NarInfo, NarInfoError
 from depot.nix.nixbase32 import Hash, encode
@@ -36,6 +37,7 @@ FIXED_FIELDS = ("store_path", "url", "compression", "nar_hash", "nar_size", "ref
 
 def routes(ctx: EcosystemContext) -> list[BaseRoute]:
     signer = Signer(ctx.settings.private_key)
+    served_narinfos = HotCache()
 
     async def cache_info(request: Request) -> Response:
         key = signer.key
@@ -50,13 +52,17 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
 
     async def get_narinfo(request: Request) -> Response:
         hash_part = checked_hash_part(request)
-        found = await store.get_narinfo(ctx.db, hash_part)
-        if found is None:
-            raise NotFound(f"{hash_part}.narinfo not found")
-        info, _listing = found
-        if signer.key is not None:
-            info = info.signed(signer.key)
-        return PlainTextResponse(narinfo.format(info), media_type=NARINFO_TYPE)
+        text = served_narinfos.get(hash_part)
+        if text is None:
+            found = await store.get_narinfo(ctx.db, hash_part)
+            if found is None:
+                raise NotFound(f"{hash_part}.narinfo not found")
+            info, _listing = found
+            if signer.key is not None:
+                info = info.signed(signer.key)
+            text = narinfo.format(info)
+            served_narinfos.put(hash_part, text)
+        return PlainTextResponse(text, media_type=NARINFO_TYPE)
 
     async def put_narinfo(request: Request) -> Response:
         hash_part = checked_hash_part(request)
@@ -118,6 +124,7 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
                 raise Conflict(f"{published.hash_part}.narinfo is published; its {field} cannot change")
         new = tuple(s for s in incoming.signatures if s not in published.signatures)
         await store.add_signatures(ctx.db, published.hash_part, new)
+        served_narinfos.drop(published.hash_part)
         return PlainTextResponse("")
 
     async def listing(request: Request) -> Response:
