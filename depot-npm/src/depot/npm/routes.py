@@ -194,11 +194,10 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         version = spec
         if not is_version(spec):
             require_tag(spec)
-            loaded = await store.load_package(ctx.db, name)
-            if loaded is None:
+            numbers = await store.version_numbers(ctx.db, name)
+            if not numbers:
                 raise NotFound(f"package {name} not found")
-            _, package, versions = loaded
-            tags = dist_tags(package.dist_tags, [v.version for v in versions])
+            tags = dist_tags(await store.stored_dist_tags(ctx.db, name), numbers)
             if spec not in tags:
                 raise NotFound(f"{name} has no version or dist-tag {spec!r}")
             version = tags[spec]
@@ -247,7 +246,7 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
             raise Conflict(
                 f"cannot publish over the previously published version {name}@{existing[0]}"
             )
-        before = [v.version for v in (await _versions(name))]
+        before = await store.version_numbers(ctx.db, name)
         published = []
         for filename, attachment in attachments.items():
             if filename not in by_filename:
@@ -302,10 +301,11 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
                 await store.remove_dist_tag(ctx.db, name, "latest")
             else:
                 await store.set_dist_tag(ctx.db, name, tag, version)
-        loaded = await store.load_package(ctx.db, name)
-        if "latest" not in tags and before and loaded and "latest" not in loaded[1].dist_tags:
+        if "latest" in tags or not before:
+            return
+        if "latest" not in await store.stored_dist_tags(ctx.db, name):
             previous = choose_latest(before)
-            if previous is not None and previous != choose_latest(v.version for v in loaded[2]):
+            if previous != choose_latest(await store.version_numbers(ctx.db, name)):
                 await store.set_dist_tag(ctx.db, name, "latest", previous)
 
     async def update(request: Request, name: str, document: dict[str, Any], rev: str | None) -> Response:
@@ -443,19 +443,17 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
             raise NotFound(f"no such endpoint /-/package/{path}")
         name = require_name(package_path)
         tag = tag_path.lstrip("/")
-        versions = await _versions(name)
-        if not versions:
+        numbers = await store.version_numbers(ctx.db, name)
+        if not numbers:
             raise NotFound(f"package {name} not found")
         if request.method in ("GET", "HEAD") and not tag:
-            loaded = await store.load_package(ctx.db, name)
-            assert loaded is not None
-            return json_ok(dist_tags(loaded[1].dist_tags, [v.version for v in versions]))
+            return json_ok(dist_tags(await store.stored_dist_tags(ctx.db, name), numbers))
         require_tag(tag)
         if request.method in ("PUT", "POST"):
             version = await read_json(request)
             if not isinstance(version, str) or not is_version(version):
                 raise BadRequest("the body must be a JSON string naming a version")
-            if version not in {v.version for v in versions}:
+            if version not in numbers:
                 raise NotFound(f"{name}@{version} not found")
             await store.set_dist_tag(ctx.db, name, tag, version)
         elif request.method == "DELETE":
@@ -478,11 +476,11 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         total, rows = await store.search(ctx.db, text, size, offset)
         objects = []
         for row in rows:
-            versions = await _versions(row["name"])
-            latest = choose_latest(v.version for v in versions)
-            if latest is None:
+            latest = choose_latest(await store.version_numbers(ctx.db, row["name"]))
+            record = latest and await store.get_version(ctx.db, row["name"], latest)
+            if not record:
                 continue
-            manifest = next(v.manifest for v in versions if v.version == latest)
+            manifest = record.manifest
             objects.append({
                 "package": {
                     "name": row["name"], "version": latest,

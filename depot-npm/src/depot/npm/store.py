@@ -105,6 +105,19 @@ def _version(row: Any) -> VersionRecord:
     )
 
 
+async def version_numbers(db: Database, name: str) -> list[str]:
+    """The published versions of a package, without their manifests (cheap)."""
+    rows = await db.fetch_all(sa.select(versions.c.version).where(versions.c.name == name))
+    return [r[0] for r in rows]
+
+
+async def stored_dist_tags(db: Database, name: str) -> dict[str, str]:
+    rows = await db.fetch_all(
+        sa.select(dist_tags.c.tag, dist_tags.c.version).where(dist_tags.c.name == name)
+    )
+    return {r[0]: r[1] for r in rows}
+
+
 async def get_version(db: Database, name: str, version: str) -> VersionRecord | None:
     row = await db.fetch_one(
         sa.select(versions).where(versions.c.name == name, versions.c.version == version)
