@@ -1,0 +1,87 @@
+"""The real npm client against two depot replicas sharing one S3 bucket and one PostgreSQL database."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from depot.core.testing import run
+
+NPM = shutil.which("npm")
+pytestmark = pytest.mark.skipif(NPM is None, reason="npm is not installed")
+
+
+def npm(home: Path, registry: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """npm with its own cache and config under ``home``, talking to ``registry`` only."""
+    home.mkdir(parents=True, exist_ok=True)
+    npmrc = home / "npmrc"
+    if not npmrc.exists():  # npm publish wants a token even when the registry is open
+        parts = urlsplit(registry)
+        npmrc.write_text(f"//{parts.netloc}{parts.path}:_authToken=test-token\n")
+    env = {k: v for k, v in os.environ.items() if not k.lower().startswith("npm_config_")}
+    env.update(
+        HOME=str(home),
+        NPM_CONFIG_CACHE=str(home / "cache"),
+        NPM_CONFIG_USERCONFIG=str(npmrc),
+        NPM_CONFIG_UPDATE_NOTIFIER="false",
+        NPM_CONFIG_AUDIT="false",
+        NPM_CONFIG_FUND="false",
+        NPM_CONFIG_FETCH_RETRIES="0",
+    )
+    assert NPM is not None
+    return run([NPM, *args, "--registry", registry], cwd=cwd or home, env=env)
+
+
+def package(root: Path, name: str, version: str) -> Path:
+    folder = root / f"{name}-{version}"
+    folder.mkdir(parents=True)
+    (folder / "package.json").write_text(json.dumps({"name": name, "version": version, "main": "index.js"}))
+    (folder / "index.js").write_text(f"module.exports = {json.dumps(version)};\n")
+    return folder
+
+
+def test_concurrent_publish_of_versions_through_both_replicas_keeps_every_version(
+    make_replicas: Any, tmp_path: Path
+) -> None:
+    a, b = make_replicas(2)
+    registries = [f"{a.url}/npm/", f"{b.url}/npm/"]
+    assert httpx.get(f"{b.url}/npm/replicated").status_code == 404  # B has looked: no stale answer
+    versions = [f"1.0.{i}" for i in range(6)]
+
+    def publish(i: int) -> None:
+        folder = package(tmp_path / "src", "replicated", versions[i])
+        npm(tmp_path / f"home-{i}", registries[i % 2], "publish", cwd=folder)
+
+    with ThreadPoolExecutor(len(versions)) as pool:
+        list(pool.map(publish, range(len(versions))))
+
+    for registry in registries:
+        listed = json.loads(npm(tmp_path / "viewer", registry, "view", "replicated", "versions", "--json").stdout)
+        assert sorted(listed) == versions, registry
+    packument = httpx.get(f"{a.url}/npm/replicated").json()
+    assert packument["dist-tags"]["latest"] in versions
+    assert sorted(packument["versions"]) == versions
+
+
+def test_npm_install_through_one_replica_of_what_was_published_through_the_other(
+    make_replicas: Any, tmp_path: Path
+) -> None:
+    a, b = make_replicas(2)
+    npm(tmp_path / "publisher", f"{a.url}/npm/", "publish", cwd=package(tmp_path / "src", "crossing", "2.1.0"))
+    project = tmp_path / "app"
+    project.mkdir()
+    (project / "package.json").write_text(json.dumps({"name": "app", "version": "0.0.0"}))
+    npm(tmp_path / "installer", f"{b.url}/npm/", "install", "crossing@2.1.0", cwd=project)
+    installed = project / "node_modules" / "crossing" / "index.js"
+    assert installed.read_text() == 'module.exports = "2.1.0";\n'
+    lock = json.loads((project / "package-lock.json").read_text())
+    assert lock["packages"]["node_modules/crossing"]["resolved"].startswith(f"{b.url}/npm/")
