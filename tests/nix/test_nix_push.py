@@ -114,3 +114,32 @@ def test_generate_key_and_public_key(nix: Nix, tmp_path: Path) -> None:
     broken.write_text("x-1:nonsense")
     bad = depot(nix, "nix", "public-key", "--private-key", str(broken), check=False)
     assert bad.returncode == 1 and "private key" in bad.stderr  # type: ignore[attr-defined]
+
+
+def test_push_into_a_depot_that_requires_auth(
+    nix: Nix,
+    make_closure: Callable[[], Closure],
+    make_ssh_key: Callable[..., object],
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    key = make_ssh_key()
+    auth_file = tmp_path / "auth"
+    auth_file.write_text(key.auth_line("w") + "\n")  # type: ignore[attr-defined]
+    server = DepotServer(tmp_path_factory.mktemp("auth-depot") / "store", "--auth-file", str(auth_file)).start()
+    try:
+        first, second = make_closure(), make_closure()
+        # No token and no SSH key: one line saying so.
+        refused = depot(nix, "nix", "push", server.url, "--store-paths", first.app, check=False)
+        assert refused.returncode == 1 and "no SSH key" in refused.stderr  # type: ignore[attr-defined]
+        assert not published(server, first.app)
+        # A token (what `depot token` prints) reaches nix as netrc credentials.
+        token = depot(nix, "token", "--key", str(key.path), "--audience", server.url).stdout.strip()  # type: ignore[attr-defined]
+        depot(nix, "nix", "push", server.url, "--store-paths", first.app, "--token", token)
+        assert published(server, first.app) and published(server, first.lib)
+        # Without a token, the push signs through depot's in-process proxy with the SSH key.
+        nix(sys.executable, "-m", "depot.core", "nix", "push", server.url, "--store-paths", second.app,
+            env={"DEPOT_KEY": str(key.path)})  # type: ignore[attr-defined]  # fmt: skip
+        assert published(server, second.app) and published(server, second.lib)
+    finally:
+        server.stop()
