@@ -228,3 +228,19 @@ def test_tokens_never_reach_the_log(closed_depot, writer, reader, outsider):
         for part in token.split("."):
             if len(part) > 16:
                 assert part not in log
+
+
+def test_sighup_with_workers_reloads_every_worker_and_stops_none(tmp_path, writer, reader):
+    auth = tmp_path / "auth.keys"
+    auth.write_text(f"{writer.auth_line('w')}\n{reader.auth_line('r')}\n")
+    server = DepotServer(tmp_path / "store", "--auth-file", str(auth), "--workers", "2").start()
+    try:
+        server.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while server.log().count("auth file reloaded") < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.log().count("auth file reloaded") == 2
+        assert server.process.poll() is None
+        assert httpx.get(server.url + "/", headers=bearer(token_for(reader, server))).status_code == 200
+    finally:
+        assert server.stop() == 0

@@ -23,6 +23,7 @@ import os
 import signal
 import time
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,8 @@ LEEWAY_SECONDS = 60
 FINGERPRINT_CLAIM = "key_fingerprint"
 #: Paths that never need a token: load balancers and ``depot serve``'s own start-up probe.
 UNAUTHENTICATED_PATHS = frozenset({"/-/health"})
+#: How many verified tokens an authenticator remembers (see ``SshKeyAuthenticator._verify``).
+VERIFIED_CACHE_SIZE = 4096
 
 
 def fingerprint(key_blob: bytes) -> str:
@@ -206,17 +209,8 @@ def _claimed_fingerprint(token: str) -> str:
     return claimed
 
 
-def verify_token(
-    token: str,
-    auth_keys: AuthKeys,
-    audiences: Iterable[str] = (),
-    now: float | None = None,
-) -> AuthorizedKey:
-    """Check a token against the auth file and return the key that signed it.
-
-    ``audiences`` are the URLs this server answers to; a token with an ``aud`` claim must name
-    one of them (or a URL below one), a token without one is accepted.
-    """
+def check_token(token: str, auth_keys: AuthKeys, now: float | None = None) -> tuple[AuthorizedKey, Any]:
+    """Verify signature, ``exp``, ``iat`` and ``nbf``; return the signing key and the claims."""
     claimed = _claimed_fingerprint(token)
     key = auth_keys.keys.get(claimed)
     if key is None:
@@ -235,9 +229,29 @@ def verify_token(
         raise TokenRejected(f"token refused: {exc.error}") from None
     except (ValueError, TypeError, UnicodeError):
         raise TokenRejected("malformed token") from None
+    return key, claims
+
+
+def check_audience(claims: Mapping[str, Any], audiences: Iterable[str]) -> None:
+    """A token with an ``aud`` claim must name one of ``audiences`` (or a URL below one)."""
     aud = claims.get("aud")
     if aud is not None and not _audience_matches(aud, audiences):
         raise TokenRejected("token was made for another server (aud)")
+
+
+def verify_token(
+    token: str,
+    auth_keys: AuthKeys,
+    audiences: Iterable[str] = (),
+    now: float | None = None,
+) -> AuthorizedKey:
+    """Check a token against the auth file and return the key that signed it.
+
+    ``audiences`` are the URLs this server answers to; a token with an ``aud`` claim must name
+    one of them (or a URL below one), a token without one is accepted.
+    """
+    key, claims = check_token(token, auth_keys, now)
+    check_audience(claims, audiences)
     return key
 
 
@@ -308,6 +322,7 @@ class SshKeyAuthenticator:
         self._keys: AuthKeys | None = None
         self._broken: str | None = None
         self._hup_installed = False
+        self._verified: OrderedDict[bytes, tuple[AuthKeys, AuthorizedKey, Any]] = OrderedDict()
         self._load(strict=True)
         self._install_sighup()
 
@@ -392,13 +407,34 @@ class SshKeyAuthenticator:
         if token is None:
             return AuthDecision(401, "authentication required: send a token from `depot token`")
         try:
-            key = verify_token(token, keys, self._audiences(request))
+            key = self._verify(token, keys, self._audiences(request))
         except TokenRejected as exc:
             log.info("token refused", extra={"reason": str(exc), "path": path})
             return AuthDecision(401, str(exc))
         if write and not key.can_write:
             return AuthDecision(403, f"key {key.fingerprint} may read but not write")
         return AuthDecision(identity=key.comment or key.fingerprint)
+
+    def _verify(self, token: str, keys: AuthKeys, audiences: list[str]) -> AuthorizedKey:
+        """:func:`verify_token`, remembering tokens already verified against this very file.
+
+        A client sends the same token on every request; verifying an ECDSA signature through
+        authlib costs about a millisecond. An entry is used only while ``keys`` is the same
+        parsed file (a reload empties the cache in effect) and the token has not expired; the
+        audience is checked every time because it depends on the request.
+        """
+        digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+        now = time.time()
+        cached = self._verified.get(digest)
+        if cached is not None and cached[0] is keys and cached[2]["exp"] >= now - LEEWAY_SECONDS:
+            key, claims = cached[1], cached[2]
+        else:
+            key, claims = check_token(token, keys, now)
+            self._verified[digest] = (keys, key, claims)
+            if len(self._verified) > VERIFIED_CACHE_SIZE:
+                self._verified.popitem(last=False)
+        check_audience(claims, audiences)
+        return key
 
     async def close(self) -> None:
         if self._hup_installed:
