@@ -34,7 +34,6 @@ from pathlib import Path
 
 import httpx
 import zstandard
-
 from depot.nix import narinfo
 from depot.nix.narinfo import NarInfo
 from depot.nix.nixbase32 import Hash
@@ -63,13 +62,18 @@ def write_nar(path: Path, size: int, compress: bool) -> tuple[Hash, int, Hash, i
     nar_size = 0
     random_half = os.urandom(MIB // 2)
     with open(path, "wb") as out:
+
         class Hashing:
             def write(self, data: bytes) -> int:
                 file_hash.update(data)
                 out.write(data)
                 return len(data)
 
-        sink = zstandard.ZstdCompressor(level=1, threads=2).stream_writer(Hashing(), closefd=False) if compress else Hashing()
+        sink = (
+            zstandard.ZstdCompressor(level=1, threads=2).stream_writer(Hashing(), closefd=False)
+            if compress
+            else Hashing()
+        )
 
         def emit(data: bytes) -> None:
             nonlocal nar_size
@@ -77,7 +81,11 @@ def write_nar(path: Path, size: int, compress: bool) -> tuple[Hash, int, Hash, i
             nar_size += len(data)
             sink.write(data)
 
-        emit(b"".join(nar_string(t) for t in (b"nix-archive-1", b"(", b"type", b"regular", b"contents")))
+        emit(
+            b"".join(
+                nar_string(t) for t in (b"nix-archive-1", b"(", b"type", b"regular", b"contents")
+            )
+        )
         emit(struct.pack("<Q", size))
         for i in range(size // MIB):
             block = i.to_bytes(8, "little") + random_half[8:] + bytes(MIB // 2)
@@ -85,7 +93,12 @@ def write_nar(path: Path, size: int, compress: bool) -> tuple[Hash, int, Hash, i
         emit(bytes(size % MIB) + bytes((8 - size % 8) % 8) + nar_string(b")"))
         if compress:
             sink.flush(zstandard.FLUSH_FRAME)
-    return Hash("sha256", nar_hash.digest()), nar_size, Hash("sha256", file_hash.digest()), path.stat().st_size
+    return (
+        Hash("sha256", nar_hash.digest()),
+        nar_size,
+        Hash("sha256", file_hash.digest()),
+        path.stat().st_size,
+    )
 
 
 class Depot:
@@ -183,7 +196,10 @@ def curl_speed(url: str, runs: int) -> float:
 
 def wrk_rate(url: str, seconds: int, connections: int = 32) -> float:
     out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", url], capture_output=True, text=True, check=True
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", url],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -205,7 +221,9 @@ def publish(depot: Depot, store_path: str, file: Path, compression: str, nar_has
          f"{depot.url}/nix/{url}"],
         check=True, capture_output=True,
     )  # fmt: skip
-    response = httpx.put(f"{depot.url}/nix/{info.hash_part}.narinfo", content=narinfo.format(info), timeout=3600)
+    response = httpx.put(
+        f"{depot.url}/nix/{info.hash_part}.narinfo", content=narinfo.format(info), timeout=3600
+    )
     if response.status_code != 200:
         raise SystemExit(f"narinfo refused: {response.status_code} {response.text}")
     return time.monotonic() - started
@@ -229,9 +247,13 @@ def main() -> None:
         try:
             print(f"making a {args.nar_mib} MiB NAR ...", flush=True)
             nar_file = tmp / "download.nar"
-            nar_hash, nar_size, file_hash, file_size = write_nar(nar_file, args.nar_mib * MIB, compress=False)
+            nar_hash, nar_size, file_hash, file_size = write_nar(
+                nar_file, args.nar_mib * MIB, compress=False
+            )
             store_path = f"/nix/store/{'1' * 32}-bench-download"
-            took = publish(depot, store_path, nar_file, "none", nar_hash, nar_size, file_hash, file_size)
+            took = publish(
+                depot, store_path, nar_file, "none", nar_hash, nar_size, file_hash, file_size
+            )
             print(f"  published in depot (upload + verify): {took:.2f}s")
             hash_part = "1" * 32
             # nginx serves the very same files: the blob depot stored and the narinfo it serves.
@@ -262,7 +284,9 @@ def main() -> None:
 
             print(f"making a {args.upload_mib} MiB NAR, zstd-compressed ...", flush=True)
             big = tmp / "upload.nar.zst"
-            nar_hash, nar_size, file_hash, file_size = write_nar(big, args.upload_mib * MIB, compress=True)
+            nar_hash, nar_size, file_hash, file_size = write_nar(
+                big, args.upload_mib * MIB, compress=True
+            )
             took = publish(depot, f"/nix/store/{'2' * 32}-bench-upload", big, "zstd", nar_hash, nar_size,
                            file_hash, file_size)  # fmt: skip
             print(f"  upload + verify of {nar_size / MIB:.0f} MiB NAR ({file_size / MIB:.0f} MiB zstd): "

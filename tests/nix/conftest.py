@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from depot.core.testing import DepotServer, run
 from depot.nix.signing import SecretKey
 
@@ -84,7 +83,9 @@ class Nix:
             "NIX_CONFIG": NIX_CONFIG,
         }
 
-    def __call__(self, *args: str, check: bool = True, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    def __call__(
+        self, *args: str, check: bool = True, **kwargs: object
+    ) -> subprocess.CompletedProcess[str]:
         return run(list(args), env={**self.env, **kwargs.pop("env", {})}, check=check, **kwargs)  # type: ignore[arg-type]
 
     def build(self, tmp: Path) -> Closure:
@@ -132,7 +133,9 @@ def signing_key() -> SecretKey:
 
 
 @pytest.fixture(scope="module")
-def nix_depot(tmp_path_factory: pytest.TempPathFactory, signing_key: SecretKey) -> Iterator[DepotServer]:
+def nix_depot(
+    tmp_path_factory: pytest.TempPathFactory, signing_key: SecretKey
+) -> Iterator[DepotServer]:
     """A ``depot serve --private-key`` shared by the tests of one module."""
     tmp = tmp_path_factory.mktemp("nix-depot")
     key_file = tmp / "secret.key"
@@ -145,4 +148,6 @@ def nix_depot(tmp_path_factory: pytest.TempPathFactory, signing_key: SecretKey) 
 def stored_files(server: DepotServer) -> set[str]:
     """The blobs a depot holds (temporary files excluded)."""
     root = server.store_path / "blobs"
-    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and ".tmp" not in p.parts}
+    return {
+        str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and ".tmp" not in p.parts
+    }

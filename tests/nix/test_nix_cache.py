@@ -8,7 +8,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from depot.core.testing import DepotServer
 from depot.nix.signing import SecretKey
 
@@ -77,7 +76,12 @@ def test_copy_from_depot_refused_without_a_trusted_key(
 
 @pytest.mark.parametrize("client", ["nix-store -r", "nix build"])
 def test_fresh_store_substitutes_instead_of_building(
-    client: str, nix: Nix, closure: Closure, nix_depot: DepotServer, signing_key: SecretKey, tmp_path: Path
+    client: str,
+    nix: Nix,
+    closure: Closure,
+    nix_depot: DepotServer,
+    signing_key: SecretKey,
+    tmp_path: Path,
 ) -> None:
     cache = f"{nix_depot.url}/nix"
     nix("nix", "copy", "--to", cache, closure.app)
@@ -91,12 +95,23 @@ def test_fresh_store_substitutes_instead_of_building(
     if client == "nix-store -r":
         nix("nix-store", "--store", str(fresh), *options, "-r", closure.app)
     else:
-        nix("nix", "build", "--store", str(fresh), *options, "--no-link", "-f", str(closure.expression))
+        nix(
+            "nix",
+            "build",
+            "--store",
+            str(fresh),
+            *options,
+            "--no-link",
+            "-f",
+            str(closure.expression),
+        )
     assert same_tree(Path(closure.app), chroot_path(fresh, closure.app))
     assert same_tree(Path(closure.lib), chroot_path(fresh, closure.lib))
 
 
-def test_store_ls_lists_files_from_depot(nix: Nix, closure: Closure, nix_depot: DepotServer) -> None:
+def test_store_ls_lists_files_from_depot(
+    nix: Nix, closure: Closure, nix_depot: DepotServer
+) -> None:
     cache = f"{nix_depot.url}/nix"
     nix("nix", "copy", "--to", cache, closure.app)
     listing = nix("nix", "store", "ls", "--store", cache, "-lR", closure.lib).stdout
@@ -110,7 +125,9 @@ def test_store_ls_lists_files_from_depot(nix: Nix, closure: Closure, nix_depot: 
     assert ls["root"]["entries"]["hello-link"] == {"type": "symlink", "target": "bin/hello"}
 
 
-def test_build_logs_copied_and_read_back(nix: Nix, closure: Closure, nix_depot: DepotServer) -> None:
+def test_build_logs_copied_and_read_back(
+    nix: Nix, closure: Closure, nix_depot: DepotServer
+) -> None:
     cache = f"{nix_depot.url}/nix"
     nix("nix", "copy", "--to", cache, closure.app)
     nix("nix", "store", "copy-log", "--to", cache, closure.app)
@@ -121,14 +138,28 @@ def test_build_logs_copied_and_read_back(nix: Nix, closure: Closure, nix_depot: 
 
 
 def test_nix_store_sign_adds_a_signature(
-    nix: Nix, make_closure: Callable[[], Closure], nix_depot: DepotServer, signing_key: SecretKey, tmp_path: Path
+    nix: Nix,
+    make_closure: Callable[[], Closure],
+    nix_depot: DepotServer,
+    signing_key: SecretKey,
+    tmp_path: Path,
 ) -> None:
     built = make_closure()
     cache = f"{nix_depot.url}/nix"
     nix("nix", "copy", "--to", cache, built.app)
     second = SecretKey.generate("second-signer-1")
     (tmp_path / "second.key").write_text(str(second))
-    nix("nix", "store", "sign", "-r", "--store", cache, "--key-file", str(tmp_path / "second.key"), built.app)
+    nix(
+        "nix",
+        "store",
+        "sign",
+        "-r",
+        "--store",
+        cache,
+        "--key-file",
+        str(tmp_path / "second.key"),
+        built.app,
+    )
     narinfo = httpx.get(f"{cache}/{Path(built.app).name[:32]}.narinfo").text
     assert f"Sig: {signing_key.name}:" in narinfo
     assert f"Sig: {second.name}:" in narinfo
@@ -140,7 +171,11 @@ def test_nix_store_sign_adds_a_signature(
 
 
 def test_narinfo_stored_before_the_key_is_signed_when_served(
-    nix: Nix, closure: Closure, tmp_path_factory: pytest.TempPathFactory, signing_key: SecretKey, tmp_path: Path
+    nix: Nix,
+    closure: Closure,
+    tmp_path_factory: pytest.TempPathFactory,
+    signing_key: SecretKey,
+    tmp_path: Path,
 ) -> None:
     store = tmp_path_factory.mktemp("unsigned") / "store"
     unsigned = DepotServer(store).start()

@@ -14,7 +14,6 @@ from collections.abc import Callable
 
 import pytest
 import zstandard
-
 from depot.nix import narinfo, nixbase32
 from depot.nix.compression import OUTPUT_CHUNK, CompressionError, decompressor
 from depot.nix.nar import NarError, NarValidator, validate
@@ -35,7 +34,16 @@ def nix_out(*args: str) -> str:
 @pytest.mark.parametrize("data", [b"", b"depot", os.urandom(100)])
 def test_nix32_matches_nix(data: bytes) -> None:
     digest = hashlib.sha256(data).hexdigest()
-    expected = nix_out("nix", "--extra-experimental-features", "nix-command", "hash", "to-base32", "--type", "sha256", digest)
+    expected = nix_out(
+        "nix",
+        "--extra-experimental-features",
+        "nix-command",
+        "hash",
+        "to-base32",
+        "--type",
+        "sha256",
+        digest,
+    )
     assert nixbase32.encode(bytes.fromhex(digest)) == expected
     assert nixbase32.decode(expected, 32).hex() == digest
 
@@ -100,7 +108,9 @@ def test_narinfo_without_compression_means_bzip2_and_is_written_with_it() -> Non
         (lambda t: t.replace("NarHash: sha256:0", "NarHash: sha256:e"), "NarHash"),
     ],
 )
-def test_malformed_narinfo_is_refused_with_a_reason(edit: Callable[[str], str], reason: str) -> None:
+def test_malformed_narinfo_is_refused_with_a_reason(
+    edit: Callable[[str], str], reason: str
+) -> None:
     with pytest.raises(NarInfoError, match=reason):
         narinfo.parse(edit(NARINFO))
 
@@ -118,7 +128,15 @@ def test_key_generated_by_depot_is_understood_by_nix() -> None:
 
 
 def test_key_generated_by_nix_is_understood_by_depot() -> None:
-    text = nix_out("nix", "--extra-experimental-features", "nix-command", "key", "generate-secret", "--key-name", "n-1")
+    text = nix_out(
+        "nix",
+        "--extra-experimental-features",
+        "nix-command",
+        "key",
+        "generate-secret",
+        "--key-name",
+        "n-1",
+    )
     key = SecretKey.parse(text)
     assert str(key) == text
 
@@ -170,7 +188,15 @@ def nar(*tokens: bytes) -> bytes:
 
 
 def regular(contents: bytes, executable: bool = False) -> list[bytes]:
-    return [b"(", b"type", b"regular", *([b"executable", b""] if executable else []), b"contents", contents, b")"]
+    return [
+        b"(",
+        b"type",
+        b"regular",
+        *([b"executable", b""] if executable else []),
+        b"contents",
+        contents,
+        b")",
+    ]
 
 
 def directory(*entries: tuple[bytes, list[bytes]]) -> list[bytes]:
@@ -185,8 +211,19 @@ def symlink(target: bytes) -> list[bytes]:
 
 
 def test_real_nar_validates_and_matches_nix(closure: Closure) -> None:
-    data = subprocess.run(["nix-store", "--dump", closure.lib], capture_output=True, check=True).stdout
-    info = json.loads(nix_out("nix", "--extra-experimental-features", "nix-command", "path-info", "--json", closure.lib))[0]
+    data = subprocess.run(
+        ["nix-store", "--dump", closure.lib], capture_output=True, check=True
+    ).stdout
+    info = json.loads(
+        nix_out(
+            "nix",
+            "--extra-experimental-features",
+            "nix-command",
+            "path-info",
+            "--json",
+            closure.lib,
+        )
+    )[0]
     size, sha256_hex, listing = validate(data)
     assert size == info["narSize"]
     assert Hash("sha256", bytes.fromhex(sha256_hex)) == Hash.parse(info["narHash"])
@@ -199,7 +236,11 @@ def test_real_nar_validates_and_matches_nix(closure: Closure) -> None:
 
 @pytest.mark.parametrize("chunk", [1, 7, 8, 4096])
 def test_nar_validator_accepts_any_chunking(chunk: int) -> None:
-    data = nar(*directory((b"a", regular(b"x" * 13, executable=True)), (b"b", symlink(b"a")), (b"c", directory())))
+    data = nar(
+        *directory(
+            (b"a", regular(b"x" * 13, executable=True)), (b"b", symlink(b"a")), (b"c", directory())
+        )
+    )
     parts: list[str] = []
     validator = NarValidator(parts.append)
     for i in range(0, len(data), chunk):
@@ -207,7 +248,10 @@ def test_nar_validator_accepts_any_chunking(chunk: int) -> None:
     validator.finish()
     assert validator.size == len(data)
     assert validator.sha256.hexdigest() == hashlib.sha256(data).hexdigest()
-    assert json.loads("".join(parts))["root"]["entries"]["c"] == {"type": "directory", "entries": {}}
+    assert json.loads("".join(parts))["root"]["entries"]["c"] == {
+        "type": "directory",
+        "entries": {},
+    }
 
 
 @pytest.mark.parametrize(
@@ -220,10 +264,16 @@ def test_nar_validator_accepts_any_chunking(chunk: int) -> None:
         (nar(*directory((b"a/b", regular(b"")))), "invalid file name"),
         (nar(*directory((b"", regular(b"")))), "invalid file name"),
         (nar(b"(", b"type", b"fifo", b")"), "unknown NAR node type"),
-        (nar(b"(", b"type", b"regular", b"executable", b"yes", b"contents", b"", b")"), "executable"),
+        (
+            nar(b"(", b"type", b"regular", b"executable", b"yes", b"contents", b"", b")"),
+            "executable",
+        ),
         (nar(*regular(b"abc"))[:-20], "truncated"),
         (nar(*regular(b"abc")) + s(b"extra"), "trailing data"),
-        (nar(*regular(b"abc")).replace(b"abc\x00\x00\x00\x00\x00", b"abc\x00\x00\x01\x00\x00"), "padding"),
+        (
+            nar(*regular(b"abc")).replace(b"abc\x00\x00\x00\x00\x00", b"abc\x00\x00\x01\x00\x00"),
+            "padding",
+        ),
         (s(b"nix-archive-1") + struct.pack("<Q", 1 << 40), "too long"),
     ],
 )

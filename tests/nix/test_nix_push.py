@@ -9,7 +9,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from depot.core.testing import DepotServer
 from depot.nix.signing import SecretKey
 
@@ -49,15 +48,21 @@ def test_push_a_closure_by_store_path(
     assert "0 uploaded, 2 already there" in again.stdout  # type: ignore[attr-defined]
 
 
-def test_push_a_local_flake_with_its_source(nix: Nix, nix_depot: DepotServer, tmp_path: Path) -> None:
+def test_push_a_local_flake_with_its_source(
+    nix: Nix, nix_depot: DepotServer, tmp_path: Path
+) -> None:
     system = nix("nix", "eval", "--impure", "--raw", "--expr", "builtins.currentSystem").stdout
     flake = tmp_path / "flake"
     flake.mkdir()
-    (flake / "flake.nix").write_text(FLAKE.replace("SYSTEM", system).replace("NONCE", tmp_path.name))
+    (flake / "flake.nix").write_text(
+        FLAKE.replace("SYSTEM", system).replace("NONCE", tmp_path.name)
+    )
     ref = f"path:{flake}"
     result = depot(nix, "nix", "push", nix_depot.url, "--flake-refs", f"{ref}#default")
     assert "1 flake source(s)" in result.stdout  # type: ignore[attr-defined]
-    output = json.loads(nix("nix", "build", "--no-link", "--json", f"{ref}#default").stdout)[0]["outputs"]["out"]
+    output = json.loads(nix("nix", "build", "--no-link", "--json", f"{ref}#default").stdout)[0][
+        "outputs"
+    ]["out"]
     source = json.loads(nix("nix", "flake", "metadata", "--json", ref).stdout)["path"]
     assert published(nix_depot, output)
     assert published(nix_depot, source)
@@ -72,7 +77,9 @@ def test_push_a_local_flake_with_its_source(nix: Nix, nix_depot: DepotServer, tm
         (["--flake-refs", "path:/nonexistent-flake#default"], "cannot build"),
     ],
 )
-def test_push_errors_are_one_line(args: list[str], message: str, nix: Nix, nix_depot: DepotServer) -> None:
+def test_push_errors_are_one_line(
+    args: list[str], message: str, nix: Nix, nix_depot: DepotServer
+) -> None:
     result = depot(nix, "nix", "push", nix_depot.url, *args, check=False)
     assert result.returncode == 1  # type: ignore[attr-defined]
     stderr = result.stderr.strip()  # type: ignore[attr-defined]
@@ -87,13 +94,24 @@ def test_push_without_nix_says_so(nix: Nix, nix_depot: DepotServer, closure: Clo
         check=False, env={"PATH": "/nonexistent"},
     )  # fmt: skip
     assert result.returncode == 1
-    assert result.stderr.strip() == "Error: nix is not installed or not on PATH; depot nix push runs `nix copy`"
+    assert (
+        result.stderr.strip()
+        == "Error: nix is not installed or not on PATH; depot nix push runs `nix copy`"
+    )
 
 
 def test_push_to_an_unreachable_depot_says_so(nix: Nix, closure: Closure) -> None:
     from depot.core.testing import free_port
 
-    result = depot(nix, "nix", "push", f"http://127.0.0.1:{free_port()}", "--store-paths", closure.app, check=False)
+    result = depot(
+        nix,
+        "nix",
+        "push",
+        f"http://127.0.0.1:{free_port()}",
+        "--store-paths",
+        closure.app,
+        check=False,
+    )
     assert result.returncode == 1  # type: ignore[attr-defined]
     assert "cannot reach" in result.stderr  # type: ignore[attr-defined]
 
@@ -105,8 +123,13 @@ def test_generate_key_and_public_key(nix: Nix, tmp_path: Path) -> None:
     key = SecretKey.parse(key_file.read_text())
     assert printed.stdout.strip() == str(key.public_key())  # type: ignore[attr-defined]
     public = depot(nix, "nix", "public-key", "--private-key", str(key_file)).stdout.strip()  # type: ignore[attr-defined]
-    assert public == nix("nix", "key", "convert-secret-to-public", input=key_file.read_text()).stdout.strip()
-    refused = depot(nix, "nix", "generate-key", "--name", "x-1", "--out", str(key_file), check=False)
+    assert (
+        public
+        == nix("nix", "key", "convert-secret-to-public", input=key_file.read_text()).stdout.strip()
+    )
+    refused = depot(
+        nix, "nix", "generate-key", "--name", "x-1", "--out", str(key_file), check=False
+    )
     assert refused.returncode == 1 and "exists" in refused.stderr  # type: ignore[attr-defined]
     to_stdout = depot(nix, "nix", "generate-key", "--name", "x-1").stdout  # type: ignore[attr-defined]
     assert SecretKey.parse(to_stdout).name == "x-1"
@@ -126,7 +149,9 @@ def test_push_into_a_depot_that_requires_auth(
     key = make_ssh_key()
     auth_file = tmp_path / "auth"
     auth_file.write_text(key.auth_line("w") + "\n")  # type: ignore[attr-defined]
-    server = DepotServer(tmp_path_factory.mktemp("auth-depot") / "store", "--auth-file", str(auth_file)).start()
+    server = DepotServer(
+        tmp_path_factory.mktemp("auth-depot") / "store", "--auth-file", str(auth_file)
+    ).start()
     try:
         first, second = make_closure(), make_closure()
         # No token and no SSH key: one line saying so.

@@ -12,7 +12,6 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-
 from depot.core.testing import DepotServer
 from depot.nix import narinfo
 from depot.nix.narinfo import NarInfo
@@ -25,7 +24,9 @@ def nar_of(path: str) -> bytes:
     return subprocess.run(["nix-store", "--dump", path], capture_output=True, check=True).stdout
 
 
-def upload_of(path: str, nar: bytes | None = None, references: tuple[str, ...] = ()) -> tuple[str, bytes, NarInfo]:
+def upload_of(
+    path: str, nar: bytes | None = None, references: tuple[str, ...] = ()
+) -> tuple[str, bytes, NarInfo]:
     """An xz NAR file, its URL and a correct narinfo for ``path`` (or for the given NAR bytes)."""
     nar = nar_of(path) if nar is None else nar
     file = lzma.compress(nar)
@@ -109,7 +110,9 @@ def test_narinfo_that_does_not_match_its_nar_is_refused(
     assert stored_files(nix_depot) == before
 
 
-def test_narinfo_under_a_foreign_hash_part_is_refused(nix_depot: DepotServer, fresh: Closure) -> None:
+def test_narinfo_under_a_foreign_hash_part_is_refused(
+    nix_depot: DepotServer, fresh: Closure
+) -> None:
     url, file, info = upload_of(fresh.lib)
     put(nix_depot, url, file)
     foreign = Path(fresh.app).name[:32]
@@ -118,7 +121,9 @@ def test_narinfo_under_a_foreign_hash_part_is_refused(nix_depot: DepotServer, fr
     assert httpx.get(f"{nix_depot.url}/nix/{foreign}.narinfo").status_code == 404
 
 
-def test_nar_whose_bytes_do_not_match_its_name_is_refused(nix_depot: DepotServer, fresh: Closure) -> None:
+def test_nar_whose_bytes_do_not_match_its_name_is_refused(
+    nix_depot: DepotServer, fresh: Closure
+) -> None:
     url, file, _info = upload_of(fresh.lib)
     before = stored_files(nix_depot)
     response = put(nix_depot, url, file[:-1] + bytes([file[-1] ^ 1]))
@@ -130,10 +135,14 @@ def test_nar_whose_bytes_do_not_match_its_name_is_refused(nix_depot: DepotServer
     "nar",
     [
         pytest.param(b"\x0d" + bytes(7) + b"nix-archive-2\x00\x00\x00", id="wrong-magic"),
-        pytest.param(b"\x0d" + bytes(7) + b"nix-archive-1\x00\x00\x00" + b"\x01" * 64, id="garbage"),
+        pytest.param(
+            b"\x0d" + bytes(7) + b"nix-archive-1\x00\x00\x00" + b"\x01" * 64, id="garbage"
+        ),
     ],
 )
-def test_a_nar_that_is_not_a_nar_is_refused(nar: bytes, nix_depot: DepotServer, fresh: Closure) -> None:
+def test_a_nar_that_is_not_a_nar_is_refused(
+    nar: bytes, nix_depot: DepotServer, fresh: Closure
+) -> None:
     url, file, info = upload_of(fresh.lib, nar=nar)
     assert put(nix_depot, url, file).status_code == 200
     response = put(nix_depot, f"{info.hash_part}.narinfo", narinfo.format(info))
@@ -200,5 +209,7 @@ def test_a_forged_signature_in_depots_name_is_refused(
     ],
 )
 def test_traversal_attempts_get_4xx(method: str, path: str, nix_depot: DepotServer) -> None:
-    response = httpx.request(method, f"{nix_depot.url}/nix/{path}", content=b"x" if method == "PUT" else None)
+    response = httpx.request(
+        method, f"{nix_depot.url}/nix/{path}", content=b"x" if method == "PUT" else None
+    )
     assert 400 <= response.status_code < 500, response.text

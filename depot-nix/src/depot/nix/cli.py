@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import click
-
 from depot.core.errors import DepotError
 
 
@@ -17,7 +16,9 @@ def nix() -> None:
 
 
 @nix.command("generate-key")
-@click.option("--name", required=True, help="Key name, e.g. depot.example.com-1 (shown in Sig: lines).")
+@click.option(
+    "--name", required=True, help="Key name, e.g. depot.example.com-1 (shown in Sig: lines)."
+)
 @click.option(
     "--out",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -76,10 +77,18 @@ def public_key(private_key: Path) -> None:
 
 @nix.command("push")
 @click.argument("url")
-@click.option("--store-paths", multiple=True, help="A store path (or a symlink to one); repeatable.")
-@click.option("--flake-refs", multiple=True, help="A flake output, e.g. path:./app#default; repeatable.")
-@click.option("--stdin", "from_stdin", is_flag=True, help="Read store paths from stdin, one a line.")
-@click.option("--token", envvar="DEPOT_AUTH_TOKEN", default=None, help="Bearer token [env: DEPOT_AUTH_TOKEN].")
+@click.option(
+    "--store-paths", multiple=True, help="A store path (or a symlink to one); repeatable."
+)
+@click.option(
+    "--flake-refs", multiple=True, help="A flake output, e.g. path:./app#default; repeatable."
+)
+@click.option(
+    "--stdin", "from_stdin", is_flag=True, help="Read store paths from stdin, one a line."
+)
+@click.option(
+    "--token", envvar="DEPOT_AUTH_TOKEN", default=None, help="Bearer token [env: DEPOT_AUTH_TOKEN]."
+)
 @click.option(
     "--compression",
     type=click.Choice(["xz", "zstd", "bzip2", "gzip", "none"]),
@@ -108,7 +117,13 @@ def push(
     if not paths and not flake_refs:
         raise DepotError("nothing to push: give --store-paths, --flake-refs or --stdin")
     summary = run_push(
-        PushRequest(url=url, store_paths=paths, flake_refs=list(flake_refs), token=token, compression=compression),
+        PushRequest(
+            url=url,
+            store_paths=paths,
+            flake_refs=list(flake_refs),
+            token=token,
+            compression=compression,
+        ),
         echo=lambda line: click.echo(line, err=True),
     )
     click.echo(summary)

@@ -21,7 +21,9 @@ COMPRESSIONS = frozenset({"none", "xz", "bzip2", "gzip", "zstd", "br", "lzip", "
 
 #: NAR file URLs as ``nix copy`` writes them: ``nar/<file hash>.nar<ext>``, where gzip and none
 #: both get no extension (``binary-cache-store.cc``), so the narinfo's Compression decides.
-NAR_URL = re.compile(r"^nar/([0-9a-df-np-sv-z]{52})\.nar(\.xz|\.bz2|\.zst|\.br|\.lzip|\.lz4|\.gz)?$")
+NAR_URL = re.compile(
+    r"^nar/([0-9a-df-np-sv-z]{52})\.nar(\.xz|\.bz2|\.zst|\.br|\.lzip|\.lz4|\.gz)?$"
+)
 
 MAX_NARINFO_SIZE = 1024 * 1024
 
@@ -181,7 +183,7 @@ def format(info: NarInfo) -> str:  # noqa: A001 - the module's counterpart of pa
 
 
 def cache_info(priority: int = 30, public_key: PublicKey | None = None) -> str:
-    """The ``nix-cache-info`` text (``StoreDir`` must equal the client's or it refuses the cache)."""
+    """The ``nix-cache-info`` text; a client refuses a cache whose ``StoreDir`` is not its own."""
     text = f"StoreDir: {STORE_DIR}\nWantMassQuery: 1\nPriority: {priority}\n"
     if public_key is not None:
         text += f"PublicKey: {public_key}\n"

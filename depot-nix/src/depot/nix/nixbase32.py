@@ -34,7 +34,9 @@ def encode(data: bytes) -> str:
 def decode(text: str, size: int) -> bytes:
     """The ``size`` bytes whose nix32 text is ``text``; ValueError if it is not exactly that."""
     if len(text) != encoded_length(size):
-        raise ValueError(f"nix32 string {text!r} has length {len(text)}, expected {encoded_length(size)}")
+        raise ValueError(
+            f"nix32 string {text!r} has length {len(text)}, expected {encoded_length(size)}"
+        )
     value = 0
     for c in text:
         digit = _DIGITS.get(c)

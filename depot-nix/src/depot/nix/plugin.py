@@ -1,14 +1,13 @@
-"""Registers the nix ecosystem with depot: its routes under /nix, its tables, the `depot nix` commands."""
+"""Registers the nix ecosystem: routes under /nix, its tables, the `depot nix` commands."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import click
-from starlette.routing import BaseRoute, Mount
-
 from depot.core import Depot, Ecosystem, hookimpl
 from depot.core.database import Schema
+from starlette.routing import BaseRoute, Mount
 
 ECOSYSTEM = Ecosystem(name="nix", prefix="/nix", title="Nix binary cache")
 
@@ -34,7 +33,7 @@ def depot_schemas() -> Sequence[Schema]:
 
 @hookimpl
 def depot_startup(depot: Depot) -> None:
-    """Refuse to start with an unreadable or malformed ``--private-key`` (one line, not a 500 later)."""
+    """Refuse to start with a bad ``--private-key``: one line now, not a 500 later."""
     if depot.settings.private_key is not None:
         from depot.nix.keys import load_secret_key
 

@@ -104,7 +104,9 @@ def needs_auth(root: str, headers: dict[str, str]) -> bool:
                 raise DepotError(f"{root} refused the token: {exc.code} {exc.reason}") from None
             return True
         if exc.code == 404:
-            raise DepotError(f"{root} serves no Nix cache at /nix (is depot-nix installed?)") from None
+            raise DepotError(
+                f"{root} serves no Nix cache at /nix (is depot-nix installed?)"
+            ) from None
         raise DepotError(f"{root} answered {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
@@ -130,7 +132,9 @@ def cache_url_for_nix(root: str, token: str | None) -> Iterator[tuple[str, list[
     try:
         from depot.core.proxy import proxy_in_thread
     except ImportError:
-        raise DepotError(f"{root} requires authentication: pass --token or set DEPOT_AUTH_TOKEN") from None
+        raise DepotError(
+            f"{root} requires authentication: pass --token or set DEPOT_AUTH_TOKEN"
+        ) from None
     with proxy_in_thread(root) as local:
         yield local + "/nix", []
 
@@ -138,7 +142,9 @@ def cache_url_for_nix(root: str, token: str | None) -> Iterator[tuple[str, list[
 _COPYING = re.compile(r"copying (\d+) paths")
 
 
-def nix_copy(nix: str, cache: str, compression: str, paths: list[str], options: list[str], echo: Echo) -> int:
+def nix_copy(
+    nix: str, cache: str, compression: str, paths: list[str], options: list[str], echo: Echo
+) -> int:
     """Run ``nix copy`` with its progress lines shown; returns how many paths it uploaded."""
     cmd = [nix, "copy", *options, "--to", f"{cache}?compression={compression}", *paths]
     process = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)  # noqa: S603
@@ -156,7 +162,9 @@ def nix_copy(nix: str, cache: str, compression: str, paths: list[str], options: 
         if line.startswith("error"):
             last_error = line
     if process.wait() != 0:
-        raise DepotError(f"nix copy failed: {last_error or 'exit status ' + str(process.returncode)}")
+        raise DepotError(
+            f"nix copy failed: {last_error or 'exit status ' + str(process.returncode)}"
+        )
     return copied
 
 
@@ -173,15 +181,26 @@ def run_push(request: PushRequest, echo: Echo) -> str:
             echo(f"copying the source of {ref}")
             _nix(
                 # The source is the flake itself, without the output's fragment.
-                [nix, "flake", "archive", *options, "--to", f"{cache}?compression={request.compression}", ref.split("#", 1)[0]],
+                [
+                    nix,
+                    "flake",
+                    "archive",
+                    *options,
+                    "--to",
+                    f"{cache}?compression={request.compression}",
+                    ref.split("#", 1)[0],
+                ],
                 f"cannot copy the source of {ref}",
             )
         roots = list(dict.fromkeys(roots))
-        closure = _nix([nix, "path-info", "--recursive", *roots], "cannot compute the closure").split()
+        closure = _nix(
+            [nix, "path-info", "--recursive", *roots], "cannot compute the closure"
+        ).split()
         copied = nix_copy(nix, cache, request.compression, roots, options, echo) if roots else 0
     elapsed = time.monotonic() - started
     flakes = f" and {len(request.flake_refs)} flake source(s)" if request.flake_refs else ""
     return (
-        f"pushed {len(roots)} root(s){flakes} to {root}/nix: {len(closure)} path(s) in the closure, "
+        f"pushed {len(roots)} root(s){flakes} to {root}/nix: "
+        f"{len(closure)} path(s) in the closure, "
         f"{copied} uploaded, {len(closure) - copied} already there ({elapsed:.1f}s)"
     )

@@ -12,10 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
-from starlette.routing import BaseRoute, Route
-
 from depot.core import EcosystemContext
 from depot.core.errors import BadRequest, Conflict, HTTPError, NotFound
 from depot.core.http import blob_response
@@ -27,12 +23,25 @@ from depot.nix.narinfo import NAR_URL, NarInfo, NarInfoError
 from depot.nix.nixbase32 import Hash, encode
 from depot.nix.storepath import check_base_name, is_hash_part
 from depot.nix.verify import VerificationError, verify_nar
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
 
 NARINFO_TYPE = "text/x-nix-narinfo"
 NAR_TYPE = "application/x-nix-nar"
 MAX_SMALL_BODY = 1024 * 1024
 #: The fields of a published narinfo that never change; only signatures may be added.
-FIXED_FIELDS = ("store_path", "url", "compression", "nar_hash", "nar_size", "references", "deriver", "system", "ca")
+FIXED_FIELDS = (
+    "store_path",
+    "url",
+    "compression",
+    "nar_hash",
+    "nar_size",
+    "references",
+    "deriver",
+    "system",
+    "ca",
+)
 
 
 def routes(ctx: EcosystemContext) -> list[BaseRoute]:
@@ -71,7 +80,9 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         except (NarInfoError, UnicodeDecodeError) as exc:
             raise BadRequest(str(exc)) from None
         if info.hash_part != hash_part:
-            raise BadRequest(f"narinfo StorePath {info.store_path} does not belong under {hash_part}.narinfo")
+            raise BadRequest(
+                f"narinfo StorePath {info.store_path} does not belong under {hash_part}.narinfo"
+            )
         check_own_signatures(info)
         existing = await store.get_narinfo(ctx.db, hash_part)
         if existing is not None:
@@ -87,7 +98,9 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         if info.file_hash is not None and info.file_hash != file_hash:
             raise BadRequest(f"narinfo FileHash {info.file_hash} does not match {info.url}")
         if info.file_size is not None and info.file_size != stat.size:
-            raise BadRequest(f"narinfo FileSize {info.file_size} but {info.url} has {stat.size} bytes")
+            raise BadRequest(
+                f"narinfo FileSize {info.file_size} but {info.url} has {stat.size} bytes"
+            )
         info = dataclasses.replace(info, file_hash=file_hash, file_size=stat.size)
         listing_key = f"listing/{info.nar_hash.nix32()}.ls"
         try:
@@ -112,7 +125,7 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
                 raise BadRequest(f"Sig by {key.name} does not verify for {info.store_path}")
 
     async def merge_signatures(published: NarInfo, incoming: NarInfo) -> Response:
-        """Accept a re-PUT that only adds signatures (``nix store sign``); refuse any other change."""
+        """Accept a re-PUT that only adds signatures (``nix store sign``); refuse other changes."""
         for field in FIXED_FIELDS:
             if getattr(published, field) != getattr(incoming, field):
                 raise Conflict(
@@ -121,7 +134,9 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         for field in ("file_hash", "file_size"):
             value = getattr(incoming, field)
             if value is not None and value != getattr(published, field):
-                raise Conflict(f"{published.hash_part}.narinfo is published; its {field} cannot change")
+                raise Conflict(
+                    f"{published.hash_part}.narinfo is published; its {field} cannot change"
+                )
         new = tuple(s for s in incoming.signatures if s not in published.signatures)
         await store.add_signatures(ctx.db, published.hash_part, new)
         served_narinfos.drop(published.hash_part)
@@ -159,7 +174,9 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
                 await upload.write(chunk)
             await upload.complete()
             if declared is not None and declared.isdigit() and int(declared) != upload.size:
-                raise BadRequest(f"{key}: body has {upload.size} bytes, Content-Length said {declared}")
+                raise BadRequest(
+                    f"{key}: body has {upload.size} bytes, Content-Length said {declared}"
+                )
             if upload.digest("sha256") != expected.digest:
                 raise BadRequest(
                     f"{key}: body hashes to sha256:{encode(upload.digest('sha256'))}, not its name"

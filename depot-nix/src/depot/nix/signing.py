@@ -17,14 +17,17 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
 from depot.nix.storepath import STORE_DIR
 
 _KEY_NAME = re.compile(r"^[^\s:]+$")
 
 
 def fingerprint(
-    store_path: str, nar_hash: str, nar_size: int, references: Iterable[str], store_dir: str = STORE_DIR
+    store_path: str,
+    nar_hash: str,
+    nar_size: int,
+    references: Iterable[str],
+    store_dir: str = STORE_DIR,
 ) -> bytes:
     """What Nix signs for a store path; ``references`` are base names, ``nar_hash`` nix32 form.
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-
 from depot.core.database import Database
 from depot.nix import tables
 from depot.nix.narinfo import NarInfo
@@ -38,7 +37,9 @@ async def get_narinfo(db: Database, hash_part: str) -> tuple[NarInfo, str] | Non
         deriver=row.deriver,
         system=row.system,
         ca=row.ca,
-        signatures=tuple(sorted((Signature.parse(r.signature) for r in rows if r.signature), key=str)),
+        signatures=tuple(
+            sorted((Signature.parse(r.signature) for r in rows if r.signature), key=str)
+        ),
     )
     return info, row.listing_key
 
@@ -83,24 +84,32 @@ async def add_signatures(db: Database, hash_part: str, signatures: tuple[Signatu
     """Add signatures to a narinfo; ones it already has are left alone."""
     for signature in signatures:
         await db.execute(
-            db.insert_or_ignore(tables.signatures).values(hash_part=hash_part, signature=str(signature))
+            db.insert_or_ignore(tables.signatures).values(
+                hash_part=hash_part, signature=str(signature)
+            )
         )
 
 
 async def put_build_log(db: Database, drv: str, log_key: str, size: int) -> None:
     await db.execute(
-        db.upsert(tables.build_logs, ["drv"], ["log_key", "size"]).values(drv=drv, log_key=log_key, size=size)
+        db.upsert(tables.build_logs, ["drv"], ["log_key", "size"]).values(
+            drv=drv, log_key=log_key, size=size
+        )
     )
 
 
 async def build_log_key(db: Database, drv: str) -> str | None:
-    row = await db.fetch_one(sa.select(tables.build_logs.c.log_key).where(tables.build_logs.c.drv == drv))
+    row = await db.fetch_one(
+        sa.select(tables.build_logs.c.log_key).where(tables.build_logs.c.drv == drv)
+    )
     return None if row is None else row.log_key
 
 
 async def put_realisation(db: Database, realisation_id: str, document: str) -> None:
     await db.execute(
-        db.upsert(tables.realisations, ["id"], ["document"]).values(id=realisation_id, document=document)
+        db.upsert(tables.realisations, ["id"], ["document"]).values(
+            id=realisation_id, document=document
+        )
     )
 
 

@@ -28,11 +28,11 @@ def check_base_name(base_name: str) -> str:
 
 
 def base_name_of(path: str, store_dir: str = STORE_DIR) -> str:
-    """The base name of a full store path, checked; ValueError if it is not directly in the store."""
+    """The checked base name of a full store path; ValueError if not directly in the store."""
     prefix = store_dir.rstrip("/") + "/"
-    if not path.startswith(prefix) or "/" in path[len(prefix):]:
+    if not path.startswith(prefix) or "/" in path[len(prefix) :]:
         raise ValueError(f"{path!r} is not a path directly under {store_dir}")
-    return check_base_name(path[len(prefix):])
+    return check_base_name(path[len(prefix) :])
 
 
 def hash_part_of(base_name: str) -> str:

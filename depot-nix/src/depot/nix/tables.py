@@ -7,7 +7,6 @@ same time both land (an insert each, no read-modify-write of the narinfo).
 from __future__ import annotations
 
 import sqlalchemy as sa
-
 from depot.core.database import Schema
 
 metadata = sa.MetaData()
@@ -30,7 +29,9 @@ narinfos = sa.Table(
     # Blob keys inside the nix namespace: the NAR file as uploaded, and the listing depot wrote.
     sa.Column("nar_key", sa.Text, nullable=False),
     sa.Column("listing_key", sa.Text, nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column(
+        "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
     # A NAR file is served only when a verified narinfo points at it.
     sa.Index("nix_narinfos_nar_key", "nar_key"),
 )

@@ -46,7 +46,9 @@ async def verify_nar(blobs: ScopedBlobStore, nar_key: str, info: NarInfo, listin
         except (NarError, CompressionError) as exc:
             raise VerificationError(f"{info.url}: {exc}") from None
         if validator.size != info.nar_size:
-            raise VerificationError(f"NAR has {validator.size} bytes, narinfo NarSize says {info.nar_size}")
+            raise VerificationError(
+                f"NAR has {validator.size} bytes, narinfo NarSize says {info.nar_size}"
+            )
         if validator.sha256.digest() != info.nar_hash.digest:
             raise VerificationError("NAR does not hash to the narinfo's NarHash")
         await listing.write("".join(parts).encode())
