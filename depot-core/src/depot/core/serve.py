@@ -118,6 +118,9 @@ def run(options: dict[str, Any], workers: int) -> None:
     sockets = _hypercorn_config(settings).create_sockets()
     ctx = multiprocessing.get_context("spawn")
     processes = [ctx.Process(target=_worker, args=(options, sockets)) for _ in range(workers)]
+    # Workers inherit "ignore SIGHUP" until their app installs its reload handler, so a SIGHUP
+    # sent while they start cannot kill them.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     for p in processes:
         p.start()
 
