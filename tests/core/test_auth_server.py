@@ -235,8 +235,10 @@ def test_sighup_with_workers_reloads_every_worker_and_stops_none(tmp_path, write
     auth.write_text(f"{writer.auth_line('w')}\n{reader.auth_line('r')}\n")
     server = DepotServer(tmp_path / "store", "--auth-file", str(auth), "--workers", "2").start()
     try:
+        deadline = time.monotonic() + 30
+        while server.log().count("depot started") < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)  # the schema check in the supervisor, then each worker
         server.process.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 20
         while server.log().count("auth file reloaded") < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert server.log().count("auth file reloaded") == 2

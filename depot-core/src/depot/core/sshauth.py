@@ -375,7 +375,7 @@ class SshKeyAuthenticator:
 
     def _install_sighup(self) -> None:
         try:
-            if signal.getsignal(signal.SIGHUP) not in (signal.SIG_DFL, None):
+            if signal.getsignal(signal.SIGHUP) not in (signal.SIG_DFL, signal.SIG_IGN, None):
                 return  # an application embedding depot handles SIGHUP itself: leave it alone
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGHUP, self.reload)
