@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 import click
+from starlette.requests import Request
 from starlette.routing import BaseRoute, Mount
 
 from depot.core import Depot, Ecosystem, hookimpl
@@ -38,3 +41,18 @@ def depot_commands() -> Sequence[click.Command]:
     from depot.npm.cli import npm
 
     return [npm]
+
+
+@hookimpl
+def depot_index_sections(depot: Depot, request: Request) -> Sequence[object]:
+    from depot.core.pages import Section
+
+    registry = depot.context(ECOSYSTEM.name).external_url(request, "/")
+    parts = urlsplit(registry)
+    body = (
+        "<pre># .npmrc\n"
+        f"registry={html.escape(registry)}\n"
+        f"//{html.escape(parts.netloc + parts.path)}:_authToken=TOKEN  # npm publish needs one\n\n"
+        f"npm install --registry {html.escape(registry)} PACKAGE</pre>"
+    )
+    return [Section("npm", body)]
