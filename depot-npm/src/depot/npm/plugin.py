@@ -52,8 +52,8 @@ def depot_index_sections(depot: Depot, request: Request) -> Sequence[object]:
     body = (
         "<pre># .npmrc\n"
         f"registry={html.escape(registry)}\n"
-        "# npm publish wants a token even when the depot is open\\n"
-        f"//{html.escape(parts.netloc + parts.path)}:_authToken=TOKEN\\n\\n"
+        "# npm publish wants a token even when the depot is open\n"
+        f"//{html.escape(parts.netloc + parts.path)}:_authToken=TOKEN\n\n"
         f"npm install --registry {html.escape(registry)} PACKAGE</pre>"
     )
     return [Section("npm", body)]
