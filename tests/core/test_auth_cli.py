@@ -9,10 +9,9 @@ import sys
 
 import httpx
 import pytest
-
+from depot.core.proxy import proxy_in_thread, running_proxy
 from depot.core.sshauth import parse_auth_file, token_from_headers, verify_token
 from depot.core.testing import DepotServer, run
-from depot.core.proxy import proxy_in_thread, running_proxy
 
 CHUNK = 256 * 1024
 
@@ -65,7 +64,10 @@ def test_depot_token_uses_the_agent(closed_depot, writer, ssh_agent, user_env):
     ssh_agent.add(writer)
     token = depot("token", "--expires", "5m", env={**user_env, **ssh_agent.env}).stdout.strip()
     ssh_agent.remove_all()
-    assert httpx.get(closed_depot.url + "/", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    assert (
+        httpx.get(closed_depot.url + "/", headers={"Authorization": f"Bearer {token}"}).status_code
+        == 200
+    )
 
 
 def test_depot_token_without_a_key_is_a_one_line_error(user_env):
@@ -79,13 +81,28 @@ def test_depot_token_without_a_key_is_a_one_line_error(user_env):
 def test_depot_proxy_prints_its_port_and_adds_a_token(closed_depot, reader, user_env):
     assert httpx.get(closed_depot.url + "/").status_code == 401
     proxy = subprocess.Popen(
-        [sys.executable, "-m", "depot.core", "proxy", closed_depot.url, "--port", "0", "--key", str(reader.path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=user_env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "depot.core",
+            "proxy",
+            closed_depot.url,
+            "--port",
+            "0",
+            "--key",
+            str(reader.path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=user_env,
+    )
     try:
         local = proxy.stdout.readline().strip()
         assert local.startswith("http://127.0.0.1:") and not local.endswith(":0")
-        response = httpx.get(local + "/", headers={"Authorization": "Bearer whatever-the-client-sent"})
+        response = httpx.get(
+            local + "/", headers={"Authorization": "Bearer whatever-the-client-sent"}
+        )
         assert response.status_code == 200
         assert "depot" in response.text
         assert httpx.put(local + "/nix/x.narinfo", content=b"x").status_code == 403  # a read key
@@ -143,8 +160,13 @@ async def test_proxy_streams_both_ways_with_a_fresh_token(writer, user_env):
             yield b"y" * CHUNK
 
     try:
-        async with running_proxy(upstream, key_path=writer.path) as local, ClientSession() as client:
-            put = client.put(local + "/nar/abc.nar", data=upload(), headers={"Content-Length": str(4 * CHUNK)})
+        async with (
+            running_proxy(upstream, key_path=writer.path) as local,
+            ClientSession() as client,
+        ):
+            put = client.put(
+                local + "/nar/abc.nar", data=upload(), headers={"Content-Length": str(4 * CHUNK)}
+            )
             async with await asyncio.wait_for(put, 60) as response:
                 assert response.status == 200 and await response.text() == "stored"
             assert seen == {"key": writer.fingerprint, "uploaded": 4 * CHUNK}

@@ -6,23 +6,30 @@ import subprocess
 import sys
 
 import pytest
-
 from depot.core.sshauth import AuthFileError, parse_auth_file
 
 
 @pytest.fixture(scope="module")
 def keys(make_ssh_key):
-    return {kind: make_ssh_key(kind) for kind in ("ed25519", "rsa", "ecdsa-p256", "ecdsa-p384", "ecdsa-p521")}
+    return {
+        kind: make_ssh_key(kind)
+        for kind in ("ed25519", "rsa", "ecdsa-p256", "ecdsa-p384", "ecdsa-p521")
+    }
 
 
 def test_every_supported_key_type_is_read_with_its_fingerprint(keys):
     text = "\n".join(
-        ["# deploy keys", ""] + [key.auth_line("w" if i % 2 else "r") for i, key in enumerate(keys.values())]
+        ["# deploy keys", ""]
+        + [key.auth_line("w" if i % 2 else "r") for i, key in enumerate(keys.values())]
     )
     parsed = parse_auth_file(text)
     assert sorted(parsed.keys) == sorted(k.fingerprint for k in keys.values())
     ecdsa = parsed.keys[keys["ecdsa-p521"].fingerprint]
-    assert (ecdsa.algorithm, ecdsa.permission, ecdsa.comment) == ("ES512", "r", "ecdsa-p521@depot-test")
+    assert (ecdsa.algorithm, ecdsa.permission, ecdsa.comment) == (
+        "ES512",
+        "r",
+        "ecdsa-p521@depot-test",
+    )
     assert parsed.reads_need_token
 
 
@@ -45,7 +52,8 @@ def _bad_lines(keys):
 
 
 @pytest.mark.parametrize(
-    "case", ["permission", "missing key", "key type", "base64", "type mismatch", "truncated", "duplicate"]
+    "case",
+    ["permission", "missing key", "key type", "base64", "type mismatch", "truncated", "duplicate"],
 )
 def test_a_bad_line_is_named_with_its_number_and_problem(keys, case):
     line, problem = _bad_lines(keys)[case]
@@ -59,21 +67,37 @@ def test_a_bad_line_is_named_with_its_number_and_problem(keys, case):
 
 def test_short_rsa_keys_are_refused(tmp_path):
     path = tmp_path / "short"
-    subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "1024", "-N", "", "-f", str(path)], check=True)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "rsa", "-b", "1024", "-N", "", "-f", str(path)], check=True
+    )
     with pytest.raises(AuthFileError, match="line 1: RSA key of 1024 bits is too short"):
         parse_auth_file("w " + path.with_suffix(".pub").read_text())
 
 
-@pytest.mark.parametrize("content", ["w ssh-ed25519 AAAA\n", None], ids=["bad line", "missing file"])
+@pytest.mark.parametrize(
+    "content", ["w ssh-ed25519 AAAA\n", None], ids=["bad line", "missing file"]
+)
 def test_serve_refuses_to_start_with_one_line(tmp_path, content):
     auth = tmp_path / "auth.keys"
     if content is not None:
         auth.write_text("# team\n\n" + content)
     result = subprocess.run(
-        [sys.executable, "-m", "depot.core", "serve", "--listen-addr", "127.0.0.1:0",
-         "--store-path", str(tmp_path / "store"), "--auth-file", str(auth)],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "depot.core",
+            "serve",
+            "--listen-addr",
+            "127.0.0.1:0",
+            "--store-path",
+            str(tmp_path / "store"),
+            "--auth-file",
+            str(auth),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode != 0
     message = result.stderr.strip()
     assert len(message.splitlines()) == 1, message

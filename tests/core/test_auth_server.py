@@ -12,9 +12,15 @@ import time
 import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
-
 from depot.core.testing import DepotServer
-from depot.core.tokens import claims_for, find_signing_key, mint_token, parse_duration, run_sync, sign_token
+from depot.core.tokens import (
+    claims_for,
+    find_signing_key,
+    mint_token,
+    parse_duration,
+    run_sync,
+    sign_token,
+)
 
 
 def b64url(data: bytes) -> str:
@@ -62,7 +68,9 @@ def start_depot(directory, *lines):
 @pytest.fixture(scope="module")
 def shared_depot(tmp_path_factory, writer, reader):
     """An ``r`` key is listed: every request needs a token. Tests must not change its file."""
-    server = start_depot(tmp_path_factory.mktemp("closed"), writer.auth_line("w"), reader.auth_line("r"))
+    server = start_depot(
+        tmp_path_factory.mktemp("closed"), writer.auth_line("w"), reader.auth_line("r")
+    )
     yield server
     server.stop()
 
@@ -95,7 +103,9 @@ def forged(writer) -> dict[str, str]:
     now = int(time.time())
     payload = b64url(json.dumps({"key_fingerprint": fp, "iat": now, "exp": now + 3600}).encode())
     unsigned = b64url(json.dumps({"alg": "none", "typ": "JWT"}).encode()) + "." + payload
-    hs_input = (b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()) + "." + payload).encode()
+    hs_input = (
+        b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()) + "." + payload
+    ).encode()
     pem = writer.public_path.read_bytes()
     public = serialization.load_ssh_public_key(pem).public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -103,17 +113,28 @@ def forged(writer) -> dict[str, str]:
     return {
         "alg none": unsigned + ".",
         "HS256 keyed with the OpenSSH public key": hs_input.decode()
-        + "." + b64url(hmac.new(pem.strip(), hs_input, hashlib.sha256).digest()),
+        + "."
+        + b64url(hmac.new(pem.strip(), hs_input, hashlib.sha256).digest()),
         "HS256 keyed with the PEM public key": hs_input.decode()
-        + "." + b64url(hmac.new(public, hs_input, hashlib.sha256).digest()),
+        + "."
+        + b64url(hmac.new(public, hs_input, hashlib.sha256).digest()),
     }
 
 
 REFUSALS = [
-    "no token", "alg none", "HS256 keyed with the OpenSSH public key", "HS256 keyed with the PEM public key",
-    "tampered payload", "expired", "unknown key", "garbage bearer", "garbage basic", "three garbage parts",
-    "other server's audience", "other scheme",
-]  # fmt: skip
+    "no token",
+    "alg none",
+    "HS256 keyed with the OpenSSH public key",
+    "HS256 keyed with the PEM public key",
+    "tampered payload",
+    "expired",
+    "unknown key",
+    "garbage bearer",
+    "garbage basic",
+    "three garbage parts",
+    "other server's audience",
+    "other scheme",
+]
 
 
 def refused_headers(case, server, writer, outsider) -> dict[str, str]:
@@ -151,9 +172,7 @@ def test_refused_with_401_and_a_challenge(case, shared_depot, writer, outsider):
         assert "\n" not in response.text.strip()
 
 
-@pytest.mark.parametrize(
-    "scheme", ["bearer", "basic anyuser", "basic __token__"]
-)
+@pytest.mark.parametrize("scheme", ["bearer", "basic anyuser", "basic __token__"])
 def test_a_listed_key_is_let_in_by_bearer_or_basic(scheme, shared_depot, reader):
     token = token_for(reader, shared_depot)
     headers = bearer(token) if scheme == "bearer" else basic(scheme.split()[1], token)
@@ -167,18 +186,33 @@ def test_a_token_without_audience_is_accepted(shared_depot, reader):
 
 
 def test_a_read_key_may_not_write(shared_depot, reader, writer):
-    response = httpx.put(shared_depot.url + "/nix/nix-cache-info", headers=bearer(token_for(reader, shared_depot)), content=b"x")
+    response = httpx.put(
+        shared_depot.url + "/nix/nix-cache-info",
+        headers=bearer(token_for(reader, shared_depot)),
+        content=b"x",
+    )
     assert response.status_code == 403
     assert reader.fingerprint in response.text
-    write = httpx.put(shared_depot.url + "/nix/nix-cache-info", headers=bearer(token_for(writer, shared_depot)), content=b"x")
+    write = httpx.put(
+        shared_depot.url + "/nix/nix-cache-info",
+        headers=bearer(token_for(writer, shared_depot)),
+        content=b"x",
+    )
     assert write.status_code not in (401, 403)
 
 
 def test_with_only_write_keys_reads_are_open_and_writes_are_not(write_only_depot, writer):
     assert httpx.get(write_only_depot.url + "/").status_code == 200
-    assert httpx.get(write_only_depot.url + "/", headers={"Authorization": "Bearer junk"}).status_code == 200
+    assert (
+        httpx.get(write_only_depot.url + "/", headers={"Authorization": "Bearer junk"}).status_code
+        == 200
+    )
     assert httpx.put(write_only_depot.url + "/nix/x.narinfo", content=b"x").status_code == 401
-    allowed = httpx.put(write_only_depot.url + "/nix/x.narinfo", content=b"x", headers=bearer(token_for(writer, write_only_depot)))
+    allowed = httpx.put(
+        write_only_depot.url + "/nix/x.narinfo",
+        content=b"x",
+        headers=bearer(token_for(writer, write_only_depot)),
+    )
     assert allowed.status_code not in (401, 403)
 
 
@@ -186,14 +220,23 @@ def test_health_needs_no_token(shared_depot):
     assert httpx.get(shared_depot.url + "/-/health").status_code == 200
 
 
-def test_a_key_removed_from_the_file_stops_working_at_once(closed_depot, writer, reader, make_ssh_key):
+def test_a_key_removed_from_the_file_stops_working_at_once(
+    closed_depot, writer, reader, make_ssh_key
+):
     other_reader = make_ssh_key("ecdsa-p384")
-    closed_depot.auth_path.write_text(f"{writer.auth_line('w')}\n{reader.auth_line('r')}\n{other_reader.auth_line('r')}\n")
+    closed_depot.auth_path.write_text(
+        f"{writer.auth_line('w')}\n{reader.auth_line('r')}\n{other_reader.auth_line('r')}\n"
+    )
     headers = bearer(token_for(reader, closed_depot))
     assert httpx.get(closed_depot.url + "/", headers=headers).status_code == 200
     closed_depot.auth_path.write_text(f"{writer.auth_line('w')}\n{other_reader.auth_line('r')}\n")
     assert httpx.get(closed_depot.url + "/", headers=headers).status_code == 401
-    assert httpx.get(closed_depot.url + "/", headers=bearer(token_for(other_reader, closed_depot))).status_code == 200
+    assert (
+        httpx.get(
+            closed_depot.url + "/", headers=bearer(token_for(other_reader, closed_depot))
+        ).status_code
+        == 200
+    )
 
 
 def test_sighup_rereads_the_file(shared_depot):
@@ -215,7 +258,11 @@ def test_a_broken_file_while_running_refuses_instead_of_keeping_old_keys(closed_
 
 
 def test_tokens_never_reach_the_log(closed_depot, writer, reader, outsider):
-    sent = [token_for(reader, closed_depot), token_for(writer, closed_depot), token_for(outsider, closed_depot)]
+    sent = [
+        token_for(reader, closed_depot),
+        token_for(writer, closed_depot),
+        token_for(outsider, closed_depot),
+    ]
     sent += list(forged(writer).values())
     for token in sent:
         httpx.get(closed_depot.url + "/", headers=bearer(token))
@@ -243,6 +290,9 @@ def test_sighup_with_workers_reloads_every_worker_and_stops_none(tmp_path, write
             time.sleep(0.05)
         assert server.log().count("auth file reloaded") == 2
         assert server.process.poll() is None
-        assert httpx.get(server.url + "/", headers=bearer(token_for(reader, server))).status_code == 200
+        assert (
+            httpx.get(server.url + "/", headers=bearer(token_for(reader, server))).status_code
+            == 200
+        )
     finally:
         assert server.stop() == 0

@@ -1,4 +1,4 @@
-"""Minting tokens from SSH keys (files and a real ssh-agent) and verifying them as the server does."""
+"""Minting tokens from SSH keys (key files and a real ssh-agent), verified as the server does."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import subprocess
 import time
 
 import pytest
-
 from depot.core.errors import DepotError
 from depot.core.sshauth import TokenRejected, parse_auth_file, verify_token
 from depot.core.testing import SSH_KEY_KINDS
@@ -26,7 +25,13 @@ from depot.core.tokens import (
     sign_token,
 )
 
-ALGORITHMS = {"ed25519": "EdDSA", "rsa": "RS256", "ecdsa-p256": "ES256", "ecdsa-p384": "ES384", "ecdsa-p521": "ES512"}
+ALGORITHMS = {
+    "ed25519": "EdDSA",
+    "rsa": "RS256",
+    "ecdsa-p256": "ES256",
+    "ecdsa-p384": "ES384",
+    "ecdsa-p521": "ES512",
+}
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +75,10 @@ def test_a_key_file_mints_a_token_the_server_accepts(kind, keys, auth_keys, no_a
     assert header["alg"] == ALGORITHMS[kind]
     assert claims["key_fingerprint"] == keys[kind].fingerprint
     assert claims["exp"] - claims["iat"] == 24 * 3600
-    assert verify_token(token, auth_keys, ["http://depot.test:8080"]).fingerprint == keys[kind].fingerprint
+    assert (
+        verify_token(token, auth_keys, ["http://depot.test:8080"]).fingerprint
+        == keys[kind].fingerprint
+    )
 
 
 @pytest.mark.parametrize("kind", list(SSH_KEY_KINDS))
@@ -78,7 +86,10 @@ async def test_ssh_agent_signs_tokens_the_server_accepts(kind, keys, auth_keys, 
     agent.add(keys[kind])
     token = await mint_token_async(audience="http://depot.test:8080/npm/")
     assert header_and_claims(token)[0]["alg"] == ALGORITHMS[kind]
-    assert verify_token(token, auth_keys, ["http://depot.test:8080"]).fingerprint == keys[kind].fingerprint
+    assert (
+        verify_token(token, auth_keys, ["http://depot.test:8080"]).fingerprint
+        == keys[kind].fingerprint
+    )
 
 
 def test_the_agent_is_asked_before_key_files(keys, agent, no_agent_no_home):
@@ -89,7 +100,9 @@ def test_the_agent_is_asked_before_key_files(keys, agent, no_agent_no_home):
     assert claims["key_fingerprint"] == keys["ecdsa-p384"].fingerprint
 
 
-def test_without_an_agent_an_id_file_without_passphrase_is_used(keys, make_ssh_key, no_agent_no_home):
+def test_without_an_agent_an_id_file_without_passphrase_is_used(
+    keys, make_ssh_key, no_agent_no_home
+):
     ssh = no_agent_no_home / ".ssh"
     ssh.mkdir()
     shutil.copy(make_ssh_key("ed25519", passphrase="secret").path, ssh / "id_ed25519")
@@ -102,7 +115,9 @@ def test_no_usable_key_says_what_was_tried(make_ssh_key, no_agent_no_home):
     ssh = no_agent_no_home / ".ssh"
     ssh.mkdir()
     shutil.copy(make_ssh_key("ed25519", passphrase="secret").path, ssh / "id_ed25519")
-    with pytest.raises(DepotError, match=r"no SSH key .*id_ed25519 need a passphrase: add them to ssh-agent"):
+    with pytest.raises(
+        DepotError, match=r"no SSH key .*id_ed25519 need a passphrase: add them to ssh-agent"
+    ):
         mint_token()
 
 
@@ -124,8 +139,20 @@ def add_with_passphrase(agent, key, passphrase):
     askpass = key.path.with_name("askpass.sh")
     askpass.write_text(f"#!/bin/sh\necho {passphrase}\n")
     askpass.chmod(0o700)
-    env = {**os.environ, **agent.env, "SSH_ASKPASS": str(askpass), "SSH_ASKPASS_REQUIRE": "force", "DISPLAY": ":0"}
-    subprocess.run(["ssh-add", "-q", str(key.path)], env=env, check=True, stdin=subprocess.DEVNULL, capture_output=True)
+    env = {
+        **os.environ,
+        **agent.env,
+        "SSH_ASKPASS": str(askpass),
+        "SSH_ASKPASS_REQUIRE": "force",
+        "DISPLAY": ":0",
+    }
+    subprocess.run(
+        ["ssh-add", "-q", str(key.path)],
+        env=env,
+        check=True,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+    )
 
 
 def test_a_public_key_file_selects_that_key_in_the_agent(keys, agent):
@@ -162,7 +189,9 @@ def test_audience_must_name_this_server(aud, accepted, keys, auth_keys, no_agent
 
 def test_token_source_renews_before_expiry(keys, no_agent_no_home):
     now = [time.time()]
-    source = TokenSource("http://depot.test", key_path=keys["ed25519"].path, lifetime="1h", clock=lambda: now[0])
+    source = TokenSource(
+        "http://depot.test", key_path=keys["ed25519"].path, lifetime="1h", clock=lambda: now[0]
+    )
 
     async def tokens():
         first = await source.token()
@@ -176,7 +205,9 @@ def test_token_source_renews_before_expiry(keys, no_agent_no_home):
     assert header_and_claims(renewed)[1]["exp"] > header_and_claims(first)[1]["exp"]
 
 
-@pytest.mark.parametrize("text, seconds", [("90", 90), ("90s", 90), ("30m", 1800), ("24h", 86400), ("7d", 604800)])
+@pytest.mark.parametrize(
+    "text, seconds", [("90", 90), ("90s", 90), ("30m", 1800), ("24h", 86400), ("7d", 604800)]
+)
 def test_durations(text, seconds):
     assert parse_duration(text).total_seconds() == seconds
 

@@ -1,4 +1,4 @@
-"""The real clients through SSH-key authentication, against a depot where every request needs a token.
+"""The real clients through SSH-key auth, against a depot where every request needs a token.
 
 The depot lists a ``w`` key (the publisher) and an ``r`` key (a reader). Each client is set up the
 way the README tells a user to: nix through ``depot proxy`` and with a netrc file, npm with
@@ -19,7 +19,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from depot.core.testing import DepotServer, SshKey, run
 from depot.core.tokens import mint_token
 
@@ -80,7 +79,9 @@ def token(key: SshKey, server: DepotServer) -> str:
     return mint_token(audience=server.url, key_path=key.path)
 
 
-def depot_cli(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
+def depot_cli(
+    *args: str, env: dict[str, str], check: bool = True
+) -> subprocess.CompletedProcess[str]:
     return run([sys.executable, "-m", "depot.core", *args], env=env, check=check)
 
 
@@ -124,14 +125,28 @@ def narinfo_url(server: DepotServer, path: str) -> str:
 def test_nix_copies_through_depot_proxy_and_reads_back_with_a_netrc(
     closed_depot, publisher, reader, nix_env, store_path, tmp_path
 ):
-    refused = run(["nix", "copy", "--to", f"{closed_depot.url}/nix", store_path], env=nix_env, check=False)
+    refused = run(
+        ["nix", "copy", "--to", f"{closed_depot.url}/nix", store_path], env=nix_env, check=False
+    )
     assert refused.returncode != 0
 
     proxy = subprocess.Popen(
-        [sys.executable, "-m", "depot.core", "proxy", closed_depot.url, "--port", "0",
-         "--key", str(publisher.path)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=nix_env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "depot.core",
+            "proxy",
+            closed_depot.url,
+            "--port",
+            "0",
+            "--key",
+            str(publisher.path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=nix_env,
+    )
     try:
         local = proxy.stdout.readline().strip()
         run(["nix", "copy", "--to", f"{local}/nix", store_path], env=nix_env)
@@ -139,23 +154,47 @@ def test_nix_copies_through_depot_proxy_and_reads_back_with_a_netrc(
         proxy.terminate()
         proxy.wait(timeout=30)
     reader_token = token(reader, closed_depot)
-    narinfo = httpx.get(narinfo_url(closed_depot, store_path), headers={"Authorization": f"Bearer {reader_token}"})
+    narinfo = httpx.get(
+        narinfo_url(closed_depot, store_path), headers={"Authorization": f"Bearer {reader_token}"}
+    )
     assert narinfo.status_code == 200 and f"StorePath: {store_path}" in narinfo.text
 
     netrc = tmp_path / "netrc"
     netrc.write_text(f"machine 127.0.0.1 login depot password {reader_token}\n")
     fresh = tmp_path / "fresh-store"
-    copy_back = ["nix", "copy", "--no-check-sigs", "--from", f"{closed_depot.url}/nix", "--to", str(fresh), store_path]
+    copy_back = [
+        "nix",
+        "copy",
+        "--no-check-sigs",
+        "--from",
+        f"{closed_depot.url}/nix",
+        "--to",
+        str(fresh),
+        store_path,
+    ]
     assert run(copy_back, env=nix_env, check=False).returncode != 0  # no credentials: refused
     run([*copy_back, "--option", "netrc-file", str(netrc)], env=nix_env)
     assert (fresh / store_path.lstrip("/")).read_text() == Path(store_path).read_text()
 
 
-def test_nix_copies_with_a_netrc_holding_a_write_token(closed_depot, publisher, nix_env, store_path, tmp_path):
+def test_nix_copies_with_a_netrc_holding_a_write_token(
+    closed_depot, publisher, nix_env, store_path, tmp_path
+):
     netrc = tmp_path / "netrc"
     netrc.write_text(f"machine 127.0.0.1 login depot password {token(publisher, closed_depot)}\n")
-    run(["nix", "copy", "--option", "netrc-file", str(netrc), "--to", f"{closed_depot.url}/nix", store_path],
-        env=nix_env)  # fmt: skip
+    run(
+        [
+            "nix",
+            "copy",
+            "--option",
+            "netrc-file",
+            str(netrc),
+            "--to",
+            f"{closed_depot.url}/nix",
+            store_path,
+        ],
+        env=nix_env,
+    )
     headers = {"Authorization": f"Bearer {token(publisher, closed_depot)}"}
     assert httpx.get(narinfo_url(closed_depot, store_path), headers=headers).status_code == 200
 
@@ -166,7 +205,14 @@ def test_depot_nix_push_mints_its_token_from_the_ssh_agent(
     ssh_agent.remove_all()
     ssh_agent.add(publisher)
     try:
-        depot_cli("nix", "push", closed_depot.url, "--store-paths", store_path, env={**nix_env, **ssh_agent.env})
+        depot_cli(
+            "nix",
+            "push",
+            closed_depot.url,
+            "--store-paths",
+            store_path,
+            env={**nix_env, **ssh_agent.env},
+        )
     finally:
         ssh_agent.remove_all()
     headers = {"Authorization": f"Bearer {token(publisher, closed_depot)}"}
@@ -193,7 +239,9 @@ def npm_env(home, tmp_path) -> dict[str, str]:
 
 def npm_package(directory: Path, name: str, version: str = "1.0.0") -> Path:
     directory.mkdir(parents=True)
-    (directory / "package.json").write_text(json.dumps({"name": name, "version": version, "main": "index.js"}))
+    (directory / "package.json").write_text(
+        json.dumps({"name": name, "version": version, "main": "index.js"})
+    )
     (directory / "index.js").write_text(f"module.exports = {json.dumps(name + '@' + version)};\n")
     return directory
 
@@ -204,7 +252,9 @@ def npmrc(env: dict[str, str], server: DepotServer, jwt: str) -> None:
     Path(env["npm_config_userconfig"]).write_text(f"{registry}:_authToken={jwt}\n")
 
 
-def test_npm_publishes_and_installs_with_auth_tokens(closed_depot, publisher, reader, npm_env, tmp_path):
+def test_npm_publishes_and_installs_with_auth_tokens(
+    closed_depot, publisher, reader, npm_env, tmp_path
+):
     name = f"auth-demo-{secrets.token_hex(3)}"
     package = npm_package(tmp_path / "pkg", name)
     registry = f"{closed_depot.url}/npm/"
@@ -217,12 +267,16 @@ def test_npm_publishes_and_installs_with_auth_tokens(closed_depot, publisher, re
 
     npmrc(npm_env, closed_depot, token(reader, closed_depot))
     republish = npm_package(tmp_path / "pkg2", name, "1.0.1")
-    refused = run(["npm", "publish", "--registry", registry], cwd=republish, env=npm_env, check=False)
+    refused = run(
+        ["npm", "publish", "--registry", registry], cwd=republish, env=npm_env, check=False
+    )
     assert refused.returncode != 0 and "403" in refused.stderr + refused.stdout
 
     app = tmp_path / "app"
     app.mkdir()
-    (app / "package.json").write_text(json.dumps({"name": "app", "version": "0.0.0", "private": True}))
+    (app / "package.json").write_text(
+        json.dumps({"name": "app", "version": "0.0.0", "private": True})
+    )
     run(["npm", "install", name, "--registry", registry], cwd=app, env=npm_env)
     node = run(["node", "-p", f"require({json.dumps(name)})"], cwd=app, env=npm_env)
     assert node.stdout.strip() == f"{name}@1.0.0"
@@ -233,15 +287,28 @@ def test_depot_npm_push_mints_its_token_from_the_ssh_agent(
 ):
     name = f"saved-demo-{secrets.token_hex(3)}"
     package = npm_package(tmp_path / "pkg", name)
-    npmrc(npm_env, open_depot, "anything")  # npm will not publish without some token; depot ignores it
+    npmrc(
+        npm_env, open_depot, "anything"
+    )  # npm will not publish without some token; depot ignores it
     run(["npm", "publish", "--registry", f"{open_depot.url}/npm/"], cwd=package, env=npm_env)
     storage = tmp_path / "storage"
-    depot_cli("npm", "save", name, "--dir", str(storage), "--registry", f"{open_depot.url}/npm", env=npm_env)
+    depot_cli(
+        "npm",
+        "save",
+        name,
+        "--dir",
+        str(storage),
+        "--registry",
+        f"{open_depot.url}/npm",
+        env=npm_env,
+    )
 
     ssh_agent.remove_all()
     ssh_agent.add(publisher)
     try:
-        depot_cli("npm", "push", closed_depot.url, "--dir", str(storage), env={**npm_env, **ssh_agent.env})
+        depot_cli(
+            "npm", "push", closed_depot.url, "--dir", str(storage), env={**npm_env, **ssh_agent.env}
+        )
     finally:
         ssh_agent.remove_all()
     headers = {"Authorization": f"Bearer {token(reader, closed_depot)}"}
@@ -262,8 +329,19 @@ def build_wheel(root: Path, version: str) -> Path:
         '[tool.setuptools]\npy-modules = ["authdemo"]\n'
     )
     out = root / "dist"
-    run([sys.executable, "-m", "build", "--no-isolation", "--wheel", "--outdir", str(out), str(root)],
-        env={**os.environ, "PIP_NO_INDEX": "1"})  # fmt: skip
+    run(
+        [
+            sys.executable,
+            "-m",
+            "build",
+            "--no-isolation",
+            "--wheel",
+            "--outdir",
+            str(out),
+            str(root),
+        ],
+        env={**os.environ, "PIP_NO_INDEX": "1"},
+    )
     return next(out.glob("*.whl"))
 
 
@@ -289,10 +367,22 @@ def py_env(home, tmp_path) -> dict[str, str]:
 
 def twine_upload(server: DepotServer, files: list[Path], password: str, env, check=True):
     return run(
-        [str(VENV_BIN / "twine"), "upload", "--repository-url", f"{server.url}/python/",
-         "-u", "__token__", "-p", password, "--non-interactive", "--disable-progress-bar", *map(str, files)],
-        env=env, check=check,
-    )  # fmt: skip
+        [
+            str(VENV_BIN / "twine"),
+            "upload",
+            "--repository-url",
+            f"{server.url}/python/",
+            "-u",
+            "__token__",
+            "-p",
+            password,
+            "--non-interactive",
+            "--disable-progress-bar",
+            *map(str, files),
+        ],
+        env=env,
+        check=check,
+    )
 
 
 def index_url(server: DepotServer, jwt: str) -> str:
@@ -310,10 +400,30 @@ def test_twine_uploads_with_token_and_pip_installs_with_it_in_the_index_url(
     target = tmp_path / "target"
     url = index_url(closed_depot, token(reader, closed_depot))
     if installer == "pip":
-        command = [sys.executable, "-m", "pip", "install", "--target", str(target), "--index-url", url, "authdemo"]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--target",
+            str(target),
+            "--index-url",
+            url,
+            "authdemo",
+        ]
     else:
-        command = [str(VENV_BIN / "uv"), "pip", "install", "--target", str(target), "--python", sys.executable,
-                   "--index-url", url, "authdemo"]  # fmt: skip
+        command = [
+            str(VENV_BIN / "uv"),
+            "pip",
+            "install",
+            "--target",
+            str(target),
+            "--python",
+            sys.executable,
+            "--index-url",
+            url,
+            "authdemo",
+        ]
     run(command, env=py_env)
     assert "hello through auth" in (target / "authdemo.py").read_text()
     assert reader_token_absent(closed_depot, url)
@@ -333,8 +443,10 @@ def test_depot_python_push_mints_its_token_from_an_ssh_key_file(
     shutil.copy(built, storage / "python" / "authdemo" / built.name)
     shutil.copy(publisher.path, home / ".ssh" / "id_ed25519")  # no agent: the key file is used
     depot_cli("python", "push", closed_depot.url, "--dir", str(storage), env=py_env)
-    headers = {"Authorization": f"Bearer {token(reader, closed_depot)}",
-               "Accept": "application/vnd.pypi.simple.v1+json"}  # fmt: skip
+    headers = {
+        "Authorization": f"Bearer {token(reader, closed_depot)}",
+        "Accept": "application/vnd.pypi.simple.v1+json",
+    }
     page = httpx.get(f"{closed_depot.url}/python/simple/authdemo/", headers=headers)
     assert page.status_code == 200
     assert built.name in [f["filename"] for f in page.json()["files"]]

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import click
-
 from depot.core.hookspecs import hookimpl
 
 _KEY_HELP = (
@@ -52,7 +51,9 @@ def token_command(key_path: str | None, expires: str, audience: str | None) -> N
 )
 @click.option("--key", "key_path", envvar="DEPOT_KEY", show_envvar=True, help=_KEY_HELP)
 @click.option("--verbose", is_flag=True, help="Log every forwarded request.")
-def proxy_command(url: str, port: int, listen_host: str, key_path: str | None, verbose: bool) -> None:
+def proxy_command(
+    url: str, port: int, listen_host: str, key_path: str | None, verbose: bool
+) -> None:
     """Forward http://127.0.0.1:PORT to URL, adding a fresh token to every request.
 
     For clients that cannot send a token themselves, e.g.

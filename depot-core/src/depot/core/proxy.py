@@ -110,7 +110,7 @@ def make_handler(upstream: str, tokens: TokenSource, session: Any) -> Callable[[
                     if name.lower() in HOP_BY_HOP:
                         continue
                     if name.lower() == "location" and value.startswith(upstream):
-                        value = f"{request.scheme}://{request.host}{value[len(upstream):]}"
+                        value = f"{request.scheme}://{request.host}{value[len(upstream) :]}"
                     response.headers.add(name, value)
                 length = upstream_response.headers.get("Content-Length")
                 if length is not None and request.method != "HEAD":
@@ -120,7 +120,7 @@ def make_handler(upstream: str, tokens: TokenSource, session: Any) -> Callable[[
                     async for chunk in upstream_response.content.iter_chunked(CHUNK_SIZE):
                         await response.write(chunk)
                 await response.write_eof()
-        except (ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, ClientError) as exc:
             log.warning("%s %s -> upstream error: %s", request.method, request.path, exc)
             return web.Response(status=502, text=f"depot proxy: upstream error: {exc}\n")
         log.info("%s %s %s", request.method, request.path, upstream_response.status)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
 import logging
@@ -32,7 +33,6 @@ from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_ssh_public_key
-
 from depot.core.auth import ALLOW, AuthDecision
 from depot.core.errors import ConfigError
 from depot.core.hookspecs import hookimpl
@@ -48,9 +48,8 @@ with warnings.catch_warnings():
     from authlib.jose.errors import JoseError
 
 if TYPE_CHECKING:
-    from starlette.requests import HTTPConnection
-
     from depot.core.settings import Settings
+    from starlette.requests import HTTPConnection
 
 log = logging.getLogger("depot.core.auth")
 
@@ -209,7 +208,9 @@ def _claimed_fingerprint(token: str) -> str:
     return claimed
 
 
-def check_token(token: str, auth_keys: AuthKeys, now: float | None = None) -> tuple[AuthorizedKey, Any]:
+def check_token(
+    token: str, auth_keys: AuthKeys, now: float | None = None
+) -> tuple[AuthorizedKey, Any]:
     """Verify signature, ``exp``, ``iat`` and ``nbf``; return the signing key and the claims."""
     claimed = _claimed_fingerprint(token)
     key = auth_keys.keys.get(claimed)
@@ -346,7 +347,9 @@ class SshKeyAuthenticator:
             if strict:
                 raise ConfigError(reason) from None
             if reason != self._broken:
-                log.error("auth file invalid; refusing authenticated requests", extra={"reason": reason})
+                log.error(
+                    "auth file invalid; refusing authenticated requests", extra={"reason": reason}
+                )
             self._broken = reason
             self._stamp = None
             return
@@ -438,10 +441,8 @@ class SshKeyAuthenticator:
 
     async def close(self) -> None:
         if self._hup_installed:
-            try:
+            with contextlib.suppress(RuntimeError, ValueError):
                 asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
-            except (RuntimeError, ValueError):
-                pass
             self._hup_installed = False
 
 

@@ -27,11 +27,13 @@ from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-
 from depot.core.errors import DepotError
-from depot.core.sshauth import ALGORITHM_FOR_KEY_TYPE, FINGERPRINT_CLAIM, fingerprint
-
-from depot.core.sshauth import JsonWebToken  # imported there without authlib's warning
+from depot.core.sshauth import (
+    ALGORITHM_FOR_KEY_TYPE,
+    FINGERPRINT_CLAIM,
+    JsonWebToken,  # imported there without authlib's warning
+    fingerprint,
+)
 
 T = TypeVar("T")
 
@@ -165,7 +167,9 @@ async def _agent_keys(agent_path: str | None = None) -> list[SigningKey]:
     for pair in pairs:
         key_type = pair.algorithm.decode("ascii", "replace")
         if key_type in ALGORITHM_FOR_KEY_TYPE:
-            keys.append(SigningKey(key_type, fingerprint(pair.public_data), "ssh-agent", None, path))
+            keys.append(
+                SigningKey(key_type, fingerprint(pair.public_data), "ssh-agent", None, path)
+            )
     return keys
 
 
