@@ -216,3 +216,25 @@ def test_durations(text, seconds):
 def test_bad_durations_are_one_line_errors(text):
     with pytest.raises(DepotError):
         parse_duration(text)
+
+
+def test_a_push_mints_a_token_for_its_depot_after_a_401(keys, agent):
+    from depot.core.client import PushAuth
+
+    agent.add(keys["rsa"])
+    auth = PushAuth("http://depot.test:8080")
+    assert auth.headers() == {} and auth.can_mint()
+    auth.mint()
+    scheme, token = auth.headers()["Authorization"].split()
+    claims = header_and_claims(token)[1]
+    assert scheme == "Bearer" and claims["aud"] == "http://depot.test:8080"
+    assert not auth.can_mint()  # one retry only
+
+
+def test_a_push_without_any_key_says_how_to_authenticate(no_agent_no_home):
+    from depot.core.client import PushAuth
+
+    with pytest.raises(
+        DepotError, match="requires authentication: pass --token, set DEPOT_AUTH_TOKEN"
+    ):
+        PushAuth("http://depot.test:8080").mint()

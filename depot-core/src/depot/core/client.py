@@ -28,12 +28,19 @@ class PushAuth:
         return not self._minted
 
     def mint(self) -> None:
-        """Make a token from the user's SSH keys for this server (after a 401)."""
+        """Make a token from the user's SSH keys for this server (after a 401).
+
+        The key is found as ``depot token`` finds it (``DEPOT_KEY``, ssh-agent, ``~/.ssh/id_*``);
+        the token names this depot as its audience. Raises :class:`DepotError` with a one-line
+        hint when there is no usable key.
+        """
+        from depot.core.tokens import mint_token
+
         self._minted = True
         try:
-            from depot.core.tokens import mint_token
-        except ImportError as exc:  # the SSH-key module is not there yet
+            self.token = mint_token(audience=self.url)
+        except DepotError as exc:
             raise DepotError(
-                f"{self.url} requires authentication: pass --token or set DEPOT_AUTH_TOKEN"
-            ) from exc
-        self.token = mint_token(audience=self.url)
+                f"{self.url} requires authentication: pass --token, set DEPOT_AUTH_TOKEN, "
+                f"or make an SSH key available ({exc})"
+            ) from None
