@@ -181,6 +181,20 @@ http {{
         self.process.wait(timeout=30)
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time used so far by these processes."""
+    ticks = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
 def curl_speed(url: str, runs: int) -> float:
     """Median download speed in bytes/s over ``runs`` downloads (after one warm-up)."""
     speeds = []
@@ -267,10 +281,19 @@ def main() -> None:
             nginx = Nginx(tmp, root)
 
             print("download throughput (curl, median of runs):", flush=True)
+            # CPU seconds per GiB served do not depend on what else loads the machine.
+            depot_pids = [depot.process.pid]
+            nginx_pids = [nginx.process.pid, *children(nginx.process.pid)]
+            served_gib = (args.runs + 1) * args.nar_mib / 1024
+            cpu = cpu_seconds(depot_pids)
             depot_speed = curl_speed(f"{depot.url}/{nar_url}", args.runs)
+            depot_cpu = (cpu_seconds(depot_pids) - cpu) / served_gib
+            cpu = cpu_seconds(nginx_pids)
             nginx_speed = curl_speed(f"{nginx.url}/{nar_url}", args.runs)
+            nginx_cpu = (cpu_seconds(nginx_pids) - cpu) / served_gib
             print(f"  depot {depot_speed / MIB:8.0f} MiB/s   nginx {nginx_speed / MIB:8.0f} MiB/s   "
                   f"ratio {depot_speed / nginx_speed:.2f}")  # fmt: skip
+            print(f"  server CPU per GiB served: depot {depot_cpu:.2f}s, nginx {nginx_cpu:.2f}s")
 
             print("narinfo lookups (wrk, 32 connections):", flush=True)
             narinfo_url = f"/nix/{hash_part}.narinfo"

@@ -29,7 +29,7 @@ def chroot_path(store: Path, path: str) -> Path:
     return store / path.lstrip("/")
 
 
-@pytest.mark.parametrize("compression", ["xz", "zstd", "bzip2", "none"])
+@pytest.mark.parametrize("compression", ["xz", "zstd", "bzip2", "none", "br"])
 def test_copy_to_depot_and_back_with_signatures(
     compression: str,
     nix: Nix,

@@ -14,6 +14,7 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
+import brotli
 import zstandard
 
 OUTPUT_CHUNK = 1024 * 1024
@@ -178,7 +179,42 @@ class Zstd(Decompressor):
             raise CompressionError(f"corrupt zstd data: {exc}") from None
 
 
+class Brotli(Decompressor):
+    """``Compression: br``; brotli 1.2 caps each step's output and says when it wants input."""
+
+    def __init__(self, sink: Sink) -> None:
+        super().__init__(sink)
+        self._d = brotli.Decompressor()
+
+    def _step(self, data: bytes) -> bytes:
+        try:
+            # The limit stops the buffer's growth, which goes in steps: half keeps it near a chunk.
+            return self._d.process(data, output_buffer_limit=OUTPUT_CHUNK // 2)
+        except brotli.error as exc:
+            raise CompressionError(f"corrupt br data: {exc}") from None
+
+    def feed(self, data: bytes) -> None:
+        if not data:
+            return
+        if self._d.is_finished():
+            raise CompressionError("trailing data after the end of the br stream")
+        out = self._step(data)
+        while True:
+            if out:
+                self.sink(out)
+            if self._d.can_accept_more_data():
+                return
+            out = self._step(b"")
+            if not out:
+                return
+
+    def finish(self) -> None:
+        if not self._d.is_finished():
+            raise CompressionError("br data is truncated")
+
+
 DECOMPRESSORS: dict[str, type[Decompressor]] = {
+    "br": Brotli,
     "none": Identity,
     "xz": Xz,
     "bzip2": Bzip2,
