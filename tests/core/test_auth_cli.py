@@ -179,3 +179,16 @@ async def test_proxy_streams_both_ways_with_a_fresh_token(writer, user_env):
             assert first == b"a" * CHUNK and rest == b"b" * (3 * CHUNK)
     finally:
         await runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("http://127.0.0.1:9", "no SSH key to sign a token with"),
+        ("ftp://depot.example.com", "is not an http(s) URL"),
+    ],
+)
+def test_depot_proxy_fails_before_listening_with_one_line(url, message, user_env):
+    result = depot("proxy", url, "--port", "0", env=user_env, check=False)
+    assert result.returncode == 1 and result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
