@@ -106,3 +106,9 @@ def test_serve_refuses_to_start_with_one_line(tmp_path, content):
         assert f"cannot read auth file {auth}" in message
     else:
         assert f"{auth} line 3: " in message
+
+
+@pytest.mark.parametrize("text", ["", "# nobody yet\n\n"])
+def test_a_file_without_keys_is_refused_not_read_as_open(text):
+    with pytest.raises(AuthFileError, match="auth.keys lists no keys"):
+        parse_auth_file(text, source="auth.keys")

@@ -249,12 +249,19 @@ def test_sighup_rereads_the_file(shared_depot):
     assert httpx.get(shared_depot.url + "/-/health").status_code == 200
 
 
-def test_a_broken_file_while_running_refuses_instead_of_keeping_old_keys(closed_depot, reader):
+@pytest.mark.parametrize(
+    "content, logged",
+    [("r ssh-ed25519 AAAA-half-pasted\n", "line 1: "), ("", "lists no keys")],
+    ids=["bad line", "emptied"],
+)
+def test_a_broken_file_while_running_closes_the_depot(closed_depot, reader, content, logged):
+    """Neither the old keys (one may have been removed) nor open reads: 503 until it is fixed."""
     headers = bearer(token_for(reader, closed_depot))
-    closed_depot.auth_path.write_text("r ssh-ed25519 AAAA-half-pasted\n")
-    response = httpx.get(closed_depot.url + "/", headers=headers)
-    assert response.status_code == 503
-    assert "line 1" in closed_depot.log()
+    assert httpx.get(closed_depot.url + "/", headers=headers).status_code == 200
+    closed_depot.auth_path.write_text(content)
+    assert httpx.get(closed_depot.url + "/", headers=headers).status_code == 503
+    assert httpx.get(closed_depot.url + "/").status_code == 503
+    assert logged in closed_depot.log()
 
 
 def test_tokens_never_reach_the_log(closed_depot, writer, reader, outsider):

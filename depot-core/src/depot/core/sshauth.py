@@ -181,6 +181,12 @@ def parse_auth_file(text: str, source: str = "auth file") -> AuthKeys:
         if fp in keys:
             raise bad(f"key {fp} is already listed on line {keys[fp].line}")
         keys[fp] = AuthorizedKey(permission, key_type, fp, comment, number, jwk)
+    if not keys:
+        # Refused rather than read as "open reads, no writers": an editor that truncates before
+        # writing must not open a closed depot, even for one request.
+        raise AuthFileError(
+            f"{source} lists no keys (to turn authentication off, drop --auth-file)"
+        )
     return AuthKeys(keys)
 
 
@@ -358,8 +364,6 @@ class SshKeyAuthenticator:
                 "auth file reloaded",
                 extra={"path": str(self.path), "keys": len(keys.keys)},
             )
-        elif not keys.keys:
-            log.warning("auth file lists no keys: reads are open, nobody can write")
         self._keys, self._stamp, self._broken = keys, stamp, None
 
     def _refresh(self) -> None:
