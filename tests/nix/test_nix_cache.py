@@ -244,3 +244,49 @@ def test_missing_paths_are_404_to_nix(nix: Nix, nix_depot: DepotServer, tmp_path
     )  # fmt: skip
     assert result.returncode != 0
     assert "no substituter" in result.stderr
+
+
+def test_round_trip_on_postgresql_and_s3(
+    nix: Nix,
+    make_closure: Callable[[], Closure],
+    postgres_url: str,
+    s3_bucket: object,
+    signing_key: SecretKey,
+    tmp_path: Path,
+) -> None:
+    """The same client session with rows in PostgreSQL and NARs in S3 (moto)."""
+    built = make_closure()
+    (tmp_path / "key").write_text(str(signing_key))
+    server = DepotServer(
+        tmp_path / "store",
+        "--database-url", postgres_url,
+        *s3_bucket.serve_args,  # type: ignore[attr-defined]
+        "--private-key", str(tmp_path / "key"),
+    ).start()  # fmt: skip
+    try:
+        cache = f"{server.url}/nix"
+        nix("nix", "copy", "--to", f"{cache}?compression=zstd", built.app)
+        second = SecretKey.generate("second-signer-1")
+        (tmp_path / "second.key").write_text(str(second))
+        nix(
+            "nix",
+            "store",
+            "sign",
+            "-r",
+            "--store",
+            cache,
+            "--key-file",
+            str(tmp_path / "second.key"),
+            built.app,
+        )
+        fresh = tmp_path / "fresh"
+        nix(
+            "nix", "copy", "--option", "trusted-public-keys", str(second.public_key()),
+            "--from", cache, "--to", str(fresh), built.app,
+        )  # fmt: skip
+        assert same_tree(Path(built.app), chroot_path(fresh, built.app))
+        assert same_tree(Path(built.lib), chroot_path(fresh, built.lib))
+        listing = nix("nix", "store", "ls", "--store", cache, "-R", built.lib).stdout
+        assert "hello-link" in listing
+    finally:
+        server.stop()

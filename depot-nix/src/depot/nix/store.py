@@ -46,7 +46,9 @@ async def get_narinfo(db: Database, hash_part: str) -> tuple[NarInfo, str] | Non
 
 async def nar_is_published(db: Database, nar_key: str) -> bool:
     """True when a verified narinfo points at this NAR file (only those are served)."""
-    query = sa.select(sa.literal(1)).where(tables.narinfos.c.nar_key == nar_key).limit(1)
+    query = (
+        sa.select(tables.narinfos.c.hash_part).where(tables.narinfos.c.nar_key == nar_key).limit(1)
+    )
     return await db.fetch_one(query) is not None
 
 
