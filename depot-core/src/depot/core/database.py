@@ -24,6 +24,10 @@ from depot.core.errors import ConfigError
 
 log = logging.getLogger("depot.core.database")
 
+# While PostgreSQL is down, asyncpg's pool logs a multi-line traceback at every attempt to restore
+# its minimum size; depot already answers each affected request 503 with one JSON log line.
+logging.getLogger("asyncpg.pool").setLevel(logging.ERROR)
+
 #: SQLite waits this long (seconds) for another writer's lock before failing.
 SQLITE_BUSY_TIMEOUT = 30.0
 
