@@ -38,6 +38,7 @@ def test_database_outage_answers_503_then_recovers(
     assert put_file(server.url, "during.bin", b"during").status_code == 503
     lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
     assert any(line["message"] == "backing service unavailable" for line in lines)
+    assert "Traceback" not in server.log(), "an outage is one log line per request, no traceback"
     assert server.process.poll() is None, "depot serve must keep running"
 
     postgres.start()
