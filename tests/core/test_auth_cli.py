@@ -192,3 +192,38 @@ def test_depot_proxy_fails_before_listening_with_one_line(url, message, user_env
     result = depot("proxy", url, "--port", "0", env=user_env, check=False)
     assert result.returncode == 1 and result.stdout == ""
     assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+async def test_an_upstream_that_breaks_off_is_never_passed_on_as_complete(
+    framing, writer, user_env
+):
+    from aiohttp import ClientPayloadError, ClientSession, web
+
+    async def upstream_handler(request: web.Request) -> web.StreamResponse:
+        headers = {"Content-Length": str(4 * CHUNK)} if framing == "content-length" else {}
+        response = web.StreamResponse(headers=headers)
+        if framing == "chunked":
+            response.enable_chunked_encoding()
+        await response.prepare(request)
+        await response.write(b"a" * CHUNK)
+        request.transport.close()  # the depot dies mid-download
+        return response
+
+    runner = web.AppRunner(web.Application())
+    runner.app.router.add_route("*", "/{tail:.*}", upstream_handler)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    upstream = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    try:
+        async with (
+            running_proxy(upstream, key_path=writer.path) as local,
+            ClientSession() as client,
+            client.get(local + "/nar/big.nar") as response,
+        ):
+            assert response.status == 200
+            with pytest.raises(ClientPayloadError):
+                await asyncio.wait_for(response.read(), 60)
+    finally:
+        await runner.cleanup()

@@ -78,55 +78,75 @@ def make_handler(upstream: str, tokens: TokenSource, session: Any) -> Callable[[
     from aiohttp import ClientError, web
 
     async def forward(request: web.Request) -> web.StreamResponse:
-        target = upstream + request.rel_url.raw_path_qs
-        headers = _forward_headers(request.headers)
         try:
             token = await tokens.token()
         except DepotError as exc:
             log.error("cannot mint a token: %s", exc)
             return web.Response(status=502, text=f"depot proxy: {exc}\n")
-        headers.append(("Authorization", f"Bearer {token}"))
-        body = None
-        if request.body_exists:
-            # Stream the upload through as it arrives; chunked stays chunked, a length stays.
-            async def upload() -> AsyncIterator[bytes]:
-                async for chunk in request.content.iter_chunked(CHUNK_SIZE):
-                    yield chunk
-
-            body = upload()
+        headers = [*_forward_headers(request.headers), ("Authorization", f"Bearer {token}")]
+        body = _stream_body(request) if request.body_exists else None
         try:
             async with session.request(
                 request.method,
-                target,
+                upstream + request.rel_url.raw_path_qs,
                 headers=headers,
                 data=body,
                 allow_redirects=False,
                 skip_auto_headers=("Content-Type", "User-Agent", "Accept-Encoding"),
-            ) as upstream_response:
-                response = web.StreamResponse(
-                    status=upstream_response.status, reason=upstream_response.reason
-                )
-                for name, value in upstream_response.headers.items():
-                    if name.lower() in HOP_BY_HOP:
-                        continue
-                    if name.lower() == "location" and value.startswith(upstream):
-                        value = f"{request.scheme}://{request.host}{value[len(upstream) :]}"
-                    response.headers.add(name, value)
-                length = upstream_response.headers.get("Content-Length")
-                if length is not None and request.method != "HEAD":
-                    response.content_length = int(length)
+            ) as answer:
+                response = web.StreamResponse(status=answer.status, reason=answer.reason)
+                _copy_response_headers(answer, response, upstream, request)
                 await response.prepare(request)
-                if request.method != "HEAD":
-                    async for chunk in upstream_response.content.iter_chunked(CHUNK_SIZE):
-                        await response.write(chunk)
+                if request.method != "HEAD" and not await _relay(answer, response, request):
+                    return response
                 await response.write_eof()
         except (TimeoutError, ClientError) as exc:
             log.warning("%s %s -> upstream error: %s", request.method, request.path, exc)
             return web.Response(status=502, text=f"depot proxy: upstream error: {exc}\n")
-        log.info("%s %s %s", request.method, request.path, upstream_response.status)
+        log.info("%s %s %s", request.method, request.path, answer.status)
         return response
 
+    async def _relay(answer: Any, response: web.StreamResponse, request: web.Request) -> bool:
+        """Copy the body chunk by chunk; False when either side broke off midway."""
+        try:
+            async for chunk in answer.content.iter_chunked(CHUNK_SIZE):
+                await response.write(chunk)
+        except (TimeoutError, ClientError) as exc:
+            # The status line is gone: cut the connection, so the client sees a short body
+            # and never a complete-looking one (a chunked body would otherwise end cleanly).
+            log.warning("%s %s -> upstream broke off: %s", request.method, request.path, exc)
+            if request.transport is not None:
+                request.transport.close()
+            return False
+        except ConnectionResetError:
+            log.info("%s %s -> client went away", request.method, request.path)
+            return False
+        return True
+
     return forward
+
+
+def _stream_body(request: Any) -> AsyncIterator[bytes]:
+    """The upload as it arrives: a Content-Length stays one, chunked stays chunked."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        async for chunk in request.content.iter_chunked(CHUNK_SIZE):
+            yield chunk
+
+    return chunks()
+
+
+def _copy_response_headers(answer: Any, response: Any, upstream: str, request: Any) -> None:
+    for name, value in answer.headers.items():
+        if name.lower() in HOP_BY_HOP:
+            continue
+        if name.lower() == "location" and value.startswith(upstream):
+            # A redirect inside the depot stays on the proxy, so it keeps adding the token.
+            value = f"{request.scheme}://{request.host}{value[len(upstream) :]}"
+        response.headers.add(name, value)
+    length = answer.headers.get("Content-Length")
+    if length is not None and request.method != "HEAD":
+        response.content_length = int(length)
 
 
 @contextlib.asynccontextmanager
