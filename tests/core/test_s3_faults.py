@@ -45,6 +45,7 @@ def test_store_outage_answers_503_then_recovers(make_moto_server: Any, make_depo
     assert "during.bin" not in [f["name"] for f in httpx.get(f"{server.url}/raw/").json()]
     outages = [r for r in log_records(server) if r["message"] == "backing service unavailable"]
     assert outages and "EndpointConnectionError" in outages[0]["error"]
+    assert "Traceback" not in server.log(), "an outage is one log line per request, no traceback"
     assert server.process.poll() is None, "depot serve must keep running"
 
     # The store comes back (moto restarts empty, so the bucket is created again).
