@@ -290,3 +290,14 @@ def test_round_trip_on_postgresql_and_s3(
         assert "hello-link" in listing
     finally:
         server.stop()
+
+
+def test_front_page_tells_how_to_use_the_cache_and_lists_paths(
+    nix: Nix, closure: Closure, nix_depot: DepotServer, signing_key: SecretKey
+) -> None:
+    nix("nix", "copy", "--to", f"{nix_depot.url}/nix", closure.app)
+    front = httpx.get(f"{nix_depot.url}/").text
+    assert f"substituters = {nix_depot.url}/nix" in front
+    assert f"trusted-public-keys = {signing_key.public_key()}" in front
+    browse = httpx.get(f"{nix_depot.url}/-/browse/nix", params={"q": Path(closure.lib).name}).text
+    assert closure.lib in browse

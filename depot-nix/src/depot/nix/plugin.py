@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import click
 from depot.core import Depot, Ecosystem, hookimpl
 from depot.core.database import Schema
+from starlette.requests import Request
 from starlette.routing import BaseRoute, Mount
 
 ECOSYSTEM = Ecosystem(name="nix", prefix="/nix", title="Nix binary cache")
@@ -38,6 +39,34 @@ def depot_startup(depot: Depot) -> None:
         from depot.nix.keys import load_secret_key
 
         load_secret_key(depot.settings.private_key)
+
+
+@hookimpl
+def depot_catalogs(depot: Depot) -> Sequence[object]:
+    from depot.nix.catalog import NixCatalog
+
+    return [NixCatalog(depot.context(ECOSYSTEM.name))]
+
+
+@hookimpl
+def depot_index_sections(depot: Depot, request: Request) -> Sequence[object]:
+    """How to point nix at this cache, with the public key when the depot signs."""
+    import html
+
+    from depot.core.pages import Section
+    from depot.nix.keys import Signer
+
+    cache = html.escape(depot.context(ECOSYSTEM.name).external_url(request))
+    lines = [f"substituters = {cache} https://cache.nixos.org"]
+    key = Signer(depot.settings.private_key).key if depot.settings.private_key else None
+    if key is not None:
+        lines.append(f"trusted-public-keys = {html.escape(str(key.public_key()))}")
+    body = (
+        "<p>nix.conf:</p><pre>" + "\n".join(lines) + "</pre>"
+        f"<pre>nix copy --to '{cache}?compression=zstd' ./result\n"
+        f"depot nix push {cache} --store-paths ./result</pre>"
+    )
+    return [Section("Nix", body)]
 
 
 @hookimpl
