@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-
 from depot.core import EcosystemContext
 from depot.core.catalog import CatalogEntry, CatalogStats
 from depot.nix import tables
