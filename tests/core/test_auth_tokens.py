@@ -238,3 +238,20 @@ def test_a_push_without_any_key_says_how_to_authenticate(no_agent_no_home):
         DepotError, match="requires authentication: pass --token, set DEPOT_AUTH_TOKEN"
     ):
         PushAuth("http://depot.test:8080").mint()
+
+
+@pytest.mark.parametrize("kind", ["not a key", "dsa"])
+def test_a_key_that_cannot_sign_is_a_one_line_error(kind, tmp_path, no_agent_no_home):
+    path = tmp_path / "key"
+    if kind == "dsa":
+        made = subprocess.run(
+            ["ssh-keygen", "-q", "-t", "dsa", "-N", "", "-f", str(path)], capture_output=True
+        )
+        if made.returncode != 0:
+            pytest.skip("this ssh-keygen no longer makes DSA keys")
+        message = "this key type cannot sign tokens"
+    else:
+        path.write_text("hello\n")
+        message = "is not an SSH private key"
+    with pytest.raises(DepotError, match=message):
+        mint_token(key_path=path)

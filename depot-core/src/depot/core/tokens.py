@@ -19,12 +19,14 @@ import os
 import re
 import threading
 import time
+import warnings
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from depot.core.errors import DepotError
@@ -117,11 +119,14 @@ def load_private_key_file(path: Path) -> SigningKey:
     private_key = None
     for loader in (serialization.load_ssh_private_key, serialization.load_pem_private_key):
         try:
-            private_key = loader(data, None)
+            with warnings.catch_warnings():
+                # DSA keys load with a deprecation warning; they are refused just below anyway.
+                warnings.simplefilter("ignore")
+                private_key = loader(data, None)
             break
         except TypeError:  # "private key is encrypted" from either loader
             raise PassphraseProtected(str(path)) from None
-        except (ValueError, serialization.UnsupportedAlgorithm):
+        except (ValueError, UnsupportedAlgorithm):
             continue
     if private_key is None:
         raise DepotError(f"{path} is not an SSH private key")
