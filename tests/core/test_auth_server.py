@@ -134,6 +134,8 @@ REFUSALS = [
     "three garbage parts",
     "other server's audience",
     "other scheme",
+    "issued in the future",
+    "no expiry",
 ]
 
 
@@ -150,6 +152,14 @@ def refused_headers(case, server, writer, outsider) -> dict[str, str]:
     if case == "expired":
         old = int(time.time()) - 7200
         return bearer(token_for(writer, server, iat=old, exp=old + 3600))
+    if case == "issued in the future":
+        later = int(time.time()) + 3600
+        return bearer(token_for(writer, server, iat=later, exp=later + 3600))
+    if case == "no expiry":
+        signing_key = run_sync(find_signing_key(writer.path))
+        claims = claims_for(signing_key, server.url, parse_duration("1h"))
+        del claims["exp"]
+        return bearer(run_sync(sign_token(signing_key, claims)))
     if case == "unknown key":
         return bearer(token_for(outsider, server))
     if case == "other server's audience":
