@@ -226,5 +226,15 @@ async def project_files(ctx: EcosystemContext, project: str) -> list[Mapping[str
     return list(await ctx.db.fetch_all(query.order_by(pypi_files.c.filename)))
 
 
+async def project_validator(ctx: EcosystemContext, project: str) -> tuple[int, str | None, int]:
+    """What changes whenever the project's page would: file count, newest upload, yanked count."""
+    query = sa.select(
+        sa.func.count(), sa.func.max(pypi_files.c.upload_time), sa.func.count(pypi_files.c.yanked)
+    ).where(pypi_files.c.project == project)
+    row = await ctx.db.fetch_one(query)
+    assert row is not None
+    return int(row[0]), row[1], int(row[2])
+
+
 def stored_fields(row: Mapping[str, Any]) -> dict[str, Any]:
     return json_value(row["fields"]) or {}
