@@ -151,20 +151,20 @@ async def test_ecosystems_keep_their_own_prefix(backend: tuple[BlobStore, Any]) 
         assert bucket.keys() == [f"npm/{key}", f"python/{key}"]
 
 
-async def test_s3_upload_memory_stays_near_one_part(s3_bucket: S3Bucket) -> None:
-    """A 48 MiB upload must not be held whole in memory: about one part is buffered at a time."""
+async def test_s3_upload_memory_stays_near_two_parts(s3_bucket: S3Bucket) -> None:
+    """An 80 MiB upload is never held whole: about two parts (one buffered, one in flight)."""
     store = await open_s3(s3_settings(**s3_bucket.options))
     tracemalloc.start()
     try:
         async with ScopedBlobStore(store, "eco").upload("huge") as upload:
-            for _ in range(48):
+            for _ in range(80):
                 await upload.write(os.urandom(MiB))
             await upload.commit()
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
         await store.close()
-    assert peak < 3 * PART_SIZE, f"peak {peak / MiB:.1f} MiB for a 48 MiB upload"
+    assert peak < 4 * PART_SIZE, f"peak {peak / MiB:.1f} MiB for an 80 MiB upload"
 
 
 async def test_s3_missing_bucket_is_one_line_config_error(s3_bucket: S3Bucket) -> None:

@@ -9,7 +9,8 @@ with a single ``PutObject`` at commit. A larger one is streamed as a multipart u
 completed there and copied server-side to its key (S3 has no rename), then the staging object is
 deleted. Leaving the upload without commit (verification failed, client went away, the store
 failed) aborts the multipart upload, so no partial object is ever visible, and uploads racing
-for one key never see each other's bytes. Memory per upload stays at about one part.
+for one key never see each other's bytes. Memory per upload stays at about two parts: one being
+filled while the previous one is sent.
 
 A process killed midway cannot abort: a bucket lifecycle rule (``AbortIncompleteMultipartUpload``
 and expiry of ``.staging/``, see depot-core/README.md) reclaims what it leaves; none of it is
@@ -19,6 +20,7 @@ ever visible under a depot key.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import secrets
@@ -42,7 +44,7 @@ log = logging.getLogger("depot.core.s3")
 
 #: Multipart part size (a part is sent once this much is buffered). S3 wants at least 5 MiB per
 #: part (but the last) and at most 10,000 parts, so one object can reach about 78 GiB; an upload
-#: holds about one part in memory, two while a part is being sent.
+#: holds about two parts in memory: one being filled while the previous one is sent.
 PART_SIZE = 8 * 1024 * 1024
 
 #: Downloads are read from the GET response in chunks this large.
@@ -89,6 +91,7 @@ class S3BlobUpload:
         self._staging = f"{STAGING_PREFIX}{secrets.token_hex(16)}"
         self._upload_id: str | None = None
         self._parts: list[dict[str, Any]] = []
+        self._in_flight: asyncio.Future[None] | None = None
         self._committed = False
 
     @property
@@ -129,14 +132,22 @@ class S3BlobUpload:
         return part
 
     async def _send_part(self) -> None:
-        """Hash and upload everything buffered as the next part."""
+        """Hash everything buffered and start uploading it as the next part.
+
+        One part is in flight while the next one is buffered, so receiving and sending overlap;
+        the previous part is awaited first, which keeps memory at about two parts.
+        """
+        await self._wait_for_part()
         part = await asyncio.to_thread(self._take_part)
         if self._upload_id is None:
             created = await self._store.call(
                 "create_multipart_upload", Bucket=self._store.bucket, Key=self._staging
             )
             self._upload_id = created["UploadId"]
-        number = len(self._parts) + 1
+        self._in_flight = asyncio.ensure_future(self._upload_part(len(self._parts) + 1, part))
+        self._parts.append({"PartNumber": len(self._parts) + 1})
+
+    async def _upload_part(self, number: int, part: bytes) -> None:
         uploaded = await self._store.call(
             "upload_part",
             Bucket=self._store.bucket,
@@ -145,7 +156,13 @@ class S3BlobUpload:
             PartNumber=number,
             Body=part,
         )
-        self._parts.append({"PartNumber": number, "ETag": uploaded["ETag"]})
+        self._parts[number - 1]["ETag"] = uploaded["ETag"]
+
+    async def _wait_for_part(self) -> None:
+        """Wait for the part in flight; its failure fails the upload."""
+        if self._in_flight is not None:
+            in_flight, self._in_flight = self._in_flight, None
+            await in_flight
 
     async def complete(self) -> None:
         await self._hash_buffer()
@@ -164,6 +181,7 @@ class S3BlobUpload:
         else:
             if self._chunks:
                 await self._send_part()
+            await self._wait_for_part()
             await store.call(
                 "complete_multipart_upload",
                 Bucket=store.bucket,
@@ -188,6 +206,9 @@ class S3BlobUpload:
     async def abort(self) -> None:
         """Drop the buffered bytes and any uploaded parts; a no-op after commit."""
         self._chunks, self._buffered, self._hashed = [], 0, 0
+        if self._in_flight is not None:
+            with contextlib.suppress(Exception):  # its failure is why we abort, or moot now
+                await self._wait_for_part()
         if self._upload_id is None or self._committed:
             return
         upload_id, self._upload_id = self._upload_id, None
