@@ -161,3 +161,35 @@ async def test_put_refuses_mismatches_and_traversal(
     response = await app_client.put(url, content=data, headers=headers)
     assert response.status_code == status
     await assert_nothing_stored(app_client, tmp_path)
+
+
+async def test_project_page_shows_a_new_upload_at_once_and_revalidates_by_etag(
+    app_client: httpx.AsyncClient, wheel_factory: Callable[..., Path]
+) -> None:
+    accept = {"Accept": "application/vnd.pypi.simple.v1+json"}
+    first = wheel_factory("demo", "1.0")
+    await app_client.put(f"/python/files/demo/{first.name}", content=first.read_bytes())
+    page = await app_client.get("/python/simple/demo/", headers=accept)
+    assert page.json()["versions"] == ["1.0"]
+    unchanged = await app_client.get("/python/simple/demo/", headers={**accept, "If-None-Match": page.headers["etag"]})
+    assert unchanged.status_code == 304
+
+    second = wheel_factory("demo", "1.1")
+    await app_client.put(f"/python/files/demo/{second.name}", content=second.read_bytes())
+    changed = await app_client.get("/python/simple/demo/", headers={**accept, "If-None-Match": page.headers["etag"]})
+    assert changed.status_code == 200 and changed.json()["versions"] == ["1.0", "1.1"]
+    html = await app_client.get("/python/simple/demo/", headers={"Accept": "text/html"})
+    assert html.headers["etag"] != changed.headers["etag"] and second.name in html.text
+
+
+async def test_browse_page_and_front_page_show_projects(
+    app_client: httpx.AsyncClient, wheel_factory: Callable[..., Path]
+) -> None:
+    for version in ("1.0", "1.10", "1.9"):
+        wheel = wheel_factory("demo-tool", version)
+        await app_client.put(f"/python/files/demo-tool/{wheel.name}", content=wheel.read_bytes())
+    browse = await app_client.get("/-/browse/pypi", params={"q": "TOOL"})
+    assert browse.status_code == 200
+    assert "demo-tool" in browse.text and "1.0, 1.9, 1.10" in browse.text
+    front = await app_client.get("/")
+    assert "pip install --index-url http://depot.test/python/simple/" in front.text

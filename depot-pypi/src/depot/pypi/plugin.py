@@ -42,6 +42,13 @@ def depot_commands() -> Sequence[click.Command]:
 
 
 @hookimpl
+def depot_catalogs(depot: Depot) -> Sequence[object]:
+    from depot.pypi.catalog import PypiCatalog
+
+    return [PypiCatalog(depot.context(ECOSYSTEM.name))]
+
+
+@hookimpl
 def depot_index_sections(depot: Depot, request: Request) -> Sequence[object]:
     from depot.core.pages import Section
 
