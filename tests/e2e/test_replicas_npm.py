@@ -85,3 +85,31 @@ def test_npm_install_through_one_replica_of_what_was_published_through_the_other
     assert installed.read_text() == 'module.exports = "2.1.0";\n'
     lock = json.loads((project / "package-lock.json").read_text())
     assert lock["packages"]["node_modules/crossing"]["resolved"].startswith(f"{b.url}/npm/")
+
+
+def test_what_one_replica_has_served_follows_changes_made_through_the_other(
+    make_replicas: Any, tmp_path: Path
+) -> None:
+    """B renders (and may cache) the packument; publish, dist-tag and unpublish through A show at once."""
+    a, b = make_replicas(2)
+    via_a, via_b = f"{a.url}/npm/", f"{b.url}/npm/"
+
+    def view_through_b(field: str) -> Any:
+        value = json.loads(npm(tmp_path / "viewer", via_b, "view", "followed", field, "--json").stdout)
+        return [value] if field == "versions" and isinstance(value, str) else value  # npm unwraps one
+
+    npm(tmp_path / "publisher", via_a, "publish", cwd=package(tmp_path / "src", "followed", "1.0.0"))
+    assert view_through_b("versions") == ["1.0.0"]
+    tarball = f"{b.url}/npm/followed/-/followed-1.0.0.tgz"
+    assert httpx.get(tarball).status_code == 200
+
+    npm(tmp_path / "publisher", via_a, "publish", cwd=package(tmp_path / "src", "followed", "1.1.0"))
+    assert view_through_b("versions") == ["1.0.0", "1.1.0"]
+    assert view_through_b("dist-tags")["latest"] == "1.1.0"
+
+    npm(tmp_path / "publisher", via_a, "dist-tag", "add", "followed@1.0.0", "stable")
+    assert view_through_b("dist-tags")["stable"] == "1.0.0"
+
+    npm(tmp_path / "publisher", via_a, "unpublish", "followed@1.0.0")
+    assert view_through_b("versions") == ["1.1.0"]
+    assert httpx.get(tarball).status_code == 404

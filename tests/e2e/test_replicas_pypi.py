@@ -93,3 +93,27 @@ def test_concurrent_uploads_through_both_then_uv_installs(
         env=env,
     )  # fmt: skip
     assert (target / "replica_demo.py").read_text() == "VERSION = '1.0'\n"
+
+
+def test_project_page_served_by_one_replica_follows_uploads_through_the_other(
+    make_replicas: Any, dists: list[Path], tmp_path: Path
+) -> None:
+    """B renders (and may cache) the page with the sdist; the wheel uploaded through A shows at once."""
+    a, b = make_replicas(2)
+    env = client_env(tmp_path)
+    sdist = next(d for d in dists if d.name.endswith(".tar.gz"))
+    wheel = next(d for d in dists if d.name.endswith(".whl"))
+    twine_upload(a.url, [sdist], env)
+    formats = ("text/html", "application/vnd.pypi.simple.v1+json")
+    etags = {}
+    for accept in formats:
+        first = httpx.get(f"{b.url}/python/simple/replica-demo/", headers={"Accept": accept})
+        assert sdist.name in first.text and wheel.name not in first.text
+        etags[accept] = first.headers.get("etag", "")
+    twine_upload(a.url, [wheel], env)
+    for accept in formats:
+        again = httpx.get(
+            f"{b.url}/python/simple/replica-demo/",
+            headers={"Accept": accept, "If-None-Match": etags[accept]},
+        )
+        assert again.status_code == 200 and wheel.name in again.text
