@@ -22,14 +22,6 @@ from depot.core.testing import run
 pytest.importorskip("depot.nix.signing", reason="depot-nix is not installed")
 from depot.nix.signing import SecretKey  # noqa: E402
 
-# Found by these tests: on PostgreSQL, GET /nix/nar/... answers 500 because
-# depot.nix.store.nar_is_published selects an untyped bind (sa.select(sa.literal(1))), which
-# PostgreSQL types as text (asyncpg: "invalid input for query argument $2: 1 (expected str, got
-# int)"). Selecting a column instead fixes it (checked: both tests pass with that change).
-pytestmark = pytest.mark.xfail(
-    reason="depot-nix nar_is_published sends an untyped literal that PostgreSQL rejects (500)"
-)
-
 NIX_CONFIG = "\n".join(
     [
         "substituters =",
