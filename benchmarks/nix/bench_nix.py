@@ -101,8 +101,17 @@ def write_nar(path: Path, size: int, compress: bool) -> tuple[Hash, int, Hash, i
     )
 
 
+def _rss(pid: int, field: str) -> int:
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    m = re.search(rf"^{field}:\s+(\d+) kB", text, re.M)
+    return int(m.group(1)) * 1024 if m else 0
+
+
 class Depot:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, workers: int = 1) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         key = SecretKey.generate("bench-1")
@@ -111,7 +120,8 @@ class Depot:
         self.log = open(tmp / "depot.log", "wb")  # noqa: SIM115
         self.process = subprocess.Popen(
             [sys.executable, "-m", "depot.core", "serve", "--listen-addr", f"127.0.0.1:{self.port}",
-             "--store-path", str(self.store), "--private-key", str(tmp / "key")],
+             "--store-path", str(self.store), "--private-key", str(tmp / "key"),
+             "--workers", str(workers)],
             stdout=self.log, stderr=self.log,
         )  # fmt: skip
         for _ in range(300):
@@ -127,15 +137,12 @@ class Depot:
     def _watch_rss(self) -> None:
         while not self._stop.is_set():
             self.peak_rss = max(self.peak_rss, self.rss("VmHWM"))
+            for child in children(self.process.pid):  # --workers N: each worker's own peak
+                self.peak_rss = max(self.peak_rss, _rss(child, "VmHWM"))
             time.sleep(0.05)
 
     def rss(self, field: str = "VmRSS") -> int:
-        try:
-            text = Path(f"/proc/{self.process.pid}/status").read_text()
-        except OSError:
-            return 0
-        m = re.search(rf"^{field}:\s+(\d+) kB", text, re.M)
-        return int(m.group(1)) * 1024 if m else 0
+        return _rss(self.process.pid, field)
 
     def stop(self) -> None:
         self._stop.set()
@@ -144,13 +151,13 @@ class Depot:
 
 
 class Nginx:
-    def __init__(self, tmp: Path, root: Path) -> None:
+    def __init__(self, tmp: Path, root: Path, workers: int = 1) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         conf = tmp / "nginx.conf"
         conf.write_text(f"""
 user root;
-worker_processes 1;
+worker_processes {workers};
 pid {tmp}/nginx.pid;
 error_log {tmp}/nginx-error.log;
 events {{ worker_connections 1024; }}
@@ -249,6 +256,9 @@ def main() -> None:
     parser.add_argument("--upload-mib", type=int, default=1024)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument(
+        "--workers", type=int, default=1, help="depot serve --workers and nginx worker_processes"
+    )
     args = parser.parse_args()
     for tool in ("curl", "wrk", "/usr/sbin/nginx"):
         if shutil.which(tool) is None:
@@ -256,7 +266,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="depot-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        depot = Depot(tmp)
+        depot = Depot(tmp, args.workers)
         nginx = None
         try:
             print(f"making a {args.nar_mib} MiB NAR ...", flush=True)
@@ -278,11 +288,11 @@ def main() -> None:
             served = httpx.get(f"{depot.url}/nix/{hash_part}.narinfo").text
             (root / "nix" / f"{hash_part}.narinfo").write_text(served)
             nar_file.unlink()
-            nginx = Nginx(tmp, root)
+            nginx = Nginx(tmp, root, args.workers)
 
             print("download throughput (curl, median of runs):", flush=True)
             # CPU seconds per GiB served do not depend on what else loads the machine.
-            depot_pids = [depot.process.pid]
+            depot_pids = [depot.process.pid, *children(depot.process.pid)]
             nginx_pids = [nginx.process.pid, *children(nginx.process.pid)]
             served_gib = (args.runs + 1) * args.nar_mib / 1024
             cpu = cpu_seconds(depot_pids)
