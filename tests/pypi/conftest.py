@@ -124,7 +124,7 @@ class Clients:
             "NO_COLOR": "1",
         }
 
-    def twine_upload(self, depot_url: str, files: list[Path], check: bool = True) -> subprocess.CompletedProcess[str]:
+    def twine_upload(self, depot_url: str, files: list[Path | str], check: bool = True) -> subprocess.CompletedProcess[str]:
         return run(
             [
                 TWINE, "upload", "--repository-url", f"{depot_url}/python/",
