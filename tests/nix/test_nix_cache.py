@@ -301,3 +301,29 @@ def test_front_page_tells_how_to_use_the_cache_and_lists_paths(
     assert f"trusted-public-keys = {signing_key.public_key()}" in front
     browse = httpx.get(f"{nix_depot.url}/-/browse/nix", params={"q": Path(closure.lib).name}).text
     assert closure.lib in browse
+
+
+BIG_NIX = """derivation {
+  name = "depot-test-big-NONCE";
+  system = builtins.currentSystem;
+  builder = "/bin/sh";
+  args = [ "-c" "/bin/mkdir $out; /bin/dd if=/dev/urandom of=$out/blob bs=1M count=3 2>/dev/null; echo NONCE > $out/tag" ];
+}
+"""
+
+
+def test_a_path_of_several_mebibytes_round_trips(
+    nix: Nix, nix_depot: DepotServer, signing_key: SecretKey, tmp_path: Path
+) -> None:
+    """Bigger than one chunk, so upload, verification and download all go in several pieces."""
+    expression = tmp_path / "big.nix"
+    expression.write_text(BIG_NIX.replace("NONCE", tmp_path.name))
+    big = nix("nix-build", str(expression), "--no-out-link").stdout.strip()
+    cache = f"{nix_depot.url}/nix"
+    nix("nix", "copy", "--to", f"{cache}?compression=xz", big)
+    fresh = tmp_path / "fresh"
+    nix(
+        "nix", "copy", "--option", "trusted-public-keys", str(signing_key.public_key()),
+        "--from", cache, "--to", str(fresh), big,
+    )  # fmt: skip
+    assert same_tree(Path(big), chroot_path(fresh, big))
