@@ -88,7 +88,8 @@ class Depot:
         self.settings = settings
         self.plugins = plugins
         self.ecosystems: dict[str, Ecosystem] = {}
-        for declared in plugins.hook.depot_ecosystems():
+        # pluggy answers last-registered first; keep the order plugins were registered in.
+        for declared in reversed(plugins.hook.depot_ecosystems()):
             for ecosystem in declared or ():
                 if ecosystem.name in self.ecosystems:
                     raise ConfigError(f"two plugins declare the ecosystem {ecosystem.name!r}")
@@ -115,7 +116,7 @@ class Depot:
     def catalogs(self) -> list[Catalog]:
         """The ecosystems' catalogs (for pages and gauges), collected once."""
         if self._catalogs is None:
-            found = self.plugins.hook.depot_catalogs(depot=self)
+            found = reversed(self.plugins.hook.depot_catalogs(depot=self))
             self._catalogs = [c for catalogs in found for c in catalogs or ()]
         return self._catalogs
 
@@ -281,7 +282,7 @@ def create_app(*, plugins: Plugins | None = None, **options: Any) -> Starlette:
     ]
     if not settings.metrics_listen_addr:
         routes.append(Route("/metrics", metrics_endpoint, methods=["GET"]))
-    for contributed in plugins.hook.depot_routes(depot=depot):
+    for contributed in reversed(plugins.hook.depot_routes(depot=depot)):
         routes.extend(contributed or ())
 
     @asynccontextmanager

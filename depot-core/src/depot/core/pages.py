@@ -82,7 +82,7 @@ def _entry_rows(entries: Iterable[CatalogEntry], base: str) -> str:
 
 async def _sections(depot: Depot, request: Request) -> list[Section]:
     sections: list[Section] = []
-    for result in depot.plugins.hook.depot_index_sections(depot=depot, request=request):
+    for result in reversed(depot.plugins.hook.depot_index_sections(depot=depot, request=request)):
         if inspect.isawaitable(result):
             result = await result
         sections.extend(result or ())
