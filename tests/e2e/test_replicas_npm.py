@@ -58,8 +58,10 @@ def test_concurrent_publish_of_versions_through_both_replicas_keeps_every_versio
     versions = [f"1.0.{i}" for i in range(6)]
 
     def publish(i: int) -> None:
+        # A tag of its own each: npm refuses to move "latest" below a higher version, and the
+        # tags written concurrently through both replicas must all survive too.
         folder = package(tmp_path / "src", "replicated", versions[i])
-        npm(tmp_path / f"home-{i}", registries[i % 2], "publish", cwd=folder)
+        npm(tmp_path / f"home-{i}", registries[i % 2], "publish", "--tag", f"line-{i}", cwd=folder)
 
     with ThreadPoolExecutor(len(versions)) as pool:
         list(pool.map(publish, range(len(versions))))
@@ -68,8 +70,9 @@ def test_concurrent_publish_of_versions_through_both_replicas_keeps_every_versio
         listed = json.loads(npm(tmp_path / "viewer", registry, "view", "replicated", "versions", "--json").stdout)
         assert sorted(listed) == versions, registry
     packument = httpx.get(f"{a.url}/npm/replicated").json()
-    assert packument["dist-tags"]["latest"] in versions
     assert sorted(packument["versions"]) == versions
+    tags = packument["dist-tags"]
+    assert all(tags[f"line-{i}"] == version for i, version in enumerate(versions)), tags
 
 
 def test_npm_install_through_one_replica_of_what_was_published_through_the_other(
