@@ -106,7 +106,9 @@ def big_package(count: int) -> list[tuple[str, str, dict[str, Any]]]:
 
 
 class Server:
-    def __init__(self, name: str, registry: str, process: subprocess.Popen[bytes], health: str) -> None:
+    def __init__(
+        self, name: str, registry: str, process: subprocess.Popen[bytes], health: str
+    ) -> None:
         self.name, self.registry, self.process, self.health = name, registry, process, health
 
     def wait(self, timeout: float = 60) -> Server:
@@ -139,7 +141,9 @@ def start_depot(work: Path) -> Server:
          "--store-path", str(work / "depot-store")],
         stdout=log, stderr=log,
     )  # fmt: skip
-    return Server("depot", f"http://127.0.0.1:{port}/npm", process, f"http://127.0.0.1:{port}/-/health").wait()
+    return Server(
+        "depot", f"http://127.0.0.1:{port}/npm", process, f"http://127.0.0.1:{port}/-/health"
+    ).wait()
 
 
 def install_verdaccio(directory: Path) -> Path:
@@ -170,12 +174,18 @@ def start_verdaccio(binary: Path, work: Path) -> Server:
     )
     log = open(work / "verdaccio.log", "wb")  # noqa: SIM115
     process = subprocess.Popen(
-        [str(binary), "--config", str(config), "--listen", f"127.0.0.1:{port}"], stdout=log, stderr=log
+        [str(binary), "--config", str(config), "--listen", f"127.0.0.1:{port}"],
+        stdout=log,
+        stderr=log,
     )
-    return Server("verdaccio", f"http://127.0.0.1:{port}", process, f"http://127.0.0.1:{port}/-/ping").wait()
+    return Server(
+        "verdaccio", f"http://127.0.0.1:{port}", process, f"http://127.0.0.1:{port}/-/ping"
+    ).wait()
 
 
-async def publish_all(registry: str, packages: list[tuple[str, str, dict[str, Any]]], concurrency: int) -> None:
+async def publish_all(
+    registry: str, packages: list[tuple[str, str, dict[str, Any]]], concurrency: int
+) -> None:
     limit = asyncio.Semaphore(concurrency)
     headers = {"Authorization": "Bearer bench", "Content-Type": "application/json"}
     async with aiohttp.ClientSession() as session:
@@ -183,9 +193,13 @@ async def publish_all(registry: str, packages: list[tuple[str, str, dict[str, An
         async def one(name: str, version: str, fields: dict[str, Any]) -> None:
             async with limit:
                 body = json.dumps(publish_document(name, version, fields))
-                async with session.put(f"{registry}/{name.replace('/', '%2f')}", data=body, headers=headers) as r:
+                async with session.put(
+                    f"{registry}/{name.replace('/', '%2f')}", data=body, headers=headers
+                ) as r:
                     if r.status >= 300:
-                        raise RuntimeError(f"publish {name}@{version} to {registry}: {r.status} {await r.text()}")
+                        raise RuntimeError(
+                            f"publish {name}@{version} to {registry}: {r.status} {await r.text()}"
+                        )
 
         await asyncio.gather(*(one(*p) for p in packages))
 
@@ -213,7 +227,9 @@ def npm_install(registry: str, work: Path, label: str) -> float:
     project = work / f"project-{label}"
     shutil.rmtree(project, ignore_errors=True)
     project.mkdir()
-    (project / "package.json").write_text(json.dumps({"name": "p", "version": "0.0.0", "dependencies": {"bench-root": "1.0.0"}}))
+    (project / "package.json").write_text(
+        json.dumps({"name": "p", "version": "0.0.0", "dependencies": {"bench-root": "1.0.0"}})
+    )
     cache = work / f"npm-cache-{label}"
     shutil.rmtree(cache, ignore_errors=True)
     env = {k: v for k, v in os.environ.items() if not k.lower().startswith("npm_config_")}
@@ -223,7 +239,9 @@ def npm_install(registry: str, work: Path, label: str) -> float:
     subprocess.run(["npm", "install", "--registry", registry + "/"], cwd=project, env=env, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     elapsed = time.perf_counter() - started
-    count = len([p for p in json.loads((project / "package-lock.json").read_text())["packages"] if p])
+    count = len(
+        [p for p in json.loads((project / "package-lock.json").read_text())["packages"] if p]
+    )
     assert count == 60, count
     return elapsed
 
@@ -234,7 +252,7 @@ def main() -> None:
     parser.add_argument("--versions", type=int, default=1000)
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--installs", type=int, default=3)
+    parser.add_argument("--installs", type=int, default=5)
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="depot-npm-bench-"))
@@ -255,7 +273,10 @@ def main() -> None:
                 rate, size = asyncio.run(request_rate(f"{server.registry}/bench-big", accept, args.requests,
                                                       args.concurrency))  # fmt: skip
                 results[server.name][f"packument_{form}_rps"] = rate
-                print(f"{server.name}: {form} packument ({size / 1e3:.0f} kB): {rate:.1f} req/s", file=sys.stderr)
+                print(
+                    f"{server.name}: {form} packument ({size / 1e3:.0f} kB): {rate:.1f} req/s",
+                    file=sys.stderr,
+                )
 
         times: dict[str, list[float]] = {s.name: [] for s in servers}
         for run in range(args.installs):
@@ -267,12 +288,18 @@ def main() -> None:
                   f"{', '.join(f'{t:.2f}' for t in times[server.name])} s", file=sys.stderr)  # fmt: skip
 
         depot, verdaccio = results["depot"], results["verdaccio"]
-        print("\nmetric                               depot    verdaccio   ratio (depot better > 1)")
+        print(
+            "\nmetric                               depot    verdaccio   ratio (depot better > 1)"
+        )
         for key in ("packument_abbreviated_rps", "packument_full_rps"):
-            print(f"{key:<34} {depot[key]:>8.1f} {verdaccio[key]:>10.1f}   {depot[key] / verdaccio[key]:.2f}x")
+            print(
+                f"{key:<34} {depot[key]:>8.1f} {verdaccio[key]:>10.1f}   {depot[key] / verdaccio[key]:.2f}x"
+            )
         key = "install_s"
-        print(f"{'npm install 60 pkgs, median s':<34} {depot[key]:>8.2f} {verdaccio[key]:>10.2f}   "
-              f"{verdaccio[key] / depot[key]:.2f}x")
+        print(
+            f"{'npm install 60 pkgs, median s':<34} {depot[key]:>8.2f} {verdaccio[key]:>10.2f}   "
+            f"{verdaccio[key] / depot[key]:.2f}x"
+        )
     finally:
         for server in servers:
             server.stop()

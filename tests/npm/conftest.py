@@ -17,7 +17,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-
 from depot.core.testing import run
 
 NPM = shutil.which("npm")
@@ -57,7 +56,9 @@ class Npm:
     ) -> subprocess.CompletedProcess[str]:
         assert NPM is not None
         cwd = cwd or self.home
-        return run([NPM, *args, "--registry", registry], cwd=cwd, env=self.env(registry), check=check)
+        return run(
+            [NPM, *args, "--registry", registry], cwd=cwd, env=self.env(registry), check=check
+        )
 
 
 @pytest.fixture
@@ -87,12 +88,19 @@ def make_package(tmp_path: Path) -> Callable[..., Path]:
     return make
 
 
-def make_tgz(name: str, version: str, *, manifest: dict[str, Any] | None = None, root: str = "package") -> bytes:
+def make_tgz(
+    name: str, version: str, *, manifest: dict[str, Any] | None = None, root: str = "package"
+) -> bytes:
     """A gzipped npm tarball built in memory (for bad-input tests that bypass npm)."""
-    body = json.dumps(manifest if manifest is not None else {"name": name, "version": version}).encode()
+    body = json.dumps(
+        manifest if manifest is not None else {"name": name, "version": version}
+    ).encode()
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w:gz") as tar:
-        for path, data in ((f"{root}/package.json", body), (f"{root}/index.js", b"module.exports = 1;\n")):
+        for path, data in (
+            (f"{root}/package.json", body),
+            (f"{root}/index.js", b"module.exports = 1;\n"),
+        ):
             info = tarfile.TarInfo(path)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))

@@ -10,7 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from depot.core import create_app
 
 from .conftest import make_tgz, publish_body  # noqa: TID252 - test helpers
@@ -21,7 +20,9 @@ ABBREVIATED = "application/vnd.npm.install-v1+json; q=1.0, application/json; q=0
 async def put_publish(client: httpx.AsyncClient, name: str, body: Any) -> httpx.Response:
     escaped = name.replace("/", "%2f")
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return await client.put(f"/npm/{escaped}", content=content, headers={"content-type": "application/json"})
+    return await client.put(
+        f"/npm/{escaped}", content=content, headers={"content-type": "application/json"}
+    )
 
 
 def stored_tarballs(store: Path) -> list[Path]:
@@ -30,7 +31,9 @@ def stored_tarballs(store: Path) -> list[Path]:
 
 async def test_packument_forms_etag_and_scoped_spellings(app_client: httpx.AsyncClient) -> None:
     tgz = make_tgz("@s/p", "1.0.0")
-    assert (await put_publish(app_client, "@s/p", publish_body("@s/p", "1.0.0", tgz))).status_code == 201
+    assert (
+        await put_publish(app_client, "@s/p", publish_body("@s/p", "1.0.0", tgz))
+    ).status_code == 201
 
     full = await app_client.get("/npm/@s%2fp")
     assert full.status_code == 200 and full.headers["content-type"].startswith("application/json")
@@ -47,11 +50,15 @@ async def test_packument_forms_etag_and_scoped_spellings(app_client: httpx.Async
     assert dist["shasum"] == hashlib.sha1(tgz).hexdigest()  # noqa: S324
 
     etag = abbreviated.headers["etag"]
-    cached = await app_client.get("/npm/@s%2fp", headers={"accept": ABBREVIATED, "if-none-match": etag})
+    cached = await app_client.get(
+        "/npm/@s%2fp", headers={"accept": ABBREVIATED, "if-none-match": etag}
+    )
     assert cached.status_code == 304
     tgz2 = make_tgz("@s/p", "1.1.0")
     await put_publish(app_client, "@s/p", publish_body("@s/p", "1.1.0", tgz2))
-    changed = await app_client.get("/npm/@s%2fp", headers={"accept": ABBREVIATED, "if-none-match": etag})
+    changed = await app_client.get(
+        "/npm/@s%2fp", headers={"accept": ABBREVIATED, "if-none-match": etag}
+    )
     assert changed.status_code == 200 and changed.headers["etag"] != etag
     assert changed.json()["modified"] >= document["modified"]
 
@@ -65,14 +72,21 @@ async def test_tarballs_are_served_as_stored(app_client: httpx.AsyncClient) -> N
     assert got.content == tgz and "content-encoding" not in got.headers
     version = await app_client.get("/npm/p/latest")
     assert version.json()["version"] == "1.0.0"
-    assert (await app_client.get("/npm/p/1.0.0")).json()["dist"]["tarball"].endswith("/npm/p/-/p-1.0.0.tgz")
+    assert (
+        (await app_client.get("/npm/p/1.0.0"))
+        .json()["dist"]["tarball"]
+        .endswith("/npm/p/-/p-1.0.0.tgz")
+    )
     assert (await app_client.get("/npm/p/-/p-9.9.9.tgz")).status_code == 404
 
 
 async def test_tarball_urls_follow_the_host_the_client_used(app_client: httpx.AsyncClient) -> None:
     await put_publish(app_client, "p", publish_body("p", "1.0.0", make_tgz("p", "1.0.0")))
     doc = (await app_client.get("/npm/p", headers={"host": "mirror.example:8443"})).json()
-    assert doc["versions"]["1.0.0"]["dist"]["tarball"] == "http://mirror.example:8443/npm/p/-/p-1.0.0.tgz"
+    assert (
+        doc["versions"]["1.0.0"]["dist"]["tarball"]
+        == "http://mirror.example:8443/npm/p/-/p-1.0.0.tgz"
+    )
 
 
 async def test_base_url_overrides_the_request(tmp_path: Path) -> None:
@@ -82,7 +96,10 @@ async def test_base_url_overrides_the_request(tmp_path: Path) -> None:
         await put_publish(client, "p", publish_body("p", "1.0.0", make_tgz("p", "1.0.0")))
         doc = (await client.get("/npm/p")).json()
     await app.state.depot.shutdown()
-    assert doc["versions"]["1.0.0"]["dist"]["tarball"] == "https://depot.example.com/root/npm/p/-/p-1.0.0.tgz"
+    assert (
+        doc["versions"]["1.0.0"]["dist"]["tarball"]
+        == "https://depot.example.com/root/npm/p/-/p-1.0.0.tgz"
+    )
 
 
 def _bad_publishes() -> list[Any]:
@@ -91,7 +108,9 @@ def _bad_publishes() -> list[Any]:
     wrong_version = make_tgz("p", "1.0.0", manifest={"name": "p", "version": "2.0.0"})
     good = publish_body("p", "1.0.0", tgz)
     mismatch = publish_body("p", "1.0.0", tgz)
-    mismatch["versions"]["1.0.0"]["dist"]["integrity"] = publish_body("p", "1.0.0", b"x")["versions"]["1.0.0"]["dist"]["integrity"]
+    mismatch["versions"]["1.0.0"]["dist"]["integrity"] = publish_body("p", "1.0.0", b"x")[
+        "versions"
+    ]["1.0.0"]["dist"]["integrity"]
     bad_shasum = publish_body("p", "1.0.0", tgz)
     bad_shasum["versions"]["1.0.0"]["dist"]["shasum"] = "0" * 40
     no_hashes = publish_body("p", "1.0.0", tgz)
@@ -107,12 +126,24 @@ def _bad_publishes() -> list[Any]:
         pytest.param("p", no_hashes, 400, id="no-hashes"),
         pytest.param("p", garbage, 400, id="not-a-tarball"),
         pytest.param("p", bad_b64, 400, id="bad-base64"),
-        pytest.param("p", publish_body("p", "1.0.0", other), 400, id="tarball-names-another-package"),
-        pytest.param("p", publish_body("p", "1.0.0", wrong_version), 400, id="tarball-names-another-version"),
-        pytest.param("P", publish_body("P", "1.0.0", make_tgz("P", "1.0.0")), 400, id="capital-name"),
-        pytest.param(".p", publish_body(".p", "1.0.0", make_tgz(".p", "1.0.0")), 400, id="dot-name"),
-        pytest.param("p", publish_body("p", "1.0", make_tgz("p", "1.0")), 400, id="non-semver-version"),
-        pytest.param("p", publish_body("p", "v1.0.0", make_tgz("p", "v1.0.0")), 400, id="v-prefixed-version"),
+        pytest.param(
+            "p", publish_body("p", "1.0.0", other), 400, id="tarball-names-another-package"
+        ),
+        pytest.param(
+            "p", publish_body("p", "1.0.0", wrong_version), 400, id="tarball-names-another-version"
+        ),
+        pytest.param(
+            "P", publish_body("P", "1.0.0", make_tgz("P", "1.0.0")), 400, id="capital-name"
+        ),
+        pytest.param(
+            ".p", publish_body(".p", "1.0.0", make_tgz(".p", "1.0.0")), 400, id="dot-name"
+        ),
+        pytest.param(
+            "p", publish_body("p", "1.0", make_tgz("p", "1.0")), 400, id="non-semver-version"
+        ),
+        pytest.param(
+            "p", publish_body("p", "v1.0.0", make_tgz("p", "v1.0.0")), 400, id="v-prefixed-version"
+        ),
         pytest.param("q", good, 400, id="document-names-another-package"),
         pytest.param("p", {**good, "dist-tags": {"1.x": "1.0.0"}}, 400, id="range-as-tag"),
     ]
@@ -134,7 +165,9 @@ async def test_bad_publishes_are_refused_and_nothing_is_stored(
     ["/npm/..%2f..%2fetc%2fpasswd", "/npm/p/-/..%2f..%2fx.tgz", "/npm/@s%2f..", "/npm/p/-/q-1.0.0.tgz",
      "/npm/p/..%2f1.0.0"],
 )  # fmt: skip
-async def test_traversal_is_refused(app_client: httpx.AsyncClient, tmp_path: Path, path: str) -> None:
+async def test_traversal_is_refused(
+    app_client: httpx.AsyncClient, tmp_path: Path, path: str
+) -> None:
     await put_publish(app_client, "p", publish_body("p", "1.0.0", make_tgz("p", "1.0.0")))
     for method in ("GET", "PUT"):
         response = await app_client.request(method, path, content=make_tgz("p", "1.0.0"))
@@ -144,8 +177,12 @@ async def test_traversal_is_refused(app_client: httpx.AsyncClient, tmp_path: Pat
 
 async def test_a_published_version_is_never_replaced(app_client: httpx.AsyncClient) -> None:
     first = make_tgz("p", "1.0.0")
-    second = make_tgz("p", "1.0.0", manifest={"name": "p", "version": "1.0.0", "description": "new"})
-    assert (await put_publish(app_client, "p", publish_body("p", "1.0.0", first))).status_code == 201
+    second = make_tgz(
+        "p", "1.0.0", manifest={"name": "p", "version": "1.0.0", "description": "new"}
+    )
+    assert (
+        await put_publish(app_client, "p", publish_body("p", "1.0.0", first))
+    ).status_code == 201
     again = await put_publish(app_client, "p", publish_body("p", "1.0.0", second))
     assert again.status_code == 409 and "previously published" in again.json()["error"]
     assert (await app_client.get("/npm/p/-/p-1.0.0.tgz")).content == first
@@ -153,10 +190,15 @@ async def test_a_published_version_is_never_replaced(app_client: httpx.AsyncClie
     assert pushed.status_code == 409
 
 
-async def test_concurrent_publishes_of_different_versions_keep_all(app_client: httpx.AsyncClient) -> None:
+async def test_concurrent_publishes_of_different_versions_keep_all(
+    app_client: httpx.AsyncClient,
+) -> None:
     versions = [f"1.{i}.0" for i in range(12)]
     responses = await asyncio.gather(
-        *(put_publish(app_client, "busy", publish_body("busy", v, make_tgz("busy", v))) for v in versions)
+        *(
+            put_publish(app_client, "busy", publish_body("busy", v, make_tgz("busy", v)))
+            for v in versions
+        )
     )
     assert [r.status_code for r in responses] == [201] * len(versions)
     document = (await app_client.get("/npm/busy")).json()
@@ -164,20 +206,26 @@ async def test_concurrent_publishes_of_different_versions_keep_all(app_client: h
     assert document["dist-tags"]["latest"] == "1.11.0"
 
 
-async def test_push_api_verifies_the_version_document_against_the_tarball(app_client: httpx.AsyncClient) -> None:
+async def test_push_api_verifies_the_version_document_against_the_tarball(
+    app_client: httpx.AsyncClient,
+) -> None:
     tgz = make_tgz("@s/pushed", "2.0.0")
     manifest = publish_body("@s/pushed", "2.0.0", tgz)["versions"]["2.0.0"]
     early = await app_client.put("/npm/@s%2fpushed/2.0.0", json=manifest)
     assert early.status_code == 400  # no tarball yet
     assert (await app_client.head("/npm/@s/pushed/-/pushed-2.0.0.tgz")).status_code == 404
-    assert (await app_client.put("/npm/@s/pushed/-/pushed-2.0.0.tgz", content=tgz)).status_code == 201
+    assert (
+        await app_client.put("/npm/@s/pushed/-/pushed-2.0.0.tgz", content=tgz)
+    ).status_code == 201
     lying = json.loads(json.dumps(manifest))
     lying["dist"]["shasum"] = "1" * 40
     lying["dist"]["integrity"] = None
     assert (await app_client.put("/npm/@s%2fpushed/2.0.0", json=lying)).status_code == 400
     assert (await app_client.head("/npm/@s%2fpushed/2.0.0")).status_code == 404
     assert (await app_client.put("/npm/@s%2fpushed/2.0.0", json=manifest)).status_code == 201
-    assert (await app_client.put("/npm/@s%2fpushed/2.0.0", json=manifest)).status_code == 200  # resumed push
+    assert (
+        await app_client.put("/npm/@s%2fpushed/2.0.0", json=manifest)
+    ).status_code == 200  # resumed push
     assert (await app_client.head("/npm/@s%2fpushed/2.0.0")).status_code == 200
 
 
@@ -185,8 +233,13 @@ async def test_dist_tag_api(app_client: httpx.AsyncClient) -> None:
     for version in ("1.0.0", "2.0.0"):
         await put_publish(app_client, "t", publish_body("t", version, make_tgz("t", version)))
     assert (await app_client.put("/npm/-/package/t/dist-tags/old", json="1.0.0")).status_code == 200
-    assert (await app_client.get("/npm/-/package/t/dist-tags")).json() == {"latest": "2.0.0", "old": "1.0.0"}
-    assert (await app_client.put("/npm/-/package/t/dist-tags/future", json="9.0.0")).status_code == 404
+    assert (await app_client.get("/npm/-/package/t/dist-tags")).json() == {
+        "latest": "2.0.0",
+        "old": "1.0.0",
+    }
+    assert (
+        await app_client.put("/npm/-/package/t/dist-tags/future", json="9.0.0")
+    ).status_code == 404
     assert (await app_client.put("/npm/-/package/t/dist-tags/1.x", json="1.0.0")).status_code == 400
     assert (await app_client.delete("/npm/-/package/t/dist-tags/old")).status_code == 200
     assert (await app_client.get("/npm/-/package/t/dist-tags")).json() == {"latest": "2.0.0"}

@@ -9,8 +9,6 @@ import io
 import tarfile
 
 import pytest
-from .conftest import make_tgz  # noqa: TID252 - test helpers
-
 from depot.npm.integrity import IntegrityError, sri, verify
 from depot.npm.lockfile import LockedPackage, read_lockfile
 from depot.npm.names import InvalidName, check_name, is_version, require_tag
@@ -24,6 +22,8 @@ from depot.npm.packument import (
 from depot.npm.specs import Spec, dependency_specs, parse_dependency, parse_spec, pick_version
 from depot.npm.tarball import PackageJsonReader, TarballError
 from depot.npm.versions import choose_latest
+
+from .conftest import make_tgz  # noqa: TID252 - test helpers
 
 
 @pytest.mark.parametrize(
@@ -84,7 +84,9 @@ def test_latest_follows_semver_precedence(versions: list[str], latest: str | Non
 
 
 def test_an_explicit_latest_tag_wins_while_its_version_exists() -> None:
-    assert dist_tags({"latest": "1.0.0", "beta": "9.9.9"}, ["1.0.0", "2.0.0"]) == {"latest": "1.0.0"}
+    assert dist_tags({"latest": "1.0.0", "beta": "9.9.9"}, ["1.0.0", "2.0.0"]) == {
+        "latest": "1.0.0"
+    }
     assert dist_tags({"latest": "3.0.0"}, ["1.0.0", "2.0.0"]) == {"latest": "2.0.0"}
 
 
@@ -119,8 +121,12 @@ def _records() -> list[VersionRecord]:
 
 
 def test_abbreviated_packument_keeps_install_fields_and_modified() -> None:
-    package = PackageRecord("p", "2024-01-01T00:00:00.000Z", "2024-02-02T00:00:00.000Z", {"readme": "r"})
-    doc = build_packument(package, _records(), lambda r: f"http://h/npm/p/-/{r.filename}", abbreviated=True)
+    package = PackageRecord(
+        "p", "2024-01-01T00:00:00.000Z", "2024-02-02T00:00:00.000Z", {"readme": "r"}
+    )
+    doc = build_packument(
+        package, _records(), lambda r: f"http://h/npm/p/-/{r.filename}", abbreviated=True
+    )
     assert set(doc) == {"name", "dist-tags", "versions", "modified"}
     assert doc["modified"] == "2024-02-02T00:00:00.000Z"
     assert doc["dist-tags"] == {"latest": "1.10.0"}
@@ -131,7 +137,9 @@ def test_abbreviated_packument_keeps_install_fields_and_modified() -> None:
 
 
 def test_full_packument_has_time_rev_and_whole_manifests() -> None:
-    package = PackageRecord("p", "2024-01-01T00:00:00.000Z", "2024-02-02T00:00:00.000Z", {"readme": "r"})
+    package = PackageRecord(
+        "p", "2024-01-01T00:00:00.000Z", "2024-02-02T00:00:00.000Z", {"readme": "r"}
+    )
     doc = build_packument(package, _records(), lambda r: r.filename)
     assert doc["_id"] == "p" and "_rev" in doc and doc["readme"] == "r"
     assert doc["time"]["1.10.0"] == "2024-01-01T00:00:00.000Z"
@@ -164,7 +172,10 @@ def test_long_member_names_are_followed() -> None:
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w:gz", format=tarfile.GNU_FORMAT) as tar:
         long = "package/" + "d" * 150 + "/x.js"
-        for path, data in ((long, b"x"), ("package/package.json", b'{"name":"p","version":"1.0.0"}')):
+        for path, data in (
+            (long, b"x"),
+            ("package/package.json", b'{"name":"p","version":"1.0.0"}'),
+        ):
             info = tarfile.TarInfo(path)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))

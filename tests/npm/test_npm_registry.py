@@ -36,7 +36,11 @@ def test_publish_then_install_and_ci_a_scoped_tree(
     publish(npm, registry, make_package("@demo/base", "1.1.0"))
     publish(npm, registry, make_package("@demo/base", "2.0.0-rc.1"), "--tag", "next")
     publish(npm, registry, make_package("helper", "0.3.1", dependencies={"@demo/base": "~1.0.0"}))
-    publish(npm, registry, make_package("app", "1.0.0", dependencies={"@demo/base": "^1.0.0", "helper": "0.3.x"}))
+    publish(
+        npm,
+        registry,
+        make_package("app", "1.0.0", dependencies={"@demo/base": "^1.0.0", "helper": "0.3.x"}),
+    )
 
     project = tmp_path / "project"
     project.mkdir()
@@ -98,7 +102,9 @@ def test_dist_tags_deprecate_and_unpublish(
     result = npm(registry, "install", "@demo/tools@1.0.0", cwd=project)
     assert "use 1.2" in result.stderr
     npm(registry, "deprecate", "@demo/tools@1.0.0", "")
-    assert "deprecated" not in json.loads(npm(registry, "view", "@demo/tools@1.0.0", "--json").stdout)
+    assert "deprecated" not in json.loads(
+        npm(registry, "view", "@demo/tools@1.0.0", "--json").stdout
+    )
 
     npm(registry, "unpublish", "@demo/tools@1.2.0", "--force")
     view = json.loads(npm(registry, "view", "@demo/tools", "--json").stdout)
@@ -121,7 +127,9 @@ def test_republishing_a_version_is_refused(
     again = make_package("once", "1.0.0", description="different bytes")
     result = npm(registry, "publish", cwd=again, check=False)
     assert result.returncode != 0
-    assert "previously published" in result.stderr  # npm checks first; the server's 409: test_npm_api
+    assert (
+        "previously published" in result.stderr
+    )  # npm checks first; the server's 409: test_npm_api
 
 
 def test_search_ping_and_audit_answer(

@@ -10,7 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from depot.core.testing import DepotServer, free_port, run
 
 from .conftest import Npm, make_tgz, publish_body  # noqa: TID252 - test helpers
@@ -104,7 +103,16 @@ def test_save_from_one_depot_push_into_another_and_install(
 
 def test_no_peer_leaves_peer_dependencies_out(first: DepotServer, tmp_path: Path) -> None:
     storage = tmp_path / "storage"
-    depot("npm", "save", "--no-peer", "--dir", str(storage), "--registry", first.url + "/npm", "plugin@^1")
+    depot(
+        "npm",
+        "save",
+        "--no-peer",
+        "--dir",
+        str(storage),
+        "--registry",
+        first.url + "/npm",
+        "plugin@^1",
+    )
     assert saved_versions(storage) == {"plugin@1.0.0", "leftpad@0.1.7"}
 
 
@@ -116,7 +124,9 @@ def test_specs_from_stdin_with_ranges_tags_and_aliases(first: DepotServer, tmp_p
     assert saved_versions(storage) == {"leftpad@0.1.0", "@demo/core@2.0.0-beta.1", "leftpad@1.0.0"}
 
 
-def test_a_missing_package_fails_in_one_line_and_keeps_what_was_saved(first: DepotServer, tmp_path: Path) -> None:
+def test_a_missing_package_fails_in_one_line_and_keeps_what_was_saved(
+    first: DepotServer, tmp_path: Path
+) -> None:
     storage = tmp_path / "storage"
     result = depot("npm", "save", "--dir", str(storage), "--registry", first.url + "/npm",
                    "leftpad@1", "no-such-package", check=False)  # fmt: skip
@@ -127,7 +137,9 @@ def test_a_missing_package_fails_in_one_line_and_keeps_what_was_saved(first: Dep
 
 def test_an_unreachable_registry_fails_in_one_line(tmp_path: Path) -> None:
     registry = f"http://127.0.0.1:{free_port()}/npm"
-    result = depot("npm", "save", "--dir", str(tmp_path / "s"), "--registry", registry, "express", check=False)
+    result = depot(
+        "npm", "save", "--dir", str(tmp_path / "s"), "--registry", registry, "express", check=False
+    )
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error")]
     assert len(errors) == 1 and "cannot reach" in errors[0] and "express" in errors[0]
@@ -140,7 +152,9 @@ def test_push_of_a_tampered_tarball_fails_and_exits_non_zero(
     storage = tmp_path / "storage"
     depot("npm", "save", "--dir", str(storage), "--registry", first.url + "/npm", "leftpad@1")
     tarball = storage / "npm" / "tarballs" / "leftpad" / "leftpad-1.0.0.tgz"
-    tarball.write_bytes(make_tgz("leftpad", "1.0.0", manifest={"name": "leftpad", "version": "1.0.0", "x": 1}))
+    tarball.write_bytes(
+        make_tgz("leftpad", "1.0.0", manifest={"name": "leftpad", "version": "1.0.0", "x": 1})
+    )
     second = make_depot_server()
     result = depot("npm", "push", second.url, "--dir", str(storage), check=False)
     assert result.returncode == 1 and "leftpad@1.0.0" in result.stderr

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import click
-
 from depot.core.errors import DepotError
 
 DEFAULT_DIR = Path(".depot-storage")
@@ -21,11 +20,23 @@ def npm() -> None:
 
 @npm.command("save")
 @click.argument("specs", nargs=-1)
-@click.option("--stdin", "from_stdin", is_flag=True, help="Read specs from standard input, one a line.")
-@click.option("--dir", "directory", type=click.Path(path_type=Path), default=DEFAULT_DIR,
-              show_default=True, help="Where saved packages are kept (under npm/).")
-@click.option("--registry", default=None, envvar="DEPOT_NPM_REGISTRY",
-              help="Upstream registry  [default: https://registry.npmjs.org]")
+@click.option(
+    "--stdin", "from_stdin", is_flag=True, help="Read specs from standard input, one a line."
+)
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_DIR,
+    show_default=True,
+    help="Where saved packages are kept (under npm/).",
+)
+@click.option(
+    "--registry",
+    default=None,
+    envvar="DEPOT_NPM_REGISTRY",
+    help="Upstream registry  [default: https://registry.npmjs.org]",
+)
 @click.option("--no-peer", is_flag=True, help="Do not follow peerDependencies.")
 @click.option("--jobs", default=16, show_default=True, help="Concurrent requests.")
 def save_command(specs: tuple[str, ...], from_stdin: bool, directory: Path, registry: str | None,
@@ -67,14 +78,26 @@ def save_command(specs: tuple[str, ...], from_stdin: bool, directory: Path, regi
         err=True,
     )
     if report.failed:
-        raise DepotError(f"{len(report.failed)} packages could not be saved; first: {report.failed[0]}")
+        raise DepotError(
+            f"{len(report.failed)} packages could not be saved; first: {report.failed[0]}"
+        )
 
 
 @npm.command("push")
 @click.argument("depot_url")
-@click.option("--dir", "directory", type=click.Path(path_type=Path), default=DEFAULT_DIR,
-              show_default=True, help="Where saved packages are kept (under npm/).")
-@click.option("--token", default=None, help="Bearer token (default: DEPOT_AUTH_TOKEN, else made from SSH keys on 401).")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_DIR,
+    show_default=True,
+    help="Where saved packages are kept (under npm/).",
+)
+@click.option(
+    "--token",
+    default=None,
+    help="Bearer token (default: DEPOT_AUTH_TOKEN, else made from SSH keys on 401).",
+)
 @click.option("--jobs", default=8, show_default=True, help="Concurrent uploads.")
 def push_command(depot_url: str, directory: Path, token: str | None, jobs: int) -> None:
     """Upload the saved npm packages into the depot at DEPOT_URL (skipping what it has)."""
@@ -89,4 +112,6 @@ def push_command(depot_url: str, directory: Path, token: str | None, jobs: int) 
         err=True,
     )
     if report.failed:
-        raise DepotError(f"{len(report.failed)} packages could not be pushed; first: {report.failed[0]}")
+        raise DepotError(
+            f"{len(report.failed)} packages could not be pushed; first: {report.failed[0]}"
+        )

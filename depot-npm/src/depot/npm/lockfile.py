@@ -37,7 +37,9 @@ def read_lockfile(lock: Mapping[str, Any]) -> list[LockedPackage]:
     version = lock.get("lockfileVersion", 1)
     if version not in (1, 2, 3):
         raise LockfileError(f"unsupported lockfileVersion {version!r}")
-    entries = _packages(lock["packages"]) if "packages" in lock else _v1(lock.get("dependencies", {}))
+    entries = (
+        _packages(lock["packages"]) if "packages" in lock else _v1(lock.get("dependencies", {}))
+    )
     seen: dict[tuple[str, str], LockedPackage] = {}
     for entry in entries:
         seen.setdefault((entry.name, entry.version), entry)
@@ -46,7 +48,8 @@ def read_lockfile(lock: Mapping[str, Any]) -> list[LockedPackage]:
 
 def _from_registry(resolved: Any) -> bool:
     return resolved is None or (
-        isinstance(resolved, str) and resolved.startswith(("http://", "https://"))
+        isinstance(resolved, str)
+        and resolved.startswith(("http://", "https://"))
         and resolved.endswith(".tgz")
     )
 

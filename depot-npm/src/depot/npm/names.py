@@ -20,11 +20,13 @@ _SCOPED = re.compile(r"^@([^/]+)/([^/]+)$")
 _UNSTORABLE = re.compile(r"['()*]")
 _BLACKLIST = {"node_modules", "favicon.ico"}
 #: Node.js core modules (``module.builtinModules`` of Node 20, without the ``node:`` scheme).
-_BUILTINS = set(
-    "assert async_hooks buffer child_process cluster console constants crypto dgram "
-    "diagnostics_channel dns domain events fs http http2 https inspector module net os path "
-    "perf_hooks process punycode querystring readline repl stream string_decoder sys timers "
-    "tls trace_events tty url util v8 vm wasi worker_threads zlib".split()
+_BUILTINS = frozenset(
+    (
+        "assert async_hooks buffer child_process cluster console constants crypto dgram "
+        "diagnostics_channel dns domain events fs http http2 https inspector module net os path "
+        "perf_hooks process punycode querystring readline repl stream string_decoder sys timers "
+        "tls trace_events tty url util v8 vm wasi worker_threads zlib"
+    ).split()
 )
 MAX_NAME_LENGTH = 214
 MAX_VERSION_LENGTH = 256
@@ -74,7 +76,7 @@ def check_name(name: object) -> NameCheck:
     if name.lower() != name:
         warnings.append("name can no longer contain capital letters")
     if re.search(r"[~'!()*]", name.split("/")[-1]):
-        warnings.append("name can no longer contain special characters (\"~'!()*\")")
+        warnings.append('name can no longer contain special characters ("~\'!()*")')
     if name and not _URL_SAFE.match(name):
         scoped = _SCOPED.match(name)
         if scoped and all(_URL_SAFE.match(part) for part in scoped.groups()):

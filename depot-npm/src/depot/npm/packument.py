@@ -117,8 +117,7 @@ def build_packument(
     by_version = {record.version: record for record in versions}
     ordered = sort_versions(by_version)
     documents = {
-        v: version_document(by_version[v], tarball_url(by_version[v]), abbreviated)
-        for v in ordered
+        v: version_document(by_version[v], tarball_url(by_version[v]), abbreviated) for v in ordered
     }
     tags = dist_tags(package.dist_tags, ordered)
     if abbreviated:

@@ -1,4 +1,4 @@
-"""Registers the npm ecosystem with depot: its routes under /npm, its tables, the `depot npm` commands."""
+"""Registers the npm ecosystem: routes under /npm, tables, `depot npm` commands, the / section."""
 
 from __future__ import annotations
 
@@ -7,11 +7,10 @@ from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 import click
-from starlette.requests import Request
-from starlette.routing import BaseRoute, Mount
-
 from depot.core import Depot, Ecosystem, hookimpl
 from depot.core.database import Schema
+from starlette.requests import Request
+from starlette.routing import BaseRoute, Mount
 
 ECOSYSTEM = Ecosystem(name="npm", prefix="/npm", title="npm registry")
 

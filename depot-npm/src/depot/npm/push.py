@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-
 from depot.core.client import PushAuth
 from depot.core.errors import DepotError
 from depot.npm.layout import Layout, SavedVersion
@@ -40,7 +39,14 @@ def registry_url(depot_url: str) -> str:
 
 
 class Pusher:
-    def __init__(self, session: aiohttp.ClientSession, registry: str, auth: PushAuth, progress: Progress, jobs: int) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        registry: str,
+        auth: PushAuth,
+        progress: Progress,
+        jobs: int,
+    ) -> None:
         self.session = session
         self.registry = registry
         self.auth = auth
@@ -49,13 +55,21 @@ class Pusher:
         self.mint_lock = asyncio.Lock()
         self.report = PushReport()
 
-    async def request(self, method: str, url: str, body: Any = None, **kwargs: Any) -> tuple[int, str]:
+    async def request(
+        self, method: str, url: str, body: Any = None, **kwargs: Any
+    ) -> tuple[int, str]:
         """Send a request; on 401 make a token once and retry. ``body`` may be a callable."""
         for attempt in (0, 1):
             sent_token = self.auth.token
             data = body() if callable(body) else body
             try:
-                async with self.session.request(method, url, data=data, headers={**kwargs.pop("headers", {}), **self.auth.headers()}, **kwargs) as response:
+                async with self.session.request(
+                    method,
+                    url,
+                    data=data,
+                    headers={**kwargs.pop("headers", {}), **self.auth.headers()},
+                    **kwargs,
+                ) as response:
                     text = await response.text() if method != "HEAD" else ""
                     status = response.status
             except aiohttp.ClientError as exc:
@@ -74,7 +88,9 @@ class Pusher:
         label = f"{saved.name}@{saved.version}"
         base = f"{self.registry}/{escape_name(saved.name)}"
         version_url = f"{base}/{saved.version}"
-        tarball_url = f"{self.registry}/{saved.name}/-/{tarball_filename(saved.name, saved.version)}"
+        tarball_url = (
+            f"{self.registry}/{saved.name}/-/{tarball_filename(saved.name, saved.version)}"
+        )
         async with self.limit:
             status, _ = await self.request("HEAD", version_url)
             if status == 200:

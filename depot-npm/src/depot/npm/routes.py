@@ -20,10 +20,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
-
 from depot.core import EcosystemContext
 from depot.core.errors import BadRequest, Conflict, HTTPError, NotFound
 from depot.core.http import blob_response
@@ -53,9 +49,14 @@ from depot.npm.packument import (
 )
 from depot.npm.uploads import aiter_sync, decode_base64, receive_tarball
 from depot.npm.versions import choose_latest
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
 
 #: Largest ``npm publish`` body accepted (JSON with a base64 tarball inside).
 MAX_PUBLISH_BODY = 512 * 1024 * 1024
+#: Tarball locations remembered per process.
+TARBALL_KEYS = 100_000
 #: Total bytes of rendered packuments kept in memory per process.
 CACHE_BYTES = 64 * 1024 * 1024
 
@@ -140,6 +141,9 @@ def split_package_path(path: str) -> tuple[str, list[str]]:
 
 def routes(ctx: EcosystemContext) -> list[BaseRoute]:
     cache = PackumentCache()
+    # (name, file name) -> blob key. Keys are unique per upload and never reused, so a stale
+    # entry (unpublished elsewhere) can only point at a deleted blob: then the row is read again.
+    tarball_keys: OrderedDict[tuple[str, str], str] = OrderedDict()
 
     def tarball_url(request: Request, name: str) -> Callable[[VersionRecord], str]:
         base = ctx.external_url(request, f"/{name}/-/")
@@ -209,10 +213,22 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
 
     async def get_tarball(request: Request, name: str, filename: str) -> Response:
         version_from_filename(name, filename)
+        key = tarball_keys.get((name, filename))
+        if key is not None:
+            try:
+                return await serve_tarball(request, key)
+            except NotFound:
+                tarball_keys.pop((name, filename), None)
         row = await store.get_tarball(ctx.db, name, filename)
         if row is None:
             raise NotFound(f"{name}: tarball {filename} not found")
         key = row["blob_key"]
+        tarball_keys[(name, filename)] = key
+        if len(tarball_keys) > TARBALL_KEYS:
+            tarball_keys.popitem(last=False)
+        return await serve_tarball(request, key)
+
+    async def serve_tarball(request: Request, key: str) -> Response:
         return await blob_response(
             ctx.blobs, key, request, "application/octet-stream",
             on_start=lambda size: ctx.artifact_served(key, size, request),
@@ -238,7 +254,9 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         for tag, version in tags.items():
             require_tag(tag)
             if version not in manifests:
-                raise BadRequest(f"dist-tag {tag} points at {version!r}, which is not published here")
+                raise BadRequest(
+                    f"dist-tag {tag} points at {version!r}, which is not published here"
+                )
         if not attachments:
             raise BadRequest("nothing to publish: no _attachments")
         existing = [v for v in manifests if await store.get_version(ctx.db, name, v)]
@@ -264,8 +282,14 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
                 length=length if isinstance(length, int) else None,
             )  # fmt: skip
             ctx.artifact_stored(stored.key, stored.size, request)
-            await _add_version(name, manifest, stored.filename, stored.integrity, stored.sha1,
-                               fields=package_fields(document) or package_fields(manifest))
+            await _add_version(
+                name,
+                manifest,
+                stored.filename,
+                stored.integrity,
+                stored.sha1,
+                fields=package_fields(document) or package_fields(manifest),
+            )
             published.append(version)
         await _apply_publish_tags(name, tags, before)
         await store.touch(ctx.db, name)
@@ -290,7 +314,9 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         )
         await store.ensure_package(ctx.db, name, fields)
         if not await store.add_version(ctx.db, name, record):
-            raise Conflict(f"cannot publish over the previously published version {name}@{record.version}")
+            raise Conflict(
+                f"cannot publish over the previously published version {name}@{record.version}"
+            )
         if fields:
             await store.touch(ctx.db, name, fields)
 
@@ -308,7 +334,9 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
             if previous != choose_latest(await store.version_numbers(ctx.db, name)):
                 await store.set_dist_tag(ctx.db, name, "latest", previous)
 
-    async def update(request: Request, name: str, document: dict[str, Any], rev: str | None) -> Response:
+    async def update(
+        request: Request, name: str, document: dict[str, Any], rev: str | None
+    ) -> Response:
         """A PUT of the whole packument: deprecations, and with ``-rev`` pruned versions."""
         if rev is not None and rev != await current_rev(request, name):
             raise Conflict(f"document update conflict: {name} changed (rev {rev} is stale)")
@@ -517,7 +545,11 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         Route("/-/v1/search", _npm(search), methods=["GET"]),
         Route("/-/npm/v1/security/advisories/bulk", _npm(advisories_bulk), methods=["POST"]),
         Route("/-/npm/v1/security/audits/quick", _npm(audits_quick), methods=["POST"]),
-        Route("/-/package/{path:path}", _npm(dist_tags_route), methods=["GET", "HEAD", "PUT", "POST", "DELETE"]),
+        Route(
+            "/-/package/{path:path}",
+            _npm(dist_tags_route),
+            methods=["GET", "HEAD", "PUT", "POST", "DELETE"],
+        ),
         Route("/{path:path}", _npm(package_route), methods=["GET", "HEAD", "PUT", "DELETE"]),
     ]
 
@@ -528,7 +560,9 @@ def _sri_digest(integrity: str) -> bytes:
     return base64.b64decode(integrity.split("-", 1)[1])
 
 
-def _npm(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+def _npm(
+    handler: Callable[[Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
     """Turn this package's validation errors into 400s with their one-line reason."""
 
     async def endpoint(request: Request) -> Response:

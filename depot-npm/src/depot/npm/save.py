@@ -19,7 +19,6 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
-
 from depot.core.errors import DepotError
 from depot.npm.integrity import IntegrityError, verify
 from depot.npm.layout import Layout, write_json_atomically
@@ -83,7 +82,7 @@ class Saver:
                     document = await response.json(content_type=None)
             except aiohttp.ClientError as exc:
                 raise DepotError(f"cannot reach {self.registry} (fetching {name}): {exc}") from exc
-            except asyncio.TimeoutError as exc:
+            except TimeoutError as exc:
                 raise DepotError(f"{self.registry} timed out (fetching {name})") from exc
         if not isinstance(document, dict) or not isinstance(document.get("versions"), dict):
             raise DepotError(f"{name}: {self.registry} sent no packument")
@@ -108,18 +107,26 @@ class Saver:
                             if response.status == 404:
                                 raise PackageMissing(f"{name}@{version}: tarball {url} not found")
                             if response.status >= 400:
-                                raise DepotError(f"{name}@{version}: {url} answered {response.status}")
+                                raise DepotError(
+                                    f"{name}@{version}: {url} answered {response.status}"
+                                )
                             async for chunk in response.content.iter_chunked(CHUNK):
                                 out.write(chunk)
                                 size += len(chunk)
                                 for h in digests.values():
                                     h.update(chunk)
                     except aiohttp.ClientError as exc:
-                        raise DepotError(f"cannot download {name}@{version} from {url}: {exc}") from exc
+                        raise DepotError(
+                            f"cannot download {name}@{version} from {url}: {exc}"
+                        ) from exc
                     out.flush()
                     os.fsync(out.fileno())
             try:
-                verify({k: h.digest() for k, h in digests.items()}, dist.get("integrity"), dist.get("shasum"))
+                verify(
+                    {k: h.digest() for k, h in digests.items()},
+                    dist.get("integrity"),
+                    dist.get("shasum"),
+                )
             except IntegrityError as exc:
                 raise DepotError(f"{name}@{version}: {exc}") from exc
             os.replace(tmp, target)
@@ -175,7 +182,9 @@ class Saver:
             return
         await self.save(spec.name, version, packument["versions"][version])
 
-    async def save(self, name: str, version: str, manifest: dict[str, Any], walk: bool = True) -> None:
+    async def save(
+        self, name: str, version: str, manifest: dict[str, Any], walk: bool = True
+    ) -> None:
         if (name, version) in self.visited:
             return
         self.visited.add((name, version))
@@ -223,7 +232,10 @@ class Saver:
         if manifest is None:
             self.fail(f"{package.name}@{package.version}: not at {self.registry}")
             return
-        if package.integrity and (manifest.get("dist") or {}).get("integrity") not in (None, package.integrity):
+        if package.integrity and (manifest.get("dist") or {}).get("integrity") not in (
+            None,
+            package.integrity,
+        ):
             # The lock's hash is what npm ci will check: hold the registry's tarball to it too.
             manifest = {**manifest, "dist": {**manifest["dist"], "integrity": package.integrity}}
         await self.save(package.name, package.version, manifest, walk=False)
@@ -237,7 +249,9 @@ async def save(
     progress = Progress("saving")
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120)
     connector = aiohttp.TCPConnector(limit=jobs)
-    async with aiohttp.ClientSession(timeout=timeout, connector=connector, trust_env=True) as session:
+    async with aiohttp.ClientSession(
+        timeout=timeout, connector=connector, trust_env=True
+    ) as session:
         saver = Saver(session, registry, Layout(directory), progress, peers, jobs)
         for spec in specs:
             saver.spawn(saver.visit(spec, None))

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import nodesemver
-
 from depot.npm.names import InvalidName, check_name, is_version
 
 Kind = Literal["version", "range", "tag"]
@@ -65,8 +64,10 @@ def parse_dependency(name: str, wanted: Any) -> Spec | None:
         return Spec(name, "version", wanted)
     if wanted in ("", "*", "latest"):
         return Spec(name, "range" if wanted != "latest" else "tag", wanted or "*")
-    if ":" in wanted or wanted.startswith((".", "/", "~/")) or (
-        "/" in wanted and not wanted.startswith("@") and " " not in wanted
+    if (
+        ":" in wanted
+        or wanted.startswith((".", "/", "~/"))
+        or ("/" in wanted and not wanted.startswith("@") and " " not in wanted)
     ):
         return None  # git+https:, file:, link:, http(s):, github:, "user/repo" shorthands
     try:
@@ -111,9 +112,7 @@ def _satisfies(version: str, wanted: str) -> bool:
         return False
 
 
-def dependency_specs(
-    manifest: Mapping[str, Any], peers: bool = True
-) -> list[tuple[Spec, bool]]:
+def dependency_specs(manifest: Mapping[str, Any], peers: bool = True) -> list[tuple[Spec, bool]]:
     """``(spec, optional)`` for each registry dependency an installed package pulls in.
 
     dependencies and optionalDependencies always, peerDependencies (not those marked optional

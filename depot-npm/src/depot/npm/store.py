@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-
 from depot.core.database import Database, Schema, json_value
 from depot.npm.packument import PackageRecord, VersionRecord
 
@@ -74,7 +73,9 @@ async def package_serial(db: Database, name: str) -> int | None:
     return None if row is None else int(row[0])
 
 
-async def load_package(db: Database, name: str) -> tuple[int, PackageRecord, list[VersionRecord]] | None:
+async def load_package(
+    db: Database, name: str
+) -> tuple[int, PackageRecord, list[VersionRecord]] | None:
     """The package row, its dist-tags and versions, or None if no such package."""
     row = await db.fetch_one(sa.select(packages).where(packages.c.name == name))
     if row is None:
@@ -148,12 +149,19 @@ async def touch(db: Database, name: str, fields: dict[str, Any] | None = None) -
     await db.execute(packages.update().where(packages.c.name == name).values(**values))
 
 
-async def add_tarball(db: Database, name: str, filename: str, key: str, size: int, sha1: str, sha512: str) -> bool:
+async def add_tarball(
+    db: Database, name: str, filename: str, key: str, size: int, sha1: str, sha512: str
+) -> bool:
     """Record a stored tarball; False if one of that file name is already recorded."""
     await db.execute(
         db.insert_or_ignore(tarballs).values(
-            name=name, filename=filename, blob_key=key, size=size, sha1=sha1,
-            sha512=sha512, created=now(),
+            name=name,
+            filename=filename,
+            blob_key=key,
+            size=size,
+            sha1=sha1,
+            sha512=sha512,
+            created=now(),
         )  # fmt: skip
     )
     row = await get_tarball(db, name, filename)
@@ -164,9 +172,14 @@ async def add_version(db: Database, name: str, record: VersionRecord) -> bool:
     """Insert a version row; False if the version exists (published versions never change)."""
     await db.execute(
         db.insert_or_ignore(versions).values(
-            name=name, version=record.version, filename=record.filename,
-            manifest=dict(record.manifest), integrity=record.integrity, shasum=record.shasum,
-            created=record.created, deprecated=record.deprecated,
+            name=name,
+            version=record.version,
+            filename=record.filename,
+            manifest=dict(record.manifest),
+            integrity=record.integrity,
+            shasum=record.shasum,
+            created=record.created,
+            deprecated=record.deprecated,
         )  # fmt: skip
     )
     row = await get_version(db, name, record.version)
@@ -175,7 +188,9 @@ async def add_version(db: Database, name: str, record: VersionRecord) -> bool:
 
 async def set_dist_tag(db: Database, name: str, tag: str, version: str) -> None:
     await db.execute(
-        db.upsert(dist_tags, ["name", "tag"], ["version"]).values(name=name, tag=tag, version=version)
+        db.upsert(dist_tags, ["name", "tag"], ["version"]).values(
+            name=name, tag=tag, version=version
+        )
     )
 
 
@@ -199,8 +214,12 @@ async def remove_versions(db: Database, name: str, doomed: Sequence[str]) -> lis
         if record is None:
             continue
         tarball = await get_tarball(db, name, record.filename)
-        await db.execute(versions.delete().where(versions.c.name == name, versions.c.version == version))
-        await db.execute(dist_tags.delete().where(dist_tags.c.name == name, dist_tags.c.version == version))
+        await db.execute(
+            versions.delete().where(versions.c.name == name, versions.c.version == version)
+        )
+        await db.execute(
+            dist_tags.delete().where(dist_tags.c.name == name, dist_tags.c.version == version)
+        )
         await db.execute(
             tarballs.delete().where(tarballs.c.name == name, tarballs.c.filename == record.filename)
         )
@@ -221,7 +240,9 @@ async def search(db: Database, text: str, size: int, offset: int) -> tuple[int, 
     """Packages whose name contains ``text`` (case-insensitive), by name."""
     # The pattern is a bound value: ``databases`` formats SQL text with %, so no literal % in it.
     escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    condition = sa.func.lower(packages.c.name).like(sa.bindparam("pattern", f"%{escaped}%"), escape="\\")
+    condition = sa.func.lower(packages.c.name).like(
+        sa.bindparam("pattern", f"%{escaped}%"), escape="\\"
+    )
     total = await db.fetch_val(sa.select(sa.func.count()).select_from(packages).where(condition))
     rows = await db.fetch_all(
         sa.select(packages).where(condition).order_by(packages.c.name).limit(size).offset(offset)
