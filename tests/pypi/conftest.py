@@ -189,6 +189,7 @@ def list_installed() -> Callable[[Path], dict[str, str]]:
 def make_wheel(
     path: Path, name: str, version: str, metadata_name: str | None = None,
     metadata_version: str | None = None, requires_python: str | None = None,
+    files: dict[str, str] | None = None,
 ) -> Path:
     """A minimal wheel written by hand (for bad-input tests and large benchmarks)."""
     dist_info = f"{name.replace('-', '_')}-{version}.dist-info"
@@ -200,7 +201,8 @@ def make_wheel(
     wheel = f"{name.replace('-', '_')}-{version}-py3-none-any.whl"
     target = path / wheel
     with zipfile.ZipFile(target, "w") as archive:
-        archive.writestr(f"{name.replace('-', '_')}.py", "")
+        for member, text in (files or {f"{name.replace('-', '_')}.py": ""}).items():
+            archive.writestr(member, text)
         archive.writestr(f"{dist_info}/METADATA", metadata)
         archive.writestr(f"{dist_info}/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
         archive.writestr(f"{dist_info}/RECORD", "")

@@ -246,3 +246,26 @@ def test_sdist_pkg_info_must_match_the_filename(tmp_path: Path, zip_format: bool
         distribution_metadata(_sdist(tmp_path, "demo_pkg-1.0", None, zip_format), dist)
     with pytest.raises(InvalidDistribution):
         distribution_metadata(io.BytesIO(b"\x1f\x8b garbage"), dist)
+
+
+@pytest.mark.parametrize(
+    ("pyproject", "requires"),
+    [
+        (None, ["setuptools>=40.8.0", "wheel"]),
+        ('[project]\nname = "x"\n', ["setuptools>=40.8.0", "wheel"]),
+        ('[build-system]\nrequires = ["hatchling>=1"]\nbuild-backend = "hatchling.build"\n', ["hatchling>=1"]),
+        ('[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n',
+         ["setuptools>=61", "wheel"]),
+    ],
+)  # fmt: skip
+def test_sdist_build_requirements_follow_pep_518(tmp_path: Path, pyproject: str | None, requires: list[str]) -> None:
+    from depot.pypi.coremeta import sdist_build_requirements
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, text in {"PKG-INFO": METADATA, **({"pyproject.toml": pyproject} if pyproject else {})}.items():
+            info = tarfile.TarInfo(f"demo_pkg-1.0/{name}")
+            info.size = len(text.encode())
+            archive.addfile(info, io.BytesIO(text.encode()))
+    buffer.seek(0)
+    assert sdist_build_requirements(buffer, "demo_pkg-1.0.tar.gz") == requires

@@ -116,3 +116,76 @@ def test_save_from_pypi_then_install_from_depot_alone(
     target, _ = clients.pip_install(f"{depot.url}/python/simple/", "requests>=2.0.0", "flask==2.3.0")
     found = list_installed(target)
     assert found["flask"] == "2.3.0" and "requests" in found and "werkzeug" in found
+
+
+TINY_BACKEND = '''
+"""A PEP 517 build backend small enough for a test: packs top-level modules into a wheel."""
+import base64, hashlib, os, tomllib, zipfile
+
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    with open("pyproject.toml", "rb") as f:
+        project = tomllib.load(f)["project"]
+    stem = f"{project['name'].replace('-', '_')}-{project['version']}"
+    members = {name: open(name).read() for name in os.listdir(".") if name.endswith(".py")}
+    members[f"{stem}.dist-info/METADATA"] = (
+        f"Metadata-Version: 2.1\\nName: {project['name']}\\nVersion: {project['version']}\\n"
+    )
+    members[f"{stem}.dist-info/WHEEL"] = "Wheel-Version: 1.0\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n"
+    record = []
+    for name, text in members.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        record.append(f"{name},sha256={digest},{len(text.encode())}")
+    members[f"{stem}.dist-info/RECORD"] = "\\n".join([*record, f"{stem}.dist-info/RECORD,,"]) + "\\n"
+    filename = f"{stem}-py3-none-any.whl"
+    with zipfile.ZipFile(os.path.join(wheel_directory, filename), "w") as archive:
+        for name, text in members.items():
+            archive.writestr(name, text)
+    return filename
+'''
+
+
+def sdist_only_project(tmp_path: Path) -> Path:
+    """``needs-build`` 1.0 as an sdist whose build backend (``tinybackend``) is on the index."""
+    import io
+    import tarfile
+
+    files = {
+        "pyproject.toml": '[build-system]\nrequires = ["tinybackend"]\nbuild-backend = "tinybackend"\n'
+        '[project]\nname = "needs-build"\nversion = "1.0"\n',
+        "needs_build.py": "BUILT = True\n",
+        "PKG-INFO": "Metadata-Version: 2.1\nName: needs-build\nVersion: 1.0\n",
+    }
+    sdist = tmp_path / "needs_build-1.0.tar.gz"
+    with tarfile.open(sdist, "w:gz") as archive:
+        for name, text in files.items():
+            info = tarfile.TarInfo(f"needs_build-1.0/{name}")
+            info.size = len(text.encode())
+            archive.addfile(info, io.BytesIO(text.encode()))
+    return sdist
+
+
+def test_save_includes_what_an_sdist_needs_to_build(
+    published: DepotServer, make_depot_server: Callable[..., DepotServer], clients,
+    tmp_path: Path, wheel_factory: Callable[..., Path],
+    list_installed: Callable[[Path], dict[str, str]],
+) -> None:
+    import httpx
+
+    backend = wheel_factory("tinybackend", "1.0", files={"tinybackend.py": TINY_BACKEND})
+    sdist = sdist_only_project(tmp_path)
+    for project, path in (("tinybackend", backend), ("needs-build", sdist)):
+        response = httpx.put(f"{published.url}/python/files/{project}/{path.name}", content=path.read_bytes())
+        assert response.status_code in (200, 201), response.text
+
+    storage = tmp_path / "storage"
+    clients.depot("python", "save", "needs-build", "--dir", str(storage), "--index-url", f"{published.url}/python/simple/")
+    assert saved(storage) == [
+        "python/needs-build/needs_build-1.0.tar.gz", "python/tinybackend/tinybackend-1.0-py3-none-any.whl",
+    ]  # fmt: skip
+    second = make_depot_server()
+    clients.depot("python", "push", second.url, "--dir", str(storage))
+    # pip builds the sdist in an isolated environment filled from the second depot alone.
+    target, _ = clients.pip_install(f"{second.url}/python/simple/", "needs-build")
+    assert list_installed(target) == {"needs-build": "1.0"}
+    assert (target / "needs_build.py").read_text() == "BUILT = True\n"

@@ -169,3 +169,57 @@ def distribution_metadata(file: BinaryIO, dist: DistributionFile) -> CoreMetadat
         return sdist_metadata(file, dist)
     finally:
         file.seek(0)
+
+
+#: What pip assumes for an sdist without ``[build-system]`` (PEP 518), plus ``wheel``, which
+#: setuptools before 70.1 asks for when building a wheel.
+LEGACY_BUILD_REQUIRES = ("setuptools>=40.8.0", "wheel")
+
+
+def sdist_build_requirements(file: BinaryIO, filename: str) -> list[str]:
+    """The PEP 518 ``build-system.requires`` of an sdist: what installing it needs to build it.
+
+    An sdist without a ``pyproject.toml`` (or without ``build-system.requires``) gets pip's legacy
+    default; a setuptools backend also gets ``wheel``, which older setuptools ask for dynamically.
+    """
+    import tomllib
+
+    file.seek(0)
+    raw = None
+    try:
+        if filename.endswith(".zip"):
+            with zipfile.ZipFile(file) as archive:
+                for info in archive.infolist():
+                    if _is_top_file(info.filename, "pyproject.toml"):
+                        raw = archive.read(info)
+                        break
+        else:
+            with tarfile.open(fileobj=file, mode="r|gz") as archive:
+                for member in archive:
+                    if _is_top_file(member.name, "pyproject.toml") and member.isfile():
+                        extracted = archive.extractfile(member)
+                        assert extracted is not None
+                        raw = extracted.read()
+                        break
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise InvalidDistribution(f"{filename}: not a valid sdist archive: {exc}") from exc
+    finally:
+        file.seek(0)
+    if raw is None:
+        return list(LEGACY_BUILD_REQUIRES)
+    try:
+        build_system = tomllib.loads(raw.decode()).get("build-system", {})
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidDistribution(f"{filename}: pyproject.toml is not valid TOML: {exc}") from exc
+    requires = build_system.get("requires")
+    if not isinstance(requires, list):
+        return list(LEGACY_BUILD_REQUIRES)
+    backend = str(build_system.get("build-backend") or "setuptools.build_meta:__legacy__")
+    if backend.startswith("setuptools") and not any(str(r).startswith("wheel") for r in requires):
+        requires = [*requires, "wheel"]
+    return [str(r) for r in requires]
+
+
+def _is_top_file(member: str, name: str) -> bool:
+    parts = member.lstrip("./").split("/")
+    return len(parts) == 2 and parts[1] == name

@@ -25,6 +25,7 @@ import click
 
 from depot.core.errors import DepotError
 from depot.pypi import local
+from depot.pypi.coremeta import InvalidDistribution, sdist_build_requirements
 from depot.pypi.names import DistributionFile, InvalidFilename, parse_filename
 
 PYPI = "https://pypi.org/simple/"
@@ -125,8 +126,12 @@ def report_files(report: dict) -> list[Resolved]:
     return files
 
 
-async def download_all(files: Sequence[Resolved], root: Path, jobs: int = DOWNLOAD_JOBS) -> tuple[int, int, int]:
-    """Download what is not saved yet; returns (saved, skipped, bytes saved)."""
+async def download_all(
+    files: Sequence[Resolved], root: Path, staged: dict[str, Path] | None = None,
+    jobs: int = DOWNLOAD_JOBS,
+) -> tuple[int, int, int]:
+    """Download what is not saved yet (or move it from ``staged``); (saved, skipped, bytes)."""
+    staged = staged or {}
     progress = local.Progress(len(files), click.echo)
     counts = {"saved": 0, "skipped": 0, "bytes": 0}
     semaphore = asyncio.Semaphore(jobs)
@@ -140,7 +145,12 @@ async def download_all(files: Sequence[Resolved], root: Path, jobs: int = DOWNLO
                     counts["skipped"] += 1
                     progress.step(f"already saved {item.dist.filename}")
                     return
-                size = await _download(session, item, final)
+                if item.dist.filename in staged:
+                    final.parent.mkdir(parents=True, exist_ok=True)
+                    size = staged[item.dist.filename].stat().st_size
+                    await asyncio.to_thread(local.publish_part, staged[item.dist.filename], final)
+                else:
+                    size = await _download(session, item, final)
                 counts["saved"] += 1
                 counts["bytes"] += size
                 progress.step(f"saved {item.dist.filename} ({local.human_size(size)})")
@@ -188,7 +198,7 @@ def save(
     python_versions: Sequence[str],
     platforms: Sequence[str],
 ) -> None:
-    """The whole command: resolve every target, then download the union of the closures."""
+    """The whole command: resolve every target (and what sdists need to build), then download."""
     targets = targets_for(python_versions, platforms)
     with tempfile.TemporaryDirectory(prefix="depot-save-") as tmp:
         listing = Path(tmp) / "requirements.txt"
@@ -199,10 +209,65 @@ def save(
             click.echo(f"resolving for {target} from {index_url}", err=True)
             for item in resolve(listing, target, index_url):
                 chosen.setdefault(item.dist.filename, item)
-    files = sorted(chosen.values(), key=lambda r: r.dist.filename)
-    saved, skipped, size = asyncio.run(download_all(files, root))
+        (root / local.SUBDIR).mkdir(parents=True, exist_ok=True)
+        # Staged sdists live under the storage directory (same file system: publishing is a
+        # rename) in a hidden directory that push ignores and that vanishes on any failure.
+        with tempfile.TemporaryDirectory(dir=root / local.SUBDIR, prefix=".staging-") as staging:
+            staged = add_build_requirements(chosen, root, Path(staging), Path(tmp), index_url)
+            files = sorted(chosen.values(), key=lambda r: r.dist.filename)
+            saved, skipped, size = asyncio.run(download_all(files, root, staged))
     click.echo(
         f"{len(files)} file(s) for {len(targets)} target(s) in {root / local.SUBDIR}: "
         f"{saved} saved ({local.human_size(size)}), {skipped} already there",
         err=True,
     )
+
+
+def add_build_requirements(
+    chosen: dict[str, Resolved], root: Path, staging: Path, tmp: Path, index_url: str
+) -> dict[str, Path]:
+    """Add the closure of every chosen sdist's PEP 518 build requirements to ``chosen``.
+
+    pip builds an sdist on the installing machine, in an isolated environment it fills from the
+    same index, so the backend (setuptools, hatchling, ...) must be saved too. Sdists are fetched
+    (verified) into ``staging`` to read their ``pyproject.toml``; returns filename -> staged path.
+    Only the running interpreter's resolution can yield sdists: other targets are wheels only.
+    """
+    staged: dict[str, Path] = {}
+    sources: dict[str, Path] = {}
+    rounds = 0
+    while pending := [r for r in chosen.values() if not r.dist.is_wheel and r.dist.filename not in sources]:
+        rounds += 1
+        missing = []
+        for item in pending:
+            saved = local.saved_path(root, item.dist)
+            if saved.exists() and local.sha256_of(saved) == item.sha256:
+                sources[item.dist.filename] = saved
+            else:
+                missing.append(item)
+        asyncio.run(_stage(missing, staging, staged))
+        sources.update(staged)
+        needed: set[str] = set()
+        for item in pending:
+            with open(sources[item.dist.filename], "rb") as f:
+                try:
+                    needed.update(sdist_build_requirements(f, item.dist.filename))
+                except InvalidDistribution as exc:
+                    raise DepotError(str(exc)) from exc
+        if not needed or rounds > 10:
+            break
+        listing = tmp / f"build-requirements-{rounds}.txt"
+        listing.write_text("\n".join(sorted(needed)) + "\n")
+        click.echo(f"resolving build requirements of {len(pending)} sdist(s): {', '.join(sorted(needed))}", err=True)
+        for item in resolve(listing, Target(), index_url):
+            chosen.setdefault(item.dist.filename, item)
+    return staged
+
+
+async def _stage(items: Sequence[Resolved], staging: Path, staged: dict[str, Path]) -> None:
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=300)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        for item in items:
+            path = staging / item.dist.filename
+            await _download(session, item, path)
+            staged[item.dist.filename] = path
