@@ -79,3 +79,18 @@ async def test_insert_or_ignore_keeps_the_first_row(db: Database) -> None:
     await db.execute(db.insert_or_ignore(schema.tables[0]).values(id=1, body="first"))
     await db.execute(db.insert_or_ignore(schema.tables[0]).values(id=1, body="second"))
     assert await db.fetch_val("SELECT body FROM notes WHERE id = 1") == "first"
+
+
+async def test_connections_are_reused_and_never_inside_a_transaction(db: Database) -> None:
+    schema = notes_v1()
+    await db.migrate([schema])
+    first = await db.fetch_val("SELECT 1")
+    pool = db._sqlite_pool
+    assert pool is not None and len(pool._idle) == 1
+    with pytest.raises(RuntimeError):
+        async with db.transaction():
+            await db.execute("INSERT INTO notes (id, body) VALUES (7, 'rolled back')")
+            raise RuntimeError
+    assert first == 1
+    assert await db.fetch_val("SELECT count(*) FROM notes") == 0
+    assert all(not c.in_transaction for c in pool._idle)
