@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import AsyncIterator
 import json
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,26 @@ import pytest
 from depot.core import create_app
 
 from .conftest import make_tgz, publish_body  # noqa: TID252 - test helpers
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_options(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """SQLite in the store, or a fresh database on the machine's PostgreSQL server."""
+    if request.param == "postgresql":
+        return {"database_url": request.getfixturevalue("postgres_url")}
+    return {}
+
+
+@pytest.fixture
+async def app_client(
+    database_options: dict[str, Any], tmp_path: Path
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An in-process depot (no lifespan, as when mounted) on each database."""
+    app = create_app(store_path=tmp_path / "store", **database_options)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://depot.test") as client:
+        yield client
+    await app.state.depot.shutdown()
+
 
 ABBREVIATED = "application/vnd.npm.install-v1+json; q=1.0, application/json; q=0.8, */*"
 
