@@ -47,7 +47,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_wheel(out: Path, name: str, version: str, requires: list[str], payload: int = 2000) -> Path:
+def write_wheel(
+    out: Path, name: str, version: str, requires: list[str], payload: int = 2000
+) -> Path:
     """A small but complete wheel (METADATA, WHEEL, RECORD with hashes) pip installs."""
     module = name.replace("-", "_")
     dist_info = f"{module}-{version}.dist-info"
@@ -60,7 +62,9 @@ def write_wheel(out: Path, name: str, version: str, requires: list[str], payload
     }
     record = []
     for path, text in members.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        digest = (
+            base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        )
         record.append(f"{path},sha256={digest},{len(text.encode())}")
     record.append(f"{dist_info}/RECORD,,")
     members[f"{dist_info}/RECORD"] = "\n".join(record) + "\n"
@@ -118,7 +122,16 @@ def install_pypiserver(root: Path) -> Path:
     uv = shutil.which("uv") or str(Path(sys.executable).parent / "uv")
     subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(venv)], check=True)
     subprocess.run(
-        [uv, "pip", "install", "-q", "--python", str(venv / "bin" / "python"), "pypiserver[cache]", "waitress"],
+        [
+            uv,
+            "pip",
+            "install",
+            "-q",
+            "--python",
+            str(venv / "bin" / "python"),
+            "pypiserver[cache]",
+            "waitress",
+        ],
         check=True,
     )
     return venv / "bin" / "pypi-server"
@@ -173,7 +186,9 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="bench-pypi-"))
     processes: list[subprocess.Popen] = []
     try:
-        print(f"generating {args.files} files of {BIG} and a 20-package closure in {root}", flush=True)
+        print(
+            f"generating {args.files} files of {BIG} and a 20-package closure in {root}", flush=True
+        )
         flat, closure = make_files(root, args.files)
         pypi_server = install_pypiserver(root)
 
@@ -199,7 +214,10 @@ def main() -> None:
             [sys.executable, "-m", "depot.core", "python", "push", depot_url, "--dir", str(root / "storage")],
             check=True, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        print(f"pushed {args.files + 20} files into depot in {time.perf_counter() - start:.1f} s", flush=True)
+        print(
+            f"pushed {args.files + 20} files into depot in {time.perf_counter() - start:.1f} s",
+            flush=True,
+        )
 
         depot_index, peer_index = f"{depot_url}/python/simple/", f"{peer_url}/simple/"
         rates = {"depot": [], "pypiserver": []}
@@ -213,10 +231,15 @@ def main() -> None:
                 installs[name].append(pip_install_time(index, closure[0], root))
 
         rate_d, rate_p = statistics.median(rates["depot"]), statistics.median(rates["pypiserver"])
-        time_d, time_p = statistics.median(installs["depot"]), statistics.median(installs["pypiserver"])
+        time_d, time_p = (
+            statistics.median(installs["depot"]),
+            statistics.median(installs["pypiserver"]),
+        )
         print()
-        print(f"/simple/{BIG}/ with {args.files} files, {args.requests} requests x {args.rounds} rounds, "
-              f"{args.connections} connections (median):")
+        print(
+            f"/simple/{BIG}/ with {args.files} files, {args.requests} requests x {args.rounds} rounds, "
+            f"{args.connections} connections (median):"
+        )
         print(f"  depot       {rate_d:8.1f} req/s")
         print(f"  pypiserver  {rate_p:8.1f} req/s")
         print(f"  ratio depot/pypiserver: {rate_d / rate_p:.2f}x (higher is better)")

@@ -11,10 +11,9 @@ The projects (built once per session, offline, with setuptools and no build isol
 from __future__ import annotations
 
 import os
-import shutil
+import re
 import subprocess
 import sys
-import re
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
@@ -23,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from depot.core.testing import DepotServer, run
 
 VENV_BIN = Path(sys.executable).parent
@@ -84,7 +82,19 @@ def write_project(root: Path, project: Project) -> Path:
 def build(source: Path, out: Path) -> None:
     """Build a wheel and an sdist the way a maintainer would, but offline."""
     env = {**os.environ, "PIP_NO_INDEX": "1"}
-    run([sys.executable, "-m", "build", "--no-isolation", "--skip-dependency-check", "--outdir", str(out), str(source)], env=env)
+    run(
+        [
+            sys.executable,
+            "-m",
+            "build",
+            "--no-isolation",
+            "--skip-dependency-check",
+            "--outdir",
+            str(out),
+            str(source),
+        ],
+        env=env,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -124,7 +134,9 @@ class Clients:
             "NO_COLOR": "1",
         }
 
-    def twine_upload(self, depot_url: str, files: list[Path | str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    def twine_upload(
+        self, depot_url: str, files: list[Path | str], check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         return run(
             [
                 TWINE, "upload", "--repository-url", f"{depot_url}/python/",
@@ -134,7 +146,9 @@ class Clients:
             check=check, env=self.env,
         )  # fmt: skip
 
-    def pip_install(self, index: str, *requirements: str, check: bool = True) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    def pip_install(
+        self, index: str, *requirements: str, check: bool = True
+    ) -> tuple[Path, subprocess.CompletedProcess[str]]:
         """``pip install --target`` into a new directory: a fresh environment for imports."""
         target = Path(tempfile.mkdtemp(dir=self.tmp_path, prefix="pip-target-"))
         result = run(
@@ -156,7 +170,9 @@ class Clients:
              "--index-url", index, *requirements], env=self.env)  # fmt: skip
         return target
 
-    def depot(self, *args: str, check: bool = True, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    def depot(
+        self, *args: str, check: bool = True, **kwargs: object
+    ) -> subprocess.CompletedProcess[str]:
         return run([sys.executable, "-m", "depot.core", *args], check=check, env=self.env, **kwargs)
 
 
@@ -175,9 +191,13 @@ def clients(tmp_path: Path) -> Clients:
 
 
 @pytest.fixture(scope="module")
-def published(module_depot: DepotServer, dists: Path, tmp_path_factory: pytest.TempPathFactory) -> DepotServer:
+def published(
+    module_depot: DepotServer, dists: Path, tmp_path_factory: pytest.TempPathFactory
+) -> DepotServer:
     """The module's depot with every built distribution uploaded through twine."""
-    Clients(tmp_path_factory.mktemp("twine")).twine_upload(module_depot.url, sorted(dists.iterdir()))
+    Clients(tmp_path_factory.mktemp("twine")).twine_upload(
+        module_depot.url, sorted(dists.iterdir())
+    )
     return module_depot
 
 
@@ -187,8 +207,12 @@ def list_installed() -> Callable[[Path], dict[str, str]]:
 
 
 def make_wheel(
-    path: Path, name: str, version: str, metadata_name: str | None = None,
-    metadata_version: str | None = None, requires_python: str | None = None,
+    path: Path,
+    name: str,
+    version: str,
+    metadata_name: str | None = None,
+    metadata_version: str | None = None,
+    requires_python: str | None = None,
     files: dict[str, str] | None = None,
 ) -> Path:
     """A minimal wheel written by hand (for bad-input tests and large benchmarks)."""
@@ -204,7 +228,9 @@ def make_wheel(
         for member, text in (files or {f"{name.replace('-', '_')}.py": ""}).items():
             archive.writestr(member, text)
         archive.writestr(f"{dist_info}/METADATA", metadata)
-        archive.writestr(f"{dist_info}/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        archive.writestr(
+            f"{dist_info}/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        )
         archive.writestr(f"{dist_info}/RECORD", "")
     return target
 
@@ -212,6 +238,7 @@ def make_wheel(
 @pytest.fixture
 def wheel_factory(tmp_path: Path) -> Callable[..., Path]:
     """``wheel_factory("name", "1.0", metadata_name=..., ...)`` -> path of a hand-made wheel."""
+
     def make(*args: object, **kwargs: object) -> Path:
         out = Path(tempfile.mkdtemp(dir=tmp_path, prefix="wheel-"))
         return make_wheel(out, *args, **kwargs)  # type: ignore[arg-type]

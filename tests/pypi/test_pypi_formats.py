@@ -10,11 +10,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from packaging.version import Version
-
 from depot.pypi import simple
 from depot.pypi.coremeta import InvalidDistribution, distribution_metadata
 from depot.pypi.names import InvalidFilename, normalize, parse_filename
+from packaging.version import Version
 
 
 @pytest.mark.parametrize(
@@ -38,9 +37,15 @@ def test_names_are_normalised_as_pep_503_says(name: str, normalised: str) -> Non
         ("Old_Style-0.9.zip", "old-style", "0.9", "sdist"),
     ],
 )  # fmt: skip
-def test_distribution_filenames_are_parsed(filename: str, project: str, version: str, packagetype: str) -> None:
+def test_distribution_filenames_are_parsed(
+    filename: str, project: str, version: str, packagetype: str
+) -> None:
     dist = parse_filename(filename)
-    assert (dist.project, dist.version, dist.packagetype) == (project, Version(version), packagetype)
+    assert (dist.project, dist.version, dist.packagetype) == (
+        project,
+        Version(version),
+        packagetype,
+    )
 
 
 @pytest.mark.parametrize(
@@ -153,7 +158,9 @@ def test_project_html_follows_pep_503_592_658_714() -> None:
     assert parsed.meta["pypi:repository-version"] == "1.1"
     (wheel, wheel_text), (sdist, sdist_text) = parsed.anchors
     assert wheel_text == "demo-1.0-py3-none-any.whl"
-    assert wheel["href"] == f"http://d/python/files/demo/demo-1.0-py3-none-any.whl#sha256={'a' * 64}"
+    assert (
+        wheel["href"] == f"http://d/python/files/demo/demo-1.0-py3-none-any.whl#sha256={'a' * 64}"
+    )
     # The parser unescapes attributes: the page had &gt; and &lt;.
     assert wheel["data-requires-python"] == ">=3.8,<4"
     assert wheel["data-core-metadata"] == f"sha256={'b' * 64}"
@@ -163,13 +170,21 @@ def test_project_html_follows_pep_503_592_658_714() -> None:
 
 
 def test_root_pages_list_projects() -> None:
-    assert json.loads(simple.root_json(["a", "b-c"]))["projects"] == [{"name": "a"}, {"name": "b-c"}]
+    assert json.loads(simple.root_json(["a", "b-c"]))["projects"] == [
+        {"name": "a"},
+        {"name": "b-c"},
+    ]
     anchors = parse_anchors(simple.root_html(["a", "b-c"])).anchors
     assert [(a["href"], text) for a, text in anchors] == [("a/", "a"), ("b-c/", "b-c")]
 
 
 def test_versions_are_sorted_by_pep_440() -> None:
-    assert simple.sort_versions(["1.10", "1.9", "1.0rc1", "1.0", "1.9"]) == ["1.0rc1", "1.0", "1.9", "1.10"]
+    assert simple.sort_versions(["1.10", "1.9", "1.0rc1", "1.0", "1.9"]) == [
+        "1.0rc1",
+        "1.0",
+        "1.9",
+        "1.10",
+    ]
 
 
 def _wheel(entries: dict[str, str]) -> io.BytesIO:
@@ -181,13 +196,19 @@ def _wheel(entries: dict[str, str]) -> io.BytesIO:
     return buffer
 
 
-METADATA = "Metadata-Version: 2.1\nName: Demo_Pkg\nVersion: 1.0\nRequires-Python: >=3.9\n\nLong text\n"
+METADATA = (
+    "Metadata-Version: 2.1\nName: Demo_Pkg\nVersion: 1.0\nRequires-Python: >=3.9\n\nLong text\n"
+)
 
 
 def test_wheel_core_metadata_is_read_from_dist_info() -> None:
     wheel = _wheel({"demo_pkg.py": "", "demo_pkg-1.0.dist-info/METADATA": METADATA})
     found = distribution_metadata(wheel, parse_filename("demo_pkg-1.0-py3-none-any.whl"))
-    assert (found.name, found.version, found.requires_python) == ("Demo_Pkg", Version("1.0"), ">=3.9")
+    assert (found.name, found.version, found.requires_python) == (
+        "Demo_Pkg",
+        Version("1.0"),
+        ">=3.9",
+    )
     assert found.raw == METADATA.encode()
 
 
@@ -206,12 +227,16 @@ def test_wheels_whose_metadata_disagrees_are_refused(entries: dict[str, str], re
 
 
 def test_corrupt_wheel_is_refused() -> None:
-    good = _wheel({"demo_pkg-1.0.dist-info/METADATA": METADATA, "demo_pkg.py": "x" * 1000}).getvalue()
+    good = _wheel(
+        {"demo_pkg-1.0.dist-info/METADATA": METADATA, "demo_pkg.py": "x" * 1000}
+    ).getvalue()
     broken = good.replace(b"x" * 100, b"y" * 100, 1)  # stored member bytes change, CRC does not
     with pytest.raises(InvalidDistribution, match="corrupt"):
         distribution_metadata(io.BytesIO(broken), parse_filename("demo_pkg-1.0-py3-none-any.whl"))
     with pytest.raises(InvalidDistribution, match="not a valid wheel"):
-        distribution_metadata(io.BytesIO(b"not a zip"), parse_filename("demo_pkg-1.0-py3-none-any.whl"))
+        distribution_metadata(
+            io.BytesIO(b"not a zip"), parse_filename("demo_pkg-1.0-py3-none-any.whl")
+        )
 
 
 def _sdist(tmp_path: Path, top: str, pkg_info: str | None, zip_format: bool = False) -> io.BytesIO:
@@ -241,7 +266,9 @@ def test_sdist_pkg_info_must_match_the_filename(tmp_path: Path, zip_format: bool
     found = distribution_metadata(_sdist(tmp_path, "demo_pkg-1.0", METADATA, zip_format), dist)
     assert found.version == Version("1.0")
     with pytest.raises(InvalidDistribution, match="filename says"):
-        distribution_metadata(_sdist(tmp_path, "demo_pkg-1.0", METADATA.replace("1.0", "1.1"), zip_format), dist)
+        distribution_metadata(
+            _sdist(tmp_path, "demo_pkg-1.0", METADATA.replace("1.0", "1.1"), zip_format), dist
+        )
     with pytest.raises(InvalidDistribution, match="PKG-INFO"):
         distribution_metadata(_sdist(tmp_path, "demo_pkg-1.0", None, zip_format), dist)
     with pytest.raises(InvalidDistribution):
@@ -258,12 +285,17 @@ def test_sdist_pkg_info_must_match_the_filename(tmp_path: Path, zip_format: bool
          ["setuptools>=61", "wheel"]),
     ],
 )  # fmt: skip
-def test_sdist_build_requirements_follow_pep_518(tmp_path: Path, pyproject: str | None, requires: list[str]) -> None:
+def test_sdist_build_requirements_follow_pep_518(
+    tmp_path: Path, pyproject: str | None, requires: list[str]
+) -> None:
     from depot.pypi.coremeta import sdist_build_requirements
 
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        for name, text in {"PKG-INFO": METADATA, **({"pyproject.toml": pyproject} if pyproject else {})}.items():
+        for name, text in {
+            "PKG-INFO": METADATA,
+            **({"pyproject.toml": pyproject} if pyproject else {}),
+        }.items():
             info = tarfile.TarInfo(f"demo_pkg-1.0/{name}")
             info.size = len(text.encode())
             archive.addfile(info, io.BytesIO(text.encode()))

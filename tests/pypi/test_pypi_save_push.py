@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from depot.core.testing import DepotServer
 
 
@@ -18,33 +14,47 @@ def saved(root: Path) -> list[str]:
 
 
 def test_save_then_push_then_install_from_the_second_depot(
-    published: DepotServer, make_depot_server: Callable[..., DepotServer], clients,
-    tmp_path: Path, list_installed: Callable[[Path], dict[str, str]],
+    published: DepotServer,
+    make_depot_server: Callable[..., DepotServer],
+    clients,
+    tmp_path: Path,
+    list_installed: Callable[[Path], dict[str, str]],
 ) -> None:
     storage = tmp_path / "storage"
     index = f"{published.url}/python/simple/"
-    save = clients.depot("python", "save", "alpha[fancy]", "--dir", str(storage), "--index-url", index)
+    save = clients.depot(
+        "python", "save", "alpha[fancy]", "--dir", str(storage), "--index-url", index
+    )
     assert saved(storage) == [
         "python/alpha/alpha-1.0-py3-none-any.whl", "python/beta-pkg/Beta.Pkg-1.1-py3-none-any.whl",
         "python/delta/delta-1.0-py3-none-any.whl", "python/gamma/gamma-1.0-py3-none-any.whl",
     ]  # fmt: skip
     assert "4 saved" in save.stderr and "[4/4]" in save.stderr
-    again = clients.depot("python", "save", "alpha[fancy]", "--dir", str(storage), "--index-url", index)
+    again = clients.depot(
+        "python", "save", "alpha[fancy]", "--dir", str(storage), "--index-url", index
+    )
     assert "0 saved" in again.stderr and "4 already there" in again.stderr
 
     second = make_depot_server()
     pushed = clients.depot("python", "push", second.url, "--dir", str(storage))
     assert "4 pushed" in pushed.stderr and "0 failed" in pushed.stderr
     target, _ = clients.pip_install(f"{second.url}/python/simple/", "alpha[fancy]")
-    assert list_installed(target) == {"alpha": "1.0", "beta-pkg": "1.1", "gamma": "1.0", "delta": "1.0"}
+    assert list_installed(target) == {
+        "alpha": "1.0",
+        "beta-pkg": "1.1",
+        "gamma": "1.0",
+        "delta": "1.0",
+    }
     # The second depot extracted core metadata itself: pip used it there too.
-    assert "alpha-1.0-py3-none-any.whl.metadata\", \"status\": 200" in second.log()
+    assert 'alpha-1.0-py3-none-any.whl.metadata", "status": 200' in second.log()
 
     rerun = clients.depot("python", "push", second.url, "--dir", str(storage))
     assert "0 pushed" in rerun.stderr and "4 already there" in rerun.stderr
 
 
-def test_save_for_another_python_version_adds_its_closure(published: DepotServer, clients, tmp_path: Path) -> None:
+def test_save_for_another_python_version_adds_its_closure(
+    published: DepotServer, clients, tmp_path: Path
+) -> None:
     storage = tmp_path / "storage"
     clients.depot(
         "python", "save", "Beta.Pkg", "--dir", str(storage),
@@ -57,7 +67,9 @@ def test_save_for_another_python_version_adds_its_closure(published: DepotServer
     ]  # fmt: skip
 
 
-def test_save_reads_requirements_from_stdin_and_files(published: DepotServer, clients, tmp_path: Path) -> None:
+def test_save_reads_requirements_from_stdin_and_files(
+    published: DepotServer, clients, tmp_path: Path
+) -> None:
     storage = tmp_path / "storage"
     requirements = tmp_path / "requirements.txt"
     requirements.write_text("# pinned\ngamma==1.0\n")
@@ -65,10 +77,15 @@ def test_save_reads_requirements_from_stdin_and_files(published: DepotServer, cl
         "python", "save", "--stdin", "-r", str(requirements), "--dir", str(storage),
         "--index-url", f"{published.url}/python/simple/", input="delta ; python_version >= '3'\n",
     )  # fmt: skip
-    assert saved(storage) == ["python/delta/delta-1.0-py3-none-any.whl", "python/gamma/gamma-1.0-py3-none-any.whl"]
+    assert saved(storage) == [
+        "python/delta/delta-1.0-py3-none-any.whl",
+        "python/gamma/gamma-1.0-py3-none-any.whl",
+    ]
 
 
-def test_unresolvable_requirement_is_one_line_and_saves_nothing(published: DepotServer, clients, tmp_path: Path) -> None:
+def test_unresolvable_requirement_is_one_line_and_saves_nothing(
+    published: DepotServer, clients, tmp_path: Path
+) -> None:
     storage = tmp_path / "storage"
     result = clients.depot(
         "python", "save", "gamma", "no-such-project==1.0", "--dir", str(storage),
@@ -89,31 +106,41 @@ def test_push_reports_failures_and_exits_non_zero(
     # Same filename as the published gamma, other bytes: the depot must keep its own.
     impostor = wheel_factory("gamma", "1.0")
     (storage / impostor.name).write_bytes(impostor.read_bytes())
-    result = clients.depot("python", "push", published.url, "--dir", str(tmp_path / "storage"), check=False)
+    result = clients.depot(
+        "python", "push", published.url, "--dir", str(tmp_path / "storage"), check=False
+    )
     assert result.returncode == 1
     assert "holds different content" in result.stderr and "1 failed" in result.stderr
 
 
-def test_push_to_an_unreachable_depot_fails_cleanly(clients, tmp_path: Path, wheel_factory: Callable[..., Path]) -> None:
+def test_push_to_an_unreachable_depot_fails_cleanly(
+    clients, tmp_path: Path, wheel_factory: Callable[..., Path]
+) -> None:
     storage = tmp_path / "storage" / "python" / "demo"
     storage.mkdir(parents=True)
     wheel = wheel_factory("demo", "1.0")
     (storage / wheel.name).write_bytes(wheel.read_bytes())
-    result = clients.depot("python", "push", "http://127.0.0.1:9", "--dir", str(tmp_path / "storage"), check=False)
+    result = clients.depot(
+        "python", "push", "http://127.0.0.1:9", "--dir", str(tmp_path / "storage"), check=False
+    )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "1 failed" in result.stderr
 
 
 @pytest.mark.network
 def test_save_from_pypi_then_install_from_depot_alone(
-    make_depot_server: Callable[..., DepotServer], clients, tmp_path: Path,
+    make_depot_server: Callable[..., DepotServer],
+    clients,
+    tmp_path: Path,
     list_installed: Callable[[Path], dict[str, str]],
 ) -> None:
     storage = tmp_path / "storage"
     clients.depot("python", "save", "requests>=2.0.0", "flask==2.3.0", "--dir", str(storage))
     depot = make_depot_server()
     clients.depot("python", "push", depot.url, "--dir", str(storage))
-    target, _ = clients.pip_install(f"{depot.url}/python/simple/", "requests>=2.0.0", "flask==2.3.0")
+    target, _ = clients.pip_install(
+        f"{depot.url}/python/simple/", "requests>=2.0.0", "flask==2.3.0"
+    )
     found = list_installed(target)
     assert found["flask"] == "2.3.0" and "requests" in found and "werkzeug" in found
 
@@ -166,8 +193,11 @@ def sdist_only_project(tmp_path: Path) -> Path:
 
 
 def test_save_includes_what_an_sdist_needs_to_build(
-    published: DepotServer, make_depot_server: Callable[..., DepotServer], clients,
-    tmp_path: Path, wheel_factory: Callable[..., Path],
+    published: DepotServer,
+    make_depot_server: Callable[..., DepotServer],
+    clients,
+    tmp_path: Path,
+    wheel_factory: Callable[..., Path],
     list_installed: Callable[[Path], dict[str, str]],
 ) -> None:
     import httpx
@@ -175,11 +205,21 @@ def test_save_includes_what_an_sdist_needs_to_build(
     backend = wheel_factory("tinybackend", "1.0", files={"tinybackend.py": TINY_BACKEND})
     sdist = sdist_only_project(tmp_path)
     for project, path in (("tinybackend", backend), ("needs-build", sdist)):
-        response = httpx.put(f"{published.url}/python/files/{project}/{path.name}", content=path.read_bytes())
+        response = httpx.put(
+            f"{published.url}/python/files/{project}/{path.name}", content=path.read_bytes()
+        )
         assert response.status_code in (200, 201), response.text
 
     storage = tmp_path / "storage"
-    clients.depot("python", "save", "needs-build", "--dir", str(storage), "--index-url", f"{published.url}/python/simple/")
+    clients.depot(
+        "python",
+        "save",
+        "needs-build",
+        "--dir",
+        str(storage),
+        "--index-url",
+        f"{published.url}/python/simple/",
+    )
     assert saved(storage) == [
         "python/needs-build/needs_build-1.0.tar.gz", "python/tinybackend/tinybackend-1.0-py3-none-any.whl",
     ]  # fmt: skip

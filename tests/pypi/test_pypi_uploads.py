@@ -31,13 +31,19 @@ def form_for(path: Path, name: str, version: str, **overrides: str) -> dict[str,
     return fields
 
 
-async def twine_post(client: httpx.AsyncClient, path: Path, fields: dict[str, str], filename: str | None = None) -> httpx.Response:
+async def twine_post(
+    client: httpx.AsyncClient, path: Path, fields: dict[str, str], filename: str | None = None
+) -> httpx.Response:
     files = {"content": (filename or path.name, path.read_bytes(), "application/octet-stream")}
     return await client.post(UPLOAD, data=fields, files=files)
 
 
 async def assert_nothing_stored(client: httpx.AsyncClient, tmp_path: Path) -> None:
-    assert (await client.get("/python/simple/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})).json()["projects"] == []
+    assert (
+        await client.get(
+            "/python/simple/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
+        )
+    ).json()["projects"] == []
     blobs = tmp_path / "store" / "blobs" / "pypi"
     assert not blobs.exists() or not [p for p in blobs.rglob("*") if p.is_file()]
 
@@ -48,7 +54,11 @@ async def test_twine_style_upload_is_stored_with_all_digests_checked(
     wheel = wheel_factory("demo", "1.0", requires_python=">=3.9")
     response = await twine_post(app_client, wheel, form_for(wheel, "demo", "1.0"))
     assert response.status_code == 200, response.text
-    page = (await app_client.get("/python/simple/demo/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})).json()
+    page = (
+        await app_client.get(
+            "/python/simple/demo/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
+        )
+    ).json()
     (entry,) = page["files"]
     assert entry["requires-python"] == ">=3.9"
     assert entry["url"] == "http://depot.test/python/files/demo/demo-1.0-py3-none-any.whl"
@@ -72,7 +82,11 @@ async def test_twine_style_upload_is_stored_with_all_digests_checked(
     ],
 )  # fmt: skip
 async def test_bad_uploads_are_refused_and_nothing_is_stored(
-    app_client: httpx.AsyncClient, wheel_factory: Callable[..., Path], tmp_path: Path, case: str, reason: str
+    app_client: httpx.AsyncClient,
+    wheel_factory: Callable[..., Path],
+    tmp_path: Path,
+    case: str,
+    reason: str,
 ) -> None:
     wheel = wheel_factory("demo", "1.0")
     fields = form_for(wheel, "demo", "1.0")
@@ -115,7 +129,9 @@ async def test_bad_uploads_are_refused_and_nothing_is_stored(
     [b"--xyz\r\nContent-Disposition: form-data; name=\"content\"; filename=\"demo-1.0.tar.gz\"\r\n\r\nabc",
      b"not multipart at all", b"--xyz--\r\n"],
 )  # fmt: skip
-async def test_malformed_multipart_is_400(app_client: httpx.AsyncClient, tmp_path: Path, body: bytes) -> None:
+async def test_malformed_multipart_is_400(
+    app_client: httpx.AsyncClient, tmp_path: Path, body: bytes
+) -> None:
     response = await app_client.post(
         UPLOAD, content=body, headers={"Content-Type": "multipart/form-data; boundary=xyz"}
     )
@@ -153,8 +169,12 @@ async def test_put_stores_a_verified_file_and_is_idempotent(
     ],
 )  # fmt: skip
 async def test_put_refuses_mismatches_and_traversal(
-    app_client: httpx.AsyncClient, wheel_factory: Callable[..., Path], tmp_path: Path,
-    url: str, sha256: str | None, status: int,
+    app_client: httpx.AsyncClient,
+    wheel_factory: Callable[..., Path],
+    tmp_path: Path,
+    url: str,
+    sha256: str | None,
+    status: int,
 ) -> None:
     data = wheel_factory("demo", "1.0").read_bytes()
     headers = {"X-Depot-Sha256": sha256} if sha256 else {}
@@ -171,12 +191,16 @@ async def test_project_page_shows_a_new_upload_at_once_and_revalidates_by_etag(
     await app_client.put(f"/python/files/demo/{first.name}", content=first.read_bytes())
     page = await app_client.get("/python/simple/demo/", headers=accept)
     assert page.json()["versions"] == ["1.0"]
-    unchanged = await app_client.get("/python/simple/demo/", headers={**accept, "If-None-Match": page.headers["etag"]})
+    unchanged = await app_client.get(
+        "/python/simple/demo/", headers={**accept, "If-None-Match": page.headers["etag"]}
+    )
     assert unchanged.status_code == 304
 
     second = wheel_factory("demo", "1.1")
     await app_client.put(f"/python/files/demo/{second.name}", content=second.read_bytes())
-    changed = await app_client.get("/python/simple/demo/", headers={**accept, "If-None-Match": page.headers["etag"]})
+    changed = await app_client.get(
+        "/python/simple/demo/", headers={**accept, "If-None-Match": page.headers["etag"]}
+    )
     assert changed.status_code == 200 and changed.json()["versions"] == ["1.0", "1.1"]
     html = await app_client.get("/python/simple/demo/", headers={"Accept": "text/html"})
     assert html.headers["etag"] != changed.headers["etag"] and second.name in html.text

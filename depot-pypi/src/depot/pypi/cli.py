@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import click
-
 from depot.core.errors import DepotError
 
 DEFAULT_DIR = ".depot-storage"

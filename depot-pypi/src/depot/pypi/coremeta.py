@@ -15,10 +15,9 @@ import zipfile
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from depot.pypi.names import DistributionFile, normalize
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
-
-from depot.pypi.names import DistributionFile, normalize
 
 #: Core metadata is a few kilobytes; anything far larger is not a METADATA file we should keep.
 MAX_METADATA_SIZE = 16 * 1024 * 1024
@@ -80,8 +79,7 @@ def wheel_metadata(file: BinaryIO, dist: DistributionFile) -> CoreMetadata:
             candidates = [
                 info
                 for info in archive.infolist()
-                if info.filename.count("/") == 1
-                and info.filename.endswith(".dist-info/METADATA")
+                if info.filename.count("/") == 1 and info.filename.endswith(".dist-info/METADATA")
             ]
             matching = [info for info in candidates if _dist_info_matches(info.filename, dist)]
             if len(matching) != 1:
@@ -117,7 +115,7 @@ def _dist_info_matches(member: str, dist: DistributionFile) -> bool:
 
 
 def sdist_metadata(file: BinaryIO, dist: DistributionFile) -> CoreMetadata:
-    """The top-level ``PKG-INFO`` of an sdist (``.tar.gz`` or ``.zip``), checked against its name."""
+    """The top-level ``PKG-INFO`` of an sdist (``.tar.gz``, ``.zip``), checked against its name."""
     try:
         if dist.filename.endswith(".zip"):
             raw, where = _zip_pkg_info(file)

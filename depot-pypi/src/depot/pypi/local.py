@@ -51,7 +51,9 @@ def saved_files(root: Path) -> Iterator[tuple[DistributionFile, Path]]:
     base = root / SUBDIR
     if not base.is_dir():
         return
-    for project_dir in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for project_dir in sorted(
+        p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")
+    ):
         for path in sorted(project_dir.iterdir()):
             if path.name.startswith(".") or not path.is_file():
                 continue

@@ -1,4 +1,4 @@
-"""Project names and distribution filenames, as PEP 503 and the packaging specifications define them.
+"""Project names and distribution filenames, as PEP 503 and the packaging specs define them.
 
 Pure functions: they take strings and return values or raise :class:`InvalidFilename`, so the
 upload routes, the index pages and ``depot python save`` agree on what a filename means.

@@ -6,11 +6,10 @@ import html
 from collections.abc import Sequence
 
 import click
-from starlette.requests import Request
-from starlette.routing import BaseRoute, Mount
-
 from depot.core import Depot, Ecosystem, hookimpl
 from depot.core.database import Schema
+from starlette.requests import Request
+from starlette.routing import BaseRoute, Mount
 
 ECOSYSTEM = Ecosystem(name="pypi", prefix="/python", title="Python package index")
 

@@ -15,7 +15,6 @@ from urllib.parse import quote
 
 import aiohttp
 import click
-
 from depot.core.client import PushAuth
 from depot.core.errors import DepotError
 from depot.pypi import local
@@ -55,7 +54,9 @@ class Pusher:
                 return await self._push_once(url, dist, path, sha256)
             except _Unauthorized:
                 if attempt:
-                    raise DepotError(f"{dist.filename}: the depot refused the credentials (401)")
+                    raise DepotError(
+                        f"{dist.filename}: the depot refused the credentials (401)"
+                    ) from None
                 await self._mint(token_used)
         raise AssertionError("unreachable")
 
@@ -112,7 +113,7 @@ async def push_all(
             async with semaphore:
                 try:
                     uploaded = await pusher.push(dist, path)
-                except (DepotError, aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, DepotError, aiohttp.ClientError, OSError) as exc:
                     outcome.failed += 1
                     message = str(exc) or type(exc).__name__
                     progress.step(f"FAILED {dist.filename}: {message}")

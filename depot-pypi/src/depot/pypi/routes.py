@@ -15,6 +15,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
+from depot.core import EcosystemContext
+from depot.core.errors import BadRequest, HTTPError, NotFound
+from depot.core.http import blob_response
+from depot.pypi import pagecache, simple, store
+from depot.pypi.names import DistributionFile, InvalidFilename, normalize, parse_filename
+from depot.pypi.schema import blob_key
 from packaging.version import InvalidVersion, Version
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
@@ -22,13 +28,6 @@ from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
-
-from depot.core import EcosystemContext
-from depot.core.errors import BadRequest, HTTPError, NotFound
-from depot.core.http import blob_response
-from depot.pypi import pagecache, simple, store
-from depot.pypi.names import DistributionFile, InvalidFilename, normalize, parse_filename
-from depot.pypi.schema import blob_key
 
 #: Form fields that steer the upload rather than describe the distribution.
 _CONTROL_FIELDS = {":action", "protocol_version", "content", *store.DIGEST_FIELDS}
@@ -61,11 +60,8 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
     async def simple_root(request: Request) -> Response:
         media_type = _negotiate(request)
         names = await store.projects(ctx)
-        if media_type == simple.JSON_V1:
-            body = simple.root_json(names)
-        else:
-            body = simple.root_html(names)
-        return _page(body, media_type, request)
+        render = simple.root_json if media_type == simple.JSON_V1 else simple.root_html
+        return _page(render(names), media_type, request)
 
     async def simple_project(request: Request) -> Response:
         requested = request.path_params["project"]
@@ -147,7 +143,9 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
     ]
 
 
-def _render_project(project: str, media_type: str, files_url: str, rows: Sequence[Mapping[str, Any]]) -> bytes:
+def _render_project(
+    project: str, media_type: str, files_url: str, rows: Sequence[Mapping[str, Any]]
+) -> bytes:
     """A project page from its rows (PEP 691 JSON or PEP 503 HTML)."""
     files = []
     versions = set()

@@ -22,7 +22,6 @@ from urllib.parse import unquote, urlsplit
 
 import aiohttp
 import click
-
 from depot.core.errors import DepotError
 from depot.pypi import local
 from depot.pypi.coremeta import InvalidDistribution, sdist_build_requirements
@@ -127,7 +126,9 @@ def report_files(report: dict) -> list[Resolved]:
 
 
 async def download_all(
-    files: Sequence[Resolved], root: Path, staged: dict[str, Path] | None = None,
+    files: Sequence[Resolved],
+    root: Path,
+    staged: dict[str, Path] | None = None,
     jobs: int = DOWNLOAD_JOBS,
 ) -> tuple[int, int, int]:
     """Download what is not saved yet (or move it from ``staged``); (saved, skipped, bytes)."""
@@ -141,7 +142,10 @@ async def download_all(
         async def one(item: Resolved) -> None:
             async with semaphore:
                 final = local.saved_path(root, item.dist)
-                if final.exists() and await asyncio.to_thread(local.sha256_of, final) == item.sha256:
+                if (
+                    final.exists()
+                    and await asyncio.to_thread(local.sha256_of, final) == item.sha256
+                ):
                     counts["skipped"] += 1
                     progress.step(f"already saved {item.dist.filename}")
                     return
@@ -159,7 +163,9 @@ async def download_all(
     failures = [r for r in results if isinstance(r, BaseException)]
     if failures:
         first = failures[0]
-        message = str(first) if isinstance(first, DepotError) else f"{type(first).__name__}: {first}"
+        message = (
+            str(first) if isinstance(first, DepotError) else f"{type(first).__name__}: {first}"
+        )
         raise DepotError(f"{len(failures)} download(s) failed; first: {message}")
     return counts["saved"], counts["skipped"], counts["bytes"]
 
@@ -236,7 +242,9 @@ def add_build_requirements(
     staged: dict[str, Path] = {}
     sources: dict[str, Path] = {}
     rounds = 0
-    while pending := [r for r in chosen.values() if not r.dist.is_wheel and r.dist.filename not in sources]:
+    while pending := [
+        r for r in chosen.values() if not r.dist.is_wheel and r.dist.filename not in sources
+    ]:
         rounds += 1
         missing = []
         for item in pending:
@@ -258,7 +266,10 @@ def add_build_requirements(
             break
         listing = tmp / f"build-requirements-{rounds}.txt"
         listing.write_text("\n".join(sorted(needed)) + "\n")
-        click.echo(f"resolving build requirements of {len(pending)} sdist(s): {', '.join(sorted(needed))}", err=True)
+        click.echo(
+            f"resolving build requirements of {len(pending)} sdist(s): {', '.join(sorted(needed))}",
+            err=True,
+        )
         for item in resolve(listing, Target(), index_url):
             chosen.setdefault(item.dist.filename, item)
     return staged

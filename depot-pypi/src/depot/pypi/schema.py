@@ -9,7 +9,6 @@ the first row wins and the loser gets 409.
 from __future__ import annotations
 
 import sqlalchemy as sa
-
 from depot.core.database import Schema
 
 metadata = sa.MetaData()

@@ -129,9 +129,7 @@ def root_json(projects: Sequence[str]) -> bytes:
 
 def root_html(projects: Sequence[str]) -> bytes:
     """PEP 503 root page: one anchor per project, linking ``<name>/``."""
-    links = "".join(
-        f'<a href="{quote(name)}/">{html.escape(name)}</a><br>\n' for name in projects
-    )
+    links = "".join(f'<a href="{quote(name)}/">{html.escape(name)}</a><br>\n' for name in projects)
     return (_HTML_HEAD.format(title="Simple index") + links + "</body>\n</html>\n").encode()
 
 

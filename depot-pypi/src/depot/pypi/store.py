@@ -17,8 +17,6 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 import sqlalchemy as sa
-from starlette.requests import Request
-
 from depot.core import EcosystemContext
 from depot.core.blobs import CHUNK_SIZE
 from depot.core.database import json_value
@@ -26,6 +24,7 @@ from depot.core.errors import BadRequest, Conflict, HTTPError
 from depot.pypi.coremeta import CoreMetadata, InvalidDistribution, distribution_metadata
 from depot.pypi.names import DistributionFile
 from depot.pypi.schema import blob_key, pypi_files
+from starlette.requests import Request
 
 #: Spools keep this much in memory before they roll over to a temporary file on disk.
 SPOOL_IN_MEMORY = CHUNK_SIZE
@@ -136,9 +135,7 @@ async def publish(
     check_digests(received, expected)
     sha256 = received.digests["sha256_digest"]
     try:
-        metadata: CoreMetadata = await asyncio.to_thread(
-            distribution_metadata, received.file, dist
-        )
+        metadata: CoreMetadata = await asyncio.to_thread(distribution_metadata, received.file, dist)
     except InvalidDistribution as exc:
         raise BadRequest(f"{dist.filename}: {exc}") from exc
 
