@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import glob
+import importlib.util
 import os
 import secrets
 import shutil
@@ -65,6 +66,8 @@ class MotoServer:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> MotoServer:
+        if importlib.util.find_spec("moto") is None:
+            pytest.skip("moto[server] is not installed (pip install -r requirements-test.txt)")
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
         cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
         self.process = subprocess.Popen(cmd, stdout=log, stderr=log, env=self.env)
