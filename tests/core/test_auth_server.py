@@ -313,3 +313,34 @@ def test_sighup_with_workers_reloads_every_worker_and_stops_none(tmp_path, write
         )
     finally:
         assert server.stop() == 0
+
+
+async def test_an_embedded_depot_checks_tokens_under_its_mount_prefix(tmp_path, reader, writer):
+    """Mounted inside another app (no lifespan): lazy start-up picks the SSH-key authenticator."""
+    from depot.core import create_app
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    auth = tmp_path / "auth.keys"
+    auth.write_text(f"{writer.auth_line('w')}\n{reader.auth_line('r')}\n")
+    depot_app = create_app(store_path=tmp_path / "store", auth_file=auth)
+    outer = Starlette(routes=[Mount("/depot", app=depot_app)])
+    transport = httpx.ASGITransport(app=outer)
+    signing_key = await find_signing_key(reader.path)
+
+    async def token_with_aud(aud: str) -> dict[str, str]:
+        claims = claims_for(signing_key, aud, parse_duration("5m"))
+        return bearer(await sign_token(signing_key, claims))
+
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://depot.test") as client:
+            assert (await client.get("/depot/-/health")).status_code == 200
+            assert (await client.get("/depot/")).status_code == 401
+            ours = await token_with_aud("http://depot.test/depot")
+            assert (await client.get("/depot/", headers=ours)).status_code == 200
+            below = await token_with_aud("http://depot.test/depot/npm/")
+            assert (await client.get("/depot/", headers=below)).status_code == 200
+            beside = await token_with_aud("http://depot.test/elsewhere")
+            assert (await client.get("/depot/", headers=beside)).status_code == 401
+    finally:
+        await depot_app.state.depot.shutdown()
