@@ -15,6 +15,7 @@ from depot.core import create_app
 
 from .conftest import make_tgz, publish_body  # noqa: TID252 - test helpers
 
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_options(request: pytest.FixtureRequest) -> dict[str, Any]:
     """SQLite in the store, or a fresh database on the machine's PostgreSQL server."""

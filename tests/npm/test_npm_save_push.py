@@ -81,6 +81,8 @@ def test_save_from_one_depot_push_into_another_and_install(
     second = make_depot_server()
     pushed = depot("npm", "push", second.url, "--dir", str(storage))
     assert "pushed 9 package versions" in pushed.stderr
+    tags = httpx.get(second.url + "/npm/-/package/@demo%2fcore/dist-tags").json()
+    assert tags == {"latest": "1.4.2", "beta": "2.0.0-beta.1"}
     resumed = depot("npm", "push", second.url, "--dir", str(storage))
     assert "pushed 0 package versions" in resumed.stderr and "9 already there" in resumed.stderr
 

@@ -2,6 +2,7 @@
 
     <dir>/npm/tarballs/<name>/<basename>-<version>.tgz   the tarball exactly as the registry served it
     <dir>/npm/versions/<name>/<version>.json             its version document (abbreviated manifest)
+    <dir>/npm/dist-tags/<name>.json                      the registry's dist-tags when last saved
 
 A version document is written after its tarball has been verified, so its presence means "saved".
 Both are written atomically (temporary file, fsync, rename).
@@ -37,6 +38,9 @@ class Layout:
 
     def document(self, name: str, version: str) -> Path:
         return self.root / "versions" / name / f"{version}.json"
+
+    def dist_tags(self, name: str) -> Path:
+        return self.root / "dist-tags" / f"{name}.json"
 
     def is_saved(self, name: str, version: str) -> bool:
         return self.document(name, version).is_file() and self.tarball(name, version).is_file()

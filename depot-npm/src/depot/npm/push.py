@@ -117,6 +117,26 @@ class Pusher:
         self.report.bytes += size
         self.progress.advance(size)
 
+    async def push_dist_tags(self, name: str, path: Path) -> None:
+        """Set the saved dist-tags that point at versions the depot has and differ there."""
+        try:
+            wanted = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return
+        url = f"{self.registry}/-/package/{escape_name(name)}/dist-tags"
+        async with self.limit:
+            status, text = await self.request("GET", url)
+            current = json.loads(text) if status == 200 else {}
+            for tag, version in sorted(wanted.items()):
+                if current.get(tag) != version and isinstance(version, str):
+                    # 404: that version was not saved; the tag is left as the depot has it.
+                    status, text = await self.request(
+                        "PUT", f"{url}/{tag}", body=json.dumps(version).encode(),
+                        headers={"Content-Type": "application/json"},
+                    )  # fmt: skip
+                    if status not in (200, 201, 404):
+                        self.progress.line(f"warning: {name} dist-tag {tag}: {status} {text[:200]}")
+
     def _failed(self, label: str, status: int, text: str) -> None:
         try:
             reason = json.loads(text).get("error", text)
@@ -144,6 +164,9 @@ async def push(depot_url: str, directory: Path, token: str | None, jobs: int = 8
         pusher = Pusher(session, registry, PushAuth(depot_url, token), progress, jobs)
         try:
             await asyncio.gather(*(pusher.push(s) for s in saved))
+            layout = Layout(directory)
+            names = sorted({s.name for s in saved})
+            await asyncio.gather(*(pusher.push_dist_tags(n, layout.dist_tags(n)) for n in names))
         finally:
             progress.close()
     return pusher.report

@@ -57,6 +57,7 @@ class Saver:
         self.limit = asyncio.Semaphore(jobs)
         self.packuments: dict[str, asyncio.Task[dict[str, Any]]] = {}
         self.visited: set[tuple[str, str]] = set()
+        self.tagged: set[str] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.report = SaveReport()
 
@@ -170,6 +171,7 @@ class Saver:
             else:
                 self.fail(f"{exc}" + (f" (required by {wanted_by})" if wanted_by else ""))
             return
+        self.record_dist_tags(spec.name, packument)
         version = pick_version(packument, spec)
         if version is None:
             message = f"no version of {spec.name} matches {spec.value!r}" + (
@@ -181,6 +183,15 @@ class Saver:
                 self.fail(message)
             return
         await self.save(spec.name, version, packument["versions"][version])
+
+    def record_dist_tags(self, name: str, packument: dict[str, Any]) -> None:
+        """Keep the registry's tags so that push can set them too (``latest`` included)."""
+        if name in self.tagged:
+            return
+        self.tagged.add(name)
+        tags = packument.get("dist-tags")
+        if isinstance(tags, dict) and tags:
+            write_json_atomically(self.layout.dist_tags(name), tags)
 
     async def save(
         self, name: str, version: str, manifest: dict[str, Any], walk: bool = True
@@ -228,6 +239,7 @@ class Saver:
         except PackageMissing as exc:
             self.fail(str(exc))
             return
+        self.record_dist_tags(package.name, packument)
         manifest = packument["versions"].get(package.version)
         if manifest is None:
             self.fail(f"{package.name}@{package.version}: not at {self.registry}")
