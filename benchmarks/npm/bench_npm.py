@@ -61,8 +61,14 @@ def tgz(name: str, version: str, manifest: dict[str, Any]) -> bytes:
 
 
 def publish_document(name: str, version: str, fields: dict[str, Any]) -> dict[str, Any]:
-    manifest = {"name": name, "version": version, "description": f"{name} for the benchmark",
-                "main": "index.js", "license": "MIT", **fields}  # fmt: skip
+    manifest = {
+        "name": name,
+        "version": version,
+        "description": f"{name} for the benchmark",
+        "main": "index.js",
+        "license": "MIT",
+        **fields,
+    }
     data = tgz(name, version, manifest)
     dist = {
         "integrity": "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode(),
@@ -70,13 +76,19 @@ def publish_document(name: str, version: str, fields: dict[str, Any]) -> dict[st
         "tarball": f"http://placeholder/{name}/-/{name.rsplit('/', 1)[-1]}-{version}.tgz",
     }
     return {
-        "_id": name, "name": name, "description": manifest["description"],
+        "_id": name,
+        "name": name,
+        "description": manifest["description"],
         "dist-tags": {"latest": version},
         "versions": {version: {**manifest, "_id": f"{name}@{version}", "dist": dist}},
-        "_attachments": {f"{name}-{version}.tgz": {
-            "content_type": "application/octet-stream",
-            "data": base64.b64encode(data).decode(), "length": len(data)}},
-    }  # fmt: skip
+        "_attachments": {
+            f"{name}-{version}.tgz": {
+                "content_type": "application/octet-stream",
+                "data": base64.b64encode(data).decode(),
+                "length": len(data),
+            }
+        },
+    }
 
 
 def tree_packages() -> list[tuple[str, str, dict[str, Any]]]:
@@ -99,10 +111,19 @@ def tree_packages() -> list[tuple[str, str, dict[str, Any]]]:
 
 
 def big_package(count: int) -> list[tuple[str, str, dict[str, Any]]]:
-    return [("bench-big", f"{i // 100}.{(i // 10) % 10}.{i % 10}", {
-        "dependencies": {"bench-shared-0": "^1.0.0"}, "scripts": {"test": "node test.js"},
-        "keywords": ["benchmark", "depot"], "repository": "github:example/bench-big"})
-        for i in range(count)]  # fmt: skip
+    return [
+        (
+            "bench-big",
+            f"{i // 100}.{(i // 10) % 10}.{i % 10}",
+            {
+                "dependencies": {"bench-shared-0": "^1.0.0"},
+                "scripts": {"test": "node test.js"},
+                "keywords": ["benchmark", "depot"],
+                "repository": "github:example/bench-big",
+            },
+        )
+        for i in range(count)
+    ]
 
 
 class Server:
@@ -137,10 +158,19 @@ def start_depot(work: Path) -> Server:
     port = free_port()
     log = open(work / "depot.log", "wb")  # noqa: SIM115
     process = subprocess.Popen(
-        [sys.executable, "-m", "depot.core", "serve", "--listen-addr", f"127.0.0.1:{port}",
-         "--store-path", str(work / "depot-store")],
-        stdout=log, stderr=log,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "depot.core",
+            "serve",
+            "--listen-addr",
+            f"127.0.0.1:{port}",
+            "--store-path",
+            str(work / "depot-store"),
+        ],
+        stdout=log,
+        stderr=log,
+    )
     return Server(
         "depot", f"http://127.0.0.1:{port}/npm", process, f"http://127.0.0.1:{port}/-/health"
     ).wait()
@@ -151,12 +181,24 @@ def install_verdaccio(directory: Path) -> Path:
     if binary.exists():
         return binary
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "package.json").write_text(json.dumps({
-        "name": "verdaccio-bench", "version": "0.0.0", "private": True,
-        "dependencies": {"verdaccio": VERDACCIO_VERSION}, "overrides": {"node-fetch": "2.7.0"}}))  # fmt: skip
+    (directory / "package.json").write_text(
+        json.dumps(
+            {
+                "name": "verdaccio-bench",
+                "version": "0.0.0",
+                "private": True,
+                "dependencies": {"verdaccio": VERDACCIO_VERSION},
+                "overrides": {"node-fetch": "2.7.0"},
+            }
+        )
+    )
     print(f"installing verdaccio {VERDACCIO_VERSION} into {directory} ...", file=sys.stderr)
-    subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--cache", str(directory / ".cache")],
-                   cwd=directory, check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+    subprocess.run(
+        ["npm", "install", "--no-audit", "--no-fund", "--cache", str(directory / ".cache")],
+        cwd=directory,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     return binary
 
 
@@ -233,11 +275,22 @@ def npm_install(registry: str, work: Path, label: str) -> float:
     cache = work / f"npm-cache-{label}"
     shutil.rmtree(cache, ignore_errors=True)
     env = {k: v for k, v in os.environ.items() if not k.lower().startswith("npm_config_")}
-    env.update(NPM_CONFIG_CACHE=str(cache), NPM_CONFIG_USERCONFIG=str(work / "npmrc"), NPM_CONFIG_AUDIT="false",
-               NPM_CONFIG_FUND="false", NPM_CONFIG_UPDATE_NOTIFIER="false")  # fmt: skip
+    env.update(
+        NPM_CONFIG_CACHE=str(cache),
+        NPM_CONFIG_USERCONFIG=str(work / "npmrc"),
+        NPM_CONFIG_AUDIT="false",
+        NPM_CONFIG_FUND="false",
+        NPM_CONFIG_UPDATE_NOTIFIER="false",
+    )
     started = time.perf_counter()
-    subprocess.run(["npm", "install", "--registry", registry + "/"], cwd=project, env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    subprocess.run(
+        ["npm", "install", "--registry", registry + "/"],
+        cwd=project,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     elapsed = time.perf_counter() - started
     count = len(
         [p for p in json.loads((project / "package-lock.json").read_text())["packages"] if p]
@@ -264,14 +317,20 @@ def main() -> None:
             started = time.perf_counter()
             # Verdaccio rewrites one JSON file per publish: publish to it one at a time.
             asyncio.run(publish_all(server.registry, packages, 8 if server.name == "depot" else 1))
-            print(f"{server.name}: published {len(packages)} versions in {time.perf_counter() - started:.1f}s",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"{server.name}: published {len(packages)} versions "
+                f"in {time.perf_counter() - started:.1f}s",
+                file=sys.stderr,
+            )
 
         results: dict[str, dict[str, float]] = {s.name: {} for s in servers}
         for form, accept in (("abbreviated", ABBREVIATED), ("full", "application/json")):
             for server in servers:
-                rate, size = asyncio.run(request_rate(f"{server.registry}/bench-big", accept, args.requests,
-                                                      args.concurrency))  # fmt: skip
+                rate, size = asyncio.run(
+                    request_rate(
+                        f"{server.registry}/bench-big", accept, args.requests, args.concurrency
+                    )
+                )
                 results[server.name][f"packument_{form}_rps"] = rate
                 print(
                     f"{server.name}: {form} packument ({size / 1e3:.0f} kB): {rate:.1f} req/s",
@@ -284,8 +343,11 @@ def main() -> None:
                 times[server.name].append(npm_install(server.registry, work, server.name))
         for server in servers:
             results[server.name]["install_s"] = statistics.median(times[server.name])
-            print(f"{server.name}: npm install of 60 packages, empty cache: "
-                  f"{', '.join(f'{t:.2f}' for t in times[server.name])} s", file=sys.stderr)  # fmt: skip
+            print(
+                f"{server.name}: npm install of 60 packages, empty cache: "
+                f"{', '.join(f'{t:.2f}' for t in times[server.name])} s",
+                file=sys.stderr,
+            )
 
         depot, verdaccio = results["depot"], results["verdaccio"]
         print(
@@ -293,7 +355,8 @@ def main() -> None:
         )
         for key in ("packument_abbreviated_rps", "packument_full_rps"):
             print(
-                f"{key:<34} {depot[key]:>8.1f} {verdaccio[key]:>10.1f}   {depot[key] / verdaccio[key]:.2f}x"
+                f"{key:<34} {depot[key]:>8.1f} {verdaccio[key]:>10.1f}   "
+                f"{depot[key] / verdaccio[key]:.2f}x"
             )
         key = "install_s"
         print(

@@ -1,4 +1,4 @@
-"""Fixtures for the npm tests: a real npm 11 with its own cache and config per test, tiny packages."""
+"""Fixtures for the npm tests: a real npm 11 with its own cache and config per test, packages."""
 
 from __future__ import annotations
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -184,9 +184,14 @@ async def test_bad_publishes_are_refused_and_nothing_is_stored(
 
 @pytest.mark.parametrize(
     "path",
-    ["/npm/..%2f..%2fetc%2fpasswd", "/npm/p/-/..%2f..%2fx.tgz", "/npm/@s%2f..", "/npm/p/-/q-1.0.0.tgz",
-     "/npm/p/..%2f1.0.0"],
-)  # fmt: skip
+    [
+        "/npm/..%2f..%2fetc%2fpasswd",
+        "/npm/p/-/..%2f..%2fx.tgz",
+        "/npm/@s%2f..",
+        "/npm/p/-/q-1.0.0.tgz",
+        "/npm/p/..%2f1.0.0",
+    ],
+)
 async def test_traversal_is_refused(
     app_client: httpx.AsyncClient, tmp_path: Path, path: str
 ) -> None:

@@ -56,9 +56,16 @@ def test_name_validation_follows_validate_npm_package_name(name: str, new: bool,
 
 @pytest.mark.parametrize(
     ("version", "valid"),
-    [("1.0.0", True), ("1.0.0-rc.1", True), ("v1.0.0", False), ("1.0", False), ("01.0.0", False),
-     ("../1.0.0", False), ("latest", False)],
-)  # fmt: skip
+    [
+        ("1.0.0", True),
+        ("1.0.0-rc.1", True),
+        ("v1.0.0", False),
+        ("1.0", False),
+        ("01.0.0", False),
+        ("../1.0.0", False),
+        ("latest", False),
+    ],
+)
 def test_versions_must_be_canonical_semver(version: str, valid: bool) -> None:
     assert is_version(version) is valid
 
@@ -112,10 +119,18 @@ def _records() -> list[VersionRecord]:
     def record(version: str, **manifest: object) -> VersionRecord:
         return VersionRecord(
             version=version,
-            manifest={"name": "p", "version": version, "readme": "long", "scripts": {"test": "x"}, **manifest},
-            filename=f"p-{version}.tgz", integrity="sha512-AAAA", shasum="ab" * 20,
+            manifest={
+                "name": "p",
+                "version": version,
+                "readme": "long",
+                "scripts": {"test": "x"},
+                **manifest,
+            },
+            filename=f"p-{version}.tgz",
+            integrity="sha512-AAAA",
+            shasum="ab" * 20,
             created=f"2024-01-0{version[0]}T00:00:00.000Z",
-        )  # fmt: skip
+        )
 
     return [record("1.0.0", dependencies={"q": "^1"}), record("2.0.0-rc.1"), record("1.10.0")]
 
@@ -200,13 +215,22 @@ def test_lockfile_v1_nested_and_aliases() -> None:
     lock = {
         "lockfileVersion": 1,
         "dependencies": {
-            "a": {"version": "1.0.0", "resolved": "https://r/a/-/a-1.0.0.tgz", "integrity": "sha512-x",
-                  "dependencies": {"b": {"version": "2.0.0", "resolved": "https://r/b/-/b-2.0.0.tgz"}}},
-            "alias": {"version": "npm:@s/real@3.0.0", "resolved": "https://r/@s/real/-/real-3.0.0.tgz"},
+            "a": {
+                "version": "1.0.0",
+                "resolved": "https://r/a/-/a-1.0.0.tgz",
+                "integrity": "sha512-x",
+                "dependencies": {
+                    "b": {"version": "2.0.0", "resolved": "https://r/b/-/b-2.0.0.tgz"}
+                },
+            },
+            "alias": {
+                "version": "npm:@s/real@3.0.0",
+                "resolved": "https://r/@s/real/-/real-3.0.0.tgz",
+            },
             "local": {"version": "file:../local"},
             "gitdep": {"version": "git+https://x/y.git#abc", "resolved": "git+https://x/y.git#abc"},
         },
-    }  # fmt: skip
+    }
     assert read_lockfile(lock) == [
         LockedPackage("a", "1.0.0", "https://r/a/-/a-1.0.0.tgz", "sha512-x"),
         LockedPackage("b", "2.0.0", "https://r/b/-/b-2.0.0.tgz"),
@@ -221,16 +245,25 @@ def test_lockfile_v2_v3_packages(version: int) -> None:
         "packages": {
             "": {"name": "root", "dependencies": {"a": "^1"}},
             "node_modules/a": {"version": "1.0.0", "resolved": "https://r/a/-/a-1.0.0.tgz"},
-            "node_modules/a/node_modules/@s/b": {"version": "2.0.0", "resolved": "https://r/@s/b/-/b-2.0.0.tgz"},
-            "node_modules/alias": {"name": "c", "version": "3.0.0", "resolved": "https://r/c/-/c-3.0.0.tgz"},
+            "node_modules/a/node_modules/@s/b": {
+                "version": "2.0.0",
+                "resolved": "https://r/@s/b/-/b-2.0.0.tgz",
+            },
+            "node_modules/alias": {
+                "name": "c",
+                "version": "3.0.0",
+                "resolved": "https://r/c/-/c-3.0.0.tgz",
+            },
             "node_modules/linked": {"resolved": "packages/linked", "link": True},
             "packages/linked": {"version": "0.0.1"},
             "node_modules/a/node_modules/bundled": {"version": "1.0.0", "inBundle": True},
         },
-    }  # fmt: skip
+    }
     assert [(p.name, p.version) for p in read_lockfile(lock)] == [
-        ("a", "1.0.0"), ("@s/b", "2.0.0"), ("c", "3.0.0"),
-    ]  # fmt: skip
+        ("a", "1.0.0"),
+        ("@s/b", "2.0.0"),
+        ("c", "3.0.0"),
+    ]
 
 
 @pytest.mark.parametrize(

@@ -24,14 +24,26 @@ TREE: list[tuple[str, str, dict[str, Any]]] = [
     ("leftpad", "1.0.0", {}),
     ("opt-native", "3.0.0", {}),
     ("react-ish", "18.2.0", {}),
-    ("plugin", "1.0.0", {"peerDependencies": {"react-ish": ">=18"}, "dependencies": {"leftpad": "~0.1.0"}}),
+    (
+        "plugin",
+        "1.0.0",
+        {"peerDependencies": {"react-ish": ">=18"}, "dependencies": {"leftpad": "~0.1.0"}},
+    ),
     ("beta-lib", "2.0.0-beta.1", {"dependencies": {"@demo/core": "^2.0.0-beta.1"}}),
-    ("app", "1.0.0", {
-        "dependencies": {"@demo/core": "^1.0.0", "plugin": "1.x", "pad": "npm:leftpad@^1.0.0",
-                         "beta-lib": "2.0.0-beta.1"},
-        "optionalDependencies": {"opt-native": ">=3.0.0 <4"},
-    }),
-]  # fmt: skip
+    (
+        "app",
+        "1.0.0",
+        {
+            "dependencies": {
+                "@demo/core": "^1.0.0",
+                "plugin": "1.x",
+                "pad": "npm:leftpad@^1.0.0",
+                "beta-lib": "2.0.0-beta.1",
+            },
+            "optionalDependencies": {"opt-native": ">=3.0.0 <4"},
+        },
+    ),
+]
 
 
 def publish_tree(server: DepotServer) -> None:
@@ -57,8 +69,17 @@ def saved_versions(directory: Path) -> set[str]:
     return {f"{p.parent.relative_to(root).as_posix()}@{p.stem}" for p in root.rglob("*.json")}
 
 
-EXPECTED = {"app@1.0.0", "@demo/core@1.4.2", "@demo/core@2.0.0-beta.1", "plugin@1.0.0", "leftpad@0.1.7",
-            "leftpad@1.0.0", "react-ish@18.2.0", "opt-native@3.0.0", "beta-lib@2.0.0-beta.1"}  # fmt: skip
+EXPECTED = {
+    "app@1.0.0",
+    "@demo/core@1.4.2",
+    "@demo/core@2.0.0-beta.1",
+    "plugin@1.0.0",
+    "leftpad@0.1.7",
+    "leftpad@1.0.0",
+    "react-ish@18.2.0",
+    "opt-native@3.0.0",
+    "beta-lib@2.0.0-beta.1",
+}
 
 
 @pytest.fixture
@@ -91,15 +112,25 @@ def test_save_from_one_depot_push_into_another_and_install(
     (project / "package.json").write_text(json.dumps({"name": "project", "version": "0.0.0"}))
     npm(second.url + "/npm/", "install", "app", cwd=project)
     lock = json.loads((project / "package-lock.json").read_text())
-    installed = {f"{entry.get('name') or path.rsplit('node_modules/', 1)[1]}@{entry['version']}"
-                 for path, entry in lock["packages"].items() if path}  # fmt: skip
+    installed = {
+        f"{entry.get('name') or path.rsplit('node_modules/', 1)[1]}@{entry['version']}"
+        for path, entry in lock["packages"].items()
+        if path
+    }
     assert installed == EXPECTED
     assert all(e["resolved"].startswith(second.url) for p, e in lock["packages"].items() if p)
 
     # The lock file alone is enough to save the same set again.
     from_lock = tmp_path / "from-lock"
-    depot("npm", "save", "--dir", str(from_lock), "--registry", second.url + "/npm",
-          str(project / "package-lock.json"))  # fmt: skip
+    depot(
+        "npm",
+        "save",
+        "--dir",
+        str(from_lock),
+        "--registry",
+        second.url + "/npm",
+        str(project / "package-lock.json"),
+    )
     assert saved_versions(from_lock) == EXPECTED
 
 
@@ -121,8 +152,21 @@ def test_no_peer_leaves_peer_dependencies_out(first: DepotServer, tmp_path: Path
 def test_specs_from_stdin_with_ranges_tags_and_aliases(first: DepotServer, tmp_path: Path) -> None:
     storage = tmp_path / "storage"
     specs = "leftpad@0.1.0 - 0.1.5\n@demo/core@beta\nalias@npm:leftpad@>=1\n"
-    run([sys.executable, "-m", "depot.core", "npm", "save", "--stdin", "--dir", str(storage),
-         "--registry", first.url + "/npm"], input=specs)  # fmt: skip
+    run(
+        [
+            sys.executable,
+            "-m",
+            "depot.core",
+            "npm",
+            "save",
+            "--stdin",
+            "--dir",
+            str(storage),
+            "--registry",
+            first.url + "/npm",
+        ],
+        input=specs,
+    )
     assert saved_versions(storage) == {"leftpad@0.1.0", "@demo/core@2.0.0-beta.1", "leftpad@1.0.0"}
 
 
@@ -130,8 +174,17 @@ def test_a_missing_package_fails_in_one_line_and_keeps_what_was_saved(
     first: DepotServer, tmp_path: Path
 ) -> None:
     storage = tmp_path / "storage"
-    result = depot("npm", "save", "--dir", str(storage), "--registry", first.url + "/npm",
-                   "leftpad@1", "no-such-package", check=False)  # fmt: skip
+    result = depot(
+        "npm",
+        "save",
+        "--dir",
+        str(storage),
+        "--registry",
+        first.url + "/npm",
+        "leftpad@1",
+        "no-such-package",
+        check=False,
+    )
     assert result.returncode == 1
     assert "no-such-package: not found" in result.stderr and "Traceback" not in result.stderr
     assert saved_versions(storage) == {"leftpad@1.0.0"}

@@ -39,8 +39,14 @@ def npm() -> None:
 )
 @click.option("--no-peer", is_flag=True, help="Do not follow peerDependencies.")
 @click.option("--jobs", default=16, show_default=True, help="Concurrent requests.")
-def save_command(specs: tuple[str, ...], from_stdin: bool, directory: Path, registry: str | None,
-                 no_peer: bool, jobs: int) -> None:  # fmt: skip
+def save_command(
+    specs: tuple[str, ...],
+    from_stdin: bool,
+    directory: Path,
+    registry: str | None,
+    no_peer: bool,
+    jobs: int,
+) -> None:
     """Save SPECs (name, name@version, name@range, name@tag, alias@npm:name@range) with all their
     dependencies, or every package pinned by a package-lock.json given as a path.
 

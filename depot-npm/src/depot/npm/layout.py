@@ -1,6 +1,6 @@
 """Where ``depot npm save`` keeps packages and ``depot npm push`` finds them.
 
-    <dir>/npm/tarballs/<name>/<basename>-<version>.tgz   the tarball exactly as the registry served it
+    <dir>/npm/tarballs/<name>/<basename>-<version>.tgz   the tarball as the registry served it
     <dir>/npm/versions/<name>/<version>.json             its version document (abbreviated manifest)
     <dir>/npm/dist-tags/<name>.json                      the registry's dist-tags when last saved
 

@@ -21,12 +21,50 @@ _UNSTORABLE = re.compile(r"['()*]")
 _BLACKLIST = {"node_modules", "favicon.ico"}
 #: Node.js core modules (``module.builtinModules`` of Node 20, without the ``node:`` scheme).
 _BUILTINS = frozenset(
-    (
-        "assert async_hooks buffer child_process cluster console constants crypto dgram "
-        "diagnostics_channel dns domain events fs http http2 https inspector module net os path "
-        "perf_hooks process punycode querystring readline repl stream string_decoder sys timers "
-        "tls trace_events tty url util v8 vm wasi worker_threads zlib"
-    ).split()
+    [
+        "assert",
+        "async_hooks",
+        "buffer",
+        "child_process",
+        "cluster",
+        "console",
+        "constants",
+        "crypto",
+        "dgram",
+        "diagnostics_channel",
+        "dns",
+        "domain",
+        "events",
+        "fs",
+        "http",
+        "http2",
+        "https",
+        "inspector",
+        "module",
+        "net",
+        "os",
+        "path",
+        "perf_hooks",
+        "process",
+        "punycode",
+        "querystring",
+        "readline",
+        "repl",
+        "stream",
+        "string_decoder",
+        "sys",
+        "timers",
+        "tls",
+        "trace_events",
+        "tty",
+        "url",
+        "util",
+        "v8",
+        "vm",
+        "wasi",
+        "worker_threads",
+        "zlib",
+    ]
 )
 MAX_NAME_LENGTH = 214
 MAX_VERSION_LENGTH = 256

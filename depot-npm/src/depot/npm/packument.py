@@ -24,19 +24,46 @@ ABBREVIATED_MEDIA_TYPE = "application/vnd.npm.install-v1+json"
 
 #: The per-version fields the abbreviated form keeps (npm/registry "responses/package-metadata").
 ABBREVIATED_FIELDS = (
-    "name", "version", "deprecated", "dependencies", "optionalDependencies",
-    "devDependencies", "bundleDependencies", "bundledDependencies", "peerDependencies",
-    "peerDependenciesMeta", "acceptDependencies", "bin", "directories", "dist", "engines", "os",
-    "cpu", "libc", "_hasShrinkwrap", "hasInstallScript", "funding", "license",
-)  # fmt: skip
+    "name",
+    "version",
+    "deprecated",
+    "dependencies",
+    "optionalDependencies",
+    "devDependencies",
+    "bundleDependencies",
+    "bundledDependencies",
+    "peerDependencies",
+    "peerDependenciesMeta",
+    "acceptDependencies",
+    "bin",
+    "directories",
+    "dist",
+    "engines",
+    "os",
+    "cpu",
+    "libc",
+    "_hasShrinkwrap",
+    "hasInstallScript",
+    "funding",
+    "license",
+)
 _INSTALL_SCRIPTS = ("preinstall", "install", "postinstall")
 #: Manifest fields that belong to the transport, never to a stored version document.
 _TRANSPORT_FIELDS = ("_attachments", "_rev", "_revisions")
 #: Package-level fields kept from the newest publish for the full packument.
 PACKAGE_FIELDS = (
-    "description", "readme", "readmeFilename", "homepage", "keywords", "repository", "author",
-    "bugs", "license", "maintainers", "contributors",
-)  # fmt: skip
+    "description",
+    "readme",
+    "readmeFilename",
+    "homepage",
+    "keywords",
+    "repository",
+    "author",
+    "bugs",
+    "license",
+    "maintainers",
+    "contributors",
+)
 
 
 @dataclass(frozen=True)

@@ -101,16 +101,23 @@ class Pusher:
             status, _ = await self.request("HEAD", tarball_url)
             if status != 200:
                 status, text = await self.request(
-                    "PUT", tarball_url, body=lambda: _file_chunks(saved.tarball),
-                    headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
-                )  # fmt: skip
+                    "PUT",
+                    tarball_url,
+                    body=lambda: _file_chunks(saved.tarball),
+                    headers={
+                        "Content-Type": "application/octet-stream",
+                        "Content-Length": str(size),
+                    },
+                )
                 if status not in (200, 201, 409):
                     return self._failed(label, status, text)
             document = json.loads(saved.document.read_text())
             status, text = await self.request(
-                "PUT", version_url, body=json.dumps(document).encode(),
+                "PUT",
+                version_url,
+                body=json.dumps(document).encode(),
                 headers={"Content-Type": "application/json"},
-            )  # fmt: skip
+            )
             if status not in (200, 201):
                 return self._failed(label, status, text)
         self.report.pushed.append(label)
@@ -131,9 +138,11 @@ class Pusher:
                 if current.get(tag) != version and isinstance(version, str):
                     # 404: that version was not saved; the tag is left as the depot has it.
                     status, text = await self.request(
-                        "PUT", f"{url}/{tag}", body=json.dumps(version).encode(),
+                        "PUT",
+                        f"{url}/{tag}",
+                        body=json.dumps(version).encode(),
                         headers={"Content-Type": "application/json"},
-                    )  # fmt: skip
+                    )
                     if status not in (200, 201, 404):
                         self.progress.line(f"warning: {name} dist-tag {tag}: {status} {text[:200]}")
 

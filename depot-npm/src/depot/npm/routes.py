@@ -230,9 +230,12 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
 
     async def serve_tarball(request: Request, key: str) -> Response:
         return await blob_response(
-            ctx.blobs, key, request, "application/octet-stream",
+            ctx.blobs,
+            key,
+            request,
+            "application/octet-stream",
             on_start=lambda size: ctx.artifact_served(key, size, request),
-        )  # fmt: skip
+        )
 
     # -- publishing ---------------------------------------------------------------------------
 
@@ -277,10 +280,15 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
             dist = json_object(manifest.get("dist") or {}, "dist")
             length = attachment.get("length")
             stored = await receive_tarball(
-                ctx, name, version, tarball_filename(name, version), aiter_sync(decode_base64(data)),
-                integrity=dist.get("integrity"), shasum=dist.get("shasum"),
+                ctx,
+                name,
+                version,
+                tarball_filename(name, version),
+                aiter_sync(decode_base64(data)),
+                integrity=dist.get("integrity"),
+                shasum=dist.get("shasum"),
                 length=length if isinstance(length, int) else None,
-            )  # fmt: skip
+            )
             ctx.artifact_stored(stored.key, stored.size, request)
             await _add_version(
                 name,
@@ -300,9 +308,14 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         return [] if loaded is None else loaded[2]
 
     async def _add_version(
-        name: str, manifest: dict[str, Any], filename: str, integrity: str, shasum: str,
-        fields: dict[str, Any] | None = None, deprecated: str | None = None,
-    ) -> None:  # fmt: skip
+        name: str,
+        manifest: dict[str, Any],
+        filename: str,
+        integrity: str,
+        shasum: str,
+        fields: dict[str, Any] | None = None,
+        deprecated: str | None = None,
+    ) -> None:
         record = VersionRecord(
             version=manifest["version"],
             manifest=stored_manifest(manifest),
@@ -405,10 +418,14 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
             raise Conflict(f"cannot publish over the previously published version {name}@{version}")
         deprecated = manifest.get("deprecated")
         await _add_version(
-            name, manifest, filename, tarball["sha512"], tarball["sha1"],
+            name,
+            manifest,
+            filename,
+            tarball["sha512"],
+            tarball["sha1"],
             fields=package_fields(manifest),
             deprecated=deprecated if isinstance(deprecated, str) else None,
-        )  # fmt: skip
+        )
         await store.touch(ctx.db, name)
         return json_ok({"ok": True, "id": name}, 201)
 
@@ -509,16 +526,25 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
             if not record:
                 continue
             manifest = record.manifest
-            objects.append({
-                "package": {
-                    "name": row["name"], "version": latest,
-                    "description": manifest.get("description", ""),
-                    "keywords": manifest.get("keywords", []), "date": row["modified"],
-                    "links": {}, "publisher": {}, "maintainers": [],
-                },
-                "score": {"final": 1.0, "detail": {"quality": 1.0, "popularity": 1.0, "maintenance": 1.0}},
-                "searchScore": 1.0,
-            })  # fmt: skip
+            objects.append(
+                {
+                    "package": {
+                        "name": row["name"],
+                        "version": latest,
+                        "description": manifest.get("description", ""),
+                        "keywords": manifest.get("keywords", []),
+                        "date": row["modified"],
+                        "links": {},
+                        "publisher": {},
+                        "maintainers": [],
+                    },
+                    "score": {
+                        "final": 1.0,
+                        "detail": {"quality": 1.0, "popularity": 1.0, "maintenance": 1.0},
+                    },
+                    "searchScore": 1.0,
+                }
+            )
         return json_ok({"objects": objects, "total": total, "time": store.now()})
 
     # Depot has no advisory database: audits answer "nothing known" so npm install/audit go on.
@@ -531,14 +557,26 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         async for _ in request.stream():
             pass
         count = 0
-        return json_ok({
-            "actions": [], "advisories": {}, "muted": [],
-            "metadata": {
-                "vulnerabilities": {"info": 0, "low": 0, "moderate": 0, "high": 0, "critical": 0},
-                "dependencies": count, "devDependencies": 0, "optionalDependencies": 0,
-                "totalDependencies": count,
-            },
-        })  # fmt: skip
+        return json_ok(
+            {
+                "actions": [],
+                "advisories": {},
+                "muted": [],
+                "metadata": {
+                    "vulnerabilities": {
+                        "info": 0,
+                        "low": 0,
+                        "moderate": 0,
+                        "high": 0,
+                        "critical": 0,
+                    },
+                    "dependencies": count,
+                    "devDependencies": 0,
+                    "optionalDependencies": 0,
+                    "totalDependencies": count,
+                },
+            }
+        )
 
     return [
         Route("/-/ping", _npm(ping), methods=["GET", "HEAD"]),

@@ -46,9 +46,14 @@ class SaveReport:
 
 class Saver:
     def __init__(
-        self, session: aiohttp.ClientSession, registry: str, layout: Layout,
-        progress: Progress, peers: bool = True, jobs: int = 16,
-    ) -> None:  # fmt: skip
+        self,
+        session: aiohttp.ClientSession,
+        registry: str,
+        layout: Layout,
+        progress: Progress,
+        peers: bool = True,
+        jobs: int = 16,
+    ) -> None:
         self.session = session
         self.registry = registry.rstrip("/")
         self.layout = layout
@@ -254,9 +259,13 @@ class Saver:
 
 
 async def save(
-    specs: Iterable[Spec], locked: Iterable[LockedPackage], registry: str, directory: Path,
-    peers: bool = True, jobs: int = 16,
-) -> SaveReport:  # fmt: skip
+    specs: Iterable[Spec],
+    locked: Iterable[LockedPackage],
+    registry: str,
+    directory: Path,
+    peers: bool = True,
+    jobs: int = 16,
+) -> SaveReport:
     """Save ``specs`` with their dependency trees and ``locked`` packages as pinned."""
     progress = Progress("saving")
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120)

@@ -162,7 +162,7 @@ async def add_tarball(
             sha1=sha1,
             sha512=sha512,
             created=now(),
-        )  # fmt: skip
+        )
     )
     row = await get_tarball(db, name, filename)
     return row is not None and row["blob_key"] == key
@@ -180,7 +180,7 @@ async def add_version(db: Database, name: str, record: VersionRecord) -> bool:
             shasum=record.shasum,
             created=record.created,
             deprecated=record.deprecated,
-        )  # fmt: skip
+        )
     )
     row = await get_version(db, name, record.version)
     return row is not None and row.created == record.created and row.integrity == record.integrity
