@@ -39,11 +39,18 @@ async def app_client(
 ABBREVIATED = "application/vnd.npm.install-v1+json; q=1.0, application/json; q=0.8, */*"
 
 
-async def put_publish(client: httpx.AsyncClient, name: str, body: Any) -> httpx.Response:
+async def put_publish(
+    client: httpx.AsyncClient, name_or_prefix: str, name: Any = None, body: Any = None
+) -> httpx.Response:
+    """PUT a publish document as npm does (``@scope%2fname``), optionally under a mount prefix."""
+    if body is None:
+        prefix, name, body = "", name_or_prefix, name
+    else:
+        prefix = name_or_prefix
     escaped = name.replace("/", "%2f")
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
     return await client.put(
-        f"/npm/{escaped}", content=content, headers={"content-type": "application/json"}
+        f"{prefix}/npm/{escaped}", content=content, headers={"content-type": "application/json"}
     )
 
 
@@ -270,3 +277,20 @@ async def test_dist_tag_api(app_client: httpx.AsyncClient) -> None:
     assert (await app_client.put("/npm/-/package/t/dist-tags/1.x", json="1.0.0")).status_code == 400
     assert (await app_client.delete("/npm/-/package/t/dist-tags/old")).status_code == 200
     assert (await app_client.get("/npm/-/package/t/dist-tags")).json() == {"latest": "2.0.0"}
+
+
+async def test_tarball_urls_include_the_mount_prefix(tmp_path: Path) -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    depot = create_app(store_path=tmp_path / "store")
+    outer = Starlette(routes=[Mount("/registry", app=depot)])
+    transport = httpx.ASGITransport(app=outer)
+    async with httpx.AsyncClient(transport=transport, base_url="http://corp.example") as client:
+        body = publish_body("@s/m", "1.0.0", make_tgz("@s/m", "1.0.0"))
+        assert (await put_publish(client, "/registry", "@s/m", body)).status_code == 201
+        doc = (await client.get("/registry/npm/@s%2fm", headers={"accept": ABBREVIATED})).json()
+        tarball = doc["versions"]["1.0.0"]["dist"]["tarball"]
+        assert tarball == "http://corp.example/registry/npm/@s/m/-/m-1.0.0.tgz"
+        assert (await client.get(tarball)).status_code == 200
+    await depot.state.depot.shutdown()
