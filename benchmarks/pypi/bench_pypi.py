@@ -161,7 +161,10 @@ async def request_rate(url: str, total: int, connections: int) -> float:
 
 def pip_install_time(index: str, requirement: str, root: Path) -> float:
     target = Path(tempfile.mkdtemp(dir=root, prefix="target-"))
-    env = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    env = {
+        **os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        "PIP_FIND_LINKS": " ", "PIP_EXTRA_INDEX_URL": " ", "PIP_CONSTRAINT": " ",
+    }  # fmt: skip
     start = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-cache-dir", "--no-compile",

@@ -127,6 +127,11 @@ class Clients:
             "PIP_NO_CACHE_DIR": "1",
             "PIP_DISABLE_PIP_VERSION_CHECK": "1",
             "PIP_NO_INPUT": "1",
+            # Machine-wide sources and pins in the environment would leak into every client run;
+            # pip splits list settings on whitespace, so one space empties them.
+            "PIP_FIND_LINKS": " ",
+            "PIP_EXTRA_INDEX_URL": " ",
+            "PIP_CONSTRAINT": " ",
             "UV_NO_CACHE": "1",
             "UV_NO_CONFIG": "1",
             "UV_CACHE_DIR": str(tmp_path / "uv-cache"),

@@ -229,3 +229,17 @@ def test_save_includes_what_an_sdist_needs_to_build(
     target, _ = clients.pip_install(f"{second.url}/python/simple/", "needs-build")
     assert list_installed(target) == {"needs-build": "1.0"}
     assert (target / "needs_build.py").read_text() == "BUILT = True\n"
+
+
+def test_save_uses_only_the_index_given(
+    published: DepotServer, clients, tmp_path: Path, wheel_factory: Callable[..., Path]
+) -> None:
+    # A machine-wide pip setting offering a newer gamma elsewhere must not leak into the closure.
+    elsewhere = wheel_factory("gamma", "9.0").parent
+    clients.env["PIP_FIND_LINKS"] = str(elsewhere)
+    clients.env["PIP_EXTRA_INDEX_URL"] = elsewhere.as_uri()
+    storage = tmp_path / "storage"
+    clients.depot(
+        "python", "save", "gamma", "--dir", str(storage), "--index-url", f"{published.url}/python/simple/"
+    )  # fmt: skip
+    assert saved(storage) == ["python/gamma/gamma-1.0-py3-none-any.whl"]

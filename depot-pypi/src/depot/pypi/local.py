@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
-from collections.abc import Iterator
+import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from depot.pypi.names import DistributionFile, InvalidFilename, parse_filename
@@ -74,14 +76,48 @@ def human_size(size: float) -> str:
 
 
 class Progress:
-    """One line per finished item on stderr, ``[ n/N]`` first, so a long run shows where it is."""
+    """Progress on stderr: one line per finished item, ``[ n/N]`` first.
 
-    def __init__(self, total: int, echo: object) -> None:
+    On a terminal a status line below them also shows the bytes moved so far, redrawn in place a
+    few times a second, so a large download is visibly alive between two finished files.
+    """
+
+    def __init__(self, total: int, echo: Callable[..., None], live: bool | None = None) -> None:
         self.total = total
         self.done = 0
+        self.bytes = 0
         self._echo = echo
+        self._live = sys.stderr.isatty() if live is None else live
+        self._drawn = 0.0
 
     def step(self, message: str) -> None:
         self.done += 1
         width = len(str(self.total))
-        self._echo(f"[{self.done:>{width}}/{self.total}] {message}", err=True)  # type: ignore[operator]
+        self._clear()
+        self._echo(f"[{self.done:>{width}}/{self.total}] {message}", err=True)
+        self._draw(force=True)
+
+    def add_bytes(self, count: int) -> None:
+        self.bytes += count
+        self._draw()
+
+    def finish(self) -> None:
+        self._clear()
+
+    def _clear(self) -> None:
+        if self._live:
+            self._echo("\r\x1b[K", err=True, nl=False)
+
+    def _draw(self, force: bool = False) -> None:
+        if not self._live or self.done >= self.total:
+            return
+        now = time.monotonic()
+        if not force and now - self._drawn < 0.2:
+            return
+        self._drawn = now
+        filled = int(20 * self.done / max(self.total, 1))
+        bar = "#" * filled + "-" * (20 - filled)
+        self._echo(
+            f"\r\x1b[K[{bar}] {self.done}/{self.total} files, {human_size(self.bytes)}",
+            err=True, nl=False,
+        )  # fmt: skip

@@ -121,12 +121,14 @@ async def push_all(
                 if uploaded:
                     outcome.pushed += 1
                     outcome.bytes += path.stat().st_size
+                    progress.add_bytes(path.stat().st_size)
                     progress.step(f"pushed {dist.filename}")
                 else:
                     outcome.present += 1
                     progress.step(f"already there {dist.filename}")
 
         await asyncio.gather(*(one(dist, path) for dist, path in files))
+        progress.finish()
     return outcome
 
 

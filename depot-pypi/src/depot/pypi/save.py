@@ -87,10 +87,27 @@ def resolve(requirements: Path, target: Target, index_url: str) -> list[Resolved
             "--report", str(report), "--index-url", index_url,
             *target.pip_options(), "-r", str(requirements),
         ]  # fmt: skip
-        result = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        result = subprocess.run(
+            cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, env=pip_environment()
+        )
         if result.returncode != 0:
             raise DepotError(f"cannot resolve for {target}: {_first_error(result.stderr)}")
         return report_files(json.loads(report.read_text()))
+
+
+#: pip list settings that add sources or pins beside ``--index-url``. The environment overrides
+#: pip.conf, and pip splits list values on whitespace, so a single space empties them (an empty
+#: string would be ignored): the closure comes from the index given and nowhere else, while the
+#: user's certificates, proxy and timeouts in pip.conf still apply.
+_SOURCE_SETTINGS = ("PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_CONSTRAINT")
+
+
+def pip_environment() -> dict[str, str]:
+    env = {**os.environ, "PIP_NO_INPUT": "1"}
+    env.pop("PIP_NO_INDEX", None)
+    for name in _SOURCE_SETTINGS:
+        env[name] = " "
+    return env
 
 
 def _first_error(stderr: str) -> str:
@@ -154,12 +171,13 @@ async def download_all(
                     size = staged[item.dist.filename].stat().st_size
                     await asyncio.to_thread(local.publish_part, staged[item.dist.filename], final)
                 else:
-                    size = await _download(session, item, final)
+                    size = await _download(session, item, final, progress)
                 counts["saved"] += 1
                 counts["bytes"] += size
                 progress.step(f"saved {item.dist.filename} ({local.human_size(size)})")
 
         results = await asyncio.gather(*(one(f) for f in files), return_exceptions=True)
+        progress.finish()
     failures = [r for r in results if isinstance(r, BaseException)]
     if failures:
         first = failures[0]
@@ -170,7 +188,10 @@ async def download_all(
     return counts["saved"], counts["skipped"], counts["bytes"]
 
 
-async def _download(session: aiohttp.ClientSession, item: Resolved, final: Path) -> int:
+async def _download(
+    session: aiohttp.ClientSession, item: Resolved, final: Path,
+    progress: local.Progress | None = None,
+) -> int:
     """Stream one file to a hidden temporary name, check its sha256, then rename it into place."""
     final.parent.mkdir(parents=True, exist_ok=True)
     part = local.part_path(final)
@@ -185,6 +206,8 @@ async def _download(session: aiohttp.ClientSession, item: Resolved, final: Path)
                     digest.update(chunk)
                     size += len(chunk)
                     await asyncio.to_thread(out.write, chunk)
+                    if progress is not None:
+                        progress.add_bytes(len(chunk))
         if digest.hexdigest() != item.sha256:
             raise DepotError(
                 f"{item.dist.filename}: sha256 {digest.hexdigest()} does not match the index's "
