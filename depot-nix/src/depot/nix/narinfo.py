@@ -182,9 +182,15 @@ def format(info: NarInfo) -> str:  # noqa: A001 - the module's counterpart of pa
     return "\n".join(lines) + "\n"
 
 
-def cache_info(priority: int = 30, public_key: PublicKey | None = None) -> str:
-    """The ``nix-cache-info`` text; a client refuses a cache whose ``StoreDir`` is not its own."""
-    text = f"StoreDir: {STORE_DIR}\nWantMassQuery: 1\nPriority: {priority}\n"
+def cache_info(
+    priority: int = 30, public_key: PublicKey | None = None, want_mass_query: bool = True
+) -> str:
+    """The ``nix-cache-info`` text; a client refuses a cache whose ``StoreDir`` is not its own.
+
+    ``Priority`` orders substituters (lower is tried first); ``WantMassQuery`` lets nix ask for
+    many narinfos at once (``nix copy``, ``--dry-run``) rather than one at a time.
+    """
+    text = f"StoreDir: {STORE_DIR}\nWantMassQuery: {int(want_mass_query)}\nPriority: {priority}\n"
     if public_key is not None:
         text += f"PublicKey: {public_key}\n"
     return text

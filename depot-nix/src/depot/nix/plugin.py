@@ -26,6 +26,36 @@ def depot_routes(depot: Depot) -> Sequence[BaseRoute]:
 
 
 @hookimpl
+def depot_serve_options() -> Sequence[click.Option]:
+    from depot.core.settings import option
+
+    return [
+        option(
+            ["--nix-local-store"],
+            is_flag=False,
+            flag_value="/",
+            default=None,
+            metavar="[ROOT]",
+            help="Also serve the valid paths of the Nix store under ROOT (default /: the host's "
+            "own /nix/store), read-only, NARs made on the fly.",
+        ),
+        option(
+            ["--nix-priority"],
+            type=click.IntRange(min=0),
+            default=30,
+            show_default=True,
+            help="Priority in nix-cache-info (lower is tried first by nix).",
+        ),
+        option(
+            ["--nix-want-mass-query/--no-nix-want-mass-query"],
+            default=True,
+            show_default=True,
+            help="WantMassQuery in nix-cache-info.",
+        ),
+    ]
+
+
+@hookimpl
 def depot_schemas() -> Sequence[Schema]:
     from depot.nix.tables import SCHEMA
 

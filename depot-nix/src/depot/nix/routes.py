@@ -9,8 +9,10 @@ Nix reads 404 (and 403, 410) as "not here".
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
+from pathlib import Path
 
 from depot.core import EcosystemContext
 from depot.core.errors import BadRequest, Conflict, HTTPError, NotFound
@@ -19,6 +21,8 @@ from depot.nix import narinfo, store
 from depot.nix.compression import CompressionError
 from depot.nix.hotcache import HotCache
 from depot.nix.keys import Signer
+from depot.nix.localnar import LocalNarResponse
+from depot.nix.localstore import LocalStore
 from depot.nix.narinfo import NAR_URL, NarInfo, NarInfoError
 from depot.nix.nixbase32 import Hash, encode
 from depot.nix.storepath import check_base_name, is_hash_part
@@ -47,10 +51,33 @@ FIXED_FIELDS = (
 def routes(ctx: EcosystemContext) -> list[BaseRoute]:
     signer = Signer(ctx.settings.private_key)
     served_narinfos = HotCache()
+    extra = ctx.settings.extra
+    priority = int(extra.get("nix_priority") or 30)
+    want_mass_query = bool(extra.get("nix_want_mass_query", True))
+    local_root = extra.get("nix_local_store")
+    local = LocalStore(Path(local_root)) if local_root else None
+    if local is not None:
+        ctx.log.info(
+            f"serving the local nix store {local.store_dir} from {local.source}",
+            extra={"store": str(local.store_dir), "source": local.source},
+        )
+
+    async def find_narinfo(hash_part: str) -> NarInfo | None:
+        """An uploaded narinfo, else the local store's (uploaded content wins)."""
+        found = await store.get_narinfo(ctx.db, hash_part)
+        if found is not None:
+            return found[0]
+        if local is not None:
+            return await local.lookup(hash_part)
+        return None
 
     async def cache_info(request: Request) -> Response:
         key = signer.key
-        body = narinfo.cache_info(public_key=key.public_key() if key else None)
+        body = narinfo.cache_info(
+            priority=priority,
+            public_key=key.public_key() if key else None,
+            want_mass_query=want_mass_query,
+        )
         if request.method == "PUT":
             # nix PUTs one when GET failed; ours is always there, so only check it agrees.
             text = (await read_small_body(request)).decode(errors="replace")
@@ -63,10 +90,9 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         hash_part = checked_hash_part(request)
         text = served_narinfos.get(hash_part)
         if text is None:
-            found = await store.get_narinfo(ctx.db, hash_part)
-            if found is None:
+            info = await find_narinfo(hash_part)
+            if info is None:
                 raise NotFound(f"{hash_part}.narinfo not found")
-            info, _listing = found
             if signer.key is not None:
                 info = info.signed(signer.key)
             text = narinfo.format(info)
@@ -111,6 +137,7 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
             raced = await store.get_narinfo(ctx.db, hash_part)
             assert raced is not None
             return await merge_signatures(raced[0], info)
+        served_narinfos.drop(hash_part)  # it may hold the local store's narinfo
         ctx.artifact_stored(f"{hash_part}.narinfo", info.nar_size, request)
         return PlainTextResponse("")
 
@@ -151,9 +178,32 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
                 pass
             return PlainTextResponse("")
         found = await store.get_narinfo(ctx.db, hash_part)
-        if found is None:
+        if found is not None:
+            return await blob_response(ctx.blobs, found[1], request, "application/json")
+        info = await local.lookup(hash_part) if local is not None else None
+        if info is None:
             raise NotFound(f"{hash_part}.ls not found")
-        return await blob_response(ctx.blobs, found[1], request, "application/json")
+        try:
+            text = await asyncio.to_thread(local.listing, info.base_name)  # type: ignore[union-attr]
+        except OSError as exc:
+            ctx.log.warning("local store path unreadable", extra={"path": info.store_path, "error": str(exc)})
+            raise NotFound(f"{hash_part}.ls not found") from None
+        return Response(text, media_type="application/json")
+
+    async def get_local_nar(request: Request) -> Response:
+        """A local path's NAR, serialised as it is sent; only while the path is still valid with
+        the NarHash the client's narinfo gave (the URL carries it)."""
+        hash_part, nar_hash = request.path_params["hash_part"], request.path_params["nar_hash"]
+        info = await local.lookup(hash_part) if local is not None and is_hash_part(hash_part) else None
+        if info is None or info.nar_hash.nix32() != nar_hash:
+            raise NotFound(f"nar/local/{hash_part}/{nar_hash}.nar not found")
+
+        def served(size: int) -> None:
+            ctx.artifact_served(f"nar/local/{hash_part}", size, request)
+
+        return LocalNarResponse(
+            str(local.store_dir), info.base_name, info.nar_size, request, NAR_TYPE, served  # type: ignore[union-attr]
+        )
 
     async def get_nar(request: Request) -> Response:
         key = checked_nar_key(request)
@@ -235,6 +285,7 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         Route("/{hash_part}.narinfo", put_narinfo, methods=["PUT"]),
         Route("/{hash_part}.ls", listing, methods=["GET", "HEAD", "PUT"]),
         Route("/nar/{file}", get_nar, methods=["GET", "HEAD"]),
+        Route("/nar/local/{hash_part}/{nar_hash}.nar", get_local_nar, methods=["GET", "HEAD"]),
         Route("/nar/{file}", put_nar, methods=["PUT"]),
         Route("/log/{drv}", build_log, methods=["GET", "HEAD", "PUT"]),
         Route("/realisations/{id}.doi", realisation, methods=["GET", "HEAD", "PUT"]),
