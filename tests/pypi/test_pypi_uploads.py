@@ -217,3 +217,18 @@ async def test_browse_page_and_front_page_show_projects(
     assert "demo-tool" in browse.text and "1.0, 1.9, 1.10" in browse.text
     front = await app_client.get("/")
     assert "pip install --index-url http://depot.test/python/simple/" in front.text
+
+
+async def test_reupload_restores_a_blob_lost_from_the_store(
+    app_client: httpx.AsyncClient, wheel_factory: Callable[..., Path], tmp_path: Path
+) -> None:
+    wheel = wheel_factory("demo", "1.0")
+    url = f"/python/files/demo/{wheel.name}"
+    assert (await app_client.put(url, content=wheel.read_bytes())).status_code == 201
+    for blob in (tmp_path / "store" / "blobs" / "pypi").rglob("*"):
+        if blob.is_file():
+            blob.unlink()
+    assert (await app_client.get(url)).status_code == 404
+    assert (await app_client.put(url, content=wheel.read_bytes())).status_code == 200
+    assert (await app_client.get(url)).content == wheel.read_bytes()
+    assert (await app_client.get(url + ".metadata")).status_code == 200

@@ -142,6 +142,11 @@ async def publish(
     existing = await file_row(ctx, dist.filename)
     if existing is not None:
         if existing["sha256"] == sha256:
+            # Same bytes again: nothing to do, except restore a blob lost from the store, which
+            # is what re-running a push after such a loss should achieve.
+            await store_blob(ctx, received.file, sha256)
+            if dist.is_wheel:
+                await store_bytes(ctx, metadata.raw, hashlib.sha256(metadata.raw).hexdigest())
             return False
         raise Conflict(f"File already exists: {dist.filename} was published with other content")
 
