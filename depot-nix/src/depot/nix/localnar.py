@@ -73,13 +73,17 @@ class LocalNarResponse(Response):
         try:
             first = await asyncio.to_thread(next, parts, None)
         except NarDumpError as exc:
-            log.warning("local store path unreadable", extra={"path": self.base_name, "error": str(exc)})
+            log.warning(
+                "local store path unreadable", extra={"path": self.base_name, "error": str(exc)}
+            )
             body = b"" if self.head_only else b"store path is not readable\n"
             await send({"type": "http.response.start", "status": 404,
                         "headers": [(b"content-length", str(len(body)).encode())]})  # fmt: skip
             await send({"type": "http.response.body", "body": body})
             return
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
         if self.head_only:
             await send({"type": "http.response.body", "body": b""})
             return
@@ -99,7 +103,13 @@ class LocalNarResponse(Response):
                     if isinstance(part, Contents):
                         await self._send_file(part, skip, stop, buffer, send)
                     else:
-                        await send({"type": "http.response.body", "body": part[skip:stop], "more_body": True})
+                        await send(
+                            {
+                                "type": "http.response.body",
+                                "body": part[skip:stop],
+                                "more_body": True,
+                            }
+                        )
                 position += size
                 part = await asyncio.to_thread(next, parts, None) if position < self.end else None
             if position < self.end:

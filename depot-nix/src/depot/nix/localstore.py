@@ -55,7 +55,9 @@ def local_narinfo(
         try:
             signatures.append(Signature.parse(text))
         except ValueError:
-            log.warning("ignoring a malformed signature in the nix database", extra={"path": store_path})
+            log.warning(
+                "ignoring a malformed signature in the nix database", extra={"path": store_path}
+            )
     return NarInfo(
         store_path=store_path,
         url=local_nar_url(base.split("-", 1)[0], parsed_hash),
@@ -78,7 +80,9 @@ class NixDatabase:
         # A Nix build holding a write lock makes readers wait briefly, not fail.
         self._conn = sqlite3.connect(uri, uri=True, timeout=10, check_same_thread=False)
         self._lock = threading.Lock()
-        self._conn.execute("SELECT id, path, hash, deriver, narSize, sigs, ca FROM ValidPaths LIMIT 1")
+        self._conn.execute(
+            "SELECT id, path, hash, deriver, narSize, sigs, ca FROM ValidPaths LIMIT 1"
+        )
 
     def lookup(self, hash_part: str) -> NarInfo | None:
         # Every store path starts "<store>/<hash part>-": a range on the unique index of `path`
@@ -114,7 +118,9 @@ class PathInfoCommand:
         self.nix = nix
 
     async def lookup(self, hash_part: str) -> NarInfo | None:
-        base = await asyncio.to_thread(_find_base_name, self.root / STORE_DIR.lstrip("/"), hash_part)
+        base = await asyncio.to_thread(
+            _find_base_name, self.root / STORE_DIR.lstrip("/"), hash_part
+        )
         if base is None:
             return None
         store_path = f"{STORE_DIR}/{base}"
@@ -128,11 +134,18 @@ class PathInfoCommand:
         )
         stdout, stderr = await process.communicate()
         if process.returncode != 0:
-            log.warning("nix path-info failed", extra={"path": store_path, "error": stderr.decode(errors="replace")[-300:]})
+            log.warning(
+                "nix path-info failed",
+                extra={"path": store_path, "error": stderr.decode(errors="replace")[-300:]},
+            )
             return None
         entries = json.loads(stdout or b"[]")
         entry = entries[0] if entries else {}
-        if not entry.get("narHash") or entry.get("valid") is False or entry.get("path") != store_path:
+        if (
+            not entry.get("narHash")
+            or entry.get("valid") is False
+            or entry.get("path") != store_path
+        ):
             return None
         return local_narinfo(
             store_path,
@@ -191,7 +204,9 @@ class LocalStore:
         """The ``.ls`` document of a path, from its tree (no file is read); synchronous."""
         store_fd = os.open(self.store_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            return nardump.listing(nardump.walk(store_fd, check_base_name(base_name), open_files=False))
+            return nardump.listing(
+                nardump.walk(store_fd, check_base_name(base_name), open_files=False)
+            )
         finally:
             os.close(store_fd)
 

@@ -147,8 +147,8 @@ def _token(data: bytes) -> bytes:
     return struct.pack("<Q", len(data)) + data + bytes(-len(data) % 8)
 
 
-_T = {w: _token(w) for w in (b"(", b")", b"type", b"regular", b"executable", b"", b"contents",
-                             b"symlink", b"target", b"directory", b"entry", b"name", b"node")}  # fmt: skip
+_WORDS = b"( ) type regular executable contents symlink target directory entry name node".split()
+_T = {w: _token(w) for w in [*_WORDS, b""]}
 _REGULAR = _T[b"("] + _T[b"type"] + _T[b"regular"]
 _EXECUTABLE = _T[b"executable"] + _T[b""]
 _SYMLINK = _T[b"("] + _T[b"type"] + _T[b"symlink"] + _T[b"target"]
@@ -181,7 +181,9 @@ def nar_size(events: Iterator[Event]) -> int:
     return sum(f.size if isinstance(f, Contents) else len(f) for f in frames(events))
 
 
-def coalesce(parts: Iterator[bytes | Contents], small: int, chunk_size: int) -> Iterator[bytes | Contents]:
+def coalesce(
+    parts: Iterator[bytes | Contents], small: int, chunk_size: int
+) -> Iterator[bytes | Contents]:
     """Join framing and the contents of files under ``small`` bytes into chunks of about
     ``chunk_size`` (read here, with ``pread``); larger files stay :class:`Contents` markers."""
     buffer = bytearray()
@@ -205,7 +207,7 @@ def coalesce(parts: Iterator[bytes | Contents], small: int, chunk_size: int) -> 
 
 
 def read_exactly(fd: int, offset: int, n: int) -> bytes:
-    """``n`` bytes at ``offset``; a file that shrank since its ``fstat`` is an error, not a short NAR."""
+    """``n`` bytes at ``offset``; a file that shrank since its fstat is an error (no short NAR)."""
     data = os.pread(fd, n, offset)
     while len(data) < n:
         more = os.pread(fd, n - len(data), offset + len(data))

@@ -186,7 +186,9 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         try:
             text = await asyncio.to_thread(local.listing, info.base_name)  # type: ignore[union-attr]
         except OSError as exc:
-            ctx.log.warning("local store path unreadable", extra={"path": info.store_path, "error": str(exc)})
+            ctx.log.warning(
+                "local store path unreadable", extra={"path": info.store_path, "error": str(exc)}
+            )
             raise NotFound(f"{hash_part}.ls not found") from None
         return Response(text, media_type="application/json")
 
@@ -194,7 +196,9 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         """A local path's NAR, serialised as it is sent; only while the path is still valid with
         the NarHash the client's narinfo gave (the URL carries it)."""
         hash_part, nar_hash = request.path_params["hash_part"], request.path_params["nar_hash"]
-        info = await local.lookup(hash_part) if local is not None and is_hash_part(hash_part) else None
+        info = (
+            await local.lookup(hash_part) if local is not None and is_hash_part(hash_part) else None
+        )
         if info is None or info.nar_hash.nix32() != nar_hash:
             raise NotFound(f"nar/local/{hash_part}/{nar_hash}.nar not found")
 
@@ -202,7 +206,12 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
             ctx.artifact_served(f"nar/local/{hash_part}", size, request)
 
         return LocalNarResponse(
-            str(local.store_dir), info.base_name, info.nar_size, request, NAR_TYPE, served  # type: ignore[union-attr]
+            str(local.store_dir),
+            info.base_name,
+            info.nar_size,
+            request,
+            NAR_TYPE,
+            served,  # type: ignore[union-attr]
         )
 
     async def get_nar(request: Request) -> Response:
