@@ -154,12 +154,9 @@ def _file_json(f: IndexFile) -> dict[str, object]:
         "upload-time": f.upload_time,
         "yanked": False if f.yanked is None else (f.yanked or True),
     }
-    if f.metadata_sha256:
-        # PEP 714 renamed the key; older pip (< 23.3) only reads "dist-info-metadata".
-        entry["core-metadata"] = {"sha256": f.metadata_sha256}
-        entry["dist-info-metadata"] = {"sha256": f.metadata_sha256}
-    else:
-        entry["core-metadata"] = False
+    # PEP 714: JSON says "core-metadata" only; the old "dist-info-metadata" key makes pip
+    # 22.3 to 23.1 fail outright on the whole page.
+    entry["core-metadata"] = {"sha256": f.metadata_sha256} if f.metadata_sha256 else False
     return entry
 
 
@@ -174,6 +171,7 @@ def project_html(name: str, files: Sequence[IndexFile]) -> bytes:
         if f.metadata_sha256:
             value = f"sha256={f.metadata_sha256}"
             attributes.append(f'data-core-metadata="{value}"')
+            # PEP 714 allows the old attribute in HTML, which pip before 23.3 reads safely.
             attributes.append(f'data-dist-info-metadata="{value}"')
         if f.yanked is not None:
             attributes.append(f'data-yanked="{html.escape(f.yanked)}"')
