@@ -76,3 +76,8 @@ def verify(digests: Mapping[str, bytes], integrity: str | None, shasum: str | No
             raise IntegrityError("cannot check shasum: sha1 not computed")
         if digests["sha1"].hex() != shasum.strip().lower():
             raise IntegrityError(f"tarball sha1 is {digests['sha1'].hex()}, not shasum {shasum}")
+
+
+def sri_digest(integrity: str) -> bytes:
+    """The raw digest of a single-entry SRI string such as ``sha512-<base64>``."""
+    return base64.b64decode(integrity.split("-", 1)[1])

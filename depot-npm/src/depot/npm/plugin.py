@@ -22,7 +22,8 @@ def depot_ecosystems() -> list[Ecosystem]:
 
 @hookimpl
 def depot_routes(depot: Depot) -> Sequence[BaseRoute]:
-    from depot.npm.routes import error_response, routes
+    from depot.npm.responses import error_response
+    from depot.npm.routes import routes
 
     depot.set_error_renderer(ECOSYSTEM.name, error_response)
     return [Mount(ECOSYSTEM.prefix, routes=routes(depot.context(ECOSYSTEM.name)))]

@@ -1,0 +1,237 @@
+"""The write side of the registry: ``npm publish``, deprecate, unpublish and the push API.
+
+Every handler reads route -> parse -> verify -> store -> respond: the tarball is received and
+verified (:mod:`depot.npm.uploads`) before a version row points at it, and a published version
+is never replaced.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from depot.core.errors import BadRequest, Conflict, NotFound
+from depot.npm import store
+from depot.npm.integrity import IntegrityError, sri_digest, verify
+from depot.npm.names import (
+    require_name,
+    require_tag,
+    require_version,
+    tarball_filename,
+    version_from_filename,
+)
+from depot.npm.packument import VersionRecord, package_fields, stored_manifest
+from depot.npm.registry import Registry
+from depot.npm.responses import json_object, json_ok, read_json
+from depot.npm.uploads import aiter_sync, decode_base64, receive_tarball
+from depot.npm.versions import choose_latest
+from starlette.requests import Request
+from starlette.responses import Response
+
+
+async def publish(reg: Registry, request: Request, name: str, document: dict[str, Any]) -> Response:
+    """``npm publish``: new versions, each with its tarball as a base64 attachment."""
+    require_name(name, new=True)
+    attachments = json_object(document.get("_attachments"), "_attachments")
+    manifests = json_object(document.get("versions"), "versions")
+    tags = json_object(document.get("dist-tags") or {}, "dist-tags")
+    by_filename: dict[str, tuple[str, dict[str, Any]]] = {}
+    for version, manifest in manifests.items():
+        require_version(version)
+        manifest = json_object(manifest, f"versions[{version!r}]")
+        if manifest.get("name") != name or manifest.get("version") != version:
+            raise BadRequest(f"versions[{version!r}] does not describe {name}@{version}")
+        by_filename[tarball_filename(name, version)] = (version, manifest)
+        # npm names the attachment after the full name: "@scope/pkg-1.0.0.tgz".
+        by_filename[f"{name}-{version}.tgz"] = (version, manifest)
+    for tag, version in tags.items():
+        require_tag(tag)
+        if version not in manifests:
+            raise BadRequest(f"dist-tag {tag} points at {version!r}, which is not published here")
+    if not attachments:
+        raise BadRequest("nothing to publish: no _attachments")
+    existing = [v for v in manifests if await store.get_version(reg.ctx.db, name, v)]
+    if existing:
+        raise Conflict(f"cannot publish over the previously published version {name}@{existing[0]}")
+    before = await store.version_numbers(reg.ctx.db, name)
+    published = []
+    for filename, attachment in attachments.items():
+        if filename not in by_filename:
+            raise BadRequest(f"attachment {filename!r} matches no version in the document")
+        attachment = json_object(attachment, f"_attachments[{filename!r}]")
+        data = attachment.get("data")
+        if not isinstance(data, str):
+            raise BadRequest(f"attachment {filename!r} has no base64 data")
+        version, manifest = by_filename[filename]
+        dist = json_object(manifest.get("dist") or {}, "dist")
+        length = attachment.get("length")
+        stored = await receive_tarball(
+            reg.ctx,
+            name,
+            version,
+            tarball_filename(name, version),
+            aiter_sync(decode_base64(data)),
+            integrity=dist.get("integrity"),
+            shasum=dist.get("shasum"),
+            length=length if isinstance(length, int) else None,
+        )
+        reg.ctx.artifact_stored(stored.key, stored.size, request)
+        await _add_version(
+            reg,
+            name,
+            manifest,
+            stored.filename,
+            stored.integrity,
+            stored.sha1,
+            fields=package_fields(document) or package_fields(manifest),
+        )
+        published.append(version)
+    await _apply_publish_tags(reg, name, tags, before)
+    await store.touch(reg.ctx.db, name)
+    return json_ok({"ok": True, "id": name, "versions": published}, 201)
+
+
+async def _add_version(
+    reg: Registry,
+    name: str,
+    manifest: dict[str, Any],
+    filename: str,
+    integrity: str,
+    shasum: str,
+    fields: dict[str, Any] | None = None,
+    deprecated: str | None = None,
+) -> None:
+    record = VersionRecord(
+        version=manifest["version"],
+        manifest=stored_manifest(manifest),
+        filename=filename,
+        integrity=integrity,
+        shasum=shasum,
+        created=store.now(),
+        deprecated=deprecated or None,
+    )
+    await store.ensure_package(reg.ctx.db, name, fields)
+    if not await store.add_version(reg.ctx.db, name, record):
+        raise Conflict(
+            f"cannot publish over the previously published version {name}@{record.version}"
+        )
+    if fields:
+        await store.touch(reg.ctx.db, name, fields)
+
+
+async def _apply_publish_tags(
+    reg: Registry, name: str, tags: dict[str, str], before: list[str]
+) -> None:
+    """``latest`` is computed by precedence; ``--tag beta`` publishes leave it where it was."""
+    for tag, version in tags.items():
+        if tag == "latest":
+            await store.remove_dist_tag(reg.ctx.db, name, "latest")
+        else:
+            await store.set_dist_tag(reg.ctx.db, name, tag, version)
+    if "latest" in tags or not before:
+        return
+    if "latest" not in await store.stored_dist_tags(reg.ctx.db, name):
+        previous = choose_latest(before)
+        if previous != choose_latest(await store.version_numbers(reg.ctx.db, name)):
+            await store.set_dist_tag(reg.ctx.db, name, "latest", previous)
+
+
+async def update(
+    reg: Registry, request: Request, name: str, document: dict[str, Any], rev: str | None
+) -> Response:
+    """A PUT of the whole packument: deprecations, and with ``-rev`` pruned versions."""
+    if rev is not None and rev != await reg.current_rev(request, name):
+        raise Conflict(f"document update conflict: {name} changed (rev {rev} is stale)")
+    manifests = json_object(document.get("versions") or {}, "versions")
+    stored = await reg.versions(name)
+    if not stored:
+        raise NotFound(f"package {name} not found")
+    for record in stored:
+        manifest = manifests.get(record.version)
+        if not isinstance(manifest, dict):
+            continue
+        message = manifest.get("deprecated") or None
+        if message is not None and not isinstance(message, str):
+            raise BadRequest(f"versions[{record.version!r}].deprecated must be a string")
+        if message != record.deprecated:
+            await store.set_deprecated(reg.ctx.db, name, record.version, message)
+    if rev is not None:
+        doomed = [r.version for r in stored if r.version not in manifests]
+        if len(doomed) == len(stored):
+            return await unpublish_package(reg, name)
+        keys = await store.remove_versions(reg.ctx.db, name, doomed)
+        for key in keys:
+            await reg.ctx.blobs.delete(key)
+    await store.touch(reg.ctx.db, name)
+    return json_ok({"ok": True, "id": name}, 201)
+
+
+async def unpublish_package(reg: Registry, name: str) -> Response:
+    for key in await store.remove_package(reg.ctx.db, name):
+        await reg.ctx.blobs.delete(key)
+    reg.forget(name)
+    return json_ok({"ok": True, "id": name})
+
+
+# -- push API (depot npm push) ---------------------------------------------------------------------
+
+
+async def push_tarball(reg: Registry, request: Request, name: str, filename: str) -> Response:
+    version = version_from_filename(name, filename)
+    stored = await receive_tarball(
+        reg.ctx, name, version, filename, request.stream(), require_digest=False
+    )
+    reg.ctx.artifact_stored(stored.key, stored.size, request)
+    return json_ok({"ok": True, "integrity": stored.integrity, "shasum": stored.sha1}, 201)
+
+
+async def push_version(reg: Registry, request: Request, name: str, version: str) -> Response:
+    require_version(version)
+    manifest = json_object(await read_json(request), "version document")
+    if manifest.get("name") != name or manifest.get("version") != version:
+        raise BadRequest(f"the version document does not describe {name}@{version}")
+    filename = tarball_filename(name, version)
+    tarball = await store.get_tarball(reg.ctx.db, name, filename)
+    if tarball is None:
+        raise BadRequest(f"{name}@{version}: upload {filename} before its version document")
+    dist = json_object(manifest.get("dist") or {}, "dist")
+    digests = {
+        "sha1": bytes.fromhex(tarball["sha1"]),
+        "sha512": sri_digest(tarball["sha512"]),
+    }
+    try:
+        verify(digests, dist.get("integrity"), dist.get("shasum"))
+    except IntegrityError as exc:
+        raise BadRequest(f"{filename}: {exc}") from exc
+    existing = await store.get_version(reg.ctx.db, name, version)
+    if existing is not None:
+        if existing.integrity == tarball["sha512"]:
+            return json_ok({"ok": True, "id": name, "existing": True})
+        raise Conflict(f"cannot publish over the previously published version {name}@{version}")
+    deprecated = manifest.get("deprecated")
+    await _add_version(
+        reg,
+        name,
+        manifest,
+        filename,
+        tarball["sha512"],
+        tarball["sha1"],
+        fields=package_fields(manifest),
+        deprecated=deprecated if isinstance(deprecated, str) else None,
+    )
+    await store.touch(reg.ctx.db, name)
+    return json_ok({"ok": True, "id": name}, 201)
+
+
+async def delete_tarball(reg: Registry, request: Request, name: str, filename: str) -> Response:
+    version = version_from_filename(name, filename)
+    if await store.get_version(reg.ctx.db, name, version) is not None:
+        raise Conflict(f"{name}@{version} is still published; unpublish the version first")
+    row = await store.get_tarball(reg.ctx.db, name, filename)
+    if row is not None:
+        await reg.ctx.db.execute(
+            store.tarballs.delete().where(
+                store.tarballs.c.name == name, store.tarballs.c.filename == filename
+            )
+        )
+        await reg.ctx.blobs.delete(row["blob_key"])
+    return json_ok({"ok": True})

@@ -1,0 +1,143 @@
+"""What the registry's handlers share: rendered packuments and tarball locations, cached.
+
+Every change bumps the package's serial in the database, so a cached packument is reused only
+while it is current, in this process or any other sharing the database. Tarball blob keys are
+unique per upload and never reused, so a remembered key can only be stale by pointing at a
+deleted blob: then the row is read again.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from depot.core import EcosystemContext
+from depot.core.errors import NotFound
+from depot.core.http import blob_response
+from depot.npm import store
+from depot.npm.packument import VersionRecord, build_packument, encode, etag, revision
+from starlette.requests import Request
+from starlette.responses import Response
+
+#: Total bytes of rendered packuments kept in memory per process.
+CACHE_BYTES = 64 * 1024 * 1024
+#: Tarball locations remembered per process.
+TARBALL_KEYS = 100_000
+
+
+@dataclass
+class Rendered:
+    serial: int
+    body: bytes
+    etag: str
+    rev: str
+
+
+class PackumentCache:
+    """Rendered packuments per (name, external base URL, abbreviated), with the serial they show."""
+
+    def __init__(self, limit: int = CACHE_BYTES) -> None:
+        self.limit = limit
+        self.size = 0
+        self.entries: OrderedDict[tuple[str, str, bool], Rendered] = OrderedDict()
+
+    def get(self, key: tuple[str, str, bool], serial: int) -> Rendered | None:
+        entry = self.entries.get(key)
+        if entry is None or entry.serial != serial:
+            return None
+        self.entries.move_to_end(key)
+        return entry
+
+    def put(self, key: tuple[str, str, bool], entry: Rendered) -> None:
+        old = self.entries.pop(key, None)
+        if old is not None:
+            self.size -= len(old.body)
+        self.entries[key] = entry
+        self.size += len(entry.body)
+        while self.size > self.limit and len(self.entries) > 1:
+            _, dropped = self.entries.popitem(last=False)
+            self.size -= len(dropped.body)
+
+    def forget(self, name: str) -> None:
+        for key in [k for k in self.entries if k[0] == name]:
+            self.size -= len(self.entries.pop(key).body)
+
+
+class Registry:
+    """The npm ecosystem's context plus its per-process caches."""
+
+    def __init__(self, ctx: EcosystemContext) -> None:
+        self.ctx = ctx
+        self.packuments = PackumentCache()
+        self.tarball_keys: OrderedDict[tuple[str, str], str] = OrderedDict()
+
+    def tarball_url(self, request: Request, name: str) -> Callable[[VersionRecord], str]:
+        """Tarball URLs as the client reached this server (Host, mount prefix, --base-url)."""
+        base = self.ctx.external_url(request, f"/{name}/-/")
+        return lambda record: base + record.filename
+
+    async def render(self, request: Request, name: str, abbreviated: bool) -> Rendered:
+        """The packument of ``name`` as bytes with its ETag and ``_rev``; 404 if none."""
+        serial = await store.package_serial(self.ctx.db, name)
+        if serial is None:
+            raise NotFound(f"package {name} not found")
+        base = self.ctx.external_url(request)
+        cached = self.packuments.get((name, base, abbreviated), serial)
+        if cached is not None:
+            return cached
+        loaded = await store.load_package(self.ctx.db, name)
+        if loaded is None or not loaded[2]:
+            raise NotFound(f"package {name} not found")
+        serial, package, versions = loaded
+        url = self.tarball_url(request, name)
+        full = build_packument(package, versions, url)
+        full["_rev"] = revision(serial, encode({"modified": package.modified, "n": serial}))
+        rendered = {}
+        for form, document in (
+            (False, full),
+            (True, build_packument(package, versions, url, abbreviated=True)),
+        ):
+            body = encode(document)
+            rendered[form] = Rendered(serial, body, etag(body), full["_rev"])
+            self.packuments.put((name, base, form), rendered[form])
+        return rendered[abbreviated]
+
+    async def current_rev(self, request: Request, name: str) -> str:
+        return (await self.render(request, name, False)).rev
+
+    async def versions(self, name: str) -> list[VersionRecord]:
+        loaded = await store.load_package(self.ctx.db, name)
+        return [] if loaded is None else loaded[2]
+
+    def forget(self, name: str) -> None:
+        """Drop what this process remembers of a package that is gone."""
+        self.packuments.forget(name)
+        for key in [k for k in self.tarball_keys if k[0] == name]:
+            del self.tarball_keys[key]
+
+    async def tarball_response(self, request: Request, name: str, filename: str) -> Response:
+        """The stored tarball, streamed as stored; 404 if there is none."""
+        key = self.tarball_keys.get((name, filename))
+        if key is not None:
+            try:
+                return await self._serve(request, key)
+            except NotFound:
+                self.tarball_keys.pop((name, filename), None)
+        row = await store.get_tarball(self.ctx.db, name, filename)
+        if row is None:
+            raise NotFound(f"{name}: tarball {filename} not found")
+        key = row["blob_key"]
+        self.tarball_keys[(name, filename)] = key
+        if len(self.tarball_keys) > TARBALL_KEYS:
+            self.tarball_keys.popitem(last=False)
+        return await self._serve(request, key)
+
+    async def _serve(self, request: Request, key: str) -> Response:
+        return await blob_response(
+            self.ctx.blobs,
+            key,
+            request,
+            "application/octet-stream",
+            on_start=lambda size: self.ctx.artifact_served(key, size, request),
+        )
