@@ -136,7 +136,19 @@ class Depot:
         return backends
 
     async def startup(self) -> None:
-        """Open the blob store, migrate the database, choose the authenticator; once."""
+        """Open the blob store, migrate the database, choose the authenticator; once.
+
+        A failure closes whatever was already opened: an open SQLite connection's thread would
+        otherwise keep ``depot serve`` from exiting after printing its one-line error.
+        """
+        try:
+            await self._startup()
+        except BaseException:
+            if not self.started:
+                await self.shutdown()
+            raise
+
+    async def _startup(self) -> None:
         async with self._start_lock:
             if self.started:
                 return
