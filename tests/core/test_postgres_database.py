@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-
 from depot.core.database import Database, Schema, json_value
 from depot.core.errors import ConfigError
 
@@ -101,7 +100,7 @@ async def test_upsert_updates_only_named_columns(db: Database) -> None:
 
 
 async def test_replicas_starting_and_writing_together_lose_nothing(database_url: str) -> None:
-    """Two connection pools (as two depot processes) migrate at once, then write rows concurrently."""
+    """Two connection pools (two depot processes) migrate at once, then write rows concurrently."""
     schema, widgets = widgets_schema()
     replicas = [Database(database_url), Database(database_url)]
     for replica in replicas:
@@ -112,7 +111,9 @@ async def test_replicas_starting_and_writing_together_lose_nothing(database_url:
 
         async def publish(replica: Database, start: int) -> None:
             for i in range(start, start + 40):
-                await replica.execute(replica.insert_or_ignore(widgets).values(name=f"w{i}", size=i))
+                await replica.execute(
+                    replica.insert_or_ignore(widgets).values(name=f"w{i}", size=i)
+                )
 
         await asyncio.gather(publish(replicas[0], 0), publish(replicas[1], 20))
         names = {row.name for row in await replicas[1].fetch_all(sa.select(widgets.c.name))}

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from depot.core import storage_s3
 from depot.core.blobs import BlobStore, ScopedBlobStore
 from depot.core.errors import ConfigError
@@ -31,7 +30,9 @@ def s3_settings(**options: Any) -> Settings:
 
 
 @pytest.fixture(params=["fs", "s3"])
-async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[BlobStore, Any]]:
+async def backend(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[tuple[BlobStore, Any]]:
     """A raw store and a way to see what it holds: the fs root or the S3 bucket."""
     if request.param == "fs":
         store = FSBlobStore.open_sync(tmp_path / "blobs")
@@ -43,7 +44,9 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     await store.close()
 
 
-async def read_all(blobs: ScopedBlobStore, key: str, start: int = 0, end: int | None = None) -> bytes:
+async def read_all(
+    blobs: ScopedBlobStore, key: str, start: int = 0, end: int | None = None
+) -> bytes:
     return b"".join([chunk async for chunk in blobs.read(key, start, end)])
 
 
@@ -57,7 +60,9 @@ async def write_in_chunks(upload: Any, data: bytes, chunk: int = 256 * 1024) -> 
     [0, 5, 3 * MiB + 17, PART_SIZE, 2 * PART_SIZE + 123],
     ids=["empty", "tiny", "one-put", "one-part", "multipart"],
 )
-async def test_committed_blob_reads_back_with_digests(backend: tuple[BlobStore, Any], size: int) -> None:
+async def test_committed_blob_reads_back_with_digests(
+    backend: tuple[BlobStore, Any], size: int
+) -> None:
     store, _ = backend
     blobs = ScopedBlobStore(store, "eco")
     data = os.urandom(size)
@@ -76,7 +81,9 @@ async def test_committed_blob_reads_back_with_digests(backend: tuple[BlobStore, 
 
 
 @pytest.mark.parametrize("size", [5, 2 * PART_SIZE + 1], ids=["small", "multipart"])
-async def test_upload_left_without_commit_leaves_nothing(backend: tuple[BlobStore, Any], size: int) -> None:
+async def test_upload_left_without_commit_leaves_nothing(
+    backend: tuple[BlobStore, Any], size: int
+) -> None:
     store, bucket = backend
     blobs = ScopedBlobStore(store, "eco")
     with pytest.raises(RuntimeError):
@@ -86,7 +93,7 @@ async def test_upload_left_without_commit_leaves_nothing(backend: tuple[BlobStor
             raise RuntimeError("verification failed")
     assert await blobs.stat("x") is None
     if bucket is not None:
-        assert bucket.keys() == []
+        assert bucket.object_keys() == []
         assert bucket.pending_multipart_uploads() == [], "the multipart upload was not aborted"
 
 
@@ -114,7 +121,7 @@ async def test_commit_under_digest_key(backend: tuple[BlobStore, Any], size: int
     assert await blobs.stat("incoming/f") is None
     assert await read_all(blobs, digest_key) == data
     if bucket is not None:
-        assert bucket.keys() == [f"eco/{digest_key}"]
+        assert bucket.object_keys() == [f"eco/{digest_key}"]
 
 
 async def test_commit_replaces_and_delete_removes(backend: tuple[BlobStore, Any]) -> None:
@@ -148,7 +155,7 @@ async def test_ecosystems_keep_their_own_prefix(backend: tuple[BlobStore, Any]) 
     assert await read_all(ScopedBlobStore(store, "python"), key) == b"python"
     assert await ScopedBlobStore(store, "nix").stat(key) is None
     if bucket is not None:
-        assert bucket.keys() == [f"npm/{key}", f"python/{key}"]
+        assert bucket.object_keys() == [f"npm/{key}", f"python/{key}"]
 
 
 async def test_s3_upload_memory_stays_near_two_parts(s3_bucket: S3Bucket) -> None:

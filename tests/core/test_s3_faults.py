@@ -14,7 +14,6 @@ import time
 from typing import Any
 
 import httpx
-
 from depot.core.testing_services import MotoServer, S3Bucket
 
 
@@ -31,7 +30,9 @@ def log_records(server: Any) -> list[dict[str, Any]]:
     return [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
 
 
-def test_store_outage_answers_503_then_recovers(make_moto_server: Any, make_depot_server: Any) -> None:
+def test_store_outage_answers_503_then_recovers(
+    make_moto_server: Any, make_depot_server: Any
+) -> None:
     moto: MotoServer = make_moto_server()
     bucket = S3Bucket(moto, "outage", moto.client()).create()
     server = make_depot_server(*bucket.serve_args)
@@ -62,7 +63,8 @@ def test_upload_cut_off_midway_leaves_no_object_and_no_row(
     declared, sent = 40 * 1024 * 1024, 20 * 1024 * 1024  # past two multipart parts
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.sendall(
-            f"PUT /raw/files/cut.bin HTTP/1.1\r\nHost: depot\r\nContent-Length: {declared}\r\n\r\n".encode()
+            b"PUT /raw/files/cut.bin HTTP/1.1\r\nHost: depot\r\n"
+            + f"Content-Length: {declared}\r\n\r\n".encode()
         )
         chunk = os.urandom(1024 * 1024)
         for _ in range(sent // len(chunk)):
@@ -73,7 +75,7 @@ def test_upload_cut_off_midway_leaves_no_object_and_no_row(
             break
         time.sleep(0.1)
     assert s3_bucket.pending_multipart_uploads() == []
-    assert s3_bucket.keys() == []
+    assert s3_bucket.object_keys() == []
     assert httpx.get(f"{server.url}/raw/").json() == []
     assert httpx.get(f"{server.url}/raw/files/cut.bin").status_code == 404
     assert server.process.poll() is None

@@ -1,4 +1,4 @@
-"""``depot serve`` on S3 and PostgreSQL as an operator configures it: flags, env vars, start-up errors."""
+"""``depot serve`` on S3 and PostgreSQL as an operator configures it: env vars, start-up errors."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ from typing import Any
 
 import httpx
 import pytest
-
 from depot.core.testing import free_port
 from depot.core.testing_services import MotoServer, S3Bucket
 
 
-def serve(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def serve(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``depot serve`` expecting it to refuse to start."""
     cmd = [
         sys.executable, "-m", "depot.core", "serve",
@@ -48,7 +49,9 @@ def test_s3_without_bucket_option_stops_start_up_in_one_line(tmp_path: Path) -> 
 def test_bad_credentials_stop_start_up_in_one_line(tmp_path: Path, make_moto_server: Any) -> None:
     moto: MotoServer = make_moto_server(env={"INITIAL_NO_AUTH_ACTION_COUNT": "0"})
     bucket = S3Bucket(moto, "locked", None)
-    assert_one_line_error(serve(tmp_path, *bucket.serve_args), "S3 refused access to bucket 'locked'")
+    assert_one_line_error(
+        serve(tmp_path, *bucket.serve_args), "S3 refused access to bucket 'locked'"
+    )
 
 
 def test_unreachable_database_stops_start_up_in_one_line(tmp_path: Path) -> None:
@@ -60,7 +63,7 @@ def test_unreachable_database_stops_start_up_in_one_line(tmp_path: Path) -> None
 def test_configured_by_environment_variables(
     s3_bucket: S3Bucket, postgres_url: str, make_depot_server: Any, scheme: str
 ) -> None:
-    """DEPOT_S3_* and DEPOT_DATABASE_URL alone configure S3 and PostgreSQL; blobs land in the bucket."""
+    """DEPOT_S3_* and DEPOT_DATABASE_URL alone configure S3 and PostgreSQL; blobs go to S3."""
     env = {
         "DEPOT_STORAGE_TYPE": "s3",
         "DEPOT_S3_BUCKET": s3_bucket.name,
@@ -76,6 +79,6 @@ def test_configured_by_environment_variables(
     data = os.urandom(1024 * 1024)
     assert httpx.put(f"{server.url}/raw/files/env.bin", content=data, timeout=60).status_code == 201
     assert httpx.get(f"{server.url}/raw/files/env.bin", timeout=60).content == data
-    assert [k.split("/")[0] for k in s3_bucket.keys()] == ["raw"]
+    assert [k.split("/")[0] for k in s3_bucket.object_keys()] == ["raw"]
     assert not (server.store_path / "blobs" / "raw").exists()
     assert not (server.store_path / "depot.db").exists()

@@ -16,7 +16,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from depot.core.testing import run
 
 pytest.importorskip("depot.nix.signing", reason="depot-nix is not installed")
@@ -40,14 +39,14 @@ let
     name = "replica-lib-NONCE";
     system = builtins.currentSystem;
     builder = "/bin/sh";
-    args = [ "-c" "/bin/mkdir -p $out/bin; echo lib NONCE > $out/README; /bin/ln -s README $out/link" ];
+    args = [ "-c" "/bin/mkdir -p $out/bin; echo NONCE > $out/README; /bin/ln -s README $out/l" ];
   };
   app = n: derivation {
     name = "replica-app${n}-NONCE";
     system = builtins.currentSystem;
     builder = "/bin/sh";
     inherit lib;
-    args = [ "-c" "/bin/mkdir $out; echo $lib > $out/lib-path; /bin/head -c 300000 /dev/urandom > $out/blob" ];
+    args = [ "-c" "/bin/mkdir $out; echo $lib >$out/lib-path;/bin/head -c 9999 /dev/zero >$out/z" ];
   };
 in { app1 = app "1"; app2 = app "2"; }
 """
@@ -101,7 +100,17 @@ def test_nix_copy_to_one_replica_and_from_the_other(
 
     fresh = tmp_path / "fresh"
     trusted = ["--option", "trusted-public-keys", str(key.public_key())]
-    nix(home, "nix", "copy", *trusted, "--from", f"{b.url}/nix", "--to", str(fresh), closures["app1"])
+    nix(
+        home,
+        "nix",
+        "copy",
+        *trusted,
+        "--from",
+        f"{b.url}/nix",
+        "--to",
+        str(fresh),
+        closures["app1"],
+    )
     for name in ("app1", "lib"):
         assert same_tree(Path(closures[name]), fresh / closures[name].lstrip("/"))
 
@@ -110,7 +119,10 @@ def test_concurrent_nix_copy_of_overlapping_closures_through_both(
     signed_replicas: tuple[list[Any], SecretKey], closures: dict[str, str], tmp_path: Path
 ) -> None:
     (a, b), key = signed_replicas
-    uploads = [(a, closures["app1"], tmp_path / "home-a"), (b, closures["app2"], tmp_path / "home-b")]
+    uploads = [
+        (a, closures["app1"], tmp_path / "home-a"),
+        (b, closures["app2"], tmp_path / "home-b"),
+    ]
     with ThreadPoolExecutor(2) as pool:
         list(pool.map(lambda u: nix(u[2], "nix", "copy", "--to", f"{u[0].url}/nix", u[1]), uploads))
 

@@ -1,4 +1,4 @@
-"""The real npm client against two depot replicas sharing one S3 bucket and one PostgreSQL database."""
+"""Real npm against two depot replicas sharing one S3 bucket and one PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -13,14 +13,15 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-
 from depot.core.testing import run
 
 NPM = shutil.which("npm")
 pytestmark = pytest.mark.skipif(NPM is None, reason="npm is not installed")
 
 
-def npm(home: Path, registry: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def npm(
+    home: Path, registry: str, *args: str, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """npm with its own cache and config under ``home``, talking to ``registry`` only."""
     home.mkdir(parents=True, exist_ok=True)
     npmrc = home / "npmrc"
@@ -44,7 +45,9 @@ def npm(home: Path, registry: str, *args: str, cwd: Path | None = None) -> subpr
 def package(root: Path, name: str, version: str) -> Path:
     folder = root / f"{name}-{version}"
     folder.mkdir(parents=True)
-    (folder / "package.json").write_text(json.dumps({"name": name, "version": version, "main": "index.js"}))
+    (folder / "package.json").write_text(
+        json.dumps({"name": name, "version": version, "main": "index.js"})
+    )
     (folder / "index.js").write_text(f"module.exports = {json.dumps(version)};\n")
     return folder
 
@@ -67,7 +70,9 @@ def test_concurrent_publish_of_versions_through_both_replicas_keeps_every_versio
         list(pool.map(publish, range(len(versions))))
 
     for registry in registries:
-        listed = json.loads(npm(tmp_path / "viewer", registry, "view", "replicated", "versions", "--json").stdout)
+        listed = json.loads(
+            npm(tmp_path / "viewer", registry, "view", "replicated", "versions", "--json").stdout
+        )
         assert sorted(listed) == versions, registry
     packument = httpx.get(f"{a.url}/npm/replicated").json()
     assert sorted(packument["versions"]) == versions
@@ -79,7 +84,12 @@ def test_npm_install_through_one_replica_of_what_was_published_through_the_other
     make_replicas: Any, tmp_path: Path
 ) -> None:
     a, b = make_replicas(2)
-    npm(tmp_path / "publisher", f"{a.url}/npm/", "publish", cwd=package(tmp_path / "src", "crossing", "2.1.0"))
+    npm(
+        tmp_path / "publisher",
+        f"{a.url}/npm/",
+        "publish",
+        cwd=package(tmp_path / "src", "crossing", "2.1.0"),
+    )
     project = tmp_path / "app"
     project.mkdir()
     (project / "package.json").write_text(json.dumps({"name": "app", "version": "0.0.0"}))
@@ -93,20 +103,28 @@ def test_npm_install_through_one_replica_of_what_was_published_through_the_other
 def test_what_one_replica_has_served_follows_changes_made_through_the_other(
     make_replicas: Any, tmp_path: Path
 ) -> None:
-    """B renders (and may cache) the packument; publish, dist-tag and unpublish through A show at once."""
+    """B renders (maybe caches) the packument; publish, dist-tag, unpublish via A show at once."""
     a, b = make_replicas(2)
     via_a, via_b = f"{a.url}/npm/", f"{b.url}/npm/"
 
     def view_through_b(field: str) -> Any:
-        value = json.loads(npm(tmp_path / "viewer", via_b, "view", "followed", field, "--json").stdout)
-        return [value] if field == "versions" and isinstance(value, str) else value  # npm unwraps one
+        value = json.loads(
+            npm(tmp_path / "viewer", via_b, "view", "followed", field, "--json").stdout
+        )
+        return (
+            [value] if field == "versions" and isinstance(value, str) else value
+        )  # npm unwraps one
 
-    npm(tmp_path / "publisher", via_a, "publish", cwd=package(tmp_path / "src", "followed", "1.0.0"))
+    npm(
+        tmp_path / "publisher", via_a, "publish", cwd=package(tmp_path / "src", "followed", "1.0.0")
+    )
     assert view_through_b("versions") == ["1.0.0"]
     tarball = f"{b.url}/npm/followed/-/followed-1.0.0.tgz"
     assert httpx.get(tarball).status_code == 200
 
-    npm(tmp_path / "publisher", via_a, "publish", cwd=package(tmp_path / "src", "followed", "1.1.0"))
+    npm(
+        tmp_path / "publisher", via_a, "publish", cwd=package(tmp_path / "src", "followed", "1.1.0")
+    )
     assert view_through_b("versions") == ["1.0.0", "1.1.0"]
     assert view_through_b("dist-tags")["latest"] == "1.1.0"
 

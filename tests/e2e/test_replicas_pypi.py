@@ -1,4 +1,4 @@
-"""twine, pip and uv against two depot replicas sharing one S3 bucket and one PostgreSQL database."""
+"""twine, pip, uv against two depot replicas sharing one S3 bucket and a PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from depot.core.testing import run
 
 VENV_BIN = Path(sys.executable).parent
@@ -98,7 +97,7 @@ def test_concurrent_uploads_through_both_then_uv_installs(
 def test_project_page_served_by_one_replica_follows_uploads_through_the_other(
     make_replicas: Any, dists: list[Path], tmp_path: Path
 ) -> None:
-    """B renders (and may cache) the page with the sdist; the wheel uploaded through A shows at once."""
+    """B renders (maybe caches) the page with the sdist; the wheel uploaded via A shows at once."""
     a, b = make_replicas(2)
     env = client_env(tmp_path)
     sdist = next(d for d in dists if d.name.endswith(".tar.gz"))

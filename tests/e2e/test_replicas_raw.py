@@ -25,7 +25,9 @@ def put_file(url: str, name: str, data: bytes) -> httpx.Response:
 
 def test_upload_through_one_replica_is_served_by_the_other_at_once(make_replicas: Any) -> None:
     a, b = make_replicas(2)
-    assert httpx.get(f"{b.url}/raw/files/big.bin").status_code == 404  # B has looked: no stale answer
+    assert (
+        httpx.get(f"{b.url}/raw/files/big.bin").status_code == 404
+    )  # B has looked: no stale answer
     data = os.urandom(12 * 1024 * 1024)
     assert put_file(a.url, "big.bin", data).status_code == 201
     got = httpx.get(f"{b.url}/raw/files/big.bin", timeout=60)
@@ -56,8 +58,12 @@ def test_same_name_raced_through_both_replicas_has_one_winner(make_replicas: Any
     a, b = make_replicas(2)
     contents = [os.urandom(9 * 1024 * 1024), os.urandom(9 * 1024 * 1024)]  # multipart each
     with ThreadPoolExecutor(2) as pool:
-        statuses = list(pool.map(lambda p: put_file(p[0].url, "same.bin", p[1]).status_code,
-                                 [(a, contents[0]), (b, contents[1])]))
+        statuses = list(
+            pool.map(
+                lambda p: put_file(p[0].url, "same.bin", p[1]).status_code,
+                [(a, contents[0]), (b, contents[1])],
+            )
+        )
     assert sorted(statuses) == [201, 409]
     winner = contents[statuses.index(201)]
     assert httpx.get(f"{a.url}/raw/files/same.bin", timeout=60).content == winner

@@ -13,7 +13,11 @@ from __future__ import annotations
 
 import sqlite3
 
-_BASE_TYPES: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError, sqlite3.OperationalError)
+_BASE_TYPES: tuple[type[BaseException], ...] = (
+    ConnectionError,
+    TimeoutError,
+    sqlite3.OperationalError,
+)
 
 
 def _asyncpg_types() -> tuple[type[BaseException], ...]:
@@ -52,7 +56,7 @@ _S3_OUTAGE_CODES = frozenset(
         "InternalError",
         "RequestTimeout",
         "RequestTimeTooSkewed",
-        # Credentials revoked or expired while running: the store is unusable until an operator acts.
+        # Credentials revoked or expired while running: unusable until an operator acts.
         "AccessDenied",
         "InvalidAccessKeyId",
         "SignatureDoesNotMatch",

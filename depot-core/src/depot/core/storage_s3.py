@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-
 from depot.core.blobs import CHUNK_SIZE, BlobStat, Hashes, StorageBackend, check_key
 from depot.core.errors import ConfigError
 from depot.core.hookspecs import hookimpl
@@ -87,7 +86,7 @@ class S3BlobUpload:
         self._buffered = 0
         self._hashed = 0
         # Multipart uploads are staged under a key of their own: a commit under another key (a
-        # digest) must copy, and a key shared by racing uploads would let one copy the other's bytes.
+        # digest) must copy, and a key shared by racing uploads would let one copy another's bytes.
         self._staging = f"{STAGING_PREFIX}{secrets.token_hex(16)}"
         self._upload_id: str | None = None
         self._parts: list[dict[str, Any]] = []
@@ -214,7 +213,10 @@ class S3BlobUpload:
         upload_id, self._upload_id = self._upload_id, None
         try:
             await self._store.call(
-                "abort_multipart_upload", Bucket=self._store.bucket, Key=self._staging, UploadId=upload_id
+                "abort_multipart_upload",
+                Bucket=self._store.bucket,
+                Key=self._staging,
+                UploadId=upload_id,
             )
         except Exception as exc:  # the parts stay invisible; a lifecycle rule reclaims them
             log.warning(
@@ -224,7 +226,7 @@ class S3BlobUpload:
 
 
 class S3BlobStore:
-    """Blobs as objects in one bucket, keyed exactly as depot keys them (``npm/...``, ``nix/...``)."""
+    """Blobs as objects in one bucket, keyed as depot keys them (``npm/...``, ``nix/...``)."""
 
     def __init__(self, client: Any, bucket: str, max_threads: int = MAX_THREADS) -> None:
         self.client = client
@@ -282,7 +284,9 @@ class S3BlobStore:
             body.close()
 
     @asynccontextmanager
-    async def upload(self, key: str, hashes: Iterable[str] = ("sha256",)) -> AsyncIterator[S3BlobUpload]:
+    async def upload(
+        self, key: str, hashes: Iterable[str] = ("sha256",)
+    ) -> AsyncIterator[S3BlobUpload]:
         upload = S3BlobUpload(self, check_key(key), hashes)
         try:
             yield upload
@@ -301,7 +305,7 @@ class S3BlobStore:
 
 
 def make_client(settings: Settings) -> Any:
-    """A boto3 S3 client from the ``--s3-*`` options; unset credentials use boto3's default chain."""
+    """A boto3 S3 client from the ``--s3-*`` options; no credentials: boto3's default chain."""
     import boto3
     from botocore.config import Config
 
@@ -321,7 +325,9 @@ def make_client(settings: Settings) -> Any:
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
-    session = boto3.session.Session(aws_access_key_id=key_id or None, aws_secret_access_key=secret or None)
+    session = boto3.session.Session(
+        aws_access_key_id=key_id or None, aws_secret_access_key=secret or None
+    )
     return session.client("s3", endpoint_url=extra.get("s3_endpoint") or None, config=config)
 
 
@@ -355,7 +361,10 @@ async def open_s3(settings: Settings) -> S3BlobStore:
     bucket = settings.extra.get("s3_bucket")
     if not bucket:
         raise ConfigError("--storage-type s3 needs --s3-bucket (or DEPOT_S3_BUCKET)")
-    where = settings.extra.get("s3_endpoint") or f"region {settings.extra.get('s3_region') or 'us-east-1'}"
+    where = (
+        settings.extra.get("s3_endpoint")
+        or f"region {settings.extra.get('s3_region') or 'us-east-1'}"
+    )
     client = make_client(settings)
     try:
         await asyncio.to_thread(check_bucket, client, bucket, where)
@@ -374,7 +383,11 @@ def depot_storage_backends() -> list[StorageBackend]:
 @hookimpl
 def depot_serve_options() -> list[click.Option]:
     return [
-        option(["--s3-bucket"], default=None, help="S3 bucket for blobs (required with --storage-type s3)."),
+        option(
+            ["--s3-bucket"],
+            default=None,
+            help="S3 bucket for blobs (required with --storage-type s3).",
+        ),
         option(["--s3-region"], default="us-east-1", show_default=True, help="S3 region."),
         option(
             ["--s3-endpoint"],
@@ -386,7 +399,11 @@ def depot_serve_options() -> list[click.Option]:
             default=None,
             help="S3 access key [default: boto3's chain: environment, profile, IAM role].",
         ),
-        option(["--s3-secret-access-key"], default=None, help="S3 secret key (with --s3-access-key-id)."),
+        option(
+            ["--s3-secret-access-key"],
+            default=None,
+            help="S3 secret key (with --s3-access-key-id).",
+        ),
         option(
             ["--s3-force-path-style"],
             is_flag=True,

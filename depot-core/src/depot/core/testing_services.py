@@ -36,7 +36,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
-
 from depot.core.testing import free_port
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -57,7 +56,10 @@ class MotoServer:
     """
 
     def __init__(
-        self, port: int | None = None, log_dir: Path | None = None, env: dict[str, str] | None = None
+        self,
+        port: int | None = None,
+        log_dir: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.port = port or free_port()
         self.env = {**os.environ, **(env or {})}
@@ -144,7 +146,7 @@ class S3Bucket:
         self.client.create_bucket(Bucket=self.name)
         return self
 
-    def keys(self) -> list[str]:
+    def object_keys(self) -> list[str]:
         """Every object key in the bucket."""
         keys: list[str] = []
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name):
@@ -221,7 +223,7 @@ def postgres_url() -> Iterator[str]:
     name = f"depot_test_{secrets.token_hex(6)}"
     try:
         asyncio.run(_admin(server, f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError) as exc:
         pytest.skip(f"PostgreSQL at {server} is unreachable ({exc}); set DEPOT_TEST_POSTGRES_URL")
     yield _with_database(server, name)
     asyncio.run(_admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -271,7 +273,9 @@ class PostgresInstance:
 
     def stop(self) -> None:
         """Fast shutdown: open sessions are terminated, as when the database server goes away."""
-        self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop")
+        self._run(
+            str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"
+        )
 
     def running(self) -> bool:
         return (self.data_dir / "postmaster.pid").exists()
