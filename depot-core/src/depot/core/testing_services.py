@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
-from depot.core.testing import free_port
+from depot.core.testing import DepotServer, free_port
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -308,16 +309,26 @@ def make_postgres_instance() -> Iterator[Callable[[], PostgresInstance]]:
 
 @pytest.fixture
 def make_replicas(
-    s3_bucket: S3Bucket, postgres_url: str, make_depot_server: Callable[..., Any]
-) -> Callable[..., list[Any]]:
+    s3_bucket: S3Bucket, postgres_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., list[DepotServer]]]:
     """Start ``count`` ``depot serve`` processes sharing this test's bucket and database.
 
-    Extra flags (a signing key, ...) go to every replica. Each has a store path of its own, which
-    stays empty: everything that matters is in the bucket and the database.
+    Extra flags (a signing key, ...) go to every replica. They start side by side, as a
+    deployment's would. Each has a store path of its own, which stays empty: everything that
+    matters is in the bucket and the database.
     """
+    started: list[DepotServer] = []
 
-    def make(count: int = 2, *args: str) -> list[Any]:
+    def make(count: int = 2, *args: str) -> list[DepotServer]:
         shared = [*s3_bucket.serve_args, "--database-url", postgres_url, *args]
-        return [make_depot_server(*shared) for _ in range(count)]
+        replicas = [
+            DepotServer(tmp_path_factory.mktemp("replica") / "store", *shared) for _ in range(count)
+        ]
+        started.extend(replicas)
+        with ThreadPoolExecutor(count) as pool:
+            list(pool.map(DepotServer.start, replicas))
+        return replicas
 
-    return make
+    yield make
+    for replica in started:
+        replica.stop()
