@@ -198,9 +198,19 @@ class S3BlobUpload:
                     Config=store.transfer_config,
                 )
             finally:
-                await store.call("delete_object", Bucket=store.bucket, Key=self._staging)
+                await self._delete_staging()
         self._chunks, self._buffered, self._hashed = [], 0, 0
         self._committed = True
+
+    async def _delete_staging(self) -> None:
+        """Remove the staging object; once the copy is published, failing here fails nothing."""
+        try:
+            await self._store.call("delete_object", Bucket=self._store.bucket, Key=self._staging)
+        except Exception as exc:  # invisible under any depot key; the lifecycle rule expires it
+            log.warning(
+                "could not delete staging object",
+                extra={"key": self._staging, "error": f"{type(exc).__name__}: {exc}"},
+            )
 
     async def abort(self) -> None:
         """Drop the buffered bytes and any uploaded parts; a no-op after commit."""
