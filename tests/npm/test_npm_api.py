@@ -294,3 +294,15 @@ async def test_tarball_urls_include_the_mount_prefix(tmp_path: Path) -> None:
         assert tarball == "http://corp.example/registry/npm/@s/m/-/m-1.0.0.tgz"
         assert (await client.get(tarball)).status_code == 200
     await depot.state.depot.shutdown()
+
+
+async def test_browse_and_front_page_show_packages(app_client: httpx.AsyncClient) -> None:
+    for version in ("1.0.0", "1.2.0"):
+        await put_publish(
+            app_client, "@s/shown", publish_body("@s/shown", version, make_tgz("@s/shown", version))
+        )
+    browse = await app_client.get("/-/browse/npm", params={"q": "SHOWN"})
+    assert browse.status_code == 200
+    assert "@s/shown" in browse.text and "1.2.0" in browse.text
+    front = (await app_client.get("/")).text
+    assert "@s/shown@1.2.0" in front and "_authToken" in front

@@ -37,6 +37,13 @@ def depot_schemas() -> Sequence[Schema]:
 
 
 @hookimpl
+def depot_catalogs(depot: Depot) -> Sequence[object]:
+    from depot.npm.catalog import NpmCatalog
+
+    return [NpmCatalog(depot.context(ECOSYSTEM.name))]
+
+
+@hookimpl
 def depot_commands() -> Sequence[click.Command]:
     from depot.npm.cli import npm
 

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from depot.core.database import Database, Schema, json_value
+from depot.core.database import Database, Schema, contains, json_value
 from depot.npm.packument import PackageRecord, VersionRecord
 
 metadata = sa.MetaData()
@@ -238,11 +238,7 @@ async def remove_package(db: Database, name: str) -> list[str]:
 
 async def search(db: Database, text: str, size: int, offset: int) -> tuple[int, list[Any]]:
     """Packages whose name contains ``text`` (case-insensitive), by name."""
-    # The pattern is a bound value: ``databases`` formats SQL text with %, so no literal % in it.
-    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    condition = sa.func.lower(packages.c.name).like(
-        sa.bindparam("pattern", f"%{escaped}%"), escape="\\"
-    )
+    condition = contains(packages.c.name, text)
     total = await db.fetch_val(sa.select(sa.func.count()).select_from(packages).where(condition))
     rows = await db.fetch_all(
         sa.select(packages).where(condition).order_by(packages.c.name).limit(size).offset(offset)

@@ -1,0 +1,88 @@
+"""The npm registry as people browse it (``/`` and ``/-/browse/npm``): packages and tarballs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import sqlalchemy as sa
+from depot.core import EcosystemContext
+from depot.core.catalog import CatalogEntry, CatalogStats
+from depot.core.database import contains
+from depot.npm.store import packages, tarballs, versions
+from depot.npm.versions import choose_latest
+
+
+def _time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+
+
+class NpmCatalog:
+    """Counts tarballs and their bytes, lists the newest versions, finds packages by name."""
+
+    def __init__(self, ctx: EcosystemContext) -> None:
+        self.ctx = ctx
+        self.ecosystem = ctx.name
+
+    async def stats(self, newest: int = 5) -> CatalogStats:
+        totals = await self.ctx.db.fetch_one(
+            sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(tarballs.c.size), 0))
+        )
+        assert totals is not None
+        entries = []
+        if newest:
+            query = (
+                sa.select(versions.c.name, versions.c.version, versions.c.created, tarballs.c.size)
+                .join(
+                    tarballs,
+                    sa.and_(
+                        tarballs.c.name == versions.c.name,
+                        tarballs.c.filename == versions.c.filename,
+                    ),
+                )
+                .order_by(versions.c.created.desc())
+                .limit(newest)
+            )
+            for row in await self.ctx.db.fetch_all(query):
+                entries.append(
+                    CatalogEntry(
+                        name=f"{row[0]}@{row[1]}",
+                        summary=row[0],
+                        size=int(row[3]),
+                        uploaded_at=_time(row[2]),
+                        href=f"/{row[0]}",
+                    )
+                )
+        return CatalogStats(objects=int(totals[0]), bytes=int(totals[1]), newest=entries)
+
+    async def search(self, query: str, limit: int = 50) -> Sequence[CatalogEntry]:
+        select = sa.select(packages.c.name, packages.c.modified).order_by(packages.c.name)
+        if query:
+            select = select.where(contains(packages.c.name, query))
+        rows = await self.ctx.db.fetch_all(select.limit(limit))
+        entries = []
+        for name, modified in ((r[0], r[1]) for r in rows):
+            sizes = await self.ctx.db.fetch_one(
+                sa.select(sa.func.coalesce(sa.func.sum(tarballs.c.size), 0)).where(
+                    tarballs.c.name == name
+                )
+            )
+            numbers = [
+                r[0]
+                for r in await self.ctx.db.fetch_all(
+                    sa.select(versions.c.version).where(versions.c.name == name)
+                )
+            ]
+            if not numbers:
+                continue
+            entries.append(
+                CatalogEntry(
+                    name=name,
+                    summary=f"{len(numbers)} version(s)",
+                    size=int(sizes[0]) if sizes else None,
+                    uploaded_at=_time(modified),
+                    href=f"/{name}",
+                    fields=(("latest", choose_latest(numbers) or ""),),
+                )
+            )
+        return entries
