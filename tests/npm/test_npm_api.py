@@ -306,3 +306,17 @@ async def test_browse_and_front_page_show_packages(app_client: httpx.AsyncClient
     assert "@s/shown" in browse.text and "1.2.0" in browse.text
     front = (await app_client.get("/")).text
     assert "@s/shown@1.2.0" in front and "_authToken" in front
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [("POST", "/npm/p", 405), ("PATCH", "/npm/p/-/p-1.0.0.tgz", 405), ("GET", "/npm/p/a/b/c", 404),
+     ("POST", "/npm/-/v1/login", 401), ("PUT", "/npm/-/user/org.couchdb.user:me", 401)],
+)  # fmt: skip
+async def test_other_requests_get_json_errors(
+    app_client: httpx.AsyncClient, method: str, path: str, status: int
+) -> None:
+    response = await app_client.request(method, path, json={})
+    assert response.status_code == status
+    assert response.json()["error"]
+    assert (await app_client.get("/npm/-/whoami")).json() == {"username": "anonymous"}

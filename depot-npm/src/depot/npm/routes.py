@@ -42,6 +42,7 @@ from starlette.routing import BaseRoute, Route
 
 __all__ = ["error_response", "routes"]
 
+ALL_METHODS = ("GET", "HEAD", "PUT", "POST", "DELETE", "PATCH", "OPTIONS")
 #: Largest ``npm publish`` body accepted (JSON with a base64 tarball inside).
 MAX_PUBLISH_BODY = 512 * 1024 * 1024
 
@@ -128,7 +129,10 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
                 return await get_version(request, name, spec)
             case [version], "PUT":
                 return await publish.push_version(reg, request, name, version)
-        raise HTTPError(405 if rest in ([],) else 404, f"no such endpoint {method} /{path}")
+        known = len(rest) <= 1 or rest[0] in ("-", "-rev") and len(rest) in (2, 4)
+        if known:
+            raise HTTPError(405, f"{method} is not allowed on /{path}")
+        raise NotFound(f"no such endpoint /{path}")
 
     async def dist_tags_route(request: Request) -> Response:
         path = request.path_params["path"]
@@ -156,6 +160,17 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
             raise HTTPError(405, f"{request.method} not allowed on dist-tags")
         await store.touch(ctx.db, name)
         return json_ok({"ok": True, "id": name})
+
+    async def whoami(request: Request) -> Response:
+        return json_ok({"username": request.scope.get("depot.identity") or "anonymous"})
+
+    async def login(request: Request) -> Response:
+        # Depot's tokens come from SSH keys, not passwords: tell the user where to get one.
+        raise HTTPError(
+            401,
+            "npm login is not supported by depot: put a depot token in .npmrc as "
+            "//HOST/npm/:_authToken=TOKEN",
+        )
 
     async def ping(request: Request) -> Response:
         return json_ok({})
@@ -237,7 +252,11 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
             _npm(dist_tags_route),
             methods=["GET", "HEAD", "PUT", "POST", "DELETE"],
         ),
-        Route("/{path:path}", _npm(package_route), methods=["GET", "HEAD", "PUT", "DELETE"]),
+        Route("/-/whoami", _npm(whoami), methods=["GET"]),
+        Route("/-/v1/login", _npm(login), methods=["POST"]),
+        Route("/-/user/{user:path}", _npm(login), methods=["PUT", "POST", "GET"]),
+        # Every method reaches the dispatcher, so that even a 405 is answered in npm's JSON.
+        Route("/{path:path}", _npm(package_route), methods=[*ALL_METHODS]),
     ]
 
 
