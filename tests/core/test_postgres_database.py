@@ -121,3 +121,16 @@ async def test_replicas_starting_and_writing_together_lose_nothing(database_url:
     finally:
         for replica in replicas:
             await replica.disconnect()
+
+
+async def test_sslmode_in_the_url_is_honoured(postgres_url: str) -> None:
+    """?sslmode=require never falls back to plain text (the test server has no TLS: refused)."""
+    plain = Database(postgres_url + "?sslmode=disable&max_size=2")
+    await plain.connect()
+    try:
+        assert await plain.fetch_val("SELECT 1") == 1
+    finally:
+        await plain.disconnect()
+    required = Database(postgres_url + "?sslmode=require")
+    with pytest.raises(ConnectionError, match="SSL"):
+        await required.connect()

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import aiosqlite
 import databases
@@ -121,8 +121,14 @@ class Database(databases.Database):
         if self.dialect_name == "sqlite":
             options["timeout"] = SQLITE_BUSY_TIMEOUT
         else:
-            options["min_size"] = 1
-            options["max_size"] = 10
+            # Options given here override the URL's, so the defaults yield to ?min_size=/max_size=.
+            query = dict(parse_qsl(parts.query))
+            options["min_size"] = int(query.get("min_size", 1))
+            options["max_size"] = int(query.get("max_size", 10))
+            # libpq's ?sslmode= is what operators write; databases only reads ?ssl= and would
+            # silently connect in plain text. asyncpg takes the same mode names.
+            if "sslmode" in query and "ssl" not in query:
+                options["ssl"] = query["sslmode"]
         super().__init__(url, **options)
         self._sqlite_pool: _ReusingSQLitePool | None = None
         if self.dialect_name == "sqlite":
