@@ -332,3 +332,70 @@ def make_replicas(
     yield make
     for replica in started:
         replica.stop()
+
+
+# --- The whole suite on S3 and PostgreSQL -------------------------------------------------------
+
+#: ``DEPOT_TEST_BACKENDS=s3-postgres pytest ...`` runs every ``depot serve`` that tests start
+#: (through ``DepotServer``) on a bucket and a database of its own, so the ecosystems' suites
+#: exercise S3 and PostgreSQL too. Flags a test passes itself come later and win.
+BACKENDS_ENV = "DEPOT_TEST_BACKENDS"
+
+
+class _SharedServicesMode:
+    """Gives each ``DepotServer`` a fresh bucket and database, dropped at the end of the session."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.moto = MotoServer(log_dir=log_dir).start()
+        self.client = self.moto.client()
+        self.server_url = postgres_server_url()
+        self.databases: list[str] = []
+
+    def attach(self, server: DepotServer) -> None:
+        if getattr(server, "_depot_services_attached", False):
+            return  # a restarted server keeps its bucket and database, as its files on disk
+        token = secrets.token_hex(6)
+        bucket = S3Bucket(self.moto, f"depot-suite-{token}", self.client).create()
+        name = f"depot_suite_{token}"
+        asyncio.run(_admin(self.server_url, f'CREATE DATABASE "{name}"'))
+        self.databases.append(name)
+        url = _with_database(self.server_url, name)
+        server.args = (*bucket.serve_args, "--database-url", url, *server.args)
+        server._depot_services_attached = True  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        for name in self.databases:
+            with contextlib.suppress(Exception):
+                asyncio.run(
+                    _admin(self.server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                )
+        self.moto.stop()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    mode = os.environ.get(BACKENDS_ENV, "")
+    if not mode:
+        return
+    if mode != "s3-postgres":
+        raise pytest.UsageError(f"{BACKENDS_ENV}={mode!r}: the only mode is 's3-postgres'")
+    services = _SharedServicesMode(Path(tempfile.mkdtemp(prefix="depot-suite-moto-")))
+    config._depot_services = services  # type: ignore[attr-defined]
+    original_start = DepotServer.start
+
+    def start(self: DepotServer, timeout: float = 30.0) -> DepotServer:
+        services.attach(self)
+        return original_start(self, timeout)
+
+    DepotServer.start = start  # type: ignore[method-assign]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    services = getattr(config, "_depot_services", None)
+    if services is not None:
+        services.close()
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    if getattr(config, "_depot_services", None) is not None:
+        return "depot serve runs on S3 (moto) and PostgreSQL: DEPOT_TEST_BACKENDS=s3-postgres"
+    return None
