@@ -243,3 +243,27 @@ def test_save_uses_only_the_index_given(
         "python", "save", "gamma", "--dir", str(storage), "--index-url", f"{published.url}/python/simple/"
     )  # fmt: skip
     assert saved(storage) == ["python/gamma/gamma-1.0-py3-none-any.whl"]
+
+
+def test_save_refuses_a_file_whose_bytes_differ_from_the_index_hash(
+    make_depot_server: Callable[..., DepotServer], clients, tmp_path: Path,
+    wheel_factory: Callable[..., Path],
+) -> None:
+    import hashlib
+
+    import httpx
+
+    upstream = make_depot_server()
+    wheel = wheel_factory("tampered", "1.0")
+    httpx.put(f"{upstream.url}/python/files/tampered/{wheel.name}", content=wheel.read_bytes())
+    # Rot the stored bytes behind the index's back: the page still lists the original sha256.
+    sha256 = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    blob = upstream.store_path / "blobs" / "pypi" / "sha256" / sha256[:2] / sha256
+    blob.write_bytes(blob.read_bytes()[:-1] + b"!")
+    storage = tmp_path / "storage"
+    result = clients.depot(
+        "python", "save", "tampered", "--dir", str(storage),
+        "--index-url", f"{upstream.url}/python/simple/", check=False,
+    )  # fmt: skip
+    assert result.returncode == 1 and "does not match the index" in result.stderr
+    assert saved(storage) == []
