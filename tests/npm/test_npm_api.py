@@ -320,3 +320,15 @@ async def test_other_requests_get_json_errors(
     assert response.status_code == status
     assert response.json()["error"]
     assert (await app_client.get("/npm/-/whoami")).json() == {"username": "anonymous"}
+
+
+async def test_a_pruning_put_without_versions_unpublishes_nothing(
+    app_client: httpx.AsyncClient,
+) -> None:
+    await put_publish(app_client, "keep", publish_body("keep", "1.0.0", make_tgz("keep", "1.0.0")))
+    rev = (await app_client.get("/npm/keep?write=true")).json()["_rev"]
+    response = await app_client.put(f"/npm/keep/-rev/{rev}", json={"name": "keep"})
+    assert response.status_code == 400
+    assert list((await app_client.get("/npm/keep")).json()["versions"]) == ["1.0.0"]
+    stale = await app_client.delete("/npm/keep/-rev/1-stale")
+    assert stale.status_code == 409

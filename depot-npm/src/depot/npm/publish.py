@@ -141,6 +141,9 @@ async def update(
     """A PUT of the whole packument: deprecations, and with ``-rev`` pruned versions."""
     if rev is not None and rev != await reg.current_rev(request, name):
         raise Conflict(f"document update conflict: {name} changed (rev {rev} is stale)")
+    if rev is not None and not isinstance(document.get("versions"), dict):
+        # A pruned packument without versions would unpublish everything: refuse it.
+        raise BadRequest("the packument must list the versions to keep")
     manifests = json_object(document.get("versions") or {}, "versions")
     stored = await reg.versions(name)
     if not stored:
