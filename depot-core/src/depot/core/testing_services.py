@@ -343,24 +343,29 @@ BACKENDS_ENV = "DEPOT_TEST_BACKENDS"
 
 
 class _SharedServicesMode:
-    """Gives each ``DepotServer`` a fresh bucket and database, dropped at the end of the session."""
+    """Gives each store path's ``DepotServer`` a bucket and a database, dropped at the end."""
 
     def __init__(self, log_dir: Path) -> None:
         self.moto = MotoServer(log_dir=log_dir).start()
         self.client = self.moto.client()
         self.server_url = postgres_server_url()
         self.databases: list[str] = []
+        self.by_store: dict[Path, tuple[str, ...]] = {}
 
     def attach(self, server: DepotServer) -> None:
         if getattr(server, "_depot_services_attached", False):
-            return  # a restarted server keeps its bucket and database, as its files on disk
-        token = secrets.token_hex(6)
-        bucket = S3Bucket(self.moto, f"depot-suite-{token}", self.client).create()
-        name = f"depot_suite_{token}"
-        asyncio.run(_admin(self.server_url, f'CREATE DATABASE "{name}"'))
-        self.databases.append(name)
-        url = _with_database(self.server_url, name)
-        server.args = (*bucket.serve_args, "--database-url", url, *server.args)
+            return  # a restarted server keeps its bucket and database
+        # A store path stands for one depot's data: servers started on it share them, as on disk.
+        flags = self.by_store.get(server.store_path)
+        if flags is None:
+            token = secrets.token_hex(6)
+            bucket = S3Bucket(self.moto, f"depot-suite-{token}", self.client).create()
+            name = f"depot_suite_{token}"
+            asyncio.run(_admin(self.server_url, f'CREATE DATABASE "{name}"'))
+            self.databases.append(name)
+            url = _with_database(self.server_url, name)
+            flags = self.by_store[server.store_path] = (*bucket.serve_args, "--database-url", url)
+        server.args = (*flags, *server.args)
         server._depot_services_attached = True  # type: ignore[attr-defined]
 
     def close(self) -> None:
