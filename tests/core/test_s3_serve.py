@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from depot.core.testing import free_port
-from depot.core.testing_services import MotoServer, S3Bucket
+from depot.core.testing_services import BACKENDS_ENV, MotoServer, S3Bucket
 
 
 def serve(
@@ -59,6 +59,9 @@ def test_unreachable_database_stops_start_up_in_one_line(tmp_path: Path) -> None
     assert_one_line_error(serve(tmp_path, "--database-url", url), "cannot open database")
 
 
+@pytest.mark.skipif(
+    bool(os.environ.get(BACKENDS_ENV)), reason=f"{BACKENDS_ENV} passes flags, which beat env vars"
+)
 @pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
 def test_configured_by_environment_variables(
     s3_bucket: S3Bucket, postgres_url: str, make_depot_server: Any, scheme: str
