@@ -77,8 +77,18 @@ class AccessLogMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            access_log.info(
+            if not access_log.isEnabledFor(logging.INFO):
+                return
+            # makeRecord + handle skips Logger.findCaller's stack walk: the access line is
+            # written for every request, and the caller is always this line.
+            record = access_log.makeRecord(
+                access_log.name,
+                logging.INFO,
+                __file__,
+                0,
                 "request",
+                (),
+                None,
                 extra={
                     "method": scope["method"],
                     "path": path,
@@ -88,3 +98,4 @@ class AccessLogMiddleware:
                     "client": (scope.get("client") or ("", 0))[0],
                 },
             )
+            access_log.handle(record)

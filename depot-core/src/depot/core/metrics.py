@@ -9,7 +9,7 @@ the shared database, so every replica reports the same totals.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.requests import Request
@@ -47,6 +47,32 @@ class Metrics:
         self.artifacts_served = Counter("depot_artifacts_served", "Artifact downloads started", ["ecosystem"], registry=r)
         self.stored_objects = Gauge("depot_stored_objects", "Objects held", ["ecosystem"], registry=r)
         self.stored_bytes = Gauge("depot_stored_bytes", "Bytes held", ["ecosystem"], registry=r)
+        self._request_children: dict[tuple[str, str, str, int], tuple[Any, ...]] = {}
+
+    def observe_request(
+        self, ecosystem: str, route: str, method: str, status: int, seconds: float, sent: int, received: int
+    ) -> None:
+        """Record one answered request; labelled children are looked up once and kept."""
+        key = (ecosystem, route, method, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(ecosystem, route, method, str(status)),
+                self.latency.labels(ecosystem),
+                self.bytes_served.labels(ecosystem),
+                self.bytes_received.labels(ecosystem),
+                self.verification_failures.labels(ecosystem),
+            )
+            self._request_children[key] = children
+        count, latency, served, received_bytes, failures = children
+        count.inc()
+        latency.observe(seconds)
+        if sent:
+            served.inc(sent)
+        if received:
+            received_bytes.inc(received)
+        if method in WRITE_METHODS and status in (400, 409, 413, 422):
+            failures.inc()
 
     async def refresh_stored(self, depot: Depot) -> None:
         """Set the stored-object gauges from the catalogs (one query per ecosystem)."""
@@ -94,13 +120,9 @@ class MetricsMiddleware:
         finally:
             endpoint = scope.get("endpoint")
             route = getattr(endpoint, "__name__", None) or ("unmatched" if status == 404 else "other")
-            method = scope["method"]
-            metrics.requests.labels(ecosystem, route, method, str(status)).inc()
-            metrics.latency.labels(ecosystem).observe(time.perf_counter() - start)
-            metrics.bytes_served.labels(ecosystem).inc(sent)
-            metrics.bytes_received.labels(ecosystem).inc(received)
-            if method in WRITE_METHODS and status in (400, 409, 413, 422):
-                metrics.verification_failures.labels(ecosystem).inc()
+            metrics.observe_request(
+                ecosystem, route, scope["method"], status, time.perf_counter() - start, sent, received
+            )
 
 
 async def metrics_endpoint(request: Request) -> Response:
