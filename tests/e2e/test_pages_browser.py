@@ -67,3 +67,16 @@ def test_search_form_finds_an_uploaded_file(depot_server, tmp_path: Path) -> Non
     assert "alpha-report.txt" in found and "beta-notes.txt" not in found
     ARTIFACTS.mkdir(exist_ok=True)
     chromium(tmp_path, f"--screenshot={ARTIFACTS / 'browse.png'}", "--window-size=1280,900", depot_server.url + "/-/browse/raw?q=alpha")
+
+
+def test_landing_page_shows_how_to_authenticate_each_client(make_depot_server, make_ssh_key, tmp_path: Path) -> None:
+    auth_file = tmp_path / "auth.keys"
+    auth_file.write_text(make_ssh_key().auth_line("w") + "\n")
+    server = make_depot_server("--auth-file", str(auth_file))  # only w keys: pages stay readable
+    dom = chromium(tmp_path, "--dump-dom", server.url + "/")
+    assert "Authentication is on" in dom
+    assert "netrc-file" in dom
+    assert f"//127.0.0.1:{server.port}/npm/:_authToken" in dom
+    assert f"http://__token__:$TOKEN@127.0.0.1:{server.port}/python/simple/" in dom
+    assert "-u __token__ -p $TOKEN" in dom
+    assert "eyJ" not in dom  # no token is ever printed on a page

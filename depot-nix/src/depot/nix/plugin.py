@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 import click
 from depot.core import Depot, Ecosystem, hookimpl
@@ -96,7 +97,15 @@ def depot_index_sections(depot: Depot, request: Request) -> Sequence[object]:
         f"<pre>nix copy --to '{cache}?compression=zstd' ./result\n"
         f"depot nix push {cache} --store-paths ./result</pre>"
     )
-    return [Section("Nix", body)]
+    if depot.settings.auth_file:
+        host = html.escape(urlsplit(depot.context(ECOSYSTEM.name).external_url(request)).hostname or "")
+        body += (
+            "<p>With authentication, give nix a netrc file holding a token "
+            "(or run <code>depot proxy</code> and point nix at it):</p>"
+            f"<pre>echo \"machine {host} password $(depot token)\" &gt; ~/.config/nix/netrc\n"
+            "# nix.conf\nnetrc-file = ~/.config/nix/netrc</pre>"
+        )
+    return [Section("Use it with nix", body, ecosystem=ECOSYSTEM.name)]
 
 
 @hookimpl

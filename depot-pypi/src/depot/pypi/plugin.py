@@ -59,4 +59,12 @@ def depot_index_sections(depot: Depot, request: Request) -> Sequence[object]:
         f"uv pip install --index-url {index} PACKAGE\n"
         f"twine upload --repository-url {upload} dist/*</pre>"
     )
-    return [Section("Python", body)]
+    if depot.settings.auth_file:
+        # Both clients take the token as the password of the __token__ user.
+        scheme, _, rest = ctx.external_url(request, "/simple/").partition("://")
+        body += (
+            "<p>With authentication (<code>TOKEN=$(depot token)</code>):</p>"
+            f"<pre>pip install --index-url {html.escape(scheme)}://__token__:$TOKEN@{html.escape(rest)} PACKAGE\n"
+            f"twine upload --repository-url {upload} -u __token__ -p $TOKEN dist/*</pre>"
+        )
+    return [Section("Use it with pip, uv and twine", body, ecosystem=ECOSYSTEM.name)]
