@@ -2,21 +2,9 @@
 
 from __future__ import annotations
 
-import re
-
 import httpx
 
-
-def metric(text: str, name: str, **labels: str) -> float:
-    """The value of one sample in Prometheus text format (0 when absent)."""
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        sample_labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
-        if all(sample_labels.get(k) == v for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+from depot.core.testing import metric
 
 
 def test_counters_move_by_what_was_done(depot_server) -> None:

@@ -230,3 +230,15 @@ def ssh_agent() -> Iterator[SshAgent]:
     yield agent
     agent.stop()
     shutil.rmtree(directory, ignore_errors=True)
+
+
+def metric(exposition: str, name: str, **labels: str) -> float:
+    """The sum of the samples of ``name`` matching ``labels`` in Prometheus text (0 when absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = 0.0
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
