@@ -29,8 +29,8 @@ from depot.core.ecosystem import Ecosystem
 from depot.core.errors import BadRequest, ConfigError, HTTPError, ServiceUnavailable
 from depot.core.faults import OUTAGE_TYPES, is_backend_outage
 from depot.core.http import ErrorRenderer, external_base, plain_error
-from depot.core.logs import AccessLogMiddleware, configure_logging
-from depot.core.metrics import Metrics, MetricsMiddleware, metrics_endpoint
+from depot.core.logs import configure_logging
+from depot.core.metrics import Metrics, ObserverMiddleware, metrics_endpoint
 from depot.core.pages import browse, health, index
 from depot.core.plugins import Plugins, load_plugins
 from depot.core.settings import Settings
@@ -316,6 +316,5 @@ def create_app(*, plugins: Plugins | None = None, **options: Any) -> Starlette:
     )
     app.state.depot = depot
     app.add_middleware(DepotMiddleware, depot=depot)
-    app.add_middleware(MetricsMiddleware, depot=depot)
-    app.add_middleware(AccessLogMiddleware)
+    app.add_middleware(ObserverMiddleware, depot=depot)
     return app

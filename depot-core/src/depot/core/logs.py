@@ -1,4 +1,4 @@
-"""JSON-lines logs on stderr, and one access line per request.
+"""JSON-lines logs on stderr, and the access line written for every request.
 
 Each line is an object with ``time``, ``level``, ``logger``, ``message`` and whatever fields were
 passed through ``extra=``. Nothing here logs headers or query strings, which is where tokens live.
@@ -12,7 +12,6 @@ import sys
 import time
 from typing import Any
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
@@ -50,52 +49,29 @@ def configure_logging(verbose: bool = False) -> None:
     root.propagate = False
 
 
-class AccessLogMiddleware:
-    """Log method, path, status, bytes sent and duration of every HTTP request."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        # Read now: routing rewrites root_path in place on the way down.
-        path = scope["path"]
-        status = 500
-        sent = 0
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status, sent
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            elif message["type"] == "http.response.body":
-                sent += len(message.get("body", b""))
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            if not access_log.isEnabledFor(logging.INFO):
-                return
-            # makeRecord + handle skips Logger.findCaller's stack walk: the access line is
-            # written for every request, and the caller is always this line.
-            record = access_log.makeRecord(
-                access_log.name,
-                logging.INFO,
-                __file__,
-                0,
-                "request",
-                (),
-                None,
-                extra={
-                    "method": scope["method"],
-                    "path": path,
-                    "status": status,
-                    "bytes": sent,
-                    "duration_ms": round((time.perf_counter() - start) * 1000, 2),
-                    "client": (scope.get("client") or ("", 0))[0],
-                },
-            )
-            access_log.handle(record)
+def log_access(
+    method: str, path: str, status: int, sent: int, seconds: float, client: str
+) -> None:
+    """Write the access line of one answered request."""
+    if not access_log.isEnabledFor(logging.INFO):
+        return
+    # makeRecord + handle skips Logger.findCaller's stack walk: the access line is written for
+    # every request, and the caller is always this function.
+    record = access_log.makeRecord(
+        access_log.name,
+        logging.INFO,
+        __file__,
+        0,
+        "request",
+        (),
+        None,
+        extra={
+            "method": method,
+            "path": path,
+            "status": status,
+            "bytes": sent,
+            "duration_ms": round(seconds * 1000, 2),
+            "client": client,
+        },
+    )
+    access_log.handle(record)

@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from depot.core.auth import WRITE_METHODS
+from depot.core.logs import log_access
 
 if TYPE_CHECKING:
     from depot.core.app import Depot
@@ -82,8 +83,11 @@ class Metrics:
             self.stored_bytes.labels(catalog.ecosystem).set(stats.bytes)
 
 
-class MetricsMiddleware:
-    """Counts every HTTP request by ecosystem, route (endpoint name) and status."""
+class ObserverMiddleware:
+    """Watches every HTTP request once: the access log line and the request metrics.
+
+    One wrapper around ``send`` and ``receive`` serves both, so each request pays for one layer.
+    """
 
     def __init__(self, app: ASGIApp, depot: Depot) -> None:
         self.app = app
@@ -93,8 +97,9 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        metrics = self.depot.metrics
-        ecosystem = self.depot.ecosystem_for_path(scope.get("root_path", ""), scope["path"]) or "core"
+        # Read now: routing rewrites root_path in place on the way down.
+        path = scope["path"]
+        ecosystem = self.depot.ecosystem_for_path(scope.get("root_path", ""), path) or "core"
         start = time.perf_counter()
         status = 500
         sent = 0
@@ -118,11 +123,12 @@ class MetricsMiddleware:
         try:
             await self.app(scope, counting_receive, counting_send)
         finally:
+            seconds = time.perf_counter() - start
             endpoint = scope.get("endpoint")
             route = getattr(endpoint, "__name__", None) or ("unmatched" if status == 404 else "other")
-            metrics.observe_request(
-                ecosystem, route, scope["method"], status, time.perf_counter() - start, sent, received
-            )
+            method = scope["method"]
+            self.depot.metrics.observe_request(ecosystem, route, method, status, seconds, sent, received)
+            log_access(method, path, status, sent, seconds, (scope.get("client") or ("", 0))[0])
 
 
 async def metrics_endpoint(request: Request) -> Response:
