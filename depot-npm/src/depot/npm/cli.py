@@ -12,6 +12,16 @@ from depot.core.errors import DepotError
 
 DEFAULT_DIR = Path(".depot-storage")
 
+# The saved-packages folder, the same option for save and push.
+dir_option = click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_DIR,
+    show_default=True,
+    help="Where saved packages are kept (under npm/).",
+)
+
 
 @click.group("npm")
 def npm() -> None:
@@ -23,14 +33,7 @@ def npm() -> None:
 @click.option(
     "--stdin", "from_stdin", is_flag=True, help="Read specs from standard input, one a line."
 )
-@click.option(
-    "--dir",
-    "directory",
-    type=click.Path(path_type=Path),
-    default=DEFAULT_DIR,
-    show_default=True,
-    help="Where saved packages are kept (under npm/).",
-)
+@dir_option
 @click.option(
     "--registry",
     default=None,
@@ -91,14 +94,7 @@ def save_command(
 
 @npm.command("push")
 @click.argument("depot_url")
-@click.option(
-    "--dir",
-    "directory",
-    type=click.Path(path_type=Path),
-    default=DEFAULT_DIR,
-    show_default=True,
-    help="Where saved packages are kept (under npm/).",
-)
+@dir_option
 @click.option(
     "--token",
     default=None,

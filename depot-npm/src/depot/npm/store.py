@@ -80,16 +80,14 @@ async def load_package(
     row = await db.fetch_one(sa.select(packages).where(packages.c.name == name))
     if row is None:
         return None
-    tag_rows = await db.fetch_all(
-        sa.select(dist_tags.c.tag, dist_tags.c.version).where(dist_tags.c.name == name)
-    )
+    tags = await stored_dist_tags(db, name)
     version_rows = await db.fetch_all(sa.select(versions).where(versions.c.name == name))
     package = PackageRecord(
         name=name,
         created=row["created"],
         modified=row["modified"],
         fields=json_value(row["fields"]) or {},
-        dist_tags={r["tag"]: r["version"] for r in tag_rows},
+        dist_tags=tags,
     )
     return int(row["serial"]), package, [_version(r) for r in version_rows]
 
