@@ -29,6 +29,24 @@ def chroot_path(store: Path, path: str) -> Path:
     return store / path.lstrip("/")
 
 
+def sign_with_a_second_key(nix: Nix, cache: str, path: str, tmp_path: Path) -> SecretKey:
+    """``nix store sign -r`` the closure of ``path`` in ``cache`` with a fresh second key."""
+    second = SecretKey.generate("second-signer-1")
+    (tmp_path / "second.key").write_text(str(second))
+    nix(
+        "nix",
+        "store",
+        "sign",
+        "-r",
+        "--store",
+        cache,
+        "--key-file",
+        str(tmp_path / "second.key"),
+        path,
+    )
+    return second
+
+
 @pytest.mark.parametrize("compression", ["xz", "zstd", "bzip2", "none", "br"])
 def test_copy_to_depot_and_back_with_signatures(
     compression: str,
@@ -147,19 +165,7 @@ def test_nix_store_sign_adds_a_signature(
     built = make_closure()
     cache = f"{nix_depot.url}/nix"
     nix("nix", "copy", "--to", cache, built.app)
-    second = SecretKey.generate("second-signer-1")
-    (tmp_path / "second.key").write_text(str(second))
-    nix(
-        "nix",
-        "store",
-        "sign",
-        "-r",
-        "--store",
-        cache,
-        "--key-file",
-        str(tmp_path / "second.key"),
-        built.app,
-    )
+    second = sign_with_a_second_key(nix, cache, built.app, tmp_path)
     narinfo = httpx.get(f"{cache}/{Path(built.app).name[:32]}.narinfo").text
     assert f"Sig: {signing_key.name}:" in narinfo
     assert f"Sig: {second.name}:" in narinfo
@@ -266,19 +272,7 @@ def test_round_trip_on_postgresql_and_s3(
     try:
         cache = f"{server.url}/nix"
         nix("nix", "copy", "--to", f"{cache}?compression=zstd", built.app)
-        second = SecretKey.generate("second-signer-1")
-        (tmp_path / "second.key").write_text(str(second))
-        nix(
-            "nix",
-            "store",
-            "sign",
-            "-r",
-            "--store",
-            cache,
-            "--key-file",
-            str(tmp_path / "second.key"),
-            built.app,
-        )
+        second = sign_with_a_second_key(nix, cache, built.app, tmp_path)
         fresh = tmp_path / "fresh"
         nix(
             "nix", "copy", "--option", "trusted-public-keys", str(second.public_key()),
