@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import sys
 
 import httpx
 import pytest
 from depot.core.proxy import proxy_in_thread, running_proxy
 from depot.core.sshauth import parse_auth_file, token_from_headers, verify_token
-from depot.core.testing import DepotServer, run
+from depot.core.testing import DepotServer, run, start_depot_proxy
 
 CHUNK = 256 * 1024
 
@@ -80,23 +79,7 @@ def test_depot_token_without_a_key_is_a_one_line_error(user_env):
 
 def test_depot_proxy_prints_its_port_and_adds_a_token(closed_depot, reader, user_env):
     assert httpx.get(closed_depot.url + "/").status_code == 401
-    proxy = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "depot.core",
-            "proxy",
-            closed_depot.url,
-            "--port",
-            "0",
-            "--key",
-            str(reader.path),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=user_env,
-    )
+    proxy = start_depot_proxy(closed_depot.url, reader.path, env=user_env)
     try:
         local = proxy.stdout.readline().strip()
         assert local.startswith("http://127.0.0.1:") and not local.endswith(":0")

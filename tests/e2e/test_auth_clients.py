@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from depot.core.testing import DepotServer, SshKey, run
+from depot.core.testing import DepotServer, SshKey, run, start_depot_proxy
 from depot.core.tokens import mint_token
 
 VENV_BIN = Path(sys.executable).parent
@@ -130,22 +130,8 @@ def test_nix_copies_through_depot_proxy_and_reads_back_with_a_netrc(
     )
     assert refused.returncode != 0
 
-    proxy = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "depot.core",
-            "proxy",
-            closed_depot.url,
-            "--port",
-            "0",
-            "--key",
-            str(publisher.path),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=nix_env,
+    proxy = start_depot_proxy(
+        closed_depot.url, publisher.path, env=nix_env, stderr=subprocess.DEVNULL
     )
     try:
         local = proxy.stdout.readline().strip()

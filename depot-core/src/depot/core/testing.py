@@ -139,6 +139,20 @@ def run(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
     return result
 
 
+
+def start_depot_proxy(
+    url: str, key_path: Path, env: dict[str, str], stderr: int = subprocess.PIPE
+) -> subprocess.Popen[str]:
+    """``depot proxy URL --port 0 --key KEY_PATH`` as a user runs it; the local URL it serves
+    is the first line of its stdout. The caller terminates it."""
+    return subprocess.Popen(  # noqa: S603 - tests run their own commands
+        [sys.executable, "-m", "depot.core", "proxy", url, "--port", "0", "--key", str(key_path)],
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+        env=env,
+    )
+
 # -- SSH keys and ssh-agent, for tests of authenticated depots ---------------------------------
 
 #: ``ssh-keygen`` arguments for each key type depot's tokens support.
