@@ -50,6 +50,11 @@ def _split(text: str, size: int, what: str) -> tuple[str, bytes]:
     return name, raw
 
 
+def _join(name: str, raw: bytes) -> str:
+    """``<name>:<base64>``, the text ``_split`` reads back."""
+    return f"{name}:{base64.b64encode(raw).decode()}"
+
+
 @dataclass(frozen=True)
 class Signature:
     """One ``Sig:`` value of a narinfo."""
@@ -63,7 +68,7 @@ class Signature:
         return cls(name, raw)
 
     def __str__(self) -> str:
-        return f"{self.key_name}:{base64.b64encode(self.raw).decode()}"
+        return _join(self.key_name, self.raw)
 
 
 @dataclass(frozen=True)
@@ -89,7 +94,7 @@ class PublicKey:
         return True
 
     def __str__(self) -> str:
-        return f"{self.name}:{base64.b64encode(self.raw).decode()}"
+        return _join(self.name, self.raw)
 
 
 @dataclass(frozen=True)
@@ -126,5 +131,4 @@ class SecretKey:
 
     def __str__(self) -> str:
         """The key file's text (without newline), seed followed by public key as libsodium does."""
-        raw = self.seed + self.public_key().raw
-        return f"{self.name}:{base64.b64encode(raw).decode()}"
+        return _join(self.name, self.seed + self.public_key().raw)
