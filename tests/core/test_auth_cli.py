@@ -10,7 +10,7 @@ import httpx
 import pytest
 from depot.core.proxy import proxy_in_thread, running_proxy
 from depot.core.sshauth import parse_auth_file, token_from_headers, verify_token
-from depot.core.testing import DepotServer, run, start_depot_proxy
+from depot.core.testing import run, start_depot_proxy, start_depot_with_auth
 
 CHUNK = 256 * 1024
 
@@ -27,10 +27,9 @@ def reader(make_ssh_key):
 
 @pytest.fixture(scope="module")
 def closed_depot(tmp_path_factory, writer, reader):
-    directory = tmp_path_factory.mktemp("closed")
-    auth = directory / "auth.keys"
-    auth.write_text(f"{writer.auth_line('w')}\n{reader.auth_line('r')}\n")
-    server = DepotServer(directory / "store", "--auth-file", str(auth)).start()
+    server = start_depot_with_auth(
+        tmp_path_factory.mktemp("closed"), writer.auth_line("w"), reader.auth_line("r")
+    )
     yield server
     server.stop()
 

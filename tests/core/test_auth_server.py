@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
-from depot.core.testing import DepotServer
+from depot.core.testing import DepotServer, start_depot_with_auth
 from depot.core.tokens import (
     claims_for,
     find_signing_key,
@@ -58,10 +58,8 @@ def no_user_keys(monkeypatch, tmp_path):
 
 
 def start_depot(directory, *lines):
-    auth = directory / "auth.keys"
-    auth.write_text("# team\n" + "".join(line + "\n" for line in lines))
-    server = DepotServer(directory / "store", "--auth-file", str(auth)).start()
-    server.auth_path = auth
+    server = start_depot_with_auth(directory, "# team", *lines)
+    server.auth_path = directory / "auth.keys"
     return server
 
 

@@ -19,7 +19,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from depot.core.testing import DepotServer, SshKey, run, start_depot_proxy
+from depot.core.testing import (
+    DepotServer,
+    SshKey,
+    run,
+    start_depot_proxy,
+    start_depot_with_auth,
+)
 from depot.core.tokens import mint_token
 
 VENV_BIN = Path(sys.executable).parent
@@ -47,10 +53,9 @@ def reader(make_ssh_key) -> SshKey:
 @pytest.fixture(scope="module")
 def closed_depot(tmp_path_factory, publisher, reader) -> Iterator[DepotServer]:
     """Reads and writes need a token: an ``r`` key is listed."""
-    directory = tmp_path_factory.mktemp("closed-depot")
-    auth = directory / "auth.keys"
-    auth.write_text(f"{publisher.auth_line('w')}\n{reader.auth_line('r')}\n")
-    server = DepotServer(directory / "store", "--auth-file", str(auth)).start()
+    server = start_depot_with_auth(
+        tmp_path_factory.mktemp("closed-depot"), publisher.auth_line("w"), reader.auth_line("r")
+    )
     yield server
     server.stop()
 

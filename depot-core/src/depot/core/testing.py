@@ -139,6 +139,13 @@ def run(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
     return result
 
 
+def start_depot_with_auth(directory: Path, *auth_lines: str) -> DepotServer:
+    """``depot serve --auth-file`` on ``directory / "store"``, the file ``directory / "auth.keys"``
+    holding ``auth_lines``, one a line. The caller stops it."""
+    auth = directory / "auth.keys"
+    auth.write_text("".join(line + "\n" for line in auth_lines))
+    return DepotServer(directory / "store", "--auth-file", str(auth)).start()
+
 
 def start_depot_proxy(
     url: str, key_path: Path, env: dict[str, str], stderr: int = subprocess.PIPE
@@ -152,6 +159,7 @@ def start_depot_proxy(
         text=True,
         env=env,
     )
+
 
 # -- SSH keys and ssh-agent, for tests of authenticated depots ---------------------------------
 
