@@ -137,12 +137,17 @@ def nix_depot(
     tmp_path_factory: pytest.TempPathFactory, signing_key: SecretKey
 ) -> Iterator[DepotServer]:
     """A ``depot serve --private-key`` shared by the tests of one module."""
-    tmp = tmp_path_factory.mktemp("nix-depot")
-    key_file = tmp / "secret.key"
-    key_file.write_text(str(signing_key))
-    server = DepotServer(tmp / "store", "--private-key", str(key_file)).start()
+    server = start_signing_depot(tmp_path_factory.mktemp("nix-depot"), signing_key)
     yield server
     server.stop()
+
+
+def start_signing_depot(directory: Path, signing_key: SecretKey, *args: str) -> DepotServer:
+    """``depot serve ARGS --private-key KEY`` on ``directory / "store"``, the key written to
+    ``directory / "secret.key"``. The caller stops it."""
+    key_file = directory / "secret.key"
+    key_file.write_text(str(signing_key))
+    return DepotServer(directory / "store", *args, "--private-key", str(key_file)).start()
 
 
 def stored_files(server: DepotServer) -> set[str]:

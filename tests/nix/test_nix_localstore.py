@@ -28,7 +28,7 @@ from depot.nix.localstore import LocalStore, NixDatabase, PathInfoCommand
 from depot.nix.nar import validate
 from depot.nix.signing import SecretKey
 
-from .conftest import Nix  # noqa: TID252 - fixtures' helper types
+from .conftest import Nix, start_signing_depot  # noqa: TID252 - fixtures' helper types
 from .test_nix_cache import chroot_path, same_tree  # noqa: TID252
 
 # `tool` has an executable, a symlink inside the path, one to /etc/passwd (outside the store,
@@ -95,11 +95,9 @@ def local_depot(
     tmp_path_factory: pytest.TempPathFactory, signing_key: SecretKey
 ) -> Iterator[DepotServer]:
     """``depot serve --nix-local-store --private-key KEY``: the bare flag means the root ``/``."""
-    tmp = tmp_path_factory.mktemp("local-depot")
-    key_file = tmp / "secret.key"
-    key_file.write_text(str(signing_key))
-    server = DepotServer(tmp / "store", "--nix-local-store", "--private-key", str(key_file))
-    server.start()
+    server = start_signing_depot(
+        tmp_path_factory.mktemp("local-depot"), signing_key, "--nix-local-store"
+    )
     yield server
     server.stop()
 
