@@ -7,12 +7,11 @@ of a mounted app, and every link it writes carries the ``/pkgs`` prefix.
 
 import os
 
+from depot.core import create_app
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
-
-from depot.core import create_app
 
 
 async def home(request: Request) -> PlainTextResponse:
@@ -22,6 +21,9 @@ async def home(request: Request) -> PlainTextResponse:
 app = Starlette(
     routes=[
         Route("/", home),
-        Mount("/pkgs", app=create_app(store_path=os.environ.get("EMBEDDED_DEPOT_STORE", "depot-store"))),
+        Mount(
+            "/pkgs",
+            app=create_app(store_path=os.environ.get("EMBEDDED_DEPOT_STORE", "depot-store")),
+        ),
     ]
 )

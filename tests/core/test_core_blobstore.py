@@ -11,7 +11,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from depot.core.blobs import InvalidKey, ScopedBlobStore, check_key
 from depot.core.storage_fs import FSBlobStore
 
@@ -21,7 +20,9 @@ def store(tmp_path: Path) -> FSBlobStore:
     return FSBlobStore.open_sync(tmp_path / "blobs")
 
 
-async def read_all(blobs: ScopedBlobStore, key: str, start: int = 0, end: int | None = None) -> bytes:
+async def read_all(
+    blobs: ScopedBlobStore, key: str, start: int = 0, end: int | None = None
+) -> bytes:
     return b"".join([chunk async for chunk in blobs.read(key, start, end)])
 
 
@@ -73,7 +74,19 @@ async def test_blob_is_invisible_until_commit(store: FSBlobStore) -> None:
 
 @pytest.mark.parametrize(
     "key",
-    ["", "..", "../x", "a/../../b", "/etc/passwd", "a\\b", "a\x00b", ".tmp/x", "a//b", "a/.hidden", "a/"],
+    [
+        "",
+        "..",
+        "../x",
+        "a/../../b",
+        "/etc/passwd",
+        "a\\b",
+        "a\x00b",
+        ".tmp/x",
+        "a//b",
+        "a/.hidden",
+        "a/",
+    ],
 )
 def test_unsafe_keys_are_refused(key: str) -> None:
     with pytest.raises(InvalidKey):
@@ -111,7 +124,9 @@ def test_writer_killed_mid_write_leaves_nothing_visible(tmp_path: Path) -> None:
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (root / "eco" / "victim").exists()
-    assert list((root / ".tmp").iterdir()), "the killed writer's temporary file should still be there"
+    assert list((root / ".tmp").iterdir()), (
+        "the killed writer's temporary file should still be there"
+    )
     FSBlobStore.open_sync(root)  # start-up sweeps the leftovers
     assert list((root / ".tmp").iterdir()) == []
 

@@ -11,11 +11,17 @@ import pytest
 DEPOT = [sys.executable, "-m", "depot.core"]
 
 
-def depot(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def depot(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     import os
 
     return subprocess.run(
-        [*DEPOT, *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+        [*DEPOT, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -60,12 +66,16 @@ def test_malformed_database_url(tmp_path: Path, url: str) -> None:
 
 
 def test_bad_listen_addr_from_environment(tmp_path: Path) -> None:
-    result = depot("serve", "--store-path", str(tmp_path / "s"), env={"DEPOT_LISTEN_ADDR": "localhost"})
+    result = depot(
+        "serve", "--store-path", str(tmp_path / "s"), env={"DEPOT_LISTEN_ADDR": "localhost"}
+    )
     assert_one_line_error(result, "--listen-addr 'localhost'")
 
 
 def test_verbose_shows_the_traceback(tmp_path: Path) -> None:
-    result = depot("--verbose", "serve", "--store-path", str(tmp_path / "s"), "--storage-type", "tape")
+    result = depot(
+        "--verbose", "serve", "--store-path", str(tmp_path / "s"), "--storage-type", "tape"
+    )
     assert result.returncode != 0
     assert "Traceback" in result.stderr
 
@@ -91,7 +101,9 @@ def test_plugin_that_fails_to_import_is_reported_and_others_work(broken_plugin_p
     assert "depot-nix" in result.stdout
 
 
-def test_server_runs_with_a_broken_plugin_installed(make_depot_server, broken_plugin_path: Path) -> None:
+def test_server_runs_with_a_broken_plugin_installed(
+    make_depot_server, broken_plugin_path: Path
+) -> None:
     import httpx
 
     server = make_depot_server(env={"PYTHONPATH": str(broken_plugin_path)})

@@ -6,14 +6,15 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-
 from depot.core.database import Database, Schema, json_value, schema_versions
 from depot.core.errors import ConfigError
 
 
 def notes_v1() -> Schema:
     metadata = sa.MetaData()
-    table = sa.Table("notes", metadata, sa.Column("id", sa.Integer, primary_key=True), sa.Column("body", sa.Text))
+    table = sa.Table(
+        "notes", metadata, sa.Column("id", sa.Integer, primary_key=True), sa.Column("body", sa.Text)
+    )
     return Schema("notes", 1, [table])
 
 
@@ -26,7 +27,9 @@ def notes_v2() -> Schema:
         sa.Column("body", sa.Text),
         sa.Column("meta", sa.JSON),
     )
-    tags = sa.Table("note_tags", metadata, sa.Column("note_id", sa.Integer), sa.Column("tag", sa.Text))
+    tags = sa.Table(
+        "note_tags", metadata, sa.Column("note_id", sa.Integer), sa.Column("tag", sa.Text)
+    )
     return Schema("notes", 2, [table, tags], {2: ["ALTER TABLE notes ADD COLUMN meta JSON"]})
 
 
@@ -40,7 +43,9 @@ async def db(tmp_path: Path):
 
 
 async def version_of(db: Database, name: str) -> int:
-    return await db.fetch_val(sa.select(schema_versions.c.version).where(schema_versions.c.name == name))
+    return await db.fetch_val(
+        sa.select(schema_versions.c.version).where(schema_versions.c.name == name)
+    )
 
 
 async def test_tables_are_created_and_version_recorded(db: Database) -> None:

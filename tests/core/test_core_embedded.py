@@ -7,7 +7,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from depot.core import create_app
 from depot.core.errors import ConfigError
 
@@ -18,7 +17,9 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "embedded" / "app.p
 async def embedded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("EMBEDDED_DEPOT_STORE", str(tmp_path / "store"))
     app = runpy.run_path(str(EXAMPLE))["app"]
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://host.test") as client:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://host.test"
+    ) as client:
         yield client
 
 
@@ -26,7 +27,9 @@ async def test_host_routes_still_work(embedded: httpx.AsyncClient) -> None:
     assert (await embedded.get("/")).text.startswith("host application")
 
 
-async def test_depot_serves_under_the_prefix_without_a_lifespan(embedded: httpx.AsyncClient) -> None:
+async def test_depot_serves_under_the_prefix_without_a_lifespan(
+    embedded: httpx.AsyncClient,
+) -> None:
     info = await embedded.get("/pkgs/nix/nix-cache-info")
     assert info.status_code == 200 and "StoreDir: /nix/store" in info.text
     assert (await embedded.get("/nix/nix-cache-info")).status_code == 404

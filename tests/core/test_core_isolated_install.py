@@ -7,14 +7,12 @@ every depot distribution, so the check needs no network and sees no other depot 
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import sysconfig
 from pathlib import Path
 
 import httpx
 import pytest
-
 from depot.core.testing import DepotServer, run
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import httpx
-
 from depot.core.testing import metric
 
 
@@ -12,7 +11,9 @@ def test_counters_move_by_what_was_done(depot_server) -> None:
     before = httpx.get(url + "/metrics").text
     stored = httpx.put(url + "/raw/files/one.bin", content=b"a" * 1000)
     fetched = httpx.get(url + "/raw/files/one.bin")
-    refused = httpx.put(url + "/raw/files/bad.bin", content=b"x", headers={"X-Checksum-Sha256": "0" * 64})
+    refused = httpx.put(
+        url + "/raw/files/bad.bin", content=b"x", headers={"X-Checksum-Sha256": "0" * 64}
+    )
     assert (stored.status_code, fetched.status_code, refused.status_code) == (201, 200, 400)
     body_bytes = sum(len(r.content) for r in (stored, fetched, refused))
     after = httpx.get(url + "/metrics").text
@@ -24,7 +25,10 @@ def test_counters_move_by_what_was_done(depot_server) -> None:
         ("depot_upload_verification_failures_total", {"ecosystem": "raw"}, 1),
         ("depot_artifacts_stored_total", {"ecosystem": "raw"}, 1),
     ]:
-        assert metric(after, name, **labels) - metric(before, name, **labels) == delta, (name, labels)
+        assert metric(after, name, **labels) - metric(before, name, **labels) == delta, (
+            name,
+            labels,
+        )
     assert metric(after, "depot_stored_objects", ecosystem="raw") == 1
     assert metric(after, "depot_stored_bytes", ecosystem="raw") == 1000
     assert metric(after, "depot_http_request_duration_seconds_count", ecosystem="raw") >= 3

@@ -34,7 +34,9 @@ def test_one_json_access_line_per_request(depot_server) -> None:
 def test_plugin_blob_round_trip_with_ranges(depot_server) -> None:
     data = os.urandom(3 * 1024 * 1024)
     url = depot_server.url + "/raw/files/data.bin"
-    put = httpx.put(url, content=data, headers={"X-Checksum-Sha256": hashlib.sha256(data).hexdigest()})
+    put = httpx.put(
+        url, content=data, headers={"X-Checksum-Sha256": hashlib.sha256(data).hexdigest()}
+    )
     assert put.status_code == 201, put.text
     got = httpx.get(url)
     assert got.content == data and got.headers["content-length"] == str(len(data))
@@ -80,11 +82,17 @@ def test_links_follow_the_host_the_client_used(depot_server) -> None:
 
 
 def test_forwarded_headers_only_when_trusted(make_depot_server) -> None:
-    headers = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "cache.example", "X-Forwarded-Prefix": "/d"}
+    headers = {
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Host": "cache.example",
+        "X-Forwarded-Prefix": "/d",
+    }
     untrusted = make_depot_server()
     assert "https://cache.example" not in httpx.get(untrusted.url + "/", headers=headers).text
     trusted = make_depot_server("--trust-proxy-headers")
-    assert 'href="https://cache.example/d/nix/"' in httpx.get(trusted.url + "/", headers=headers).text
+    assert (
+        'href="https://cache.example/d/nix/"' in httpx.get(trusted.url + "/", headers=headers).text
+    )
 
 
 def test_base_url_overrides_request(make_depot_server) -> None:

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import shutil
-import sys
 import subprocess
+import sys
 from pathlib import Path
 
 import httpx
 import pytest
-
 from depot.core.testing import run
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)"
+)
 
 
 def chromium(tmp_path: Path, *args: str) -> str:
@@ -24,7 +25,8 @@ def chromium(tmp_path: Path, *args: str) -> str:
     assert CHROMIUM is not None
     result = subprocess.run(
         [
-            CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+            "--disable-background-networking",
             "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
             f"--user-data-dir={tmp_path / 'profile'}", *args,
         ],
@@ -37,11 +39,25 @@ def chromium(tmp_path: Path, *args: str) -> str:
 @pytest.fixture
 def signing_key(tmp_path: Path) -> tuple[Path, str]:
     key = tmp_path / "signing.key"
-    public = run([sys.executable, "-m", "depot.core", "nix", "generate-key", "--name", "pages-test-1", "--out", str(key)]).stdout.strip()
+    public = run(
+        [
+            sys.executable,
+            "-m",
+            "depot.core",
+            "nix",
+            "generate-key",
+            "--name",
+            "pages-test-1",
+            "--out",
+            str(key),
+        ]
+    ).stdout.strip()
     return key, public
 
 
-def test_landing_page_shows_real_urls_and_the_nix_key(make_depot_server, signing_key, tmp_path: Path) -> None:
+def test_landing_page_shows_real_urls_and_the_nix_key(
+    make_depot_server, signing_key, tmp_path: Path
+) -> None:
     key, public = signing_key
     server = make_depot_server("--private-key", str(key))
     httpx.put(server.url + "/raw/files/hello.txt", content=b"hello")
@@ -66,10 +82,17 @@ def test_search_form_finds_an_uploaded_file(depot_server, tmp_path: Path) -> Non
     found = chromium(tmp_path, "--dump-dom", depot_server.url + "/-/browse/raw?q=alpha")
     assert "alpha-report.txt" in found and "beta-notes.txt" not in found
     ARTIFACTS.mkdir(exist_ok=True)
-    chromium(tmp_path, f"--screenshot={ARTIFACTS / 'browse.png'}", "--window-size=1280,900", depot_server.url + "/-/browse/raw?q=alpha")
+    chromium(
+        tmp_path,
+        f"--screenshot={ARTIFACTS / 'browse.png'}",
+        "--window-size=1280,900",
+        depot_server.url + "/-/browse/raw?q=alpha",
+    )
 
 
-def test_landing_page_shows_how_to_authenticate_each_client(make_depot_server, make_ssh_key, tmp_path: Path) -> None:
+def test_landing_page_shows_how_to_authenticate_each_client(
+    make_depot_server, make_ssh_key, tmp_path: Path
+) -> None:
     auth_file = tmp_path / "auth.keys"
     auth_file.write_text(make_ssh_key().auth_line("w") + "\n")
     server = make_depot_server("--auth-file", str(auth_file))  # only w keys: pages stay readable

@@ -6,7 +6,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-
 from depot.core.testing import DepotServer, metric
 
 from .conftest import Closure, Nix  # noqa: TID252 - fixtures' helper types
@@ -20,7 +19,16 @@ def test_nix_copy_moves_the_counters(
     before = httpx.get(depot_server.url + "/metrics").text
     nix("nix", "copy", "--to", f"{cache}?compression=none", built.app)
     copied = httpx.get(depot_server.url + "/metrics").text
-    nix("nix", "copy", "--no-check-sigs", "--from", cache, "--to", str(tmp_path / "fresh"), built.app)
+    nix(
+        "nix",
+        "copy",
+        "--no-check-sigs",
+        "--from",
+        cache,
+        "--to",
+        str(tmp_path / "fresh"),
+        built.app,
+    )
     after = httpx.get(depot_server.url + "/metrics").text
 
     def delta(a: str, b: str, name: str, **labels: str) -> float:

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-
 from depot.core.testing import DepotServer, metric
 
 from .conftest import Npm  # noqa: TID252 - fixtures' helper types
@@ -20,7 +19,9 @@ def test_npm_install_moves_the_counters(
     npm.login(registry)
     package = make_package("metered", "1.0.0")
     npm(registry, "publish", cwd=package)
-    tarball_size = int(httpx.head(registry + "metered/-/metered-1.0.0.tgz").headers["content-length"])
+    tarball_size = int(
+        httpx.head(registry + "metered/-/metered-1.0.0.tgz").headers["content-length"]
+    )
 
     # A second npm with an empty cache: the publisher's cache already holds the tarball.
     installer_home = tmp_path / "installer"

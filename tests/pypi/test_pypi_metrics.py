@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
-
 from depot.core.testing import DepotServer, metric
 
 from .conftest import Clients  # noqa: TID252 - fixtures' helper types
@@ -34,5 +33,7 @@ def test_twine_upload_and_pip_install_move_the_counters(
     wheel = next(p for p in gamma if p.suffix == ".whl")
     # pip reads the wheel's .metadata, then downloads the wheel once.
     assert delta(uploaded, after, "depot_artifacts_served_total", ecosystem="pypi") >= 1
-    assert delta(uploaded, after, "depot_bytes_served_total", ecosystem="pypi") >= wheel.stat().st_size
+    assert (
+        delta(uploaded, after, "depot_bytes_served_total", ecosystem="pypi") >= wheel.stat().st_size
+    )
     assert delta(uploaded, after, "depot_upload_verification_failures_total", ecosystem="pypi") == 0

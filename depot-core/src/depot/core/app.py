@@ -11,15 +11,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from contextlib import AsyncExitStack, asynccontextmanager
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
-
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from depot.core.auth import WRITE_METHODS, Authenticator
 from depot.core.blobs import BlobStore, InvalidKey, ScopedBlobStore, StorageBackend
@@ -34,6 +28,11 @@ from depot.core.metrics import Metrics, ObserverMiddleware, metrics_endpoint
 from depot.core.pages import browse, health, index
 from depot.core.plugins import Plugins, load_plugins
 from depot.core.settings import Settings
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 log = logging.getLogger("depot.core")
 
@@ -122,7 +121,7 @@ class Depot:
 
     def ecosystem_for_path(self, root_path: str, path: str) -> str | None:
         """The ecosystem whose prefix a request path falls under, relative to depot's mount."""
-        relative = path[len(root_path):] if root_path and path.startswith(root_path) else path
+        relative = path[len(root_path) :] if root_path and path.startswith(root_path) else path
         for name, ecosystem in self.ecosystems.items():
             if relative == ecosystem.prefix or relative.startswith(ecosystem.prefix + "/"):
                 return name
@@ -201,7 +200,9 @@ class Depot:
         self.started = False
 
     def render_error(self, request: Request, exc: HTTPError) -> Response | Any:
-        name = self.ecosystem_for_path(request.scope.get("depot.root_path", ""), request.scope.get("path", ""))
+        name = self.ecosystem_for_path(
+            request.scope.get("depot.root_path", ""), request.scope.get("path", "")
+        )
         renderer = self._error_renderers.get(name) if name else None
         if renderer is not None:
             return renderer(request, exc)
@@ -283,7 +284,11 @@ def create_app(*, plugins: Plugins | None = None, **options: Any) -> Starlette:
     for failure in plugins.failed:
         log.error(
             "plugin failed to load",
-            extra={"plugin": failure.name, "distribution": failure.distribution, "reason": failure.error},
+            extra={
+                "plugin": failure.name,
+                "distribution": failure.distribution,
+                "reason": failure.error,
+            },
         )
     depot = Depot(settings, plugins)
 

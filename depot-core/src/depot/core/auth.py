@@ -13,9 +13,8 @@ from typing import TYPE_CHECKING, Protocol
 from depot.core.hookspecs import hookimpl
 
 if TYPE_CHECKING:
-    from starlette.requests import HTTPConnection
-
     from depot.core.settings import Settings
+    from starlette.requests import HTTPConnection
 
 #: Methods that change what a depot holds; everything else is a read.
 WRITE_METHODS = frozenset({"PUT", "POST", "DELETE", "PATCH"})

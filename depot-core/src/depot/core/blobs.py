@@ -135,7 +135,9 @@ class ScopedBlobStore:
         return self.store.read(self._key(key), start, end)
 
     @asynccontextmanager
-    async def upload(self, key: str, hashes: Iterable[str] = ("sha256",)) -> AsyncIterator[BlobUpload]:
+    async def upload(
+        self, key: str, hashes: Iterable[str] = ("sha256",)
+    ) -> AsyncIterator[BlobUpload]:
         async with self.store.upload(self._key(key), hashes) as upload:
             yield _ScopedUpload(upload, self._key)
 

@@ -11,7 +11,6 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 
 import click
-
 from depot.core.errors import DepotError
 from depot.core.plugins import Plugins, load_plugins
 

@@ -17,13 +17,12 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import aiosqlite
 import databases
+import sqlalchemy as sa
 from databases import DatabaseURL
 from databases.backends.sqlite import SQLiteBackend, SQLitePool
-import sqlalchemy as sa
+from depot.core.errors import ConfigError
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.schema import CreateIndex, CreateTable
-
-from depot.core.errors import ConfigError
 
 log = logging.getLogger("depot.core.database")
 
@@ -170,15 +169,16 @@ class Database(databases.Database):
         names = [s.name for s in schemas]
         if len(set(names)) != len(names):
             raise ConfigError(f"two plugins contribute a schema of the same name: {names}")
-        async with self.connection() as conn:
-            async with conn.transaction():
-                if self.dialect_name == "postgresql":
-                    await conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})"))
-                await self._create_tables(conn, [schema_versions])
-                for schema in schemas:
-                    await self._migrate_one(conn, schema)
+        async with self.connection() as conn, conn.transaction():
+            if self.dialect_name == "postgresql":
+                await conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})"))
+            await self._create_tables(conn, [schema_versions])
+            for schema in schemas:
+                await self._migrate_one(conn, schema)
 
-    async def _create_tables(self, conn: databases.core.Connection, tables: Sequence[sa.Table]) -> None:
+    async def _create_tables(
+        self, conn: databases.core.Connection, tables: Sequence[sa.Table]
+    ) -> None:
         dialect = self.sqlalchemy_dialect
         for table in tables:
             await conn.execute(str(CreateTable(table, if_not_exists=True).compile(dialect=dialect)))

@@ -18,9 +18,6 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     import click
-    from starlette.requests import Request
-    from starlette.routing import BaseRoute
-
     from depot.core.app import Depot
     from depot.core.auth import Authenticator
     from depot.core.blobs import StorageBackend
@@ -28,6 +25,8 @@ if TYPE_CHECKING:
     from depot.core.database import Schema
     from depot.core.ecosystem import Ecosystem
     from depot.core.settings import Settings
+    from starlette.requests import Request
+    from starlette.routing import BaseRoute
 
 PROJECT = "depot"
 

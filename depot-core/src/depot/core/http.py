@@ -6,12 +6,11 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from depot.core.blobs import InvalidKey
+from depot.core.errors import BadRequest, HTTPError, NotFound
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
-
-from depot.core.blobs import InvalidKey
-from depot.core.errors import BadRequest, HTTPError, NotFound
 
 if TYPE_CHECKING:
     from depot.core.blobs import ScopedBlobStore
@@ -102,7 +101,9 @@ class BlobResponse(Response):
         self.start, self.end = start, end
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
         if self.head_only:
             await send({"type": "http.response.body", "body": b""})
             return

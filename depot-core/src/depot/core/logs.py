@@ -12,7 +12,6 @@ import sys
 import time
 from typing import Any
 
-
 _STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 access_log = logging.getLogger("depot.access")
@@ -49,9 +48,7 @@ def configure_logging(verbose: bool = False) -> None:
     root.propagate = False
 
 
-def log_access(
-    method: str, path: str, status: int, sent: int, seconds: float, client: str
-) -> None:
+def log_access(method: str, path: str, status: int, sent: int, seconds: float, client: str) -> None:
     """Write the access line of one answered request."""
     if not access_log.isEnabledFor(logging.INFO):
         return

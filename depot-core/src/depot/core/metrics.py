@@ -11,13 +11,19 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from depot.core.auth import WRITE_METHODS
+from depot.core.logs import log_access
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from depot.core.auth import WRITE_METHODS
-from depot.core.logs import log_access
 
 if TYPE_CHECKING:
     from depot.core.app import Depot
@@ -32,26 +38,47 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            "depot_http_requests", "HTTP requests answered", ["ecosystem", "route", "method", "status"], registry=r
+            "depot_http_requests",
+            "HTTP requests answered",
+            ["ecosystem", "route", "method", "status"],
+            registry=r,
         )
         self.latency = Histogram(
             "depot_http_request_duration_seconds", "Time to answer a request", ["ecosystem"],
             buckets=_LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
-        self.bytes_served = Counter("depot_bytes_served", "Response body bytes sent", ["ecosystem"], registry=r)
-        self.bytes_received = Counter("depot_bytes_received", "Request body bytes received", ["ecosystem"], registry=r)
+        self.bytes_served = Counter(
+            "depot_bytes_served", "Response body bytes sent", ["ecosystem"], registry=r
+        )
+        self.bytes_received = Counter(
+            "depot_bytes_received", "Request body bytes received", ["ecosystem"], registry=r
+        )
         self.verification_failures = Counter(
-            "depot_upload_verification_failures", "Uploads refused as malformed or not matching their hashes",
+            "depot_upload_verification_failures",
+            "Uploads refused as malformed or not matching their hashes",
             ["ecosystem"], registry=r,
         )  # fmt: skip
-        self.artifacts_stored = Counter("depot_artifacts_stored", "Artifacts verified and stored", ["ecosystem"], registry=r)
-        self.artifacts_served = Counter("depot_artifacts_served", "Artifact downloads started", ["ecosystem"], registry=r)
-        self.stored_objects = Gauge("depot_stored_objects", "Objects held", ["ecosystem"], registry=r)
+        self.artifacts_stored = Counter(
+            "depot_artifacts_stored", "Artifacts verified and stored", ["ecosystem"], registry=r
+        )
+        self.artifacts_served = Counter(
+            "depot_artifacts_served", "Artifact downloads started", ["ecosystem"], registry=r
+        )
+        self.stored_objects = Gauge(
+            "depot_stored_objects", "Objects held", ["ecosystem"], registry=r
+        )
         self.stored_bytes = Gauge("depot_stored_bytes", "Bytes held", ["ecosystem"], registry=r)
         self._request_children: dict[tuple[str, str, str, int], tuple[Any, ...]] = {}
 
     def observe_request(
-        self, ecosystem: str, route: str, method: str, status: int, seconds: float, sent: int, received: int
+        self,
+        ecosystem: str,
+        route: str,
+        method: str,
+        status: int,
+        seconds: float,
+        sent: int,
+        received: int,
     ) -> None:
         """Record one answered request; labelled children are looked up once and kept."""
         key = (ecosystem, route, method, status)
@@ -125,9 +152,13 @@ class ObserverMiddleware:
         finally:
             seconds = time.perf_counter() - start
             endpoint = scope.get("endpoint")
-            route = getattr(endpoint, "__name__", None) or ("unmatched" if status == 404 else "other")
+            route = getattr(endpoint, "__name__", None) or (
+                "unmatched" if status == 404 else "other"
+            )
             method = scope["method"]
-            self.depot.metrics.observe_request(ecosystem, route, method, status, seconds, sent, received)
+            self.depot.metrics.observe_request(
+                ecosystem, route, method, status, seconds, sent, received
+            )
             log_access(method, path, status, sent, seconds, (scope.get("client") or ("", 0))[0])
 
 

@@ -13,12 +13,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
-
 from depot.core.catalog import CatalogEntry
 from depot.core.errors import NotFound
 from depot.core.http import external_base
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
 
 if TYPE_CHECKING:
     from depot.core.app import Depot
@@ -104,14 +103,17 @@ async def index(request: Request) -> Response:
         parts.append("<p>No ecosystem plugin is installed.</p>")
     for name, ecosystem in depot.ecosystems.items():
         url = base + ecosystem.prefix
-        parts.append(f'<section class="eco" id="{html.escape(name)}"><h2>{html.escape(ecosystem.title)}</h2>')
+        parts.append(
+            f'<section class="eco" id="{html.escape(name)}"><h2>{html.escape(ecosystem.title)}</h2>'
+        )
         parts.append(f'<p><a href="{html.escape(url)}/">{html.escape(url)}/</a></p>')
         catalog = catalogs.get(name)
         if catalog is not None:
             stats = await catalog.stats(newest=5)
             parts.append(
                 f"<p>{stats.objects} stored, {human_size(stats.bytes)}. "
-                f'<a href="{html.escape(base)}/-/browse/{html.escape(name)}">Browse and search</a></p>'
+                f'<a href="{html.escape(base)}/-/browse/{html.escape(name)}">'
+                "Browse and search</a></p>"
             )
             if stats.newest:
                 parts.append(f"<h3>Newest</h3><table>{_entry_rows(stats.newest, url)}</table>")
@@ -138,15 +140,20 @@ async def browse(request: Request) -> Response:
     ecosystem = depot.ecosystems[name]
     form = (
         f'<form method="get"><input type="search" name="q" value="{html.escape(query)}" '
-        f'placeholder="search {html.escape(ecosystem.title)}" autofocus> <button>Search</button></form>'
+        f'placeholder="search {html.escape(ecosystem.title)}" autofocus> '
+        "<button>Search</button></form>"
     )
     result = (
         f"<table><tr><th>name</th><th>size</th><th>uploaded</th></tr>"
         f"{_entry_rows(entries, base + ecosystem.prefix)}</table>"
         if entries
-        else f"<p>Nothing matches {html.escape(query)!s}.</p>" if query else "<p>Nothing stored yet.</p>"
+        else f"<p>Nothing matches {html.escape(query)!s}.</p>"
+        if query
+        else "<p>Nothing stored yet.</p>"
     )
-    return page(f"{ecosystem.title} - depot", f"<h1>{html.escape(ecosystem.title)}</h1>{form}{result}", base)
+    return page(
+        f"{ecosystem.title} - depot", f"<h1>{html.escape(ecosystem.title)}</h1>{form}{result}", base
+    )
 
 
 async def health(request: Request) -> Response:

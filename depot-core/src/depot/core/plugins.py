@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from types import ModuleType
 
 import pluggy
-
 from depot.core import hookspecs
 
 ENTRY_POINT_GROUP = "depot"

@@ -15,7 +15,6 @@ import sys
 from typing import Any
 
 import click
-
 from depot.core.errors import ConfigError
 from depot.core.plugins import Plugins, load_plugins
 from depot.core.settings import CORE_OPTIONS, Settings, parse_listen_addr
@@ -25,10 +24,9 @@ GRACEFUL_TIMEOUT = 30.0
 
 def metrics_app(depot: Any) -> Any:
     """A tiny app answering only ``/metrics`` for ``--metrics-listen-addr``."""
+    from depot.core.metrics import metrics_endpoint
     from starlette.applications import Starlette
     from starlette.routing import Route
-
-    from depot.core.metrics import metrics_endpoint
 
     inner = Starlette(routes=[Route("/metrics", metrics_endpoint, methods=["GET"])])
 
@@ -55,10 +53,9 @@ def _hypercorn_config(settings: Settings, listen_addr: str | None = None) -> Any
 
 
 async def _serve(options: dict[str, Any], sockets: Any = None, ready: Any = None) -> None:
+    from depot.core.app import create_app
     from hypercorn.asyncio.run import worker_serve
     from hypercorn.utils import wrap_app
-
-    from depot.core.app import create_app
 
     app = create_app(**options)
     depot = app.state.depot

@@ -15,7 +15,6 @@ from urllib.parse import urlsplit
 
 import click
 import platformdirs
-
 from depot.core.errors import ConfigError
 
 DEFAULT_LISTEN_ADDR = "127.0.0.1:8080"
@@ -66,7 +65,9 @@ CORE_OPTIONS: list[click.Option] = [
         default=None,
         help="File of SSH public keys with r/w permissions; no file means no authentication.",
     ),
-    option(["--base-url"], default=None, help="External URL used in links instead of the request's."),
+    option(
+        ["--base-url"], default=None, help="External URL used in links instead of the request's."
+    ),
     option(
         ["--trust-proxy-headers"],
         is_flag=True,

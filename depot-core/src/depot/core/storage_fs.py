@@ -166,7 +166,9 @@ class FSBlobStore:
             f.close()
 
     @asynccontextmanager
-    async def upload(self, key: str, hashes: Iterable[str] = ("sha256",)) -> AsyncIterator[FSBlobUpload]:
+    async def upload(
+        self, key: str, hashes: Iterable[str] = ("sha256",)
+    ) -> AsyncIterator[FSBlobUpload]:
         check_key(key)
         upload = FSBlobUpload(self, key, hashes)
         try:

@@ -91,11 +91,15 @@ class DepotServer:
 
 
 @pytest.fixture
-def make_depot_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., DepotServer]]:
+def make_depot_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., DepotServer]]:
     """Start ``depot serve`` with extra flags: ``make_depot_server("--private-key", key)``."""
     servers: list[DepotServer] = []
 
-    def make(*args: str, store_path: Path | None = None, env: dict[str, str] | None = None) -> DepotServer:
+    def make(
+        *args: str, store_path: Path | None = None, env: dict[str, str] | None = None
+    ) -> DepotServer:
         store = store_path or tmp_path_factory.mktemp("depot") / "store"
         server = DepotServer(store, *args, env=env).start()
         servers.append(server)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-
 from depot.core import EcosystemContext
 from depot.core.catalog import CatalogEntry, CatalogStats
 from depot.core.database import contains
+
 from depot_raw.tables import raw_files
 
 
@@ -34,7 +34,9 @@ class RawCatalog:
         if newest:
             query = sa.select(raw_files).order_by(raw_files.c.uploaded_at.desc()).limit(newest)
             rows = await self.ctx.db.fetch_all(query)
-        return CatalogStats(objects=totals[0], bytes=int(totals[1]), newest=[self._entry(r) for r in rows])
+        return CatalogStats(
+            objects=totals[0], bytes=int(totals[1]), newest=[self._entry(r) for r in rows]
+        )
 
     async def search(self, query: str, limit: int = 50) -> Sequence[CatalogEntry]:
         select = sa.select(raw_files).order_by(raw_files.c.name).limit(limit)

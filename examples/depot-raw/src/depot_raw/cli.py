@@ -9,7 +9,6 @@ import urllib.request
 from pathlib import Path
 
 import click
-
 from depot.core.errors import DepotError
 
 
@@ -28,7 +27,9 @@ def raw() -> None:
 
 @raw.command("upload")
 @click.argument("depot_url")
-@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
 def upload(depot_url: str, files: tuple[Path, ...]) -> None:
     """Upload FILES to the depot at DEPOT_URL, verified by sha256."""
     for path in files:
@@ -38,13 +39,18 @@ def upload(depot_url: str, files: tuple[Path, ...]) -> None:
                 url,
                 data=body,
                 method="PUT",
-                headers={"X-Checksum-Sha256": _sha256(path), "Content-Length": str(path.stat().st_size)},
+                headers={
+                    "X-Checksum-Sha256": _sha256(path),
+                    "Content-Length": str(path.stat().st_size),
+                },
             )
             try:
                 with urllib.request.urlopen(request) as response:
                     status = response.status
             except urllib.error.HTTPError as exc:
-                raise DepotError(f"{path.name}: {exc.code} {exc.read().decode(errors='replace').strip()}") from None
+                raise DepotError(
+                    f"{path.name}: {exc.code} {exc.read().decode(errors='replace').strip()}"
+                ) from None
             except urllib.error.URLError as exc:
                 raise DepotError(f"cannot reach {depot_url}: {exc.reason}") from None
         click.echo(f"{'stored' if status == 201 else 'already there'}: {path.name}")

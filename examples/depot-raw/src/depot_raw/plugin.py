@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import click
-from starlette.routing import BaseRoute, Mount
-
 from depot.core import Depot, Ecosystem, hookimpl
 from depot.core.database import Schema
+from starlette.routing import BaseRoute, Mount
 
 ECOSYSTEM = Ecosystem(name="raw", prefix="/raw", title="Raw files")
 

@@ -6,13 +6,13 @@ import re
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
+from depot.core import EcosystemContext
+from depot.core.errors import BadRequest, Conflict, NotFound
+from depot.core.http import blob_response
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from depot.core import EcosystemContext
-from depot.core.errors import BadRequest, Conflict, NotFound
-from depot.core.http import blob_response
 from depot_raw.tables import raw_files
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
@@ -66,9 +66,7 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
 
     async def list_files(request: Request) -> Response:
         rows = await ctx.db.fetch_all(sa.select(raw_files).order_by(raw_files.c.name))
-        return JSONResponse(
-            [{"name": r.name, "sha256": r.sha256, "size": r.size} for r in rows]
-        )
+        return JSONResponse([{"name": r.name, "sha256": r.sha256, "size": r.size} for r in rows])
 
     return [
         Route("/", list_files, methods=["GET", "HEAD"]),
