@@ -3,8 +3,13 @@
 Both serialise the same 256 MiB store path (one file from /dev/urandom, built by a derivation
 here): ``nix-store --dump <path> > /dev/null`` on one side, ``curl`` downloading the NAR from depot
 to /dev/null on the other, in alternating rounds after one warm-up each (page cache warm for
-both). Prints each side's median throughput, the ratio depot / nix-store (goal >= 0.8), and
-depot's server CPU per GiB sent.
+both). Prints each side's median throughput, the ratio depot / nix-store (the issue's goal >= 0.8),
+and depot's server CPU per GiB sent.
+
+For the ceiling of any HTTP server on this machine, the same rounds also time ``curl`` fetching
+the identical NAR bytes, dumped once to a file, from Debian's nginx (``sendfile on``, the same
+worker count), and ``nix-store --dump | cat > /dev/null`` (one pipe). With ``/usr/sbin/nginx``
+absent the nginx column is skipped.
 
     .venv/bin/python benchmarks/nix/bench_localstore.py [--mib 256] [--rounds 7] [--chunk-kib 1024]
 
@@ -16,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -73,6 +80,27 @@ def server_pids(pid: int) -> list[int]:
     return [pid, *map(int, children)]
 
 
+def start_nginx(tmp: Path, root: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
+    """Debian's nginx serving ``root`` on ``port`` with sendfile, as a file server at its best."""
+    conf = tmp / "nginx.conf"
+    temp = " ".join(f"{kind}_temp_path {tmp}/nginx-{kind};" for kind in
+                    ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))  # fmt: skip
+    conf.write_text(
+        f"user root; worker_processes {workers}; pid {tmp}/nginx.pid; error_log {tmp}/nginx.err;"
+        f"events {{ worker_connections 1024; }}"
+        f"http {{ access_log off; sendfile on; tcp_nopush on; {temp}"
+        f"server {{ listen 127.0.0.1:{port}; root {root}; }} }}"
+    )
+    process = subprocess.Popen(["/usr/sbin/nginx", "-c", str(conf), "-g", "daemon off;"])
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    return process
+
+
 def timed(cmd: list[str]) -> float:
     start = time.perf_counter()
     subprocess.run(cmd, stdout=subprocess.DEVNULL, check=True)
@@ -84,7 +112,7 @@ def main() -> None:
     parser.add_argument("--mib", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--chunk-kib", type=int, default=1024)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1, help="depot and nginx worker processes")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp_dir:
@@ -97,6 +125,7 @@ def main() -> None:
              "--nix-local-store", "--workers", str(args.workers)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
+        nginx = None
         try:
             base = f"http://127.0.0.1:{port}/nix"
             for _ in range(100):
@@ -109,32 +138,52 @@ def main() -> None:
             nar_url = f"{base}/{info.url}"
             dump = ["nix-store", "--dump", path]
             curl = ["curl", "-sSf", "-o", "/dev/null", nar_url]
-            timed(dump), timed(curl)  # warm the page cache and both code paths
             # For context: what moving the same bytes through one pipe costs nix-store.
             piped = ["sh", "-c", f"nix-store --dump {path} | cat > /dev/null"]
-            dump_times, depot_times, piped_times = [], [], []
-            cpu_before = cpu_seconds(server_pids(server.pid))
+            commands = {"dump": dump, "depot": curl, "piped": piped}
+            if shutil.which("/usr/sbin/nginx"):
+                root = tmp / "nginx-root"
+                root.mkdir()
+                with open(root / "same.nar", "wb") as out:
+                    subprocess.run(dump, stdout=out, check=True)
+                nginx_port = free_port()
+                nginx = start_nginx(tmp, root, nginx_port, args.workers)
+                commands["nginx"] = ["curl", "-sSf", "-o", "/dev/null",
+                                     f"http://127.0.0.1:{nginx_port}/same.nar"]  # fmt: skip
+            for command in commands.values():  # warm the page cache and every code path
+                timed(command)
+            times: dict[str, list[float]] = {name: [] for name in commands}
+            cpu = 0.0
             for _ in range(args.rounds):
-                dump_times.append(timed(dump))
-                depot_times.append(timed(curl))
-                piped_times.append(timed(piped))
-            cpu = cpu_seconds(server_pids(server.pid)) - cpu_before
+                for name, command in commands.items():
+                    before = cpu_seconds(server_pids(server.pid)) if name == "depot" else 0.0
+                    times[name].append(timed(command))
+                    if name == "depot":
+                        cpu += cpu_seconds(server_pids(server.pid)) - before
         finally:
             server.terminate()
             server.wait()
+            if nginx is not None:
+                nginx.send_signal(signal.SIGQUIT)
+                nginx.wait()
 
     size_mib = info.nar_size / MIB
     load = Path("/proc/loadavg").read_text().split()[0]
-    dump_rate = size_mib / statistics.median(dump_times)
-    depot_rate = size_mib / statistics.median(depot_times)
+    rate = {name: size_mib / statistics.median(t) for name, t in times.items()}
     gib_sent = info.nar_size * args.rounds / (1024 * MIB)
     print(f"store path: {path} (NAR {info.nar_size} bytes)")
     print(f"chunk: {args.chunk_kib} KiB, workers: {args.workers}, rounds: {args.rounds}")
-    print(f"nix-store --dump > /dev/null: {dump_rate:7.0f} MiB/s (median)")
-    print(f"depot NAR via curl          : {depot_rate:7.0f} MiB/s (median)")
-    piped_rate = size_mib / statistics.median(piped_times)
-    print(f"nix-store --dump | cat      : {piped_rate:7.0f} MiB/s (median, for context)")
-    print(f"ratio depot / nix-store: {depot_rate / dump_rate:.2f} (goal >= 0.8)")
+    print(f"nix-store --dump > /dev/null: {rate['dump']:7.0f} MiB/s (median)")
+    print(f"depot NAR via curl          : {rate['depot']:7.0f} MiB/s (median)")
+    if "nginx" in rate:
+        print(f"nginx, same bytes, via curl : {rate['nginx']:7.0f} MiB/s (median, sendfile)")
+    print(f"nix-store --dump | cat      : {rate['piped']:7.0f} MiB/s (median, for context)")
+    print(f"ratio depot / nix-store: {rate['depot'] / rate['dump']:.2f} (the issue's goal >= 0.8)")
+    if "nginx" in rate:
+        ceiling = rate["nginx"] / rate["dump"]
+        print(f"ratio nginx / nix-store: {ceiling:.2f} (what a C file server reaches here)")
+        print(f"ratio depot / nginx    : {rate['depot'] / rate['nginx']:.2f}")
+    print(f"ratio depot / nix-store | cat: {rate['depot'] / rate['piped']:.2f}")
     print(f"load average before: {load}")
     print(f"depot server CPU: {cpu / gib_sent:.2f} s per GiB sent")
 

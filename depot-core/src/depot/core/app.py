@@ -27,6 +27,7 @@ from depot.core.logs import configure_logging
 from depot.core.metrics import Metrics, ObserverMiddleware, metrics_endpoint
 from depot.core.pages import browse, health, index
 from depot.core.plugins import Plugins, load_plugins
+from depot.core.routing import EcosystemRouter
 from depot.core.settings import Settings
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -319,6 +320,7 @@ def create_app(*, plugins: Plugins | None = None, **options: Any) -> Starlette:
             **{t: _outage_handler for t in OUTAGE_TYPES},
         },
     )
+    app.router = EcosystemRouter(routes, lifespan=lifespan)
     app.state.depot = depot
     app.add_middleware(DepotMiddleware, depot=depot)
     app.add_middleware(ObserverMiddleware, depot=depot)

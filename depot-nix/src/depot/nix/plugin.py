@@ -98,11 +98,12 @@ def depot_index_sections(depot: Depot, request: Request) -> Sequence[object]:
         f"depot nix push {cache} --store-paths ./result</pre>"
     )
     if depot.settings.auth_file:
-        host = html.escape(urlsplit(depot.context(ECOSYSTEM.name).external_url(request)).hostname or "")
+        url = depot.context(ECOSYSTEM.name).external_url(request)
+        host = html.escape(urlsplit(url).hostname or "")
         body += (
             "<p>With authentication, give nix a netrc file holding a token "
             "(or run <code>depot proxy</code> and point nix at it):</p>"
-            f"<pre>echo \"machine {host} password $(depot token)\" &gt; ~/.config/nix/netrc\n"
+            f'<pre>echo "machine {host} password $(depot token)" &gt; ~/.config/nix/netrc\n'
             "# nix.conf\nnetrc-file = ~/.config/nix/netrc</pre>"
         )
     return [Section("Use it with nix", body, ecosystem=ECOSYSTEM.name)]
