@@ -2,11 +2,13 @@
 
 Every handler reads route -> parse -> verify -> store -> respond: the tarball is received and
 verified (:mod:`depot.npm.uploads`) before a version row points at it, and a published version
-is never replaced.
+is never replaced. ``npm publish`` bodies are parsed as they stream in
+(:mod:`depot.npm.publish_body`), so a tarball of any size costs no more memory than a small one.
 """
 
 from __future__ import annotations
 
+from contextlib import AsyncExitStack
 from typing import Any
 
 from depot.core.errors import BadRequest, Conflict, NotFound
@@ -20,61 +22,79 @@ from depot.npm.names import (
     version_from_filename,
 )
 from depot.npm.packument import VersionRecord, package_fields, stored_manifest
+from depot.npm.publish_body import PublishBody, read_publish_body
 from depot.npm.registry import Registry
 from depot.npm.responses import json_object, json_ok, read_json
-from depot.npm.uploads import aiter_sync, decode_base64, receive_tarball
+from depot.npm.uploads import receive_tarball, record_tarball, require_new_tarball
 from depot.npm.versions import choose_latest
 from starlette.requests import Request
 from starlette.responses import Response
 
 
-async def publish(reg: Registry, request: Request, name: str, document: dict[str, Any]) -> Response:
-    """``npm publish``: new versions, each with its tarball as a base64 attachment."""
+async def put_packument(reg: Registry, request: Request, name: str) -> Response:
+    """``PUT /npm/<name>``: ``npm publish`` when it carries attachments, else a deprecation.
+
+    The body is parsed as it streams in, attachment data straight into uncommitted uploads
+    (:mod:`depot.npm.publish_body`); they are committed only once everything is verified.
+    """
+    async with AsyncExitStack() as uploads:
+        body = await read_publish_body(reg.ctx, name, request.stream(), uploads)
+        document = body.document
+        if document.get("name", name) != name or document.get("_id", name) != name:
+            raise BadRequest(f"the document names {document.get('name')!r}, not {name!r}")
+        if document.get("_attachments") or body.attachments:
+            return await publish(reg, request, name, body)
+        return await update(reg, request, name, document, None)
+
+
+async def publish(reg: Registry, request: Request, name: str, body: PublishBody) -> Response:
+    """``npm publish``: new versions, each with its tarball received from a base64 attachment."""
     require_name(name, new=True)
+    document = body.document
     attachments = json_object(document.get("_attachments"), "_attachments")
     manifests = json_object(document.get("versions"), "versions")
     tags = json_object(document.get("dist-tags") or {}, "dist-tags")
-    by_filename: dict[str, tuple[str, dict[str, Any]]] = {}
     for version, manifest in manifests.items():
         require_version(version)
         manifest = json_object(manifest, f"versions[{version!r}]")
         if manifest.get("name") != name or manifest.get("version") != version:
             raise BadRequest(f"versions[{version!r}] does not describe {name}@{version}")
-        by_filename[tarball_filename(name, version)] = (version, manifest)
-        # npm names the attachment after the full name: "@scope/pkg-1.0.0.tgz".
-        by_filename[f"{name}-{version}.tgz"] = (version, manifest)
     for tag, version in tags.items():
         require_tag(tag)
         if version not in manifests:
             raise BadRequest(f"dist-tag {tag} points at {version!r}, which is not published here")
     if not attachments:
         raise BadRequest("nothing to publish: no _attachments")
+    for filename in attachments.keys() | body.attachments.keys():
+        if filename not in body.attachments:
+            raise BadRequest(f"attachment {filename!r} has no base64 data")
+        if filename not in attachments:
+            raise BadRequest(f"attachment data for {filename!r} outside the final _attachments")
     existing = [v for v in manifests if await store.get_version(reg.ctx.db, name, v)]
     if existing:
         raise Conflict(f"cannot publish over the previously published version {name}@{existing[0]}")
-    before = await store.version_numbers(reg.ctx.db, name)
-    published = []
-    for filename, attachment in attachments.items():
-        if filename not in by_filename:
+    # Verify every tarball before committing any, so a bad one leaves nothing stored.
+    for filename, received in body.attachments.items():
+        if received.version not in manifests:
             raise BadRequest(f"attachment {filename!r} matches no version in the document")
-        attachment = json_object(attachment, f"_attachments[{filename!r}]")
-        data = attachment.get("data")
-        if not isinstance(data, str):
-            raise BadRequest(f"attachment {filename!r} has no base64 data")
-        version, manifest = by_filename[filename]
-        dist = json_object(manifest.get("dist") or {}, "dist")
+        attachment = json_object(attachments[filename], f"_attachments[{filename!r}]")
+        dist = json_object(manifests[received.version].get("dist") or {}, "dist")
         length = attachment.get("length")
-        stored = await receive_tarball(
-            reg.ctx,
+        await require_new_tarball(reg.ctx, name, received.tarball.filename)
+        received.tarball.verify(
             name,
-            version,
-            tarball_filename(name, version),
-            aiter_sync(decode_base64(data)),
+            received.version,
             integrity=dist.get("integrity"),
             shasum=dist.get("shasum"),
             length=length if isinstance(length, int) else None,
         )
+    before = await store.version_numbers(reg.ctx.db, name)
+    published = []
+    for received in body.attachments.values():
+        stored = await received.tarball.commit()
+        await record_tarball(reg.ctx, name, stored)
         reg.ctx.artifact_stored(stored.key, stored.size, request)
+        manifest = manifests[received.version]
         await _add_version(
             reg,
             name,
@@ -84,7 +104,7 @@ async def publish(reg: Registry, request: Request, name: str, document: dict[str
             stored.sha1,
             fields=package_fields(document) or package_fields(manifest),
         )
-        published.append(version)
+        published.append(received.version)
     await _apply_publish_tags(reg, name, tags, before)
     await store.touch(reg.ctx.db, name)
     return json_ok({"ok": True, "id": name, "versions": published}, 201)

@@ -33,6 +33,7 @@ from depot.npm.packument import (
     version_document,
     wants_abbreviated,
 )
+from depot.npm.publish_body import MAX_DOCUMENT
 from depot.npm.registry import Registry
 from depot.npm.responses import error_response, json_object, json_ok, read_json
 from depot.npm.versions import choose_latest
@@ -43,8 +44,6 @@ from starlette.routing import BaseRoute, Route
 __all__ = ["error_response", "routes"]
 
 ALL_METHODS = ("GET", "HEAD", "PUT", "POST", "DELETE", "PATCH", "OPTIONS")
-#: Largest ``npm publish`` body accepted (JSON with a base64 tarball inside).
-MAX_PUBLISH_BODY = 512 * 1024 * 1024
 
 
 def split_package_path(path: str) -> tuple[str, list[str]]:
@@ -106,14 +105,9 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
             case [], ("GET" | "HEAD"):
                 return await get_packument(request, name)
             case [], "PUT":
-                document = json_object(await read_json(request, MAX_PUBLISH_BODY), "the packument")
-                if document.get("name", name) != name or document.get("_id", name) != name:
-                    raise BadRequest(f"the document names {document.get('name')!r}, not {name!r}")
-                if document.get("_attachments"):
-                    return await publish.publish(reg, request, name, document)
-                return await publish.update(reg, request, name, document, None)
+                return await publish.put_packument(reg, request, name)
             case ["-rev", rev], "PUT":
-                document = json_object(await read_json(request, MAX_PUBLISH_BODY), "the packument")
+                document = json_object(await read_json(request, MAX_DOCUMENT), "the packument")
                 return await publish.update(reg, request, name, document, rev)
             case ["-rev", rev], "DELETE":
                 if rev != await reg.current_rev(request, name):

@@ -1,6 +1,7 @@
 """Receiving a tarball: stream it into the blob store while hashing it and reading package.json.
 
-Shared by ``npm publish`` (bytes decoded from a base64 attachment) and the push API (raw bytes):
+Shared by ``npm publish`` (bytes decoded from a base64 attachment as the request body streams in,
+see :mod:`depot.npm.publish_body`) and the push API (raw bytes):
 the tarball is verified before anything points at it: its hashes against what the caller
 expects, its package.json against the name and version it is published as. Only then is the blob
 committed and the tarball row recorded.
@@ -8,20 +9,19 @@ committed and the tarball row recorded.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from depot.core import EcosystemContext
+from depot.core.blobs import BlobUpload
 from depot.core.errors import BadRequest, Conflict
 from depot.npm import store
 from depot.npm.integrity import ALGORITHMS, IntegrityError, sri, verify
 from depot.npm.tarball import PackageJsonReader, TarballError
-
-#: Base64 characters decoded per step: a multiple of 4, about 1 MiB of tarball.
-B64_STEP = 4 * 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -33,18 +33,143 @@ class StoredTarball:
     integrity: str  # ``sha512-<base64>``
 
 
-def decode_base64(data: str) -> Iterator[bytes]:
-    """Decode a base64 attachment a slice at a time, so no second full copy is made."""
-    for start in range(0, len(data), B64_STEP):
+class Base64Error(ValueError):
+    """Attachment text that is not canonical, padded base64."""
+
+
+class Base64Decoder:
+    """Decode base64 text given in pieces of any size, holding at most three characters back.
+
+    ``npm publish`` sends a tarball as one base64 string; its pieces arrive cut anywhere. Only
+    the standard alphabet with ``=`` padding at the very end is accepted (what Node's
+    ``Buffer.toString("base64")`` writes): no whitespace, no data after padding.
+    """
+
+    def __init__(self) -> None:
+        self._pending = ""
+        self._padded = False
+
+    def feed(self, text: str) -> bytes:
+        data = self._pending + text
+        cut = len(data) - len(data) % 4
+        self._pending = data[cut:]
+        return self._decode(data[:cut])
+
+    def finish(self) -> bytes:
+        """The end of the text: it must have come out to whole 4-character groups."""
+        if self._pending:
+            raise Base64Error("the base64 text is truncated (its length is not a multiple of 4)")
+        return b""
+
+    def _decode(self, quads: str) -> bytes:
+        if not quads:
+            return b""
+        if self._padded:
+            raise Base64Error("data after the base64 padding")
         try:
-            yield base64.b64decode(data[start : start + B64_STEP], validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise BadRequest(f"attachment data is not valid base64: {exc}") from exc
+            decoded = binascii.a2b_base64(quads.encode("ascii"), strict_mode=True)
+        except (UnicodeEncodeError, binascii.Error) as exc:
+            raise Base64Error(f"not valid base64: {exc}") from exc
+        self._padded = quads.endswith("=")
+        return decoded
 
 
-async def aiter_sync(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
-    for chunk in chunks:
-        yield chunk
+class IncomingTarball:
+    """A tarball streaming into an uncommitted blob upload: hashed and read for package.json.
+
+    Nothing is visible until :meth:`commit`; leaving the upload's ``async with`` without it (any
+    error) leaves nothing behind. Write, :meth:`complete`, :meth:`verify`, then :meth:`commit`.
+    """
+
+    def __init__(self, upload: BlobUpload, key: str, filename: str) -> None:
+        self.upload = upload
+        self.key = key
+        self.filename = filename
+        self._reader = PackageJsonReader()
+        self.manifest: dict[str, Any] | None = None
+
+    async def write(self, chunk: bytes) -> None:
+        try:
+            self._reader.feed(chunk)
+        except TarballError as exc:
+            raise BadRequest(f"{self.filename}: {exc}") from exc
+        await self.upload.write(chunk)
+
+    async def complete(self) -> None:
+        """All bytes are in: fix the size and digests and read the package.json found."""
+        await self.upload.complete()
+        if self.upload.size == 0:
+            raise BadRequest(f"{self.filename}: the tarball is empty")
+        try:
+            self.manifest = self._reader.finish()
+        except TarballError as exc:
+            raise BadRequest(f"{self.filename}: {exc}") from exc
+
+    def verify(
+        self,
+        name: str,
+        version: str,
+        *,
+        integrity: str | None = None,
+        shasum: str | None = None,
+        length: int | None = None,
+        require_digest: bool = True,
+    ) -> None:
+        """400 unless the bytes are what the publisher claims and name ``name@version``."""
+        assert self.manifest is not None, "complete() before verify()"
+        size = self.upload.size
+        if length is not None and length != size:
+            raise BadRequest(f"{self.filename}: attachment length {length} but {size} bytes sent")
+        if require_digest or integrity or shasum:
+            try:
+                verify(self.digests(), integrity, shasum)
+            except IntegrityError as exc:
+                raise BadRequest(f"{self.filename}: {exc}") from exc
+        found = f"{self.manifest.get('name')}@{self.manifest.get('version')}"
+        if self.manifest.get("name") != name or self.manifest.get("version") != version:
+            raise BadRequest(f"{self.filename}: package.json says {found}, not {name}@{version}")
+
+    def digests(self) -> dict[str, bytes]:
+        return {a: self.upload.digest(a) for a in ALGORITHMS}
+
+    async def commit(self) -> StoredTarball:
+        await self.upload.commit()
+        digests = self.digests()
+        return StoredTarball(
+            filename=self.filename,
+            key=self.key,
+            size=self.upload.size,
+            sha1=digests["sha1"].hex(),
+            integrity=sri("sha512", digests["sha512"]),
+        )
+
+
+async def require_new_tarball(ctx: EcosystemContext, name: str, filename: str) -> None:
+    """409 if the file exists: published files never change."""
+    if await store.get_tarball(ctx.db, name, filename) is not None:
+        raise Conflict(f"{name}: tarball {filename} already exists; published files never change")
+
+
+@asynccontextmanager
+async def open_tarball(
+    ctx: EcosystemContext, name: str, filename: str
+) -> AsyncIterator[IncomingTarball]:
+    """An upload of ``filename`` (canonical ``<basename>-<version>.tgz``) under a fresh key."""
+    key = f"tarballs/{name}/{uuid.uuid4().hex[:16]}-{filename}"
+    async with ctx.blobs.upload(key, hashes=ALGORITHMS) as upload:
+        yield IncomingTarball(upload, key, filename)
+
+
+async def record_tarball(ctx: EcosystemContext, name: str, stored: StoredTarball) -> None:
+    """The tarball row, written after its blob is committed; 409 if a concurrent upload won."""
+    recorded = await store.add_tarball(
+        ctx.db, name, stored.filename, stored.key, stored.size, stored.sha1, stored.integrity
+    )
+    if not recorded:
+        await ctx.blobs.delete(stored.key)
+        raise Conflict(
+            f"{name}: tarball {stored.filename} already exists; published files never change"
+        )
 
 
 async def receive_tarball(
@@ -64,46 +189,19 @@ async def receive_tarball(
     ``integrity``/``shasum`` are what the publisher claims (``require_digest``: one must be
     given); the push API checks them later against the version document instead.
     """
-    if await store.get_tarball(ctx.db, name, filename) is not None:
-        raise Conflict(f"{name}: tarball {filename} already exists; published files never change")
-    key = f"tarballs/{name}/{uuid.uuid4().hex[:16]}-{filename}"
-    reader = PackageJsonReader()
-    async with ctx.blobs.upload(key, hashes=ALGORITHMS) as upload:
-        try:
-            async for chunk in chunks:
-                reader.feed(chunk)
-                await upload.write(chunk)
-            await upload.complete()
-            manifest = reader.finish()
-        except TarballError as exc:
-            raise BadRequest(f"{filename}: {exc}") from exc
-        if upload.size == 0:
-            raise BadRequest(f"{filename}: the tarball is empty")
-        if length is not None and length != upload.size:
-            raise BadRequest(f"{filename}: attachment length {length} but {upload.size} bytes sent")
-        digests = {a: upload.digest(a) for a in ALGORITHMS}
-        if require_digest or integrity or shasum:
-            try:
-                verify(digests, integrity, shasum)
-            except IntegrityError as exc:
-                raise BadRequest(f"{filename}: {exc}") from exc
-        if manifest.get("name") != name or manifest.get("version") != version:
-            raise BadRequest(
-                f"{filename}: package.json says {manifest.get('name')}@{manifest.get('version')}, "
-                f"not {name}@{version}"
-            )
-        await upload.commit()
-        stored = StoredTarball(
-            filename=filename,
-            key=key,
-            size=upload.size,
-            sha1=digests["sha1"].hex(),
-            integrity=sri("sha512", digests["sha512"]),
+    await require_new_tarball(ctx, name, filename)
+    async with open_tarball(ctx, name, filename) as tarball:
+        async for chunk in chunks:
+            await tarball.write(chunk)
+        await tarball.complete()
+        tarball.verify(
+            name,
+            version,
+            integrity=integrity,
+            shasum=shasum,
+            length=length,
+            require_digest=require_digest,
         )
-    recorded = await store.add_tarball(
-        ctx.db, name, filename, key, stored.size, stored.sha1, stored.integrity
-    )
-    if not recorded:  # a concurrent upload of the same file won
-        await ctx.blobs.delete(key)
-        raise Conflict(f"{name}: tarball {filename} already exists; published files never change")
+        stored = await tarball.commit()
+    await record_tarball(ctx, name, stored)
     return stored
