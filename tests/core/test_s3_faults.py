@@ -48,12 +48,16 @@ def test_store_outage_answers_503_then_recovers(
     assert outages and "EndpointConnectionError" in outages[0]["error"]
     assert "Traceback" not in server.log(), "an outage is one log line per request, no traceback"
     assert server.process.poll() is None, "depot serve must keep running"
+    health = httpx.get(f"{server.url}/-/health", timeout=120)
+    assert health.status_code == 503, "a load balancer must take this replica out of rotation"
+    assert health.json()["reason"].startswith("blob store: ")
 
     # The store comes back (moto restarts empty, so the bucket is created again).
     moto.start()
     bucket.create()
     assert put_file(server.url, "after.bin", b"after").status_code == 201
     assert httpx.get(f"{server.url}/raw/files/after.bin").content == b"after"
+    assert httpx.get(f"{server.url}/-/health").json()["status"] == "ok"
 
 
 def test_upload_cut_off_midway_leaves_no_object_and_no_row(

@@ -156,11 +156,25 @@ async def browse(request: Request) -> Response:
     )
 
 
+#: The key ``/-/health`` looks up in the blob store; no ecosystem writes outside its namespace.
+HEALTH_PROBE_KEY = "depot-health/probe"
+
+
 async def health(request: Request) -> Response:
-    """200 when the database answers, 503 otherwise: what a load balancer should probe."""
+    """200 when the database and the blob store answer, 503 otherwise: what a load balancer probes.
+
+    The store is asked for a key that never exists (one ``stat``, a HEAD request on S3), so an
+    unreachable bucket takes the replica out of rotation just as an unreachable database does.
+    """
     depot: Depot = request.scope["depot"]
-    try:
-        await depot.database.fetch_val("SELECT 1")
-    except Exception as exc:  # any failure of the backing service means "not healthy"
-        return JSONResponse({"status": "unavailable", "reason": str(exc)[:200]}, status_code=503)
+    checks = (
+        ("database", lambda: depot.database.fetch_val("SELECT 1")),
+        ("blob store", lambda: depot.blob_store.stat(HEALTH_PROBE_KEY)),  # type: ignore[union-attr]
+    )
+    for name, check in checks:
+        try:
+            await check()
+        except Exception as exc:  # any failure of a backing service means "not healthy"
+            reason = f"{name}: {type(exc).__name__}: {exc}"[:200]
+            return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
     return JSONResponse({"status": "ok", "ecosystems": sorted(depot.ecosystems)})
