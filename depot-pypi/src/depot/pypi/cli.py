@@ -1,4 +1,4 @@
-"""``depot python``: save distributions with their dependency closure and push them to a depot."""
+"""``depot python``: save a dependency closure, push it to a depot, yank releases there."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ DEFAULT_DIR = ".depot-storage"
 
 @click.group("python")
 def python() -> None:
-    """Python index: save distributions with their dependencies, push them to a depot."""
+    """Python index: save distributions with their dependencies, push them to a depot, yank."""
 
 
 @python.command("save")
@@ -78,3 +78,22 @@ def push_command(depot_url: str, root: Path, token: str | None, jobs: int) -> No
     from depot.pypi.push import push
 
     push(depot_url, root, token, max(1, jobs))
+
+
+@python.command("yank")
+@click.argument("depot_url")
+@click.argument("project")
+@click.argument("version")
+@click.option("--reason", help="Why the release is yanked; pip shows it when it installs it.")
+@click.option("--undo", is_flag=True, help="Un-yank the release instead.")
+@click.option("--token", envvar="DEPOT_AUTH_TOKEN", help="Bearer token for the depot.")
+def yank_command(
+    depot_url: str, project: str, version: str, reason: str | None, undo: bool, token: str | None
+) -> None:
+    """Yank (PEP 592) every file of PROJECT VERSION on the depot at DEPOT_URL, or un-yank it.
+
+    Installers skip a yanked release unless a requirement pins it with == or ===.
+    """
+    from depot.pypi.yank_client import yank
+
+    click.echo(yank(depot_url, project, version, reason, undo, token))

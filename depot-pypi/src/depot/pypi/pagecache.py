@@ -2,7 +2,7 @@
 
 A project page with thousands of files costs far more to fetch and render than to send, and it
 changes only when a file is added, removed or yanked. Each request asks the database for the
-project's *validator* (file count, newest upload time, yanked count: one indexed aggregate query)
+project's *validator* (file count, newest upload time, yank changes: one indexed aggregate query)
 and reuses the rendered bytes while it is unchanged. The database stays the only source of truth,
 so several ``depot serve`` processes sharing one database never serve a stale page, and the
 validator doubles as the page's ETag.

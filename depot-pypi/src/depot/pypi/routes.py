@@ -6,6 +6,8 @@
 - ``POST /python/``: twine's upload (the legacy API, ``:action=file_upload``).
 - ``PUT /python/files/<project>/<filename>``: the upload ``depot python push`` uses; the body is
   the file, ``X-Depot-Sha256`` (or ``?sha256=``) its expected hash.
+- ``POST|DELETE /python/-/yank/<project>/<version>``: yank a release (PEP 592), with an optional
+  reason in a JSON or form body, or un-yank it; see :mod:`depot.pypi.yank`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from urllib.parse import quote
 from depot.core import EcosystemContext
 from depot.core.errors import BadRequest, HTTPError, NotFound
 from depot.core.http import blob_response
-from depot.pypi import pagecache, simple, store
+from depot.pypi import pagecache, simple, store, yank
 from depot.pypi.names import DistributionFile, InvalidFilename, normalize, parse_filename
 from depot.pypi.schema import blob_key
 from packaging.version import InvalidVersion, Version
@@ -26,7 +28,13 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
 from starlette.routing import BaseRoute, Route
 
 #: Form fields that steer the upload rather than describe the distribution.
@@ -132,6 +140,22 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
             "stored\n" if created else "already stored\n", status_code=201 if created else 200
         )
 
+    async def yank_release(request: Request) -> Response:
+        """Yank (POST, optional reason in the body) or un-yank (DELETE) every file of a release."""
+        project = normalize(request.path_params["project"])
+        version = yank.parse_version(request.path_params["version"])
+        reason = None
+        if request.method == "POST":
+            body = await _small_body(request, yank.MAX_BODY)
+            reason = yank.parse_reason(body, request.headers.get("content-type"))
+        release = await yank.set_yanked(ctx, project, version, reason)
+        ctx.log.info(
+            "yank" if reason is not None else "un-yank",
+            extra={"project": project, "version": release.version, "changed": release.changed},
+        )
+        # The page's validator moved with the change, so its cached rendering and ETag did too.
+        return JSONResponse(release.as_json())
+
     return [
         Route("/", legacy_upload, methods=["POST"]),
         Route("/", upload_page, methods=["GET", "HEAD"]),
@@ -140,6 +164,7 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         Route("/simple/{project}", simple_project_no_slash, methods=["GET", "HEAD"]),
         Route("/files/{project}/{filename}", get_file, methods=["GET", "HEAD"]),
         Route("/files/{project}/{filename}", put_file, methods=["PUT"]),
+        Route("/-/yank/{project}/{version}", yank_release, methods=["POST", "DELETE"]),
     ]
 
 
@@ -165,6 +190,16 @@ def _render_project(
     if media_type == simple.JSON_V1:
         return simple.project_json(project, simple.sort_versions(versions), files)
     return simple.project_html(project, files)
+
+
+async def _small_body(request: Request, limit: int) -> bytes:
+    """A request body that must be small (a yank reason); 413 past ``limit`` bytes."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise HTTPError(413, f"the body is larger than the limit of {limit} bytes")
+    return bytes(body)
 
 
 def _if_none_match(request: Request) -> set[str]:

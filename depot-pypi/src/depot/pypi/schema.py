@@ -26,13 +26,23 @@ pypi_files = sa.Table(
     sa.Column("metadata_sha256", sa.String(64), nullable=True),  # PEP 658, wheels only
     sa.Column("upload_time", sa.String(32), nullable=False),  # ISO 8601 UTC, "...Z" (PEP 700)
     sa.Column("yanked", sa.Text, nullable=True),  # PEP 592: NULL, "" or the reason
+    # Bumped by every change of ``yanked``: the sum over a project moves with each yank, un-yank
+    # or new reason, so the project page's validator (see pagecache) sees all of them.
+    sa.Column("yank_changes", sa.Integer, nullable=False, server_default="0"),
     sa.Column("md5", sa.String(32), nullable=False),
     sa.Column("blake2_256", sa.String(64), nullable=False),
     sa.Column("fields", sa.JSON, nullable=True),  # the upload form's metadata fields (summary, ...)
     sa.Index("pypi_files_project", "project"),
 )
 
-SCHEMA = Schema(name="pypi", version=1, tables=[pypi_files])
+SCHEMA = Schema(
+    name="pypi",
+    version=2,
+    tables=[pypi_files],
+    migrations={
+        2: ["ALTER TABLE pypi_files ADD COLUMN yank_changes INTEGER NOT NULL DEFAULT 0"],
+    },
+)
 
 
 def blob_key(sha256: str) -> str:

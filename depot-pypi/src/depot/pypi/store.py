@@ -229,9 +229,15 @@ async def project_files(ctx: EcosystemContext, project: str) -> list[Mapping[str
 
 
 async def project_validator(ctx: EcosystemContext, project: str) -> tuple[int, str | None, int]:
-    """What changes whenever the project's page would: file count, newest upload, yanked count."""
+    """What changes whenever the project's page would: file count, newest upload, yank changes.
+
+    A yanked *count* would miss a new reason, or one release yanked as another is un-yanked;
+    every such change bumps a row's ``yank_changes`` (:mod:`depot.pypi.yank`), so their sum moves.
+    """
     query = sa.select(
-        sa.func.count(), sa.func.max(pypi_files.c.upload_time), sa.func.count(pypi_files.c.yanked)
+        sa.func.count(),
+        sa.func.max(pypi_files.c.upload_time),
+        sa.func.coalesce(sa.func.sum(pypi_files.c.yank_changes), 0),
     ).where(pypi_files.c.project == project)
     row = await ctx.db.fetch_one(query)
     assert row is not None
