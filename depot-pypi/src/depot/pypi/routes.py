@@ -144,13 +144,13 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         """Yank (POST, optional reason in the body) or un-yank (DELETE) every file of a release."""
         project = normalize(request.path_params["project"])
         version = yank.parse_version(request.path_params["version"])
-        reason = None
-        if request.method == "POST":
+        yanked, reason = request.method == "POST", None
+        if yanked:
             body = await _small_body(request, yank.MAX_BODY)
             reason = yank.parse_reason(body, request.headers.get("content-type"))
-        release = await yank.set_yanked(ctx, project, version, reason)
+        release = await yank.set_yanked(ctx, project, version, yanked, reason)
         ctx.log.info(
-            "yank" if reason is not None else "un-yank",
+            "yank" if yanked else "un-yank",
             extra={"project": project, "version": release.version, "changed": release.changed},
         )
         # The page's validator moved with the change, so its cached rendering and ETag did too.

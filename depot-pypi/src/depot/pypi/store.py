@@ -21,6 +21,7 @@ from depot.core import EcosystemContext
 from depot.core.blobs import CHUNK_SIZE
 from depot.core.database import json_value
 from depot.core.errors import BadRequest, Conflict, HTTPError
+from depot.pypi import yank
 from depot.pypi.coremeta import CoreMetadata, InvalidDistribution, distribution_metadata
 from depot.pypi.names import DistributionFile
 from depot.pypi.schema import blob_key, pypi_files
@@ -166,7 +167,7 @@ async def publish(
         "requires_python": metadata.requires_python,
         "metadata_sha256": metadata_sha256,
         "upload_time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        "yanked": None,
+        "yanked": await yank.release_state(ctx, dist.project, dist.version),
         "md5": received.digests["md5_digest"],
         "blake2_256": received.digests["blake2_256_digest"],
         "fields": dict(fields or {}),

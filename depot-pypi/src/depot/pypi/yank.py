@@ -3,13 +3,14 @@
 PyPI yanks releases, not files: every file of the version gets the same state. A yanked file stays
 on the project page, marked ``data-yanked`` / ``"yanked"``; installers skip it unless a requirement
 pins that version exactly (``==`` or ``===``). Setting the state it already has changes nothing,
-so a retried request is harmless.
+so a retried request is harmless. A yank that gives no reason keeps the one the release has; an
+empty reason clears it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
@@ -55,14 +56,15 @@ def parse_version(text: str) -> Version:
         raise BadRequest(f"{text!r} is not a valid version (PEP 440)") from exc
 
 
-def parse_reason(body: bytes, content_type: str | None) -> str:
+def parse_reason(body: bytes, content_type: str | None) -> str | None:
     """The yank reason in a request body: JSON ``{"reason": ...}`` or a form field ``reason``.
 
-    An empty body (or no ``reason``) yanks without a reason. Whitespace runs, newlines included,
-    become one space: the reason ends up in an HTML attribute and in one line of pip's output.
+    None when the body gives none (empty, or without ``reason``). Whitespace runs, newlines
+    included, become one space: the reason ends up in an HTML attribute and in one line of pip's
+    output.
     """
     if not body.strip():
-        return ""
+        return None
     media_type = (content_type or "").split(";")[0].strip().lower()
     if media_type == "application/json" or media_type.endswith("+json"):
         try:
@@ -71,15 +73,17 @@ def parse_reason(body: bytes, content_type: str | None) -> str:
             raise BadRequest(f"the body is not valid JSON: {exc}") from exc
         if not isinstance(document, dict):
             raise BadRequest('the JSON body must be an object: {"reason": "..."}')
-        reason = document.get("reason", "")
+        reason = document.get("reason")
         if reason is None:
-            reason = ""
+            return None
     elif media_type == "application/x-www-form-urlencoded":
         try:
             fields = parse_qs(body.decode(), keep_blank_values=True, strict_parsing=True)
         except (ValueError, UnicodeDecodeError) as exc:
             raise BadRequest(f"the form body is malformed: {exc}") from exc
-        values = fields.get("reason", [""])
+        values = fields.get("reason")
+        if values is None:
+            return None
         if len(values) > 1:
             raise BadRequest("the form gives 'reason' more than once")
         reason = values[0]
@@ -97,9 +101,9 @@ def parse_reason(body: bytes, content_type: str | None) -> str:
 
 
 async def set_yanked(
-    ctx: EcosystemContext, project: str, version: Version, reason: str | None
+    ctx: EcosystemContext, project: str, version: Version, yanked: bool, reason: str | None = None
 ) -> Release:
-    """Yank (``reason`` a string, maybe empty) or un-yank (``None``) every file of a release.
+    """Yank (with ``reason``, or keeping the release's) or un-yank every file of a release.
 
     ``project`` is PEP 503 normalised. Versions compare as PEP 440 says (``1.0`` is ``1.0.0``).
     Raises 404 for a project or version the index does not hold; then nothing changes.
@@ -115,6 +119,10 @@ async def set_yanked(
     if not release:
         raise NotFound(f"project {project} has no version {version}")
     filenames = sorted(row["filename"] for row in release)
+    if not yanked:
+        reason = None
+    elif reason is None:
+        reason = release_reason(row["yanked"] for row in release) or ""
     changed = sum(1 for row in release if row["yanked"] != reason)
     if changed:
         current = pypi_files.c.yanked
@@ -127,6 +135,25 @@ async def set_yanked(
             .values(yanked=reason, yank_changes=pypi_files.c.yank_changes + 1)
         )
     return Release(project, str(release[0]["version"]), filenames, reason, changed)
+
+
+async def release_state(ctx: EcosystemContext, project: str, version: Version) -> str | None:
+    """The yank state a new file of this release is born with: that of the release's files.
+
+    A wheel uploaded late to a yanked release must not make the release installable again.
+    """
+    rows = await ctx.db.fetch_all(
+        sa.select(pypi_files.c.version, pypi_files.c.yanked).where(
+            pypi_files.c.project == project, pypi_files.c.yanked.is_not(None)
+        )
+    )
+    return release_reason(row["yanked"] for row in rows if _same_version(row, version))
+
+
+def release_reason(states: Iterable[str | None]) -> str | None:
+    """The yank state files of one release share: the first reason, else ``""``, else None."""
+    yanked = [state for state in states if state is not None]
+    return next((state for state in yanked if state), "" if yanked else None)
 
 
 def _same_version(row: Mapping[str, Any], version: Version) -> bool:
