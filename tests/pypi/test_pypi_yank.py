@@ -260,3 +260,19 @@ def test_a_read_key_cannot_yank_and_a_write_key_can(
     )  # fmt: skip
     assert done.stdout.strip() == f"yanked beta-pkg 1.1 (2 files): {REASON}"
     assert closed_yanked(closed_depot, as_reader)["Beta.Pkg-1.1.tar.gz"] == REASON
+
+
+def test_a_yank_on_one_replica_is_seen_at_once_on_the_other(
+    make_replicas: Callable[..., list], dists: Path, clients
+) -> None:
+    """Replicas share PostgreSQL: a page the second one cached must not outlive the yank."""
+    first, second = make_replicas(2)
+    clients.twine_upload(first.url, release_files(dists))
+    before = page(second)
+    assert set(yanked_by_file(second).values()) == {False}
+    clients.depot("python", "yank", first.url, "beta-pkg", "1.1", "--reason", REASON)
+    after = page(second)
+    assert after.headers["etag"] != before.headers["etag"]
+    assert yanked_by_file(second)["Beta.Pkg-1.1-py3-none-any.whl"] == REASON
+    clients.depot("python", "yank", second.url, "beta-pkg", "1.1", "--undo")
+    assert set(yanked_by_file(first).values()) == {False}
