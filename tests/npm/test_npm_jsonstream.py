@@ -20,7 +20,7 @@ from depot.npm.jsonstream import (
     SkeletonTooLarge,
     StreamingJSONParser,
 )
-from depot.npm.publish_body import is_attachment_data
+from depot.npm.publish_body import is_attachment_data, may_hold_attachment_data
 from depot.npm.uploads import Base64Decoder, Base64Error
 
 TRICKY = [
@@ -68,23 +68,43 @@ def splits(body: bytes) -> Iterator[list[bytes]]:
         yield [body[i : i + size] for i in range(0, len(body), size)]
 
 
+def walk_everything(path: Any) -> bool:
+    return True
+
+
+def skim_everything(path: Any) -> bool:
+    return False
+
+
+#: Token by token everywhere, read whole everywhere, and as publish bodies are read.
+MODES = [
+    pytest.param(walk_everything, id="walked"),
+    pytest.param(skim_everything, id="skimmed"),
+    pytest.param(may_hold_attachment_data, id="as-publish"),
+]
+
+
 def parse(chunks: list[bytes], **options: Any) -> tuple[Any, list[DivertedPiece]]:
     parser = StreamingJSONParser(**options)
     pieces = [piece for chunk in chunks for piece in parser.feed(chunk)]
     return parser.finish(), pieces
 
 
+@pytest.mark.parametrize("descend", MODES)
 @pytest.mark.parametrize("text", TRICKY)
-def test_documents_parse_as_json_loads_parses_them_however_they_are_cut(text: str) -> None:
+def test_documents_parse_as_json_loads_parses_them_however_they_are_cut(
+    text: str, descend: Any
+) -> None:
     body = text.encode()
     for chunks in splits(body):
-        document, pieces = parse(chunks)
+        document, pieces = parse(chunks, descend=descend)
         assert document == json.loads(body)
         assert pieces == []
 
 
+@pytest.mark.parametrize("descend", [MODES[0], MODES[2]])
 @pytest.mark.parametrize("text", TRICKY)
-def test_diverted_data_comes_out_whole_and_the_document_holds_none(text: str) -> None:
+def test_diverted_data_comes_out_whole_and_the_document_holds_none(text: str, descend: Any) -> None:
     body = text.encode()
     expected = json.loads(body)
     data = {}
@@ -93,7 +113,7 @@ def test_diverted_data_comes_out_whole_and_the_document_holds_none(text: str) ->
     ).items():
         data[name], attachment["data"] = attachment["data"], None
     for chunks in splits(body):
-        document, pieces = parse(chunks, divert=is_attachment_data)
+        document, pieces = parse(chunks, divert=is_attachment_data, descend=descend)
         assert document == expected
         for name, text_ in data.items():
             mine = [p for p in pieces if p.path == ("_attachments", name, "data")]
@@ -114,7 +134,9 @@ def test_escaped_base64_is_unescaped_in_the_diverted_text() -> None:
 def test_a_large_diverted_string_comes_out_a_chunk_at_a_time() -> None:
     encoded = base64.b64encode(os.urandom(3 * 2**20)).decode()
     body = json.dumps({"name": "p", "_attachments": {"f": {"data": encoded}}}).encode()
-    parser = StreamingJSONParser(is_attachment_data, max_skeleton=1024)
+    parser = StreamingJSONParser(
+        is_attachment_data, descend=may_hold_attachment_data, max_skeleton=1024
+    )
     pieces = []
     for i in range(0, len(body), 65536):
         pieces += parser.feed(body[i : i + 65536])
@@ -172,13 +194,14 @@ def refuse(constant: str) -> None:
     raise ValueError(f"{constant} is not JSON")
 
 
+@pytest.mark.parametrize("descend", MODES)
 @pytest.mark.parametrize("body", MALFORMED)
-def test_malformed_json_is_refused_however_it_is_cut(body: bytes) -> None:
+def test_malformed_json_is_refused_however_it_is_cut(body: bytes, descend: Any) -> None:
     with pytest.raises(ValueError):
         json.loads(body, parse_constant=refuse)  # the reference agrees (strict RFC 8259)
     for chunks in splits(body):
         with pytest.raises(JSONStreamError):
-            parse(chunks, divert=is_attachment_data)
+            parse(chunks, divert=is_attachment_data, descend=descend)
 
 
 def test_the_document_without_its_data_is_capped() -> None:
@@ -187,9 +210,10 @@ def test_the_document_without_its_data_is_capped() -> None:
         parse([big[i : i + 100] for i in range(0, len(big), 100)], max_skeleton=4096)
 
 
-def test_nesting_is_capped() -> None:
+@pytest.mark.parametrize("descend", MODES)
+def test_nesting_is_capped(descend: Any) -> None:
     with pytest.raises(JSONStreamError, match="nested deeper"):
-        parse([b"[" * 300 + b"]" * 300], max_depth=256)
+        parse([b"[" * 300 + b"]" * 300], descend=descend, max_depth=256)
 
 
 @pytest.mark.parametrize("size", [0, 1, 2, 3, 4, 100, 1001])

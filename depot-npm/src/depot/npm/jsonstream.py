@@ -13,11 +13,18 @@ whole (json-stream's "strings as streams" is an open wish, daggaz/json-stream#45
 async. This module is RFC 8259 JSON and nothing else: no NaN/Infinity, no comments, no trailing
 commas, UTF-8 input. Strings decode exactly as :func:`json.loads` decodes them (all escapes,
 surrogate pairs, a lone surrogate kept as is); a repeated key keeps its last value, as there.
+
+Speed: walking every token in Python costs about a microsecond each. Objects and arrays that the
+``descend`` predicate rules out (no diverted string can be inside them: a packument's
+``versions``) are only skimmed for their end, a regular expression per string, and then built by
+:func:`json.loads`, which also validates them; so a large document costs little more than
+:func:`json.loads` would.
 """
 
 from __future__ import annotations
 
 import codecs
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +49,11 @@ _SIMPLE_ESCAPES = {
     ord("r"): "\r",
     ord("t"): "\t",
 }
+#: Skimming a container: everything up to the next bracket outside a string, then that bracket
+#: (group 1), or a quote that opens a string the buffer cuts off, or nothing at the buffer's end.
+_SKIM_TO_BRACKET = re.compile(rb'(?:[^"\[\]{}]+|"[^"\\]*(?:\\.[^"\\]*)*")*([\[\]{}"])?', re.DOTALL)
+#: Skimming the rest of a cut string: plain bytes and whole escapes.
+_SKIM_STRING_BODY = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*', re.DOTALL)
 _HEX = re.compile(rb"[0-9a-fA-F]{4}")
 _HEX_START = re.compile(rb"[0-9a-fA-F]{0,3}")
 _LOW_SURROGATE = re.compile(rb"\\u[dD][c-fC-F][0-9a-fA-F]{2}")
@@ -56,6 +68,7 @@ _COLON = "':'"
 _AFTER_VALUE = "',' or a closing bracket"
 _END = "the end of the document"
 _IN_STRING = "the rest of a string"
+_IN_SKIMMED = "the rest of an object or array"
 
 
 class JSONStreamError(ValueError):
@@ -85,6 +98,15 @@ class _Container:
 
 
 @dataclass
+class _Skim:
+    """A container read whole: its raw bytes so far, bracket depth, and whether in a string."""
+
+    raw: bytearray
+    depth: int = 0
+    in_string: bool = False
+
+
+@dataclass
 class _String:
     """The string being read: a key, a kept value, or a diverted value."""
 
@@ -101,18 +123,25 @@ class StreamingJSONParser:
 
     ``divert(path)`` is asked at the start of every string value (not keys); when it says yes,
     the string's text comes out of :meth:`feed` in :class:`DivertedPiece` items instead of going
-    into the document. ``max_skeleton`` bounds everything else the parser reads, in bytes of
-    input; ``max_depth`` bounds nesting.
+    into the document. ``descend(path)`` is asked at the start of every object and array: only
+    those it says yes to are walked token by token (default: those under which ``divert`` may
+    pick something, i.e. all when ``divert`` is given); the others are read whole, fast.
+    ``max_skeleton`` bounds everything but the diverted text, in bytes of input; ``max_depth``
+    bounds nesting.
     """
 
     def __init__(
         self,
         divert: Callable[[JSONPath], bool] | None = None,
         *,
+        descend: Callable[[JSONPath], bool] | None = None,
         max_skeleton: int = 16 * 1024 * 1024,
         max_depth: int = 256,
     ) -> None:
         self._divert = divert or (lambda path: False)
+        if descend is None:
+            descend = (lambda path: True) if divert else (lambda path: False)
+        self._descend = descend
         self.max_skeleton = max_skeleton
         self.max_depth = max_depth
         self._buf = bytearray()
@@ -121,6 +150,7 @@ class StreamingJSONParser:
         self._expect = _VALUE
         self._stack: list[_Container] = []
         self._string: _String | None = None
+        self._skim: _Skim | None = None
         self._document: Any = None
         self._out: list[DivertedPiece] = []
         self._offset = 0  # input bytes consumed before _buf, for error messages
@@ -170,6 +200,8 @@ class StreamingJSONParser:
         """Read one token; False when the buffer ends before one is complete."""
         if self._string is not None:
             return self._read_string()
+        if self._skim is not None:
+            return self._read_skimmed()
         self._pos = _WHITESPACE.match(self._buf, self._pos).end()
         if self._pos >= len(self._buf):
             return False
@@ -223,6 +255,10 @@ class StreamingJSONParser:
         if byte in (ord("{"), ord("[")):
             if len(self._stack) >= self.max_depth:
                 raise self._error(f"nested deeper than {self.max_depth} levels")
+            if not self._descend(self._path()):
+                self._skim = _Skim(bytearray())
+                self._expect = _IN_SKIMMED
+                return True
             self._pos += 1
             if byte == ord("{"):
                 self._stack.append(_Container({}))
@@ -257,6 +293,51 @@ class StreamingJSONParser:
             if word.startswith(rest) and not self._eof:
                 return False  # "tr" at the end of a chunk
         raise self._error(f"expected {self._expect}")
+
+    # -- containers read whole -----------------------------------------------------------------
+
+    def _read_skimmed(self) -> bool:
+        """Find the end of a skimmed container; then build it with :func:`json.loads`."""
+        skim = self._skim
+        assert skim is not None
+        buf, start = self._buf, self._pos
+        pos = start
+        done = False
+        while pos < len(buf) and not done:
+            if skim.in_string:
+                pos = _SKIM_STRING_BODY.match(buf, pos).end()
+                if pos >= len(buf) or buf[pos] == ord("\\"):
+                    break  # the string, or an escape in it, goes on in the next chunk
+                pos += 1
+                skim.in_string = False
+                continue
+            token = _SKIM_TO_BRACKET.match(buf, pos)
+            pos = token.end()
+            if token.lastindex is None:
+                break  # the end of the buffer
+            byte = buf[token.start(1)]
+            if byte == ord('"'):
+                skim.in_string = True  # a string that goes on in the next chunk
+            elif byte in b"[{":
+                skim.depth += 1
+                if len(self._stack) + skim.depth > self.max_depth:
+                    raise self._error(f"nested deeper than {self.max_depth} levels", pos)
+            else:
+                skim.depth -= 1
+                done = skim.depth == 0
+        skim.raw += buf[start:pos]
+        self._pos = pos
+        if not done:
+            return False
+        self._skim = None
+        try:
+            value = json.loads(skim.raw.decode("utf-8", "surrogatepass"), parse_constant=_refuse)
+        except UnicodeDecodeError as exc:
+            raise self._error(f"invalid UTF-8 ({exc.reason})", pos) from exc
+        except ValueError as exc:  # JSONDecodeError, and NaN/Infinity through _refuse
+            raise self._error(f"{exc} in the value that ends", pos) from exc
+        self._add(value)
+        return True
 
     # -- strings -------------------------------------------------------------------------------
 
@@ -411,3 +492,8 @@ class StreamingJSONParser:
 
     def _error(self, reason: str, pos: int | None = None) -> JSONStreamError:
         return JSONStreamError(f"malformed JSON: {reason} at byte {self._at(pos)}")
+
+
+def _refuse(constant: str) -> None:
+    """json.loads calls this for NaN and Infinity, which are not JSON (RFC 8259)."""
+    raise ValueError(f"{constant} is not JSON")

@@ -58,6 +58,14 @@ def is_attachment_data(path: JSONPath) -> bool:
     return len(path) == 3 and path[0] == "_attachments" and path[2] == "data"
 
 
+def may_hold_attachment_data(path: JSONPath) -> bool:
+    """The objects walked token by token: the root, ``_attachments`` and each attachment.
+
+    Everything else (``versions``, ``readme``, ...) is read whole, at json.loads speed.
+    """
+    return path == () or (path[0] == "_attachments" and len(path) <= 2)
+
+
 def attachment_version(name: str, filename: str) -> str:
     """The version in an attachment's file name: ``<name>-<v>.tgz`` or ``<basename>-<v>.tgz``."""
     for prefix in (f"{name}-", f"{basename(name)}-"):
@@ -74,7 +82,9 @@ async def read_publish_body(
     400 for malformed JSON, a truncated body, invalid base64, a tarball that is not one, or data
     given twice for one file or version; 413 past :data:`MAX_DOCUMENT`.
     """
-    parser = StreamingJSONParser(is_attachment_data, max_skeleton=MAX_DOCUMENT)
+    parser = StreamingJSONParser(
+        is_attachment_data, descend=may_hold_attachment_data, max_skeleton=MAX_DOCUMENT
+    )
     received: dict[str, Attachment] = {}
     current: Attachment | None = None
     try:
