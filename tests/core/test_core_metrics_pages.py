@@ -58,3 +58,23 @@ def test_browse_search_finds_and_escapes(depot_server) -> None:
     hostile = httpx.get(depot_server.url + "/-/browse/raw", params={"q": "<script>"}).text
     assert "<script>" not in hostile and "&lt;script&gt;" in hostile
     assert httpx.get(depot_server.url + "/-/browse/nothing").status_code == 404
+
+
+async def test_two_depots_in_one_process_count_apart(tmp_path) -> None:
+    from depot.core import create_app
+
+    apps = [create_app(store_path=tmp_path / name) for name in ("one", "two")]
+    clients = [
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://depot.test")
+        for app in apps
+    ]
+    try:
+        for _ in range(3):
+            assert (await clients[0].get("/-/health")).status_code == 200
+        texts = [(await client.get("/metrics")).text for client in clients]
+    finally:
+        for client, app in zip(clients, apps, strict=True):
+            await client.aclose()
+            await app.state.depot.shutdown()
+    assert metric(texts[0], "depot_http_requests_total", route="health") == 3
+    assert metric(texts[1], "depot_http_requests_total", route="health") == 0

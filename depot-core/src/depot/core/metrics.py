@@ -1,17 +1,25 @@
 """Prometheus metrics: requests, bytes, verification failures, latency, stored objects.
 
-Each depot app has its own registry (two depots in one process do not share counters). With
-``--workers N`` every worker counts its own requests; scrape through ``--metrics-listen-addr`` per
-process or run one worker per replica. Stored-object gauges come from the ecosystems' catalogs and
-the shared database, so every replica reports the same totals.
+In one process each depot app has its own registry (two depots in one process do not share
+counters). With ``depot serve --workers N`` every worker is a process of its own, so the supervisor
+turns on prometheus-client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, see
+:mod:`depot.core.serve`): each worker writes its values to files in that directory, and
+``/metrics``, whichever worker answers it, reads them all and reports the sum over the workers.
+An application that embeds depot under a multi-process server of its own can set
+``PROMETHEUS_MULTIPROC_DIR`` itself (before anything imports prometheus_client) for the same effect.
+
+Stored-object gauges come from the ecosystems' catalogs and the shared database, so every worker
+and every replica reports the same totals; the worker answering a scrape refreshes them first.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
 from depot.core.auth import WRITE_METHODS
+from depot.core.errors import ConfigError
 from depot.core.logs import log_access
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -30,13 +38,35 @@ if TYPE_CHECKING:
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
+#: prometheus-client's switch for multiprocess mode; it is read when prometheus_client is imported.
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def multiprocess_dir() -> str | None:
+    """The directory the workers of this process group share their values through, if any."""
+    return os.environ.get(MULTIPROC_DIR_ENV) or None
+
 
 class Metrics:
-    """The collectors of one depot."""
+    """The collectors of one depot.
+
+    In multiprocess mode the collectors belong to no registry (their values live in the shared
+    files); :attr:`registry` holds one ``MultiProcessCollector`` that reads every worker's files.
+    The stored-object gauges use ``livemostrecent``: every worker would report the same database
+    totals, so the merged view keeps the one refreshed last, once, instead of adding them up.
+    """
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        r = self.registry
+        shared_dir = multiprocess_dir()
+        r: CollectorRegistry | None = self.registry
+        if shared_dir is not None:
+            from prometheus_client.multiprocess import MultiProcessCollector
+
+            if not os.path.isdir(shared_dir):
+                raise ConfigError(f"{MULTIPROC_DIR_ENV}={shared_dir} is not a directory")
+            MultiProcessCollector(self.registry, path=shared_dir)
+            r = None
         self.requests = Counter(
             "depot_http_requests",
             "HTTP requests answered",
@@ -65,9 +95,13 @@ class Metrics:
             "depot_artifacts_served", "Artifact downloads started", ["ecosystem"], registry=r
         )
         self.stored_objects = Gauge(
-            "depot_stored_objects", "Objects held", ["ecosystem"], registry=r
-        )
-        self.stored_bytes = Gauge("depot_stored_bytes", "Bytes held", ["ecosystem"], registry=r)
+            "depot_stored_objects", "Objects held", ["ecosystem"],
+            registry=r, multiprocess_mode="livemostrecent",
+        )  # fmt: skip
+        self.stored_bytes = Gauge(
+            "depot_stored_bytes", "Bytes held", ["ecosystem"],
+            registry=r, multiprocess_mode="livemostrecent",
+        )  # fmt: skip
         self._request_children: dict[tuple[str, str, str, int], tuple[Any, ...]] = {}
 
     def observe_request(
@@ -114,6 +148,8 @@ class ObserverMiddleware:
     """Watches every HTTP request once: the access log line and the request metrics.
 
     One wrapper around ``send`` and ``receive`` serves both, so each request pays for one layer.
+    A request is recorded just before its last body message goes out, so a client holding a
+    complete answer finds it counted by the next ``/metrics``, even one answered by another worker.
     """
 
     def __init__(self, app: ASGIApp, depot: Depot) -> None:
@@ -131,6 +167,23 @@ class ObserverMiddleware:
         status = 500
         sent = 0
         received = 0
+        recorded = False
+
+        def record() -> None:
+            nonlocal recorded
+            if recorded:
+                return
+            recorded = True
+            seconds = time.perf_counter() - start
+            endpoint = scope.get("endpoint")
+            route = getattr(endpoint, "__name__", None) or (
+                "unmatched" if status == 404 else "other"
+            )
+            method = scope["method"]
+            self.depot.metrics.observe_request(
+                ecosystem, route, method, status, seconds, sent, received
+            )
+            log_access(method, path, status, sent, seconds, (scope.get("client") or ("", 0))[0])
 
         async def counting_receive() -> Message:
             nonlocal received
@@ -145,21 +198,14 @@ class ObserverMiddleware:
                 status = message["status"]
             elif message["type"] == "http.response.body":
                 sent += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    record()
             await send(message)
 
         try:
             await self.app(scope, counting_receive, counting_send)
         finally:
-            seconds = time.perf_counter() - start
-            endpoint = scope.get("endpoint")
-            route = getattr(endpoint, "__name__", None) or (
-                "unmatched" if status == 404 else "other"
-            )
-            method = scope["method"]
-            self.depot.metrics.observe_request(
-                ecosystem, route, method, status, seconds, sent, received
-            )
-            log_access(method, path, status, sent, seconds, (scope.get("client") or ("", 0))[0])
+            record()  # no complete answer went out (an error, a client gone): still counted
 
 
 async def metrics_endpoint(request: Request) -> Response:

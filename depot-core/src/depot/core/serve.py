@@ -3,6 +3,21 @@
 SIGINT and SIGTERM stop accepting connections and let in-flight requests finish (up to
 ``GRACEFUL_TIMEOUT`` seconds). With ``--workers N`` the listening socket is opened once and shared
 by N processes, each with its own event loop and connections.
+
+Metrics with workers: the supervisor makes a fresh directory and names it in
+``PROMETHEUS_MULTIPROC_DIR`` before it starts the workers (spawned, so each imports
+prometheus_client afresh with the variable already set). Every worker's counters land there and
+``/metrics`` from any worker reports their sum (:mod:`depot.core.metrics`). The supervisor tells
+prometheus-client about each worker that exits (``mark_process_dead``) and removes the directory
+when it exits itself.
+
+``--metrics-listen-addr`` with workers is served by worker 0 alone, on a socket the supervisor
+binds before any worker starts (so a bad or busy address fails at once, like the main one). A
+worker and not the supervisor, because answering a scrape refreshes the stored-object gauges from
+the database, which needs an open depot and an event loop; the workers have both, and the
+supervisor stays a plain process supervisor with no database connections. Should worker 0 die,
+its port stops answering while the other workers go on serving: the scrape fails, which is how a
+dead worker gets noticed.
 """
 
 from __future__ import annotations
@@ -10,8 +25,10 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -72,7 +89,11 @@ def _hypercorn_config(settings: Settings, listen_addr: str | None = None) -> Any
     return config
 
 
-async def _serve(options: dict[str, Any], sockets: Any = None, ready: Any = None) -> None:
+async def _serve(options: dict[str, Any], sockets: Any = None, metrics_sockets: Any = None) -> None:
+    """Serve one depot; ``sockets`` are the supervisor's when this is a worker.
+
+    A worker serves ``--metrics-listen-addr`` only when handed ``metrics_sockets`` (worker 0).
+    """
     from depot.core.app import create_app
     from hypercorn.asyncio.run import worker_serve
     from hypercorn.utils import wrap_app
@@ -93,12 +114,13 @@ async def _serve(options: dict[str, Any], sockets: Any = None, ready: Any = None
             shutdown_trigger=stop.wait,
         )
     ]
-    if depot.settings.metrics_listen_addr and sockets is None:
+    if depot.settings.metrics_listen_addr and (sockets is None or metrics_sockets is not None):
         metrics_config = _hypercorn_config(depot.settings, depot.settings.metrics_listen_addr)
         servers.append(
             worker_serve(
                 wrap_app(metrics_app(depot), config.wsgi_max_body_size, "asgi"),
                 metrics_config,
+                sockets=metrics_sockets,
                 shutdown_trigger=stop.wait,
             )
         )
@@ -117,9 +139,9 @@ async def _prepare(options: dict[str, Any]) -> None:
     await depot.shutdown()
 
 
-def _worker(options: dict[str, Any], sockets: Any) -> None:
+def _worker(options: dict[str, Any], sockets: Any, metrics_sockets: Any) -> None:
     try:
-        run_loop(_serve(options, sockets))
+        run_loop(_serve(options, sockets, metrics_sockets))
     except ConfigError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(1)
@@ -130,11 +152,35 @@ def run(options: dict[str, Any], workers: int) -> None:
     if workers <= 1:
         run_loop(_serve(options))
         return
+    from depot.core.metrics import MULTIPROC_DIR_ENV
+
     settings = Settings.from_options(options, _plugin_options(load_plugins()))
     asyncio.run(_prepare(options))
     sockets = _hypercorn_config(settings).create_sockets()
+    metrics_sockets = None
+    if settings.metrics_listen_addr:
+        metrics_sockets = _hypercorn_config(settings, settings.metrics_listen_addr).create_sockets()
+    metrics_dir = tempfile.mkdtemp(prefix="depot-metrics-")
+    os.environ[MULTIPROC_DIR_ENV] = metrics_dir  # inherited by the workers spawned below
+    try:
+        _supervise(options, workers, sockets, metrics_sockets, metrics_dir)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _supervise(
+    options: dict[str, Any], workers: int, sockets: Any, metrics_sockets: Any, metrics_dir: str
+) -> None:
+    """Start the workers, pass signals on, and wait for every one of them to exit."""
+    from multiprocessing.connection import wait
+
+    from prometheus_client.multiprocess import mark_process_dead
+
     ctx = multiprocessing.get_context("spawn")
-    processes = [ctx.Process(target=_worker, args=(options, sockets)) for _ in range(workers)]
+    processes = [
+        ctx.Process(target=_worker, args=(options, sockets, metrics_sockets if i == 0 else None))
+        for i in range(workers)
+    ]
     # Workers inherit "ignore SIGHUP" until their app installs its reload handler, so a SIGHUP
     # sent while they start cannot kill them.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -156,10 +202,15 @@ def run(options: dict[str, Any], workers: int) -> None:
                 os.kill(p.pid, signal.SIGHUP)
 
     signal.signal(signal.SIGHUP, forward_hup)
-    failed = 0
-    for p in processes:
-        p.join()
-        failed |= p.exitcode not in (0, -signal.SIGTERM)
+    failed = False
+    running = {p.sentinel: p for p in processes}
+    while running:
+        for sentinel in wait(list(running)):
+            p = running.pop(sentinel)  # type: ignore[arg-type]
+            p.join()
+            # Its counters stay (totals never go down); its live gauges go.
+            mark_process_dead(p.pid, metrics_dir)
+            failed |= p.exitcode not in (0, -signal.SIGTERM)
     if failed:
         raise ConfigError("a worker exited with an error (see above)")
 
