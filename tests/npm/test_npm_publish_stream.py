@@ -196,6 +196,9 @@ def test_a_client_that_goes_away_mid_body_leaves_nothing(depot_server: DepotServ
         time.sleep(0.05)
     assert stored_files(depot_server) == []
     assert httpx.get(f"{depot_server.url}/npm/p").status_code == 404
+    # A client going away is not a fault of the server: an access line, no traceback.
+    assert '"method": "PUT", "path": "/npm/p", "status": 400' in depot_server.wait_for_log('"PUT"')
+    assert "Traceback" not in depot_server.log()
 
 
 def big_tgz(name: str, version: str, size: int) -> bytes:

@@ -27,6 +27,7 @@ from depot.npm.jsonstream import JSONPath, JSONStreamError, SkeletonTooLarge, St
 from depot.npm.names import basename, require_version, tarball_filename
 from depot.npm.responses import json_object
 from depot.npm.uploads import Base64Decoder, Base64Error, IncomingTarball, open_tarball
+from starlette.requests import ClientDisconnect
 
 #: Largest document accepted without its attachment data. Deprecating sends the whole packument
 #: back, which for a package with thousands of versions runs to megabytes.
@@ -106,6 +107,8 @@ async def read_publish_body(
     except Base64Error as exc:
         assert current is not None
         raise BadRequest(f"attachment {current.filename!r}: {exc}") from exc
+    except ClientDisconnect as exc:  # the client's fault, not ours: a 4xx, not a logged 500
+        raise BadRequest("the client went away before the end of the body") from exc
     return PublishBody(json_object(document, "the packument"), received)
 
 
