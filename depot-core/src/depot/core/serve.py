@@ -94,10 +94,12 @@ async def _serve(options: dict[str, Any], sockets: Any = None, metrics_sockets: 
 
     A worker serves ``--metrics-listen-addr`` only when handed ``metrics_sockets`` (worker 0).
     """
+    from depot.core import writes
     from depot.core.app import create_app
     from hypercorn.asyncio.run import worker_serve
     from hypercorn.utils import wrap_app
 
+    writes.install()  # one send per response turn instead of one per HTTP event
     app = create_app(**options)
     depot = app.state.depot
     await depot.startup()  # fail before listening: one line, not a half-started server
