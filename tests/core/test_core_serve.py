@@ -113,3 +113,19 @@ def test_workers_share_one_port(make_depot_server) -> None:
     for t in threads:
         t.join()
     assert results == [200] * 8
+
+
+def test_a_client_gone_mid_upload_is_a_400_line_and_nothing_stored(depot_server) -> None:
+    """Hanging up mid-body is the client's doing: no 500, no traceback, no file."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", depot_server.port)) as sock:
+        sock.sendall(
+            b"PUT /raw/files/cut.bin HTTP/1.1\r\nHost: depot\r\nContent-Length: 1000000\r\n\r\n"
+            + b"x" * 1000
+        )
+    line = depot_server.wait_for_log('"path": "/raw/files/cut.bin"')
+    access = [json.loads(x) for x in line.splitlines() if "/raw/files/cut.bin" in x]
+    assert access[-1]["status"] == 400
+    assert "Traceback" not in depot_server.log()
+    assert httpx.get(depot_server.url + "/raw/files/cut.bin").status_code == 404

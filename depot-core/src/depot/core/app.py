@@ -30,7 +30,7 @@ from depot.core.plugins import Plugins, load_plugins
 from depot.core.routing import EcosystemRouter
 from depot.core.settings import Settings
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -261,6 +261,17 @@ def _invalid_key_handler(request: Request, exc: Exception) -> Any:
     return _http_error_handler(request, BadRequest(str(exc)))
 
 
+def _client_gone_handler(request: Request, exc: Exception) -> Any:
+    """A client that hangs up mid-body is its own doing: a 400 access line, not a logged 500.
+
+    Whatever the handler was receiving is abandoned the usual way (uploads abort when their
+    context exits), and nobody reads this answer.
+    """
+    return _http_error_handler(
+        request, BadRequest("the client went away before the end of the body")
+    )
+
+
 def _outage_handler(request: Request, exc: Exception) -> Any:
     if not is_backend_outage(exc):
         raise exc
@@ -317,6 +328,7 @@ def create_app(*, plugins: Plugins | None = None, **options: Any) -> Starlette:
         exception_handlers={
             HTTPError: _http_error_handler,
             InvalidKey: _invalid_key_handler,
+            ClientDisconnect: _client_gone_handler,
             **{t: _outage_handler for t in OUTAGE_TYPES},
         },
     )
