@@ -246,7 +246,9 @@ def test_save_uses_only_the_index_given(
 
 
 def test_save_refuses_a_file_whose_bytes_differ_from_the_index_hash(
-    make_depot_server: Callable[..., DepotServer], clients, tmp_path: Path,
+    make_depot_server: Callable[..., DepotServer],
+    clients,
+    tmp_path: Path,
     wheel_factory: Callable[..., Path],
 ) -> None:
     import hashlib

@@ -66,6 +66,7 @@ def depot_index_sections(depot: Depot, request: Request) -> Sequence[object]:
     if depot.settings.auth_file:
         body += (
             "<p>With authentication, the token is a JWT from your SSH key:</p>"
-            f"<pre>npm config set //{html.escape(parts.netloc + parts.path)}:_authToken \"$(depot token)\"</pre>"
+            f"<pre>npm config set //{html.escape(parts.netloc + parts.path)}:_authToken "
+            '"$(depot token)"</pre>'
         )
     return [Section("Use it with npm", body, ecosystem=ECOSYSTEM.name)]

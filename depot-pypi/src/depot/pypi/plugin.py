@@ -64,7 +64,8 @@ def depot_index_sections(depot: Depot, request: Request) -> Sequence[object]:
         scheme, _, rest = ctx.external_url(request, "/simple/").partition("://")
         body += (
             "<p>With authentication (<code>TOKEN=$(depot token)</code>):</p>"
-            f"<pre>pip install --index-url {html.escape(scheme)}://__token__:$TOKEN@{html.escape(rest)} PACKAGE\n"
+            f"<pre>pip install --index-url "
+            f"{html.escape(scheme)}://__token__:$TOKEN@{html.escape(rest)} PACKAGE\n"
             f"twine upload --repository-url {upload} -u __token__ -p $TOKEN dist/*</pre>"
         )
     return [Section("Use it with pip, uv and twine", body, ecosystem=ECOSYSTEM.name)]

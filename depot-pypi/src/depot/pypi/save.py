@@ -189,7 +189,9 @@ async def download_all(
 
 
 async def _download(
-    session: aiohttp.ClientSession, item: Resolved, final: Path,
+    session: aiohttp.ClientSession,
+    item: Resolved,
+    final: Path,
     progress: local.Progress | None = None,
 ) -> int:
     """Stream one file to a hidden temporary name, check its sha256, then rename it into place."""
