@@ -71,6 +71,17 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, end
 
 
+async def read_limited_body(request: Request, limit: int) -> bytes:
+    """The whole body of a request that must be small (metadata, a JSON document); 413 past
+    ``limit`` bytes, noticed as the bytes arrive rather than after they were all held."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise HTTPError(413, f"request body larger than {limit} bytes")
+    return bytes(body)
+
+
 class BlobResponse(Response):
     """Stream a stored blob with Content-Length, ``Accept-Ranges`` and single-range support."""
 

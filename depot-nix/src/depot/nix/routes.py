@@ -16,7 +16,7 @@ from pathlib import Path
 
 from depot.core import EcosystemContext
 from depot.core.errors import BadRequest, Conflict, HTTPError, NotFound
-from depot.core.http import blob_response
+from depot.core.http import blob_response, read_limited_body
 from depot.nix import narinfo, store
 from depot.nix.compression import CompressionError
 from depot.nix.hotcache import HotCache
@@ -331,11 +331,6 @@ def _is_realisation_id(text: str) -> bool:
     return True
 
 
-async def read_small_body(request: Request, limit: int = MAX_SMALL_BODY) -> bytes:
-    """The body of a metadata upload, refused with 413 past ``limit`` bytes."""
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise HTTPError(413, f"body larger than {limit} bytes")
-    return bytes(body)
+async def read_small_body(request: Request) -> bytes:
+    """The body of a metadata upload (narinfo, listing, log), at most :data:`MAX_SMALL_BODY`."""
+    return await read_limited_body(request, MAX_SMALL_BODY)

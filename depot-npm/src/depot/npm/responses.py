@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from depot.core.errors import BadRequest, HTTPError
+from depot.core.http import read_limited_body
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -23,11 +24,7 @@ def json_ok(body: Any, status: int = 200) -> Response:
 
 async def read_json(request: Request, limit: int = 16 * 1024 * 1024) -> Any:
     """The request body as JSON; 413 past ``limit``, 400 when malformed."""
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise HTTPError(413, f"request body larger than {limit} bytes")
+    body = await read_limited_body(request, limit)
     try:
         return json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 from depot.core import EcosystemContext
 from depot.core.errors import BadRequest, HTTPError, NotFound
-from depot.core.http import blob_response
+from depot.core.http import blob_response, read_limited_body
 from depot.pypi import pagecache, simple, store, yank
 from depot.pypi.names import DistributionFile, InvalidFilename, normalize, parse_filename
 from depot.pypi.schema import blob_key
@@ -146,7 +146,7 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         version = yank.parse_version(request.path_params["version"])
         yanked, reason = request.method == "POST", None
         if yanked:
-            body = await _small_body(request, yank.MAX_BODY)
+            body = await read_limited_body(request, yank.MAX_BODY)
             reason = yank.parse_reason(body, request.headers.get("content-type"))
         release = await yank.set_yanked(ctx, project, version, yanked, reason)
         ctx.log.info(
@@ -190,16 +190,6 @@ def _render_project(
     if media_type == simple.JSON_V1:
         return simple.project_json(project, simple.sort_versions(versions), files)
     return simple.project_html(project, files)
-
-
-async def _small_body(request: Request, limit: int) -> bytes:
-    """A request body that must be small (a yank reason); 413 past ``limit`` bytes."""
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise HTTPError(413, f"the body is larger than the limit of {limit} bytes")
-    return bytes(body)
 
 
 def _if_none_match(request: Request) -> set[str]:
