@@ -82,7 +82,33 @@ async def read_limited_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-class BlobResponse(Response):
+class RangedResponse(Response):
+    """A body of known ``size`` streamed by a subclass: status, ``Content-Length``,
+    ``Accept-Ranges`` and single-range support (``self.start``/``self.end``) done once here."""
+
+    def __init__(
+        self,
+        size: int,
+        request: Request,
+        media_type: str,
+        headers: dict[str, str] | None = None,
+        on_start: Callable[[int], None] | None = None,
+    ) -> None:
+        self.range = parse_range(request.headers.get("range"), size)
+        self.head_only = request.method == "HEAD"
+        self.on_start = on_start
+        self.status_code = 206 if self.range else 200
+        self.media_type = media_type
+        self.background = None
+        self.start, self.end = self.range or (0, size)
+        all_headers = {"accept-ranges": "bytes", "content-length": str(self.end - self.start)}
+        if self.range:
+            all_headers["content-range"] = f"bytes {self.start}-{self.end - 1}/{size}"
+        all_headers.update(headers or {})
+        self.init_headers(all_headers)
+
+
+class BlobResponse(RangedResponse):
     """Stream a stored blob with Content-Length, ``Accept-Ranges`` and single-range support."""
 
     def __init__(
@@ -97,19 +123,7 @@ class BlobResponse(Response):
     ) -> None:
         self.blobs = blobs
         self.key = key
-        self.range = parse_range(request.headers.get("range"), size)
-        self.head_only = request.method == "HEAD"
-        self.on_start = on_start
-        self.status_code = 206 if self.range else 200
-        self.media_type = media_type
-        self.background = None
-        start, end = self.range or (0, size)
-        all_headers = {"accept-ranges": "bytes", "content-length": str(end - start)}
-        if self.range:
-            all_headers["content-range"] = f"bytes {start}-{end - 1}/{size}"
-        all_headers.update(headers or {})
-        self.init_headers(all_headers)
-        self.start, self.end = start, end
+        super().__init__(size, request, media_type, headers, on_start)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send(

@@ -14,10 +14,9 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 
-from depot.core.http import parse_range
+from depot.core.http import RangedResponse
 from depot.nix.nardump import Contents, NarDumpError, coalesce, frames, read_exactly, walk
 from starlette.requests import Request
-from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 log = logging.getLogger("depot.nix")
@@ -28,7 +27,7 @@ CHUNK_SIZE = 1024 * 1024
 _NOWAIT = hasattr(os, "preadv") and hasattr(os, "RWF_NOWAIT")
 
 
-class LocalNarResponse(Response):
+class LocalNarResponse(RangedResponse):
     """The NAR of ``base_name`` in ``store_dir``, ``nar_size`` bytes long."""
 
     def __init__(
@@ -43,17 +42,7 @@ class LocalNarResponse(Response):
         self.store_dir = store_dir
         self.base_name = base_name
         self.nar_size = nar_size
-        self.range = parse_range(request.headers.get("range"), nar_size)
-        self.head_only = request.method == "HEAD"
-        self.on_start = on_start
-        self.status_code = 206 if self.range else 200
-        self.media_type = media_type
-        self.background = None
-        self.start, self.end = self.range or (0, nar_size)
-        headers = {"accept-ranges": "bytes", "content-length": str(self.end - self.start)}
-        if self.range:
-            headers["content-range"] = f"bytes {self.start}-{self.end - 1}/{nar_size}"
-        self.init_headers(headers)
+        super().__init__(nar_size, request, media_type, on_start=on_start)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
