@@ -34,18 +34,18 @@ from starlette.routing import BaseRoute, Route
 NARINFO_TYPE = "text/x-nix-narinfo"
 NAR_TYPE = "application/x-nix-nar"
 MAX_SMALL_BODY = 1024 * 1024
-#: The fields of a published narinfo that never change; only signatures may be added.
-FIXED_FIELDS = (
-    "store_path",
-    "url",
-    "compression",
-    "nar_hash",
-    "nar_size",
-    "references",
-    "deriver",
-    "system",
-    "ca",
-)
+#: What a narinfo says a store path *is*: the fields its signatures sign (``1;StorePath;NarHash;
+#: NarSize;References``) and its content address. A later upload of the path must agree on them.
+#: The rest (URL, Compression, FileHash, FileSize, Deriver, System) only says how one upload was
+#: packed or built: two CI machines pushing one path with different compression, or two builders
+#: of one fixed-output path from different derivations, both succeed and the first stays served.
+MEANING_FIELDS = {
+    "store_path": "StorePath",
+    "nar_hash": "NarHash",
+    "nar_size": "NarSize",
+    "references": "References",
+    "ca": "CA",
+}
 
 
 def routes(ctx: EcosystemContext) -> list[BaseRoute]:
@@ -152,21 +152,29 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
                 raise BadRequest(f"Sig by {key.name} does not verify for {info.store_path}")
 
     async def merge_signatures(published: NarInfo, incoming: NarInfo) -> Response:
-        """Accept a re-PUT that only adds signatures (``nix store sign``); refuse other changes."""
-        for field in FIXED_FIELDS:
+        """A narinfo for a path already published (``nix store sign``, a retried or concurrent
+        ``nix copy``): accepted and served unchanged but for its new signatures; refused only if
+        it says the path holds something else."""
+        for field, label in MEANING_FIELDS.items():
             if getattr(published, field) != getattr(incoming, field):
                 raise Conflict(
-                    f"{published.hash_part}.narinfo is published; its {field} cannot change"
+                    f"{published.hash_part}.narinfo is published with another {label}; "
+                    "a store path's contents cannot change"
                 )
-        for field in ("file_hash", "file_size"):
-            value = getattr(incoming, field)
-            if value is not None and value != getattr(published, field):
-                raise Conflict(
-                    f"{published.hash_part}.narinfo is published; its {field} cannot change"
-                )
+        # Same fingerprint, so signatures over the incoming narinfo hold for the published one.
         new = tuple(s for s in incoming.signatures if s not in published.signatures)
-        await store.add_signatures(ctx.db, published.hash_part, new)
-        served_narinfos.drop(published.hash_part)
+        if new:
+            await store.add_signatures(ctx.db, published.hash_part, new)
+            served_narinfos.drop(published.hash_part)
+        ctx.log.info(
+            "narinfo already published; kept the first upload",
+            extra={
+                "store_path": published.store_path,
+                "kept_url": published.url,
+                "incoming_url": incoming.url,
+                "added_signatures": len(new),
+            },
+        )
         return PlainTextResponse("")
 
     async def listing(request: Request) -> Response:
