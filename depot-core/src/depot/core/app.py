@@ -67,6 +67,17 @@ class EcosystemContext:
         """Absolute URL of ``path`` under this ecosystem, as the client reached the server."""
         return external_base(request, self.settings) + self.ecosystem.prefix + path
 
+    @property
+    def document_cache_control(self) -> str:
+        """``Cache-Control`` of a mutable document (narinfo, packument, simple page).
+
+        ``no-cache`` by default: a client or proxy may keep the document but asks again each
+        time (a 304 when unchanged), so a publish, yank or unpublish is seen at once.
+        ``--document-max-age N`` lets caches answer alone for N seconds, the bound on staleness.
+        """
+        max_age = self.settings.document_max_age
+        return f"public, max-age={max_age}" if max_age > 0 else "no-cache"
+
     def artifact_stored(self, key: str, size: int, request: Request | None = None) -> None:
         """Announce a verified, committed artifact to listeners (logs, metrics)."""
         self.log.info("stored", extra={"key": key, "size": size})

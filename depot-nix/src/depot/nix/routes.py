@@ -16,7 +16,13 @@ from pathlib import Path
 
 from depot.core import EcosystemContext
 from depot.core.errors import BadRequest, Conflict, HTTPError, NotFound
-from depot.core.http import blob_response, read_limited_body
+from depot.core.http import (
+    IMMUTABLE,
+    Validators,
+    blob_response,
+    document_validators,
+    read_limited_body,
+)
 from depot.nix import narinfo, store
 from depot.nix.compression import CompressionError
 from depot.nix.hotcache import HotCache
@@ -72,19 +78,23 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         return None
 
     async def cache_info(request: Request) -> Response:
-        key = signer.key
-        body = narinfo.cache_info(
-            priority=priority,
-            public_key=key.public_key() if key else None,
-            want_mass_query=want_mass_query,
-        )
         if request.method == "PUT":
             # nix PUTs one when GET failed; ours is always there, so only check it agrees.
             text = (await read_small_body(request)).decode(errors="replace")
             if "StoreDir: /nix/store" not in text:
                 raise BadRequest("this cache's StoreDir is /nix/store")
             return PlainTextResponse("")
-        return PlainTextResponse(body, media_type="text/x-nix-cache-info")
+        key = signer.key
+        body = narinfo.cache_info(
+            priority=priority,
+            public_key=key.public_key() if key else None,
+            want_mass_query=want_mass_query,
+        )
+        validators = document_validators(body.encode(), ctx.document_cache_control)
+        if validators.unchanged(request):
+            return validators.not_modified()
+        return PlainTextResponse(body, media_type="text/x-nix-cache-info",
+                                 headers=validators.headers())  # fmt: skip
 
     async def get_narinfo(request: Request) -> Response:
         hash_part = checked_hash_part(request)
@@ -97,7 +107,10 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
                 info = info.signed(signer.key)
             text = narinfo.format(info)
             served_narinfos.put(hash_part, text)
-        return PlainTextResponse(text, media_type=NARINFO_TYPE)
+        validators = document_validators(text.encode(), ctx.document_cache_control)
+        if validators.unchanged(request):
+            return validators.not_modified()
+        return PlainTextResponse(text, media_type=NARINFO_TYPE, headers=validators.headers())
 
     async def put_narinfo(request: Request) -> Response:
         hash_part = checked_hash_part(request)
@@ -198,7 +211,11 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
                 "local store path unreadable", extra={"path": info.store_path, "error": str(exc)}
             )
             raise NotFound(f"{hash_part}.ls not found") from None
-        return Response(text, media_type="application/json")
+        # A local path may be deleted and built again, so its listing is revalidated.
+        validators = document_validators(text.encode(), ctx.document_cache_control)
+        if validators.unchanged(request):
+            return validators.not_modified()
+        return Response(text, media_type="application/json", headers=validators.headers())
 
     async def get_local_nar(request: Request) -> Response:
         """A local path's NAR, serialised as it is sent; only while the path is still valid with
@@ -209,6 +226,10 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         )
         if info is None or info.nar_hash.nix32() != nar_hash:
             raise NotFound(f"nar/local/{hash_part}/{nar_hash}.nar not found")
+        # The URL names the NarHash, so its bytes never change.
+        validators = Validators(f'"{nar_hash}"', None, IMMUTABLE)
+        if validators.unchanged(request):
+            return validators.not_modified()
 
         def served(size: int) -> None:
             ctx.artifact_served(f"nar/local/{hash_part}", size, request)
@@ -220,6 +241,7 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
             request,
             NAR_TYPE,
             served,  # type: ignore[union-attr]
+            headers=validators.headers(),
         )
 
     async def get_nar(request: Request) -> Response:
