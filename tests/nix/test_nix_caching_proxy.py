@@ -27,7 +27,9 @@ def test_the_second_download_of_a_nar_is_answered_by_the_proxy(
     nix("nix", "copy", "--to", f"{nix_depot.url}/nix", built.app)
     proxy = make_caching_proxy(nix_depot.url)
     hash_part = Path(built.app).name[:32]
-    nar_path = "/nix/" + narinfo.parse(httpx.get(f"{nix_depot.url}/nix/{hash_part}.narinfo").text).url
+    nar_path = (
+        "/nix/" + narinfo.parse(httpx.get(f"{nix_depot.url}/nix/{hash_part}.narinfo").text).url
+    )
 
     trusted = ["--option", "trusted-public-keys", str(signing_key.public_key())]
     for store in ("first", "second"):
@@ -56,6 +58,8 @@ def test_narinfo_and_cache_info_answer_conditional_requests(
         assert first.headers["cache-control"] == "no-cache"
         for method in ("GET", "HEAD"):
             again = httpx.request(
-                method, f"{nix_depot.url}/nix/{path}", headers={"If-None-Match": first.headers["etag"]}
+                method,
+                f"{nix_depot.url}/nix/{path}",
+                headers={"If-None-Match": first.headers["etag"]},
             )
             assert again.status_code == 304 and again.content == b""

@@ -38,7 +38,10 @@ def test_two_concurrent_copies_with_different_compression_both_succeed(
     copies = [
         subprocess.Popen(
             ["nix", "copy", "--to", f"{cache}?compression={compression}", path],
-            env=machine.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=machine.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )  # fmt: skip
         for machine, compression in zip(machines, ("xz", "zstd"), strict=True)
     ]

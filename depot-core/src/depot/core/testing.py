@@ -88,10 +88,9 @@ class DepotServer:
                 entry = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(entry, dict) and (entry.get("method"), entry.get("path")) == (
-                method, path
-            ):
-                lines.append(entry)
+            if isinstance(entry, dict) and entry.get("path") == path:
+                if entry.get("method") == method:
+                    lines.append(entry)
         return lines
 
     def stop(self) -> int | None:
