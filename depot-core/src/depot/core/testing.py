@@ -88,9 +88,9 @@ class DepotServer:
                 entry = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(entry, dict) and entry.get("path") == path:
-                if entry.get("method") == method:
-                    lines.append(entry)
+            wanted = (method, path)
+            if isinstance(entry, dict) and (entry.get("method"), entry.get("path")) == wanted:
+                lines.append(entry)
         return lines
 
     def stop(self) -> int | None:
