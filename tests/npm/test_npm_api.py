@@ -162,7 +162,10 @@ def _bad_publishes() -> list[Any]:
             "p", publish_body("p", "1.0.0", wrong_version), 400, id="tarball-names-another-version"
         ),
         pytest.param(
-            "P", publish_body("P", "1.0.0", make_tgz("P", "1.0.0")), 400, id="capital-name"
+            "node_modules",
+            publish_body("node_modules", "1.0.0", make_tgz("node_modules", "1.0.0")),
+            400,
+            id="reserved-name",
         ),
         pytest.param(
             ".p", publish_body(".p", "1.0.0", make_tgz(".p", "1.0.0")), 400, id="dot-name"

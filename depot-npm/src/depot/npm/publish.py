@@ -15,7 +15,6 @@ from depot.core.errors import BadRequest, Conflict, NotFound
 from depot.npm import store
 from depot.npm.integrity import IntegrityError, sri_digest, verify
 from depot.npm.names import (
-    require_name,
     require_tag,
     require_version,
     tarball_filename,
@@ -48,8 +47,10 @@ async def put_packument(reg: Registry, request: Request, name: str) -> Response:
 
 
 async def publish(reg: Registry, request: Request, name: str, body: PublishBody) -> Response:
-    """``npm publish``: new versions, each with its tarball received from a base64 attachment."""
-    require_name(name, new=True)
+    """``npm publish``: new versions, each with its tarball received from a base64 attachment.
+
+    ``name`` was checked by the route: any name npm accepts for existing packages (``JSONStream``).
+    """
     document = body.document
     attachments = json_object(document.get("_attachments"), "_attachments")
     manifests = json_object(document.get("versions"), "versions")

@@ -25,7 +25,6 @@ from depot.npm.names import (
     is_version,
     require_name,
     require_tag,
-    version_from_filename,
 )
 from depot.npm.packument import (
     ABBREVIATED_MEDIA_TYPE,
@@ -91,7 +90,8 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         return json_ok(version_document(record, reg.tarball_url(request, name)(record)))
 
     async def get_tarball(request: Request, name: str, filename: str) -> Response:
-        version_from_filename(name, filename)
+        # Not validated against the name: it is only looked up, and a file name that is not
+        # one of the package's is a missing file (404), as on the public registry.
         return await reg.tarball_response(request, name, filename)
 
     async def package_route(request: Request) -> Response:
