@@ -335,3 +335,81 @@ async def test_a_pruning_put_without_versions_unpublishes_nothing(
     assert list((await app_client.get("/npm/keep")).json()["versions"]) == ["1.0.0"]
     stale = await app_client.delete("/npm/keep/-rev/1-stale")
     assert stale.status_code == 409
+
+
+async def test_package_readme_gives_pages_the_latest_publishs_readme(
+    database_options: dict[str, Any], tmp_path: Path
+) -> None:
+    from depot.npm.store import package_readme
+
+    app = create_app(store_path=tmp_path / "store", **database_options)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://depot.test") as client:
+        for version, readme in (("1.0.0", "# one"), ("1.1.0", "# two")):
+            body = publish_body("@s/doc", version, make_tgz("@s/doc", version))
+            body["versions"][version].update(readme=readme, readmeFilename="README.md")
+            body["description"] = f"release {version}"
+            assert (await put_publish(client, "@s/doc", body)).status_code == 201
+        db = app.state.depot.context("npm").db
+        found = await package_readme(db, "@s/doc")
+        assert found is not None
+        assert (found.description, found.readme, found.readme_filename) == (
+            "release 1.1.0",
+            "# two",
+            "README.md",
+        )
+        assert await package_readme(db, "@s/none") is None
+    await app.state.depot.shutdown()
+
+
+async def test_a_schema_1_registry_is_migrated_and_shows_its_readmes(
+    database_options: dict[str, Any], tmp_path: Path
+) -> None:
+    """A package published before schema 2 keeps serving, its readme lifted to the top level."""
+    import sqlalchemy as sa
+    from depot.core.database import Database, Schema
+    from depot.npm import store
+
+    store_path = tmp_path / "store"
+    store_path.mkdir()
+    url = database_options.get("database_url") or f"sqlite:///{store_path / 'depot.db'}"
+    old_metadata = sa.MetaData()
+    old_packages = sa.Table(
+        "npm_packages",
+        old_metadata,
+        sa.Column("name", sa.String(256), primary_key=True),
+        sa.Column("created", sa.String(32), nullable=False),
+        sa.Column("modified", sa.String(32), nullable=False),
+        sa.Column("serial", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("fields", sa.JSON, nullable=False),
+    )
+    old_tables = [old_packages, *(t.to_metadata(old_metadata) for t in (store.versions,))]
+    db = Database(url)
+    await db.connect()
+    await db.migrate([Schema("npm", 1, old_tables)])
+    manifest = {"name": "legacy", "version": "1.0.0", "readme": "# from v1", "description": "d1"}
+    await db.execute(
+        old_packages.insert().values(
+            name="legacy", created="t", modified="t", serial=1, fields={"description": "d1"}
+        )
+    )
+    await db.execute(
+        store.versions.insert().values(
+            name="legacy", version="1.0.0", filename="legacy-1.0.0.tgz", manifest=manifest,
+            integrity="sha512-x", shasum="0", created="t",
+        )
+    )  # fmt: skip
+    await db.disconnect()
+
+    app = create_app(store_path=store_path, **database_options)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://depot.test") as client:
+        packument = (await client.get("/npm/legacy")).json()
+        assert packument["readme"] == "# from v1" and packument["description"] == "d1"
+        found = await store.package_readme(app.state.depot.context("npm").db, "legacy")
+        assert found is not None and found.readme == "# from v1"
+        body = publish_body("legacy", "1.1.0", make_tgz("legacy", "1.1.0"))
+        body["versions"]["1.1.0"]["readme"] = "# from v2"
+        assert (await put_publish(client, "legacy", body)).status_code == 201
+        assert (await client.get("/npm/legacy")).json()["readme"] == "# from v2"
+    await app.state.depot.shutdown()

@@ -57,3 +57,76 @@ def test_a_tarball_the_package_does_not_have_is_404(
         assert response.json()["error"]
         failed = npm(registry, "install", url, cwd=project, check=False)
         assert failed.returncode != 0 and "404" in failed.stderr, failed.stderr
+
+
+def _documented_package(
+    make_package: Callable[..., Path], version: str, readme: str, **fields: object
+) -> Path:
+    folder = make_package(
+        "documented",
+        version,
+        description="A package with its papers in order",
+        homepage="https://example.com/documented",
+        repository={"type": "git", "url": "git+https://example.com/documented.git"},
+        bugs={"url": "https://example.com/documented/issues"},
+        keywords=["papers", "order"],
+        license="MIT",
+        author={"name": "Ann Author", "email": "ann@example.com"},
+        maintainers=[{"name": "ann", "email": "ann@example.com"}],
+        **fields,
+    )
+    (folder / "README.md").write_text(readme)
+    return folder
+
+
+def test_npm_view_shows_what_the_publish_sent(
+    depot_server: DepotServer, npm: Npm, make_package: Callable[..., Path]
+) -> None:
+    registry = depot_server.url + "/npm/"
+    npm.login(registry)
+    npm(registry, "publish", cwd=_documented_package(make_package, "1.0.0", "# Documented\n"))
+    readme = "# Documented\n\nNow with *usage*.\n"
+    npm(registry, "publish", cwd=_documented_package(make_package, "1.1.0", readme))
+
+    assert npm(registry, "view", "documented", "readme").stdout.strip() == readme.strip()
+    fields = ["description", "homepage", "repository", "bugs", "keywords", "license", "author"]
+    fields += ["maintainers", "time"]
+    view = json.loads(npm(registry, "view", "documented", *fields, "--json").stdout)
+    assert view["description"] == "A package with its papers in order"
+    assert view["homepage"] == "https://example.com/documented"
+    assert view["repository"]["url"] == "git+https://example.com/documented.git"
+    assert view["bugs"] == {"url": "https://example.com/documented/issues"}
+    assert view["keywords"] == ["papers", "order"]
+    assert view["license"] == "MIT"
+    assert view["author"] == "Ann Author <ann@example.com>"  # npm view writes people as text
+    assert view["maintainers"] == ["ann <ann@example.com>"]
+    time = view["time"]
+    assert {"created", "modified", "1.0.0", "1.1.0"} <= set(time)
+    assert time["created"] <= time["1.0.0"] < time["1.1.0"] <= time["modified"]
+
+    packument = httpx.get(f"{registry}documented").json()
+    assert packument["readme"] == readme and packument["readmeFilename"] == "README.md"
+    assert all("readme" not in v for v in packument["versions"].values())
+    abbreviated = httpx.get(
+        f"{registry}documented", headers={"accept": "application/vnd.npm.install-v1+json"}
+    )
+    assert "readme" not in abbreviated.text and "papers in order" not in abbreviated.text
+    assert len(abbreviated.content) < len(httpx.get(f"{registry}documented").content) / 2
+
+
+def test_a_publish_without_a_readme_leaves_none_on_top(
+    depot_server: DepotServer, npm: Npm, make_package: Callable[..., Path]
+) -> None:
+    """The top level is the latest publish's, as on the public registry: nothing stale stays."""
+    registry = depot_server.url + "/npm/"
+    npm.login(registry)
+    npm(registry, "publish", cwd=_documented_package(make_package, "1.0.0", "# Old\n"))
+    npm(registry, "publish", cwd=make_package("documented", "2.0.0", description="Rewritten"))
+    packument = httpx.get(f"{registry}documented").json()
+    assert packument["description"] == "Rewritten"
+    assert "# Old" not in packument.get("readme", "")  # npm sends a placeholder readme
+    assert "homepage" not in packument
+    assert npm(registry, "view", "documented@1.0.0", "homepage").stdout.strip() == (
+        "https://example.com/documented"
+    )
+

@@ -20,7 +20,12 @@ from depot.npm.names import (
     tarball_filename,
     version_from_filename,
 )
-from depot.npm.packument import VersionRecord, package_fields, stored_manifest
+from depot.npm.packument import (
+    VersionRecord,
+    package_fields,
+    publish_fields,
+    stored_manifest,
+)
 from depot.npm.publish_body import PublishBody, read_publish_body
 from depot.npm.registry import Registry
 from depot.npm.responses import json_object, json_ok, read_json
@@ -103,7 +108,7 @@ async def publish(reg: Registry, request: Request, name: str, body: PublishBody)
             stored.filename,
             stored.integrity,
             stored.sha1,
-            fields=package_fields(document) or package_fields(manifest),
+            fields=publish_fields(document, manifest),
         )
         published.append(received.version)
     await _apply_publish_tags(reg, name, tags, before)
@@ -135,7 +140,7 @@ async def _add_version(
         raise Conflict(
             f"cannot publish over the previously published version {name}@{record.version}"
         )
-    if fields:
+    if fields is not None:
         await store.touch(reg.ctx.db, name, fields)
 
 
