@@ -314,7 +314,8 @@ async def test_browse_and_front_page_show_packages(app_client: httpx.AsyncClient
 @pytest.mark.parametrize(
     ("method", "path", "status"),
     [("POST", "/npm/p", 405), ("PATCH", "/npm/p/-/p-1.0.0.tgz", 405), ("GET", "/npm/p/a/b/c", 404),
-     ("POST", "/npm/-/v1/login", 401), ("PUT", "/npm/-/user/org.couchdb.user:me", 401)],
+     ("POST", "/npm/-/v1/login", 404), ("PUT", "/npm/-/user/org.couchdb.user:me", 400),
+     ("PUT", "/npm/-/user/org.couchdb.user:a%20b", 400), ("GET", "/npm/-/user/x", 404)],
 )  # fmt: skip
 async def test_other_requests_get_json_errors(
     app_client: httpx.AsyncClient, method: str, path: str, status: int
@@ -413,3 +414,21 @@ async def test_a_schema_1_registry_is_migrated_and_shows_its_readmes(
         assert (await put_publish(client, "legacy", body)).status_code == 201
         assert (await client.get("/npm/legacy")).json()["readme"] == "# from v2"
     await app.state.depot.shutdown()
+
+
+async def test_login_tokens_name_their_user_until_logout(app_client: httpx.AsyncClient) -> None:
+    user = {"_id": "org.couchdb.user:ann", "name": "ann", "password": "x", "type": "user"}
+    created = await app_client.put("/npm/-/user/org.couchdb.user:ann", json=user)
+    assert created.status_code == 201
+    token = created.json()["token"]
+    again = await app_client.put("/npm/-/user/org.couchdb.user:ann", json=user)
+    assert again.json()["token"] != token  # each login its own token
+    bearer = {"authorization": f"Bearer {token}"}
+    assert (await app_client.get("/npm/-/whoami", headers=bearer)).json() == {"username": "ann"}
+    assert (
+        await app_client.delete(f"/npm/-/user/token/{token}", headers=bearer)
+    ).status_code == 200
+    whoami = await app_client.get("/npm/-/whoami", headers=bearer)
+    assert whoami.json() == {"username": "anonymous"}
+    mismatch = await app_client.put("/npm/-/user/org.couchdb.user:bob", json=user)
+    assert mismatch.status_code == 400

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 from depot.core.testing import DepotServer, run
 
 from .conftest import Npm  # noqa: TID252 - fixtures' helper type
@@ -130,3 +131,51 @@ def test_a_publish_without_a_readme_leaves_none_on_top(
         "https://example.com/documented"
     )
 
+
+LOGINS = {
+    "login": (["login"], [("Username:", "ann"), ("Password:", "any password")], "ann"),
+    "login-legacy": (
+        ["login", "--auth-type=legacy"],
+        [("Username:", "ann"), ("Password:", "any password")],
+        "ann",
+    ),
+    "adduser": (
+        ["adduser"],
+        [("Username:", "bob"), ("Password:", "pw"), ("Email", "bob@example.com")],
+        "bob",
+    ),
+}
+
+
+@pytest.mark.parametrize("how", list(LOGINS))
+def test_npm_login_on_an_open_depot_leaves_a_token_that_publish_uses(
+    depot_server: DepotServer, npm: Npm, make_package: Callable[..., Path], how: str
+) -> None:
+    """No hand-edited .npmrc: ``npm login``, then ``npm publish`` and ``npm whoami`` work."""
+    args, prompts, username = LOGINS[how]
+    registry = depot_server.url + "/npm/"
+    refused = npm(registry, "publish", cwd=make_package("logged", "1.0.0"), check=False)
+    assert refused.returncode != 0 and "ENEEDAUTH" in refused.stderr  # npm wants a token first
+
+    logged_in = npm.answer(registry, *args, prompts=prompts)
+    assert logged_in.returncode == 0, logged_in.stdout
+    assert f"Logged in on {registry}" in logged_in.stdout
+    assert "_authToken=depot_npm_" in (npm.home / "npmrc").read_text()
+    assert npm(registry, "whoami").stdout.strip() == username
+    npm(registry, "publish", cwd=make_package("logged", "1.0.0"))
+    assert "1.0.0" in httpx.get(f"{registry}logged").json()["versions"]
+
+    token = (npm.home / "npmrc").read_text().split("_authToken=")[1].split()[0]
+    npm(registry, "logout")
+    npmrc = npm.home / "npmrc"
+    assert not npmrc.exists() or "_authToken" not in npmrc.read_text()
+    forgotten = httpx.get(f"{registry}-/whoami", headers={"authorization": f"Bearer {token}"})
+    assert forgotten.json() == {"username": "anonymous"}
+
+
+def test_npm_login_refuses_a_username_npm_would_not_send(depot_server: DepotServer) -> None:
+    response = httpx.put(
+        f"{depot_server.url}/npm/-/user/org.couchdb.user:..%2fx",
+        json={"name": "../x", "password": "p"},
+    )
+    assert response.status_code == 400 and "invalid username" in response.json()["error"]
