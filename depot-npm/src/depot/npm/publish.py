@@ -135,7 +135,8 @@ async def _add_version(
         created=store.now(),
         deprecated=deprecated or None,
     )
-    await store.ensure_package(reg.ctx.db, name, fields)
+    # time.created is never later than the first version's time (npm view orders by them).
+    await store.ensure_package(reg.ctx.db, name, fields, created=record.created)
     if not await store.add_version(reg.ctx.db, name, record):
         raise Conflict(
             f"cannot publish over the previously published version {name}@{record.version}"

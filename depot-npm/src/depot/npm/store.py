@@ -205,8 +205,11 @@ async def get_tarball(db: Database, name: str, filename: str) -> Any:
     )
 
 
-async def ensure_package(db: Database, name: str, fields: dict[str, Any] | None = None) -> None:
-    stamp = now()
+async def ensure_package(
+    db: Database, name: str, fields: dict[str, Any] | None = None, created: str | None = None
+) -> None:
+    """The package row, if none exists yet; ``created`` is its first version's publish time."""
+    stamp = created or now()
     await db.execute(
         db.insert_or_ignore(packages).values(
             name=name, created=stamp, modified=stamp, serial=0, **_package_values(fields or {})
