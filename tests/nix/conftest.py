@@ -22,6 +22,8 @@ NIX_CONFIG = "\n".join(
     [
         "substituters =",
         "sandbox = false",
+        # Builds run as the calling user: a fresh machine has no nixbld group (Debian nix-bin).
+        "build-users-group =",
         "narinfo-cache-positive-ttl = 0",
         "narinfo-cache-negative-ttl = 0",
         "experimental-features = nix-command flakes",
