@@ -23,9 +23,10 @@ def parse_duration(text: str) -> float:
 
 
 def format_duration(seconds: float) -> str:
-    """The largest whole unit that fits: ``86400`` is ``24h``, ``90`` is ``90s``."""
-    for unit in ("w", "d", "h", "m"):
-        if seconds >= _SECONDS[unit] and seconds % _SECONDS[unit] == 0:
+    """The largest whole unit that fits, days and weeks from two on: ``86400`` is ``24h``,
+    ``172800`` is ``2d``, ``90`` is ``90s``."""
+    for unit, least in (("w", 2), ("d", 2), ("h", 1), ("m", 1)):
+        if seconds >= least * _SECONDS[unit] and seconds % _SECONDS[unit] == 0:
             return f"{int(seconds // _SECONDS[unit])}{unit}"
     return f"{seconds:g}s"
 
