@@ -201,6 +201,21 @@ class FSBlobStore:
         paths = [self.path(key) for key in keys]
         await asyncio.to_thread(lambda: [p.unlink(missing_ok=True) for p in paths])
 
+    def _stat_many_sync(self, keys: Sequence[str]) -> list[BlobStat | None]:
+        stats: list[BlobStat | None] = []
+        for key in keys:
+            try:
+                st = os.stat(self.path(key))
+            except (FileNotFoundError, NotADirectoryError):
+                stats.append(None)
+            else:
+                stats.append(BlobStat(size=st.st_size, modified=st.st_mtime))
+        return stats
+
+    async def stat_many(self, keys: Sequence[str]) -> list[BlobStat | None]:
+        """:meth:`stat` of many keys in one thread hop (the collector checks a batch at once)."""
+        return await asyncio.to_thread(self._stat_many_sync, keys)
+
     def _walk(self, prefix: str) -> Iterator[BlobEntry]:
         """Files under the directory part of ``prefix`` whose key starts with ``prefix``.
 
