@@ -112,6 +112,18 @@ class EcosystemContext:
             self.log.info("blob removed", extra={"key": entry.key, "size": entry.size})
         return removed
 
+    async def cache_stored(self, item: str, size: int) -> None:
+        """Declare ``item`` (an ecosystem's own name for it) as fetched from an upstream: it
+        may be evicted by ``--cache-max-size``/``--cache-max-age``, least recently used first,
+        through this ecosystem's ``depot_cached_content``. Never call it for published content."""
+        from depot.core.retention import cache_stored
+
+        await cache_stored(self.db, self.name, item, size)
+
+    def record_use(self, item: str) -> None:
+        """Note that a cached item was served now; written in batches, not per request."""
+        self.depot.use_recorder.record(self.name, item)
+
     def artifact_stored(self, key: str, size: int, request: Request | None = None) -> None:
         """Announce a verified, committed artifact to listeners (logs, metrics)."""
         self.log.info("stored", extra={"key": key, "size": size})
@@ -160,6 +172,9 @@ class Depot:
         self.metrics = Metrics()
         self._catalogs: list[Catalog] | None = None
         self._blob_references: dict[str, BlobReferences] | None = None
+        from depot.core.retention import UseRecorder
+
+        self.use_recorder = UseRecorder(self.database)
 
     def context(self, ecosystem: str) -> EcosystemContext:
         """The context of a declared ecosystem."""
@@ -243,6 +258,7 @@ class Depot:
             for result in self.plugins.hook.depot_startup(depot=self):
                 if inspect.isawaitable(result):
                     await result
+            self._start_use_recorder()
             if self.settings.gc_interval:
                 self._start_collector()
             self.started = True
@@ -254,6 +270,21 @@ class Depot:
                     "database": self.database.dialect_name,
                 },
             )
+
+    def _start_use_recorder(self) -> None:
+        """Write recorded cache use every minute and once more at shutdown."""
+        task = asyncio.get_running_loop().create_task(
+            self.use_recorder.flush_periodically(), name="depot-cache-use"
+        )
+
+        async def stop() -> None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            with contextlib.suppress(Exception):
+                await self.use_recorder.flush()
+
+        self.exit_stack.push_async_callback(stop)
 
     def _start_collector(self) -> None:
         """``--gc-interval``: a background task, cancelled and awaited before the database and

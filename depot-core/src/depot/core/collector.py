@@ -91,6 +91,7 @@ class CollectionReport:
     skipped: bool = False  # another collector holds the lock
     ecosystems: dict[str, EcosystemTally] = field(default_factory=dict)
     leftovers: LeftoverReport = field(default_factory=LeftoverReport)
+    evicted: dict[str, Any] = field(default_factory=dict)  # ecosystem -> EvictionReport
 
     @property
     def removed(self) -> int:
@@ -156,6 +157,14 @@ async def collect(
             log.info("another collector is running; skipped")
             return report
         log.info("collection started", extra={"grace": grace, "dry_run": dry_run})
+        settings = depot.settings
+        if settings.cache_max_size is not None or settings.cache_max_age is not None:
+            from depot.core.retention import evict
+
+            # Evicted items' blobs are released by their ecosystems, before the sweep.
+            report.evicted = await evict(
+                depot, settings.cache_max_size, settings.cache_max_age, dry_run
+            )
         for name in depot.ecosystems:
             tally = report.ecosystems[name] = EcosystemTally()
             refs = references.get(name)

@@ -21,7 +21,9 @@ from depot.core.settings import CORE_OPTIONS, DEFAULT_GRACE
 from depot.core.units import Duration, format_duration
 
 #: The ``depot serve`` options that say where the store is; the others do not matter here.
-_STORE_OPTIONS = ("store_path", "database_url", "storage_type", "verbose")
+_STORE_OPTIONS = (
+    "store_path", "database_url", "storage_type", "cache_max_size", "cache_max_age", "verbose",
+)  # fmt: skip
 
 
 def _plural(n: int, word: str) -> str:
@@ -43,6 +45,11 @@ def report_lines(report: CollectionReport) -> list[str]:
             f"{name}: {verb} {_plural(tally.removed, 'blob')} ({human_size(tally.removed_bytes)}) "
             f"of {tally.examined:,}; {_plural(tally.kept, 'blob')} "
             f"({human_size(tally.kept_bytes)}) kept"
+        )
+    for name, evicted in report.evicted.items():
+        lines.append(
+            f"{name}: {'would evict' if report.dry_run else 'evicted'} "
+            f"{_plural(evicted.items, 'cached item')} ({human_size(evicted.bytes)})"
         )
     leftovers = report.leftovers
     lines.append(

@@ -171,3 +171,16 @@ def depot_blob_references(depot: Depot) -> Sequence[BlobReferences]:
     ``ctx.reference_blobs(...)``, so that a collection never removes a blob a row is about to
     name.
     """
+
+
+@hookspec
+def depot_cached_content(depot: Depot) -> Sequence[Any]:
+    """Let the core evict an ecosystem's cached (upstream-fetched) content.
+
+    Called at each collection when ``--cache-max-size`` or ``--cache-max-age`` is set. Return
+    :class:`depot.core.retention.CachedContent` objects: an ``ecosystem`` name and
+    ``async evict(items)``, which removes those items (rows, then ``ctx.release_blobs``). Items
+    are what the ecosystem declared with ``ctx.cache_stored(item, size)``; use is recorded with
+    ``ctx.record_use(item)`` (batched, no database write per request). Published content is
+    never declared, so it is never evicted.
+    """

@@ -50,7 +50,19 @@ gc_state = sa.Table(
     sa.Column("value", sa.Text, nullable=False),
 )
 
-CORE_SCHEMA = Schema(name="core", version=1, tables=[gc_state])
+#: Content fetched from upstreams, evictable by --cache-max-size/--cache-max-age
+#: (see :mod:`depot.core.retention`); published content is never here.
+cache_items = sa.Table(
+    "depot_cache_items",
+    _metadata,
+    sa.Column("ecosystem", sa.String(32), primary_key=True),
+    sa.Column("item", sa.String(1024), primary_key=True),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("last_used", sa.Float, nullable=False),
+    sa.Index("depot_cache_items_last_used", "last_used"),
+)
+
+CORE_SCHEMA = Schema(name="core", version=1, tables=[gc_state, cache_items])
 
 _LOCK_ROW = "reference-lock"
 

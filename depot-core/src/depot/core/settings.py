@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import click
 import platformdirs
 from depot.core.errors import ConfigError
-from depot.core.units import Duration, parse_duration
+from depot.core.units import Duration, parse_duration, parse_size
 
 #: The default of ``--gc-grace``; why 24 hours: see :mod:`depot.core.collector`.
 DEFAULT_GRACE = 24 * 3600.0
@@ -98,6 +98,18 @@ CORE_OPTIONS: list[click.Option] = [
         show_default="24h",
         help="Unreferenced blobs younger than this are kept (uploads in flight).",
     ),
+    option(
+        ["--cache-max-size"],
+        default=None,
+        help="Evict content cached from upstreams, least recently used first, above this size "
+        "(e.g. 50G) [default: no limit]. Published content is never evicted.",
+    ),
+    option(
+        ["--cache-max-age"],
+        type=Duration(),
+        default=None,
+        help="Evict content cached from upstreams unused for this long (e.g. 30d).",
+    ),
     option(["--verbose"], is_flag=True, default=False, help="Log debug lines and tracebacks."),
 ]
 
@@ -118,6 +130,8 @@ class Settings:
     metrics_listen_addr: str | None = None
     gc_interval: float | None = None
     gc_grace: float = DEFAULT_GRACE
+    cache_max_size: int | None = None
+    cache_max_age: float | None = None
     verbose: bool = False
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -139,7 +153,12 @@ class Settings:
         extra = {k: options.get(k, d) for k, d in plugin_defaults.items()}
         if "store_path" in core:
             core["store_path"] = Path(core["store_path"]).expanduser()
-        for name in ("gc_interval", "gc_grace"):
+        if isinstance(core.get("cache_max_size"), str):
+            try:
+                core["cache_max_size"] = parse_size(core["cache_max_size"])
+            except ValueError as exc:
+                raise ConfigError(f"--cache-max-size: {exc}") from None
+        for name in ("gc_interval", "gc_grace", "cache_max_age"):
             if isinstance(core.get(name), str):
                 try:
                     core[name] = parse_duration(core[name])
