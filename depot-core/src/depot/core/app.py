@@ -10,14 +10,16 @@ started by a request closes itself when the event loop winds down (see :meth:`De
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from depot.core.auth import WRITE_METHODS, Authenticator
-from depot.core.blobs import BlobStore, InvalidKey, ScopedBlobStore, StorageBackend
+from depot.core.blobs import BlobEntry, BlobStore, InvalidKey, ScopedBlobStore, StorageBackend
 from depot.core.catalog import Catalog
 from depot.core.database import Database
 from depot.core.ecosystem import Ecosystem
@@ -29,6 +31,12 @@ from depot.core.logs import configure_logging
 from depot.core.metrics import Metrics, ObserverMiddleware, metrics_endpoint
 from depot.core.pages import browse, health, index
 from depot.core.plugins import Plugins, load_plugins
+from depot.core.reachability import (
+    CORE_SCHEMA,
+    BlobReferences,
+    ensure_lock_row,
+    hold_reference_lock,
+)
 from depot.core.routing import EcosystemRouter
 from depot.core.settings import Settings
 from starlette.applications import Starlette
@@ -77,6 +85,56 @@ class EcosystemContext:
         """
         max_age = self.settings.document_max_age
         return f"public, max-age={max_age}" if max_age > 0 else "no-cache"
+    @asynccontextmanager
+    async def reference_blobs(self, *keys: str) -> AsyncIterator[None]:
+        """Make rows point at blobs, safely against the garbage collector.
+
+        Write the rows that point at ``keys`` inside this block: it is a database transaction
+        holding the reference lock shared (see :mod:`depot.core.reachability`), and each blob is
+        checked to exist first. Until the block commits, no collection removes any blob; if a
+        collection removed one of them just before, :class:`BlobMissing` (a 409) is raised and
+        nothing is written, so no row ever points at a missing blob. Blobs just uploaded are
+        safe anyway (younger than the grace period); what this guards is a row that comes to
+        point at a blob written long ago (a NAR uploaded before a failed ``nix copy``, a
+        content-addressed file stored before).
+        """
+        async with self.db.transaction():
+            await hold_reference_lock(self.db, exclusive=False)
+            for key in keys:
+                if await self.blobs.stat(key) is None:
+                    raise BlobMissing(key)
+            yield
+
+    async def release_blobs(
+        self, keys: Sequence[str], since: float | None = None
+    ) -> list[BlobEntry]:
+        """Remove blobs whose rows the ecosystem just deleted (and committed), unless another row
+        still points at one or it was written again since ``since`` (default: now).
+
+        For deletion on purpose (``depot nix delete``, ...). Returns the removed blobs (keys
+        inside the namespace, with sizes). Blobs of an ecosystem that reports no references
+        (``depot_blob_references``) are never removed.
+        """
+        from depot.core.collector import release
+
+        removed = await release(
+            self.depot, self.name, keys, time.time() if since is None else since
+        )
+        for entry in removed:
+            self.log.info("blob removed", extra={"key": entry.key, "size": entry.size})
+        return removed
+
+    async def cache_stored(self, item: str, size: int) -> None:
+        """Declare ``item`` (an ecosystem's own name for it) as fetched from an upstream: it
+        may be evicted by ``--cache-max-size``/``--cache-max-age``, least recently used first,
+        through this ecosystem's ``depot_cached_content``. Never call it for published content."""
+        from depot.core.retention import cache_stored
+
+        await cache_stored(self.db, self.name, item, size)
+
+    def record_use(self, item: str) -> None:
+        """Note that a cached item was served now; written in batches, not per request."""
+        self.depot.use_recorder.record(self.name, item)
 
     def artifact_stored(self, key: str, size: int, request: Request | None = None) -> None:
         """Announce a verified, committed artifact to listeners (logs, metrics)."""
@@ -92,6 +150,14 @@ class EcosystemContext:
         self.depot.plugins.hook.depot_artifact_served(
             ecosystem=self.name, key=key, size=size, request=request
         )
+
+
+class BlobMissing(HTTPError):
+    """409: a row was to point at a blob that is not (or no longer) in the store."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(409, f"{key} is not in the store (removed meanwhile?); upload it again")
+        self.key = key
 
 
 class Depot:
@@ -118,6 +184,10 @@ class Depot:
         self._closer: asyncio.Task[None] | None = None
         self.metrics = Metrics()
         self._catalogs: list[Catalog] | None = None
+        self._blob_references: dict[str, BlobReferences] | None = None
+        from depot.core.retention import UseRecorder
+
+        self.use_recorder = UseRecorder(self.database)
 
     def context(self, ecosystem: str) -> EcosystemContext:
         """The context of a declared ecosystem."""
@@ -133,6 +203,13 @@ class Depot:
             found = reversed(self.plugins.hook.depot_catalogs(depot=self))
             self._catalogs = [c for catalogs in found for c in catalogs or ()]
         return self._catalogs
+
+    def blob_references(self) -> dict[str, BlobReferences]:
+        """Each ecosystem's reachability (``depot_blob_references``) by name; collected once."""
+        if self._blob_references is None:
+            found = reversed(self.plugins.hook.depot_blob_references(depot=self))
+            self._blob_references = {r.ecosystem: r for refs in found for r in refs or ()}
+        return self._blob_references
 
     def ecosystem_for_path(self, root_path: str, path: str) -> str | None:
         """The ecosystem whose prefix a request path falls under, relative to depot's mount."""
@@ -203,7 +280,8 @@ class Depot:
             self.exit_stack.push_async_callback(self.database.disconnect)
             await self.database.prepare()
             schemas = [s for found in self.plugins.hook.depot_schemas() for s in found or ()]
-            await self.database.migrate(schemas)
+            await self.database.migrate([CORE_SCHEMA, *schemas])
+            await ensure_lock_row(self.database)
             authenticator = self.plugins.hook.depot_authenticator(settings=self.settings)
             if authenticator is None:
                 raise ConfigError("--auth-file is set but no installed plugin can authenticate")
@@ -212,6 +290,9 @@ class Depot:
             for result in self.plugins.hook.depot_startup(depot=self):
                 if inspect.isawaitable(result):
                     await result
+            self._start_use_recorder()
+            if self.settings.gc_interval:
+                self._start_collector()
             self.started = True
             log.info(
                 "depot started",
@@ -221,6 +302,38 @@ class Depot:
                     "database": self.database.dialect_name,
                 },
             )
+
+    def _start_use_recorder(self) -> None:
+        """Write recorded cache use every minute and once more at shutdown."""
+        task = asyncio.get_running_loop().create_task(
+            self.use_recorder.flush_periodically(), name="depot-cache-use"
+        )
+
+        async def stop() -> None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            with contextlib.suppress(Exception):
+                await self.use_recorder.flush()
+
+        self.exit_stack.push_async_callback(stop)
+
+    def _start_collector(self) -> None:
+        """``--gc-interval``: a background task, cancelled and awaited before the database and
+        blob store close (the exit stack unwinds in reverse)."""
+        from depot.core.collector import collect_periodically
+
+        task = asyncio.get_running_loop().create_task(
+            collect_periodically(self, self.settings.gc_interval, self.settings.gc_grace),
+            name="depot-gc",
+        )
+
+        async def stop() -> None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        self.exit_stack.push_async_callback(stop)
 
     def database_is_sqlite_in_store(self) -> bool:
         return self.database.dialect_name == "sqlite" and self.settings.database_url.endswith(

@@ -157,6 +157,13 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         await store.touch(ctx.db, name)
         return json_ok({"ok": True, "id": name})
 
+    async def delete_route(request: Request) -> Response:
+        """``depot npm delete``: a package or, with ``?version=``, one version of it."""
+        name = require_name(request.path_params["path"])
+        dry_run = request.query_params.get("dry-run", "") not in ("", "0", "false")
+        version = request.query_params.get("version") or None
+        return await publish.delete_published(reg, name, version, dry_run)
+
     async def whoami(request: Request) -> Response:
         return await login.whoami(ctx, request)
 
@@ -249,6 +256,7 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
             _npm(dist_tags_route),
             methods=["GET", "HEAD", "PUT", "POST", "DELETE"],
         ),
+        Route("/-/depot/packages/{path:path}", _npm(delete_route), methods=["DELETE"]),
         Route("/-/whoami", _npm(whoami), methods=["GET"]),
         Route("/-/v1/login", _npm(web_login), methods=["POST"]),
         Route("/-/user/token/{token}", _npm(logout), methods=["DELETE"]),
