@@ -88,6 +88,12 @@ class Metrics:
             "Uploads refused as malformed or not matching their hashes",
             ["ecosystem"], registry=r,
         )  # fmt: skip
+        self.storage_refusals = Counter(
+            "depot_storage_write_refusals",
+            "Writes refused because the blob store or database could not take them "
+            "(cause: full, quota, read-only, permission)",
+            ["ecosystem", "cause"], registry=r,
+        )  # fmt: skip
         self.artifacts_stored = Counter(
             "depot_artifacts_stored", "Artifacts verified and stored", ["ecosystem"], registry=r
         )
