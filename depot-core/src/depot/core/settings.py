@@ -80,6 +80,13 @@ CORE_OPTIONS: list[click.Option] = [
         default=None,
         help="Serve /metrics on this HOST:PORT instead of the main port.",
     ),
+    option(
+        ["--request-body-timeout"],
+        type=click.FloatRange(min=0, min_open=True),
+        default=60.0,
+        show_default=True,
+        help="Seconds a request body may stall (no bytes at all) before it is answered 408.",
+    ),
     option(["--verbose"], is_flag=True, default=False, help="Log debug lines and tracebacks."),
 ]
 
@@ -98,6 +105,7 @@ class Settings:
     trust_proxy_headers: bool = False
     workers: int = 1
     metrics_listen_addr: str | None = None
+    request_body_timeout: float = 60.0
     verbose: bool = False
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
