@@ -169,7 +169,9 @@ def test_sigterm_closes_idle_connections_and_finishes_requests_in_flight(
         idle.append(sock)
     never_asked = [connect(server) for _ in range(3)]
     upload = connect(server)
-    upload.sendall(b"PUT /raw/files/term.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello")
+    upload.sendall(
+        b"PUT /raw/files/term.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello"
+    )
     assert server.wait_for_log("/-/health")
     server.process.send_signal(signal.SIGTERM)
     for sock in idle + never_asked:

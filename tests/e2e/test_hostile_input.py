@@ -515,4 +515,3 @@ async def test_malformed_requests_get_4xx_without_tracebacks(
             recorder.errors.clear()
     assert not failures, f"{len(failures)} of {REQUESTS_PER_ENDPOINT}:\n" + "\n".join(failures[:10])
     assert not capture.bad, "\n".join(capture.bad[:5])
-

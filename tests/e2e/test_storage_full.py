@@ -152,9 +152,7 @@ def test_a_full_store_answers_507_and_keeps_serving_reads(
     assert not list((full_depot.store_path / "blobs" / ".tmp").iterdir())
 
 
-def test_a_read_only_store_answers_507(
-    full_depot: DepotServer, small_store: Path
-) -> None:
+def test_a_read_only_store_answers_507(full_depot: DepotServer, small_store: Path) -> None:
     subprocess.run(["mount", "-o", "remount,ro", str(small_store)], check=True)
     answer = httpx.put(f"{full_depot.url}/nix/nar/{'1' * 52}.nar", content=b"nar")
     assert answer.status_code == 507, answer.text

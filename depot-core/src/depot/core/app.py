@@ -305,7 +305,8 @@ def _storage_refused(request: Request, exc: Exception, cause: str) -> Any:
     )
     depot.metrics.storage_refusals.labels(ecosystem or "core", cause).inc()
     return _http_error_handler(
-        request, HTTPError(507, f"insufficient storage: the {kind} cannot take this write ({detail})")
+        request,
+        HTTPError(507, f"insufficient storage: the {kind} cannot take this write ({detail})"),
     )
 
 

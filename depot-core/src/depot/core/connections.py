@@ -29,6 +29,7 @@ this was written against, it changes nothing and says so in the log.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
@@ -182,10 +183,9 @@ def install() -> bool:
             await super().protocol_send(event)
 
         async def _close(self) -> None:
-            try:
+            # The peer may be gone ("not connected"): then nothing is left to close.
+            with contextlib.suppress(OSError):
                 await super()._close()
-            except OSError:
-                pass  # the peer is gone ("not connected"): nothing is left to close
 
         async def _read_data(self) -> None:
             dropped = 0
@@ -197,7 +197,7 @@ def install() -> bool:
                         break
                 try:
                     data = await asyncio.wait_for(self.reader.read(MAX_RECV), timeout)
-                except (ConnectionError, OSError, asyncio.TimeoutError, TimeoutError):
+                except (ConnectionError, OSError, TimeoutError):
                     break
                 if self._linger_until is not None:
                     dropped += len(data)

@@ -131,7 +131,9 @@ def parse_json(data: bytes | str, what: str = "the body") -> Any:
         raise BadRequest(f"{what} is not valid JSON: {exc}") from exc
 
 
-async def read_json_body(request: Request, limit: int = MAX_JSON_BODY, what: str = "the body") -> Any:
+async def read_json_body(
+    request: Request, limit: int = MAX_JSON_BODY, what: str = "the body"
+) -> Any:
     """A request body that must be one JSON document: 413 past ``limit`` bytes, 400 when it is
     malformed or over a limit. Every ecosystem reads its JSON bodies through this."""
     return parse_json(await read_limited_body(request, limit), what)

@@ -501,4 +501,3 @@ class StreamingJSONParser:
 
     def _error(self, reason: str, pos: int | None = None) -> JSONStreamError:
         return JSONStreamError(f"malformed JSON: {reason} at byte {self._at(pos)}")
-

@@ -183,8 +183,10 @@ async def update(
         # would unpublish everything.
         raise BadRequest("the packument must list its versions")
     document_rev = _check_rev_field(document)
-    if rev is None and document_rev is not None and document_rev != await reg.current_rev(
-        request, name
+    if (
+        rev is None
+        and document_rev is not None
+        and document_rev != await reg.current_rev(request, name)
     ):
         raise Conflict(f"document update conflict: {name} changed (_rev {document_rev} is stale)")
     manifests = json_object(document["versions"], "versions")

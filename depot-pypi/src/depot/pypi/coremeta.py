@@ -46,7 +46,9 @@ def parse_core_metadata(raw: bytes, where: str = "METADATA") -> CoreMetadata:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InvalidDistribution(f"{where} is not UTF-8 ({exc.reason} at byte {exc.start})") from exc
+        raise InvalidDistribution(
+            f"{where} is not UTF-8 ({exc.reason} at byte {exc.start})"
+        ) from exc
     message = email.parser.HeaderParser(policy=email.policy.compat32).parsestr(text)
     name = (message.get("Name") or "").strip()
     version_text = (message.get("Version") or "").strip()
