@@ -158,9 +158,17 @@ def test_a_socket_the_client_closed_is_released_at_once(server: DepotServer) -> 
 
 
 def test_sigterm_closes_idle_connections_and_finishes_requests_in_flight(
-    server: DepotServer,
+    make_depot_server: Callable[..., DepotServer],
 ) -> None:
+    """Idle connections close at once, an upload in flight completes, a stalled one gets its
+    408 within the shutdown grace instead of holding the stop for the 30 s graceful timeout."""
+    server = make_depot_server()  # the default 60 s body timeout
     assert server.process is not None
+    # First, so that the server is well into it by the time SIGTERM comes.
+    stalled = connect(server)
+    stalled.sendall(
+        b"PUT /raw/files/stalled.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhel"
+    )
     idle = []
     for _ in range(10):
         sock = connect(server)
@@ -178,7 +186,10 @@ def test_sigterm_closes_idle_connections_and_finishes_requests_in_flight(
         assert read_until_closed(sock, timeout=5) == b""
     upload.sendall(b"world")
     assert read_until_closed(upload).startswith(b"HTTP/1.1 201 ")
-    assert server.process.wait(timeout=10) == 0
+    answer = read_until_closed(stalled, timeout=15)
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert b"the server is stopping and the request body stalled" in answer
+    assert server.process.wait(timeout=15) == 0
     lines = log_lines(server)  # every line JSON
     assert not [line for line in lines if line.get("level") == "error" or "error" in line]
     assert "Traceback" not in server.log()

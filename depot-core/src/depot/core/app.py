@@ -30,6 +30,7 @@ from depot.core.pages import browse, health, index
 from depot.core.plugins import Plugins, load_plugins
 from depot.core.routing import EcosystemRouter
 from depot.core.settings import Settings
+from depot.core.stalls import BodyDeadlines
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -104,6 +105,7 @@ class Depot:
         self.started = False
         self._start_lock = asyncio.Lock()
         self.metrics = Metrics()
+        self.body_deadlines = BodyDeadlines(settings.request_body_timeout)
         self._catalogs: list[Catalog] | None = None
 
     def context(self, ecosystem: str) -> EcosystemContext:

@@ -159,6 +159,7 @@ def install() -> bool:
             super().__init__(*args, **kwargs)
             self.writer = CoalescingWriter(self.writer)
             self._linger_until: float | None = None
+            self._linger_timer: asyncio.TimerHandle | None = None
 
         def _body_unread(self) -> bool:
             connection = getattr(getattr(self, "protocol", None), "protocol", None)
@@ -179,10 +180,15 @@ def install() -> bool:
                     self.writer.write_eof()
                 except (NotImplementedError, OSError, RuntimeError):
                     await super().protocol_send(event)
+                    return
+                # The reader may be waiting with no timeout: closing the transport ends it.
+                self._linger_timer = self.loop.call_later(LINGER_SECONDS, self.writer.close)
                 return
             await super().protocol_send(event)
 
         async def _close(self) -> None:
+            if self._linger_timer is not None:
+                self._linger_timer.cancel()
             # The peer may be gone ("not connected"): then nothing is left to close.
             with contextlib.suppress(OSError):
                 await super()._close()

@@ -14,13 +14,12 @@ and every replica reports the same totals; the worker answering a scrape refresh
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from typing import TYPE_CHECKING, Any
 
 from depot.core.auth import WRITE_METHODS
-from depot.core.errors import ConfigError, HTTPError
+from depot.core.errors import ConfigError
 from depot.core.logs import log_access
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -175,7 +174,7 @@ class ObserverMiddleware:
         sent = 0
         received = 0
         recorded = False
-        timeout = self.depot.settings.request_body_timeout
+        deadlines = self.depot.body_deadlines
 
         def record() -> None:
             nonlocal recorded
@@ -199,17 +198,10 @@ class ObserverMiddleware:
             nonlocal received, body_done
             if body_done:  # later calls wait for the client to go away, for as long as it takes
                 return await receive()
-            try:
-                # A body that stalls is answered 408 rather than holding the request (and its
-                # buffers) until the client gives up, which may be never.
-                async with asyncio.timeout(timeout):
-                    message = await receive()
-            except TimeoutError:
-                raise HTTPError(
-                    408,
-                    f"the request body stalled: no bytes for {timeout:g} s",
-                    {"Connection": "close"},
-                ) from None
+            # A body that stalls is answered 408 rather than holding the request (and its
+            # buffers) until the client gives up, which may be never.
+            async with deadlines.watch():
+                message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 body_done = not message.get("more_body", False)

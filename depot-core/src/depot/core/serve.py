@@ -112,8 +112,13 @@ async def _serve(options: dict[str, Any], sockets: Any = None, metrics_sockets: 
     config = _hypercorn_config(depot.settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def begin_stopping() -> None:
+        stop.set()
+        depot.body_deadlines.shorten()  # stalled uploads must not hold the shutdown
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, begin_stopping)
     servers = [
         worker_serve(
             wrap_app(app, config.wsgi_max_body_size, "asgi"),
