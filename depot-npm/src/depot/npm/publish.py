@@ -16,13 +16,17 @@ from depot.core.errors import BadRequest, Conflict, NotFound
 from depot.npm import store
 from depot.npm.integrity import IntegrityError, sri_digest, verify
 from depot.npm.names import (
-    require_name,
     require_tag,
     require_version,
     tarball_filename,
     version_from_filename,
 )
-from depot.npm.packument import VersionRecord, package_fields, stored_manifest
+from depot.npm.packument import (
+    VersionRecord,
+    package_fields,
+    publish_fields,
+    stored_manifest,
+)
 from depot.npm.publish_body import PublishBody, read_publish_body
 from depot.npm.registry import Registry
 from depot.npm.responses import json_object, json_ok, read_json
@@ -52,8 +56,10 @@ async def put_packument(reg: Registry, request: Request, name: str) -> Response:
 
 
 async def publish(reg: Registry, request: Request, name: str, body: PublishBody) -> Response:
-    """``npm publish``: new versions, each with its tarball received from a base64 attachment."""
-    require_name(name, new=True)
+    """``npm publish``: new versions, each with its tarball received from a base64 attachment.
+
+    ``name`` was checked by the route: any name npm accepts for existing packages (``JSONStream``).
+    """
     document = body.document
     attachments = json_object(document.get("_attachments"), "_attachments")
     manifests = json_object(document.get("versions"), "versions")
@@ -114,7 +120,7 @@ async def publish(reg: Registry, request: Request, name: str, body: PublishBody)
             stored.filename,
             stored.integrity,
             stored.sha1,
-            fields=package_fields(document) or package_fields(manifest),
+            fields=publish_fields(document, manifest),
         )
         published.append(received.version)
     await _apply_publish_tags(reg, name, tags, before)
@@ -141,12 +147,13 @@ async def _add_version(
         created=store.now(),
         deprecated=deprecated or None,
     )
-    await store.ensure_package(reg.ctx.db, name, fields)
+    # time.created is never later than the first version's time (npm view orders by them).
+    await store.ensure_package(reg.ctx.db, name, fields, created=record.created)
     if not await store.add_version(reg.ctx.db, name, record):
         raise Conflict(
             f"cannot publish over the previously published version {name}@{record.version}"
         )
-    if fields:
+    if fields is not None:
         await store.touch(reg.ctx.db, name, fields)
 
 
@@ -224,7 +231,7 @@ def _check_rev_field(document: dict[str, Any]) -> str | None:
     """The document's ``_rev`` if it has one; 400 unless it is ``<serial>-<hex>`` as depot
     writes them (npm sends back the one it read)."""
     rev = document.get("_rev")
-    if rev is None:
+    if rev is None or rev == "":
         return None
     if not isinstance(rev, str) or not _REV.fullmatch(rev):
         raise BadRequest(f"_rev {str(rev)[:80]!r} is not a revision this registry wrote")
