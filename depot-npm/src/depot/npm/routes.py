@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 
 from depot.core import EcosystemContext
 from depot.core.errors import BadRequest, Conflict, HTTPError, NotFound
+from depot.core.http import Validators
 from depot.core.limits import check_search_text
 from depot.npm import login, publish, store
 from depot.npm.names import (
@@ -64,8 +65,9 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         if request.query_params.get("write") == "true":
             abbreviated = False  # npm unpublish/deprecate read the full document with _rev
         rendered = await reg.render(request, name, abbreviated)
-        headers = {"ETag": rendered.etag, "Cache-Control": "no-cache", "Vary": "Accept"}
-        if rendered.etag in request.headers.get("if-none-match", ""):
+        validators = Validators(rendered.etag, None, ctx.document_cache_control)
+        headers = {**validators.headers(), "Vary": "Accept"}
+        if validators.unchanged(request):
             return Response(status_code=304, headers=headers)
         media_type = ABBREVIATED_MEDIA_TYPE if abbreviated else "application/json"
         body = b"" if request.method == "HEAD" else rendered.body
