@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -24,7 +25,7 @@ from depot.core.catalog import Catalog
 from depot.core.database import Database
 from depot.core.ecosystem import Ecosystem
 from depot.core.errors import BadRequest, ConfigError, HTTPError, ServiceUnavailable
-from depot.core.faults import OUTAGE_TYPES, is_backend_outage
+from depot.core.faults import OUTAGE_TYPES, is_backend_outage, storage_refusal
 from depot.core.http import ErrorRenderer, external_base, plain_error
 from depot.core.lifespan import running
 from depot.core.logs import configure_logging
@@ -39,6 +40,7 @@ from depot.core.reachability import (
 )
 from depot.core.routing import EcosystemRouter
 from depot.core.settings import Settings
+from depot.core.stalls import BodyDeadlines
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -183,6 +185,7 @@ class Depot:
         self._start_lock = asyncio.Lock()
         self._closer: asyncio.Task[None] | None = None
         self.metrics = Metrics()
+        self.body_deadlines = BodyDeadlines(settings.request_body_timeout)
         self._catalogs: list[Catalog] | None = None
         self._blob_references: dict[str, BlobReferences] | None = None
         from depot.core.retention import UseRecorder
@@ -334,6 +337,10 @@ class Depot:
                 await task
 
         self.exit_stack.push_async_callback(stop)
+    def describe_blob_store(self) -> str:
+        """``<type> <where>`` for logs: the directory or bucket of the blob store."""
+        where = getattr(self.blob_store, "root", None) or getattr(self.blob_store, "bucket", "")
+        return f"{self.settings.storage_type} {where}".strip()
 
     def database_is_sqlite_in_store(self) -> bool:
         return self.database.dialect_name == "sqlite" and self.settings.database_url.endswith(
@@ -421,7 +428,49 @@ def _client_gone_handler(request: Request, exc: Exception) -> Any:
     )
 
 
+def _storage_refused(request: Request, exc: Exception, cause: str) -> Any:
+    """507 for a write the store cannot take, one error line naming the store, and a count.
+
+    Reads go on as before: only the write that hit the condition is refused, and nothing of it
+    is kept (uploads abort as they do for any error).
+    """
+    depot: Depot = request.scope["depot"]
+    ecosystem = depot.ecosystem_for_path(
+        request.scope.get("depot.root_path", ""), request.scope.get("path", "")
+    )
+    if isinstance(exc, sqlite3.Error):
+        kind, store, detail = "database", f"database {depot.database.dialect_name}", str(exc)
+    else:
+        assert isinstance(exc, OSError)
+        kind, store, detail = "blob store", depot.describe_blob_store(), exc.strerror or str(exc)
+    log.error(
+        "store refused a write",
+        extra={
+            "store": store,
+            "cause": cause,
+            "error": f"{type(exc).__name__}: {exc}",
+            "method": request.method,
+            "path": request.url.path,
+        },
+    )
+    depot.metrics.storage_refusals.labels(ecosystem or "core", cause).inc()
+    return _http_error_handler(
+        request,
+        HTTPError(507, f"insufficient storage: the {kind} cannot take this write ({detail})"),
+    )
+
+
+def _os_error_handler(request: Request, exc: Exception) -> Any:
+    cause = storage_refusal(exc)
+    if cause is None:
+        raise exc
+    return _storage_refused(request, exc, cause)
+
+
 def _outage_handler(request: Request, exc: Exception) -> Any:
+    cause = storage_refusal(exc)
+    if cause is not None:  # SQLite's "database or disk is full" is not an outage
+        return _storage_refused(request, exc, cause)
     if not is_backend_outage(exc):
         raise exc
     log.error("backing service unavailable", extra={"error": f"{type(exc).__name__}: {exc}"})
@@ -475,6 +524,7 @@ def create_app(*, plugins: Plugins | None = None, **options: Any) -> Starlette:
             HTTPError: _http_error_handler,
             InvalidKey: _invalid_key_handler,
             ClientDisconnect: _client_gone_handler,
+            OSError: _os_error_handler,
             **{t: _outage_handler for t in OUTAGE_TYPES},
         },
     )

@@ -88,6 +88,12 @@ class Metrics:
             "Uploads refused as malformed or not matching their hashes",
             ["ecosystem"], registry=r,
         )  # fmt: skip
+        self.storage_refusals = Counter(
+            "depot_storage_write_refusals",
+            "Writes refused because the blob store or database could not take them "
+            "(cause: full, quota, read-only, permission)",
+            ["ecosystem", "cause"], registry=r,
+        )  # fmt: skip
         self.artifacts_stored = Counter(
             "depot_artifacts_stored", "Artifacts verified and stored", ["ecosystem"], registry=r
         )
@@ -212,6 +218,7 @@ class ObserverMiddleware:
         sent = 0
         received = 0
         recorded = False
+        deadlines = self.depot.body_deadlines
 
         def record() -> None:
             nonlocal recorded
@@ -229,11 +236,21 @@ class ObserverMiddleware:
             )
             log_access(method, path, status, sent, seconds, (scope.get("client") or ("", 0))[0])
 
+        body_done = False
+
         async def counting_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done:  # later calls wait for the client to go away, for as long as it takes
+                return await receive()
+            # A body that stalls is answered 408 rather than holding the request (and its
+            # buffers) until the client gives up, which may be never.
+            async with deadlines.watch():
+                message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
+            else:
+                body_done = True
             return message
 
         async def counting_send(message: Message) -> None:

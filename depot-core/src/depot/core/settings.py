@@ -118,6 +118,13 @@ CORE_OPTIONS: list[click.Option] = [
         default=None,
         help="Evict content cached from upstreams unused for this long (e.g. 30d).",
     ),
+    option(
+        ["--request-body-timeout"],
+        type=click.FloatRange(min=0, min_open=True),
+        default=60.0,
+        show_default=True,
+        help="Seconds a request body may stall (no bytes at all) before it is answered 408.",
+    ),
     option(["--verbose"], is_flag=True, default=False, help="Log debug lines and tracebacks."),
 ]
 
@@ -141,6 +148,7 @@ class Settings:
     gc_grace: float = DEFAULT_GRACE
     cache_max_size: int | None = None
     cache_max_age: float | None = None
+    request_body_timeout: float = 60.0
     verbose: bool = False
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 

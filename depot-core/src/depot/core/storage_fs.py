@@ -102,9 +102,13 @@ class FSBlobUpload:
         await asyncio.to_thread(self._commit_sync, check_key(key or self._key))
 
     def abort(self) -> None:
-        if not self._file.closed:
-            self._file.close()
-        self.tmp_path.unlink(missing_ok=True)
+        try:
+            if not self._file.closed:
+                self._file.close()
+        except OSError:
+            pass  # a full disk refuses the buffered tail (the file is closed all the same)
+        finally:
+            self.tmp_path.unlink(missing_ok=True)
 
 
 class _CachedReader:

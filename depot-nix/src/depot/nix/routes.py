@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import time
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from depot.core.http import (
     document_validators,
     read_limited_body,
 )
+from depot.core.limits import parse_json
 from depot.nix import narinfo, store
 from depot.nix.compression import CompressionError
 from depot.nix.hotcache import HotCache
@@ -336,10 +336,7 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
             raise BadRequest(f"{realisation_id!r} is not <algo>:<hash>!<output>")
         if request.method == "PUT":
             body = await read_small_body(request)
-            try:
-                document = json.loads(body)
-            except ValueError:
-                raise BadRequest("realisation is not JSON") from None
+            document = parse_json(body, "the realisation")
             if not isinstance(document, dict):
                 raise BadRequest("realisation is not a JSON object")
             await store.put_realisation(ctx.db, realisation_id, body.decode())

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from depot.core import EcosystemContext
 from depot.core.errors import BadRequest, Conflict, HTTPError, NotFound
 from depot.core.http import Validators
+from depot.core.limits import check_search_text
 from depot.npm import login, publish, store
 from depot.npm.names import (
     InvalidName,
@@ -180,10 +181,11 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         return json_ok({})
 
     async def search(request: Request) -> Response:
-        text = request.query_params.get("text", "")
+        text = check_search_text(request.query_params.get("text", ""))
         try:
             size = max(1, min(250, int(request.query_params.get("size", "20"))))
-            offset = max(0, int(request.query_params.get("from", "0")))
+            # Clamped: an offset past any table is an empty page, not a database overflow.
+            offset = min(max(0, int(request.query_params.get("from", "0"))), 2**31 - 1)
         except ValueError as exc:
             raise BadRequest("size and from must be integers") from exc
         total, rows = await store.search(ctx.db, text, size, offset)

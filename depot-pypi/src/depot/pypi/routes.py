@@ -20,6 +20,7 @@ from urllib.parse import quote
 from depot.core import EcosystemContext
 from depot.core.errors import BadRequest, HTTPError, NotFound
 from depot.core.http import Validators, blob_response, document_validators, read_limited_body
+from depot.core.limits import check_name, check_version
 from depot.pypi import delete, pagecache, simple, store, yank
 from depot.pypi.names import DistributionFile, InvalidFilename, normalize, parse_filename
 from depot.pypi.schema import blob_key
@@ -233,10 +234,12 @@ def _check_form_matches(form: FormData, dist: DistributionFile) -> None:
         raise BadRequest("the form lacks 'name' or 'version'")
     if normalize(name) != dist.project:
         raise BadRequest(f"{dist.filename} does not belong to project {name}")
+    check_name(name)
+    check_version(version)
     try:
         if Version(version) != dist.version:
             raise BadRequest(f"{dist.filename} is not version {version} of {name}")
-    except InvalidVersion as exc:
+    except (InvalidVersion, ValueError) as exc:  # ValueError: over int()'s digit limit
         raise BadRequest(f"invalid version {version!r}") from exc
     filetype = _text(form, "filetype")
     if filetype and filetype != dist.packagetype:
