@@ -25,7 +25,8 @@ from depot.core.faults import OUTAGE_TYPES, is_backend_outage
 from depot.core.http import ErrorRenderer, external_base, plain_error
 from depot.core.logs import configure_logging
 from depot.core.metrics import Metrics, ObserverMiddleware, metrics_endpoint
-from depot.core.pages import browse, health, index
+from depot.core.packagepages import PackagePages, package_page_url
+from depot.core.pages import browse, health, index, package_page
 from depot.core.plugins import Plugins, load_plugins
 from depot.core.routing import EcosystemRouter
 from depot.core.settings import Settings
@@ -64,6 +65,10 @@ class EcosystemContext:
     def external_url(self, request: Request, path: str = "") -> str:
         """Absolute URL of ``path`` under this ecosystem, as the client reached the server."""
         return external_base(request, self.settings) + self.ecosystem.prefix + path
+
+    def page_url(self, request: Request, name: str) -> str:
+        """Absolute URL of the package page of ``name`` in this ecosystem (``/-/browse/...``)."""
+        return package_page_url(external_base(request, self.settings), self.name, name)
 
     def artifact_stored(self, key: str, size: int, request: Request | None = None) -> None:
         """Announce a verified, committed artifact to listeners (logs, metrics)."""
@@ -104,6 +109,7 @@ class Depot:
         self._start_lock = asyncio.Lock()
         self.metrics = Metrics()
         self._catalogs: list[Catalog] | None = None
+        self._package_pages: list[PackagePages] | None = None
 
     def context(self, ecosystem: str) -> EcosystemContext:
         """The context of a declared ecosystem."""
@@ -119,6 +125,13 @@ class Depot:
             found = reversed(self.plugins.hook.depot_catalogs(depot=self))
             self._catalogs = [c for catalogs in found for c in catalogs or ()]
         return self._catalogs
+
+    def package_pages(self) -> list[PackagePages]:
+        """The ecosystems' package pages (``/-/browse/<ecosystem>/<name>``), collected once."""
+        if self._package_pages is None:
+            found = reversed(self.plugins.hook.depot_package_pages(depot=self))
+            self._package_pages = [p for pages in found for p in pages or ()]
+        return self._package_pages
 
     def ecosystem_for_path(self, root_path: str, path: str) -> str | None:
         """The ecosystem whose prefix a request path falls under, relative to depot's mount."""
@@ -308,6 +321,7 @@ def create_app(*, plugins: Plugins | None = None, **options: Any) -> Starlette:
         Route("/", index, methods=["GET", "HEAD"]),
         Route("/-/health", health, methods=["GET", "HEAD"]),
         Route("/-/browse/{ecosystem}", browse, methods=["GET", "HEAD"]),
+        Route("/-/browse/{ecosystem}/{name:path}", package_page, methods=["GET", "HEAD"]),
     ]
     if not settings.metrics_listen_addr:
         routes.append(Route("/metrics", metrics_endpoint, methods=["GET"]))

@@ -44,6 +44,13 @@ def depot_catalogs(depot: Depot) -> Sequence[object]:
 
 
 @hookimpl
+def depot_package_pages(depot: Depot) -> Sequence[object]:
+    from depot.npm.pages import NpmPages
+
+    return [NpmPages(depot.context(ECOSYSTEM.name))]
+
+
+@hookimpl
 def depot_commands() -> Sequence[click.Command]:
     from depot.npm.cli import npm
 

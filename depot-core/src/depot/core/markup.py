@@ -1,0 +1,147 @@
+"""HTML fragments for depot's pages, built so that nothing untrusted is ever written by hand.
+
+Every fragment is a :class:`markupsafe.Markup`. Text formatted into one is escaped by markupsafe;
+HTML that comes from a package (a readme an ecosystem rendered from markdown or
+reStructuredText) becomes Markup only through :func:`readme`, which runs it through nh3 (the
+ammonia sanitiser): ``<script>``, ``<style>``, event-handler attributes, ``javascript:`` URLs,
+forms, frames and every tag or attribute outside its allow-list are dropped. Ecosystems build
+their package pages from these helpers, so one policy holds for every ecosystem and plugin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from urllib.parse import urlsplit
+
+import nh3
+from markupsafe import Markup, escape
+
+__all__ = [
+    "Markup",
+    "code",
+    "definitions",
+    "escape",
+    "join",
+    "link",
+    "pre",
+    "readme",
+    "safe_url",
+    "sanitize",
+    "table",
+]
+
+#: What a readme may contain: ammonia's defaults (text structure, tables, images, links) plus
+#: the few tags READMEs commonly use for layout. No script, style, form, frame or object.
+_README_TAGS = nh3.ALLOWED_TAGS | {"picture", "source", "input"}
+_README_ATTRIBUTES = {
+    **{tag: set(attrs) for tag, attrs in nh3.ALLOWED_ATTRIBUTES.items()},
+    "a": {"href", "title"},
+    "img": {"src", "alt", "title", "width", "height", "align"},
+    "source": {"srcset", "media", "type"},
+    "p": {"align"},
+    "div": {"align"},
+    "h1": {"align"},
+    "h2": {"align"},
+    "h3": {"align"},
+    "code": {"class"},  # language-xxx from fenced code blocks
+    "pre": {"class"},
+    "span": {"class"},  # Pygments token classes in readme_renderer's output
+    "th": {"align", "colspan", "rowspan"},
+    "td": {"align", "colspan", "rowspan"},
+    "ol": {"start"},
+}
+#: Task-list checkboxes are the only inputs a readme keeps, and they are always disabled.
+_README_ATTRIBUTE_VALUES = {"input": {"type": {"checkbox"}, "checked": {"", "checked"}}}
+_README_FORCED_VALUES = {"input": {"disabled": "disabled"}}
+_URL_SCHEMES = {"http", "https", "mailto"}
+
+
+def sanitize(untrusted_html: str) -> Markup:
+    """HTML from a package, reduced to what cannot run anything (see the module docstring)."""
+    return Markup(
+        nh3.clean(
+            untrusted_html,
+            tags=_README_TAGS,
+            attributes=_README_ATTRIBUTES,
+            tag_attribute_values=_README_ATTRIBUTE_VALUES,
+            set_tag_attribute_values=_README_FORCED_VALUES,
+            url_schemes=_URL_SCHEMES,
+            link_rel="nofollow noopener noreferrer",
+            strip_comments=True,
+        )
+    )
+
+
+def readme(untrusted_html: str) -> Markup:
+    """A rendered readme, sanitised and wrapped in the ``readme`` block the page styles."""
+    return Markup('<div class="readme">{}</div>').format(sanitize(untrusted_html))
+
+
+def safe_url(url: object) -> str | None:
+    """``url`` if it is an http(s) URL a page may link to (from package metadata), else None."""
+    if not isinstance(url, str):
+        return None
+    url = url.strip()
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        return None
+    return url
+
+
+def link(href: str | None, text: object) -> Markup:
+    """``<a href>`` around escaped ``text``; just the text when there is nowhere to link to.
+
+    ``href`` must be a URL depot built or one that passed :func:`safe_url`.
+    """
+    if not href:
+        return escape(text)
+    return Markup('<a href="{}">{}</a>').format(href, text)
+
+
+def code(text: object) -> Markup:
+    return Markup("<code>{}</code>").format(text)
+
+
+def pre(text: object, cls: str = "") -> Markup:
+    """A preformatted block, e.g. a command line to copy."""
+    if cls:
+        return Markup('<pre class="{}">{}</pre>').format(cls, text)
+    return Markup("<pre>{}</pre>").format(text)
+
+
+def join(parts: Iterable[object], separator: str = ", ") -> Markup:
+    """Fragments and texts joined, each text escaped."""
+    return escape(separator).join(escape(p) for p in parts)
+
+
+def definitions(pairs: Iterable[tuple[str, object]]) -> Markup:
+    """A ``<dl>`` of (label, value) pairs; values are text or Markup. Empty values are left out."""
+    items = [
+        Markup("<dt>{}</dt><dd>{}</dd>").format(label, value)
+        for label, value in pairs
+        if value not in (None, "")
+    ]
+    return Markup('<dl class="facts">{}</dl>').format(Markup("").join(items)) if items else Markup()
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]], cls: str = "") -> Markup:
+    """A table that scrolls sideways on a narrow screen instead of widening the page.
+
+    Rows are sequences of cells (text or Markup); a row given as a ``Markup`` is taken as a whole
+    ``<tr>`` already built (a group heading, say).
+    """
+    head = Markup("").join(Markup("<th>{}</th>").format(h) for h in headers)
+    body = []
+    for row in rows:
+        if isinstance(row, Markup):
+            body.append(row)
+        else:
+            cells = Markup("").join(Markup("<td>{}</td>").format(c) for c in row)
+            body.append(Markup("<tr>{}</tr>").format(cells))
+    return Markup(
+        '<div class="scroll"><table class="{}"><thead><tr>{}</tr></thead>'
+        "<tbody>{}</tbody></table></div>"
+    ).format(cls, head, Markup("").join(body))
