@@ -268,3 +268,60 @@ def metric(exposition: str, name: str, **labels: str) -> float:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 total += sample.value
     return total
+
+
+# -- A real browser, for tests of the pages people read ------------------------------------------
+
+#: What the hostile readme tests put in a package's readme: each line would change the page's
+#: title if a browser ran it. :class:`Chromium` shows whether one did.
+HOSTILE_README = """# Hostile readme
+
+<script>document.title = "pwned-script"</script>
+<img src="missing-image.png" onerror="document.title = 'pwned-onerror'">
+<svg><script>document.title = "pwned-svg"</script></svg>
+<body onload="document.title = 'pwned-onload'">
+<iframe srcdoc="<script>parent.document.title = 'pwned-iframe'</script>"></iframe>
+<a href="javascript:document.title = 'pwned-link'">a javascript: link</a>
+<div onclick="document.title = 'pwned-click'" style="position:fixed;inset:0">raw HTML block</div>
+<style>body { display: none }</style>
+<form action="https://evil.example/"><input name="q"></form>
+
+A [markdown javascript: link](javascript:document.title='pwned-md') and **bold text that stays**.
+"""
+
+
+class Chromium:
+    """Debian's headless Chromium with a fresh profile and no background traffic."""
+
+    def __init__(self, profile: Path) -> None:
+        found = shutil.which("chromium") or shutil.which("chromium-browser")
+        if found is None:
+            pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+        self.binary = found
+        self.profile = profile
+
+    def _run(self, *args: str) -> str:
+        result = subprocess.run(  # noqa: S603 - tests run their own commands
+            [
+                self.binary, "--headless", "--no-sandbox", "--disable-gpu",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--no-first-run", "--disable-quic", f"--user-data-dir={self.profile}", *args,
+            ],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-2000:]
+        return result.stdout
+
+    def dom(self, url: str, window: str = "1280,900") -> str:
+        """The DOM after the page loaded and its scripts (if any) had 3 s of virtual time."""
+        return self._run("--virtual-time-budget=3000", f"--window-size={window}", "--dump-dom", url)
+
+    def screenshot(self, url: str, path: Path, window: str = "1280,1400") -> Path:
+        self._run(f"--screenshot={path}", f"--window-size={window}", url)
+        return path
+
+
+@pytest.fixture
+def chromium(tmp_path: Path) -> Chromium:
+    """A headless Chromium (skips the test when it is not installed)."""
+    return Chromium(tmp_path / "chromium-profile")
