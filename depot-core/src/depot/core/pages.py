@@ -39,7 +39,7 @@ class Section:
 
 _STYLE = """*{box-sizing:border-box}
 body{font-family:system-ui,sans-serif;max-width:64rem;margin:1rem auto;padding:0 1rem;color:#222;
-line-height:1.45;overflow-wrap:anywhere}
+line-height:1.45;overflow-wrap:break-word}
 code,pre{background:#f3f3f3;padding:.1rem .3rem;border-radius:3px;font-size:.9em}
 pre{padding:.6rem;overflow-x:auto;white-space:pre-wrap}table{border-collapse:collapse;width:100%}
 td,th{text-align:left;padding:.3rem .5rem;border-bottom:1px solid #ddd;vertical-align:top}
@@ -47,7 +47,7 @@ td,th{text-align:left;padding:.3rem .5rem;border-bottom:1px solid #ddd;vertical-
 nav{display:flex;flex-wrap:wrap;gap:.3rem 1rem;align-items:center}nav form{margin-left:auto}
 .muted{color:#666}.summary{font-size:1.1rem}.scroll{overflow-x:auto;max-width:100%}
 .facts{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem;margin:1rem 0}
-.facts dt{color:#666}.facts dd{margin:0;min-width:0}
+.facts dt{color:#666}.facts dd{margin:0;min-width:0}.facts code,pre{overflow-wrap:anywhere}
 .install{margin:.4rem 0}.install pre{margin:.2rem 0}
 .readme{border-top:1px solid #ddd;padding-top:.5rem}.readme img{max-width:100%;height:auto}
 .yanked,.deprecated{color:#a00}tr.group td{background:#f7f7f7;font-weight:600}

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -288,6 +289,53 @@ HOSTILE_README = """# Hostile readme
 
 A [markdown javascript: link](javascript:document.title='pwned-md') and **bold text that stays**.
 """
+
+
+def _runs(url: str | None) -> bool:
+    return (url or "").strip().lower().startswith(("javascript:", "vbscript:", "data:text/html"))
+
+
+class _DomScan(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.title = ""
+        self._in_title = False
+        self._in_head = False
+        self.dangers: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._in_title = tag == "title"
+        self._in_head = self._in_head or tag == "head"
+        found = dict(attrs)
+        ours = (tag == "style" and self._in_head) or (
+            tag == "form" and found.get("class") == "search"
+        )
+        if tag in ("script", "iframe", "object", "embed", "form", "style", "base") and not ours:
+            self.dangers.append(f"<{tag}> element")
+        for name, value in attrs:
+            if name.startswith("on") or name in ("style", "srcdoc"):
+                self.dangers.append(f"{name}= on <{tag}>")
+            elif name in ("href", "src", "action", "formaction") and _runs(value):
+                self.dangers.append(f"{name}={value!r} on <{tag}>")
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_title = False
+        if tag == "head":
+            self._in_head = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_title:
+            self.title += data
+
+
+def scan_dom(dom: str) -> tuple[str, list[str]]:
+    """The title of a dumped DOM and everything in it that could run script or restyle the page
+    (script, frame and form elements, ``on*`` and ``style`` attributes, ``javascript:`` URLs).
+
+    Depot's own style sheet in the head and its search form are not counted."""
+    scan = _DomScan()
+    scan.feed(dom)
+    return scan.title, scan.dangers
 
 
 class Chromium:
