@@ -40,9 +40,9 @@ _README_ATTRIBUTES = {
     "source": {"srcset", "media", "type"},
     "p": {"align"},
     "div": {"align"},
-    "h1": {"align"},
-    "h2": {"align"},
-    "h3": {"align"},
+    # Heading ids let a readme's own table of contents work (readme_renderer prefixes them with
+    # "user-content-"); the page runs no script, so an id cannot be used against it.
+    **{f"h{level}": {"align", "id"} for level in range(1, 7)},
     "code": {"class"},  # language-xxx from fenced code blocks
     "pre": {"class"},
     "span": {"class"},  # Pygments token classes in readme_renderer's output
