@@ -7,10 +7,11 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 from depot.core.testing import HOSTILE_README, Chromium, DepotServer, scan_dom
 from markdown_it import MarkdownIt
 
-from .conftest import Npm  # noqa: TID252 - fixtures' helper type
+from .conftest import Npm, make_tgz, publish_body  # noqa: TID252 - fixtures' helpers
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
@@ -88,3 +89,32 @@ def test_a_hostile_readme_runs_nothing_in_the_browser(
     assert title == "hostile-readme - npm registry - depot"
     assert dangers == []
     assert "<strong>bold text that stays</strong>" in dom and "<h1>Hostile readme</h1>" in dom
+
+
+async def test_a_kept_page_changes_with_a_publish_and_answers_if_none_match(
+    app_client: httpx.AsyncClient,
+) -> None:
+    async def put(name: str, version: str, **manifest: object) -> None:
+        body = publish_body(name, version, make_tgz(name, version))
+        body["versions"][version].update(manifest)
+        assert (await app_client.put(f"/npm/{name}", json=body)).status_code == 201
+
+    await put("kept-app", "1.0.0", dependencies={"kept-dep": "^1.0.0"})
+    first = await app_client.get("/-/browse/npm/kept-app")
+    assert "/-/browse/npm/kept-dep" not in first.text  # not held yet: no link
+    again = await app_client.get(
+        "/-/browse/npm/kept-app", headers={"If-None-Match": first.headers["etag"]}
+    )
+    assert again.status_code == 304
+
+    await put("kept-dep", "1.0.0")  # another package: the dependency becomes a link
+    linked = await app_client.get(
+        "/-/browse/npm/kept-app", headers={"If-None-Match": first.headers["etag"]}
+    )
+    assert (
+        linked.status_code == 200
+        and 'href="http://depot.test/-/browse/npm/kept-dep"' in linked.text
+    )
+    await put("kept-app", "1.1.0")  # a new version of this one
+    newer = await app_client.get("/-/browse/npm/kept-app")
+    assert "kept-app@1.1.0" in newer.text and newer.headers["etag"] != linked.headers["etag"]

@@ -25,7 +25,7 @@ from depot.core.faults import OUTAGE_TYPES, is_backend_outage
 from depot.core.http import ErrorRenderer, external_base, plain_error
 from depot.core.logs import configure_logging
 from depot.core.metrics import Metrics, ObserverMiddleware, metrics_endpoint
-from depot.core.packagepages import PackagePages, package_page_url
+from depot.core.packagepages import PackagePages, RenderedPages, package_page_url
 from depot.core.pages import browse, health, index, package_page
 from depot.core.plugins import Plugins, load_plugins
 from depot.core.routing import EcosystemRouter
@@ -110,6 +110,7 @@ class Depot:
         self.metrics = Metrics()
         self._catalogs: list[Catalog] | None = None
         self._package_pages: list[PackagePages] | None = None
+        self.rendered_pages = RenderedPages()
 
     def context(self, ecosystem: str) -> EcosystemContext:
         """The context of a declared ecosystem."""

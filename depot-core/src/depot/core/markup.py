@@ -28,6 +28,7 @@ __all__ = [
     "safe_url",
     "sanitize",
     "table",
+    "tag",
 ]
 
 #: What a readme may contain: ammonia's defaults (text structure, tables, images, links) plus
@@ -91,6 +92,11 @@ def safe_url(url: object) -> str | None:
     return url
 
 
+# The helpers below build Markup with f-strings over ``escape()`` rather than ``Markup.format``:
+# the same escaping (markupsafe's C speedups), at a tenth of the cost, which a table of a thousand
+# versions notices.
+
+
 def link(href: str | None, text: object) -> Markup:
     """``<a href>`` around escaped ``text``; just the text when there is nowhere to link to.
 
@@ -98,33 +104,39 @@ def link(href: str | None, text: object) -> Markup:
     """
     if not href:
         return escape(text)
-    return Markup('<a href="{}">{}</a>').format(href, text)
+    return Markup(f'<a href="{escape(href)}">{escape(text)}</a>')
 
 
 def code(text: object) -> Markup:
-    return Markup("<code>{}</code>").format(text)
+    return Markup(f"<code>{escape(text)}</code>")
 
 
 def pre(text: object, cls: str = "") -> Markup:
     """A preformatted block, e.g. a command line to copy."""
     if cls:
-        return Markup('<pre class="{}">{}</pre>').format(cls, text)
-    return Markup("<pre>{}</pre>").format(text)
+        return Markup(f'<pre class="{escape(cls)}">{escape(text)}</pre>')
+    return Markup(f"<pre>{escape(text)}</pre>")
+
+
+def tag(name: str, content: object, cls: str = "") -> Markup:
+    """``<name class=cls>content</name>``: ``name`` is a literal tag name of the caller's."""
+    attrs = f' class="{escape(cls)}"' if cls else ""
+    return Markup(f"<{name}{attrs}>{escape(content)}</{name}>")
 
 
 def join(parts: Iterable[object], separator: str = ", ") -> Markup:
     """Fragments and texts joined, each text escaped."""
-    return escape(separator).join(escape(p) for p in parts)
+    return Markup(escape(separator).join(escape(p) for p in parts))
 
 
 def definitions(pairs: Iterable[tuple[str, object]]) -> Markup:
     """A ``<dl>`` of (label, value) pairs; values are text or Markup. Empty values are left out."""
-    items = [
-        Markup("<dt>{}</dt><dd>{}</dd>").format(label, value)
+    items = "".join(
+        f"<dt>{escape(label)}</dt><dd>{escape(value)}</dd>"
         for label, value in pairs
         if value not in (None, "")
-    ]
-    return Markup('<dl class="facts">{}</dl>').format(Markup("").join(items)) if items else Markup()
+    )
+    return Markup(f'<dl class="facts">{items}</dl>') if items else Markup()
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]], cls: str = "") -> Markup:
@@ -133,15 +145,13 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]], cls: str = "
     Rows are sequences of cells (text or Markup); a row given as a ``Markup`` is taken as a whole
     ``<tr>`` already built (a group heading, say).
     """
-    head = Markup("").join(Markup("<th>{}</th>").format(h) for h in headers)
-    body = []
-    for row in rows:
-        if isinstance(row, Markup):
-            body.append(row)
-        else:
-            cells = Markup("").join(Markup("<td>{}</td>").format(c) for c in row)
-            body.append(Markup("<tr>{}</tr>").format(cells))
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    body = "".join(
+        row if isinstance(row, Markup) else
+        "<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>"
+        for row in rows
+    )  # fmt: skip
     return Markup(
-        '<div class="scroll"><table class="{}"><thead><tr>{}</tr></thead>'
-        "<tbody>{}</tbody></table></div>"
-    ).format(cls, head, Markup("").join(body))
+        f'<div class="scroll"><table class="{escape(cls)}"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{body}</tbody></table></div>"
+    )

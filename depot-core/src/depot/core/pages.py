@@ -19,6 +19,7 @@ from depot.core.ecosystem import Ecosystem
 from depot.core.errors import NotFound
 from depot.core.http import external_base
 from depot.core.markup import Markup
+from depot.core.packagepages import etag as package_etag
 from depot.core.packagepages import package_page_url
 from depot.core.packagepages import render as render_package_page
 from starlette.requests import Request
@@ -190,7 +191,8 @@ async def browse(request: Request) -> Response:
 
 
 async def package_page(request: Request) -> Response:
-    """``GET /-/browse/<ecosystem>/<name>``: the ecosystem builds the page, the core lays it out."""
+    """``GET /-/browse/<ecosystem>/<name>``: the ecosystem builds the page, the core lays it out
+    (and keeps it while the ecosystem's validator says it has not changed)."""
     depot: Depot = request.scope["depot"]
     ecosystem_name = request.path_params["ecosystem"]
     name = request.path_params["name"]
@@ -198,10 +200,21 @@ async def package_page(request: Request) -> Response:
     ecosystem = depot.ecosystems.get(ecosystem_name)
     if pages is None or ecosystem is None:
         raise NotFound(f"no package pages for {ecosystem_name!r}")
+    base = external_base(request, depot.settings)
+    key = (ecosystem_name, name, request.url.query, base)
+    validator = getattr(pages, "validator", None)
+    version = await validator(name) if validator is not None else None
+    headers = {"Content-Security-Policy": CONTENT_SECURITY_POLICY}
+    if version is not None:
+        headers["ETag"] = tag = package_etag(key, version)
+        if tag in {t.strip() for t in request.headers.get("if-none-match", "").split(",")}:
+            return Response(status_code=304, headers=headers)
+        body = depot.rendered_pages.get(key, version)
+        if body is not None:
+            return Response(body, media_type="text/html", headers=headers)
     found = await pages.page(name, request)
     if found is None:
         raise NotFound(f"{ecosystem.title} holds no {name!r}")
-    base = external_base(request, depot.settings)
     browse_url = f"{base}/-/browse/{quote(ecosystem_name, safe='')}"
     crumbs = Markup('<a href="{}">{}</a>').format(browse_url, ecosystem.title)
     search = Markup(
@@ -209,7 +222,11 @@ async def package_page(request: Request) -> Response:
         'placeholder="search {}" aria-label="search"> <button>Search</button></form>'
     ).format(browse_url, ecosystem.title)
     title = f"{found.title} - {ecosystem.title} - depot"
-    return page(title, render_package_page(found), base, crumbs, search)
+    response = page(title, render_package_page(found), base, crumbs, search)
+    if version is not None:
+        depot.rendered_pages.put(key, version, response.body)
+        response.headers["ETag"] = headers["ETag"]
+    return response
 
 
 #: The key ``/-/health`` looks up in the blob store; no ecosystem writes outside its namespace.

@@ -44,6 +44,15 @@ class NixPages:
         self.ecosystem = ctx.name
         self.signer = Signer(ctx.settings.private_key)
 
+    async def validator(self, name: str) -> tuple[object, ...] | None:
+        """A narinfo never changes, but its signatures, referrers and closure do as paths and
+        signatures arrive or are collected: the tables' row counts and newest upload move then."""
+        n = tables.narinfos
+        paths = sa.select(sa.func.count(), sa.func.max(n.c.created_at)).subquery()
+        signatures = sa.select(sa.func.count()).select_from(tables.signatures).scalar_subquery()
+        row = await self.ctx.db.fetch_one(sa.select(*paths.c, signatures))
+        return None if row is None else tuple(row._mapping)
+
     async def page(self, name: str, request: Request) -> PackagePage | None:
         hash_part = _hash_part(name)
         if hash_part is None:
@@ -142,10 +151,11 @@ class NixPages:
         """Store paths, each linked to its page when ``held`` (hash parts) has it."""
         if not base_names:
             return Markup("<p>None.</p>")
+        pages = self.ctx.page_url(request, "")  # + hash part: built once for a thousand rows
         rows = []
         for base in base_names:
             hash_part = base[:HASH_PART_LENGTH]
-            url = self.ctx.page_url(request, hash_part) if hash_part in held else None
+            url = pages + hash_part if hash_part in held else None
             note = "itself" if base == own else "" if hash_part in held else "not in this cache"
             rows.append((link(url, f"{STORE_DIR}/{base}"), note))
         return table(("store path", ""), rows)
@@ -172,7 +182,7 @@ class NixPages:
             contains(n.c.references, base_name[:HASH_PART_LENGTH])
         )
         found = []
-        for row in await self.ctx.db.fetch_all(query):
+        for row in [tuple(r._mapping) for r in await self.ctx.db.fetch_all(query)]:
             referrer = row[0].rsplit("/", 1)[-1]
             if referrer != base_name and base_name in row[1].split():
                 found.append(referrer)
@@ -193,7 +203,7 @@ class NixPages:
                 query = sa.select(n.c.hash_part, n.c.nar_size, n.c.references).where(
                     n.c.hash_part.in_(batch)
                 )
-                rows = await self.ctx.db.fetch_all(query)
+                rows = [tuple(r._mapping) for r in await self.ctx.db.fetch_all(query)]
                 missing += len(batch) - len(rows)
                 for row in rows:
                     size += int(row[1])

@@ -8,22 +8,22 @@ and integrity, and the install line for this depot. Read top to bottom: rows, th
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 from urllib.parse import urlencode
 
+import nodesemver
 import sqlalchemy as sa
 from depot.core import EcosystemContext
 from depot.core.database import json_value
 from depot.core.errors import NotFound
-from depot.core.markup import Markup, code, escape, join, link, pre, readme, safe_url, table
+from depot.core.markup import Markup, code, escape, join, link, pre, readme, safe_url, table, tag
 from depot.core.packagepages import PackagePage, PageSection
 from depot.core.pages import human_size
 from depot.npm import store
 from depot.npm.packument import dist_tags
 from depot.npm.store import packages, tarballs, versions
-from depot.npm.versions import sort_versions
 from markdown_it import MarkdownIt
 from starlette.requests import Request
 
@@ -46,23 +46,37 @@ class NpmPages:
         self.ctx = ctx
         self.ecosystem = ctx.name
 
+    async def validator(self, name: str) -> tuple[object, ...] | None:
+        """The package's change serial (every publish, tag, deprecation bumps it), and how many
+        packages the registry holds and when any last changed (a dependency published or removed
+        later changes whether it is a link)."""
+        others = sa.select(sa.func.count(), sa.func.max(packages.c.modified)).subquery()
+        row = await self.ctx.db.fetch_one(
+            sa.select(packages.c.serial, *others.c).where(packages.c.name == name)
+        )
+        return None if row is None else tuple(row._mapping)
+
     async def page(self, name: str, request: Request) -> PackagePage | None:
         db = self.ctx.db
         package = await db.fetch_one(sa.select(packages).where(packages.c.name == name))
         if package is None:
             return None
-        rows = await db.fetch_all(
+        query = (
             sa.select(versions.c.version, versions.c.created, versions.c.deprecated,
                       tarballs.c.size)
             .select_from(versions.outerjoin(tarballs, sa.and_(
                 tarballs.c.name == versions.c.name, tarballs.c.filename == versions.c.filename)))
             .where(versions.c.name == name)
         )  # fmt: skip
+        # Plain tuples: a databases Record looks its column up by name on every access.
+        rows = [tuple(r._mapping) for r in await db.fetch_all(query)]
         if not rows:
             return None
         by_version = {r[0]: r for r in rows}
-        ordered = sort_versions(by_version)[::-1]
-        tags = dist_tags(await store.stored_dist_tags(db, name), ordered)
+        ordered = newest_first(by_version)
+        latest = next((v for v in ordered if not _is_prerelease(v)), ordered[0])
+        # The computed latest stands in only where no stored ``latest`` tag names a version.
+        tags = dist_tags({"latest": latest, **await store.stored_dist_tags(db, name)}, ordered)
         selected = request.query_params.get("version") or tags.get("latest") or ordered[0]
         record = await store.get_version(db, name, selected) if selected in by_version else None
         if record is None:
@@ -82,8 +96,8 @@ class NpmPages:
         facts: list[tuple[str, object]] = [
             ("version", _version_fact(selected, record.deprecated)),
             ("dist-tags", join(
-                Markup("{}: {}").format(tag, link(_version_url(page_url, v), v))
-                for tag, v in tags.items()
+                Markup(f"{escape(dist_tag)}: {link(_version_url(page_url, v), v)}")
+                for dist_tag, v in tags.items()
             )),
             ("published", _when(record.created)),
             ("license", _text(manifest.get("license") or fields.get("license"))),
@@ -146,22 +160,39 @@ def _versions_table(
     page_url: str,
 ) -> Markup:
     tagged: dict[str, list[str]] = {}
-    for tag, version in tags.items():
-        tagged.setdefault(version, []).append(tag)
+    for dist_tag, version in tags.items():
+        tagged.setdefault(version, []).append(dist_tag)
     body = []
     for version in ordered:
         row = rows[version]
         created, deprecated, size = row[1], row[2], row[3]
         label = link(_version_url(page_url, version), version)
         if version == selected:
-            label = Markup("<strong>{}</strong>").format(label)
-        note = (
-            Markup('<span class="deprecated">deprecated: {}</span>').format(deprecated)
-            if (deprecated)
-            else ""
-        )
+            label = tag("strong", label)
+        note = tag("span", f"deprecated: {deprecated}", "deprecated") if deprecated else ""
         body.append((label, ", ".join(tagged.get(version, ())), _when(created), _size(size), note))
     return table(("version", "tags", "published", "size", ""), body)
+
+
+def newest_first(versions: Iterable[str]) -> list[str]:
+    """Versions by descending semver precedence, each parsed once (node-semver, loose as npm
+    reads registry versions): a sort by comparisons would parse each one ~20 times."""
+    return sorted(versions, key=_precedence, reverse=True)
+
+
+def _precedence(version: str) -> tuple[Any, ...]:
+    """A sort key in semver precedence: a release above its prereleases; prerelease identifiers
+    numeric ones below alphanumeric ones, a shorter list below a longer one it begins."""
+    try:
+        parsed = nodesemver.make_semver(version, True)
+    except ValueError:
+        return (-1, -1, -1, 0, ((1, version),))
+    pre = tuple((0, i, "") if isinstance(i, int) else (1, 0, str(i)) for i in parsed.prerelease)
+    return (parsed.major, parsed.minor, parsed.patch, 0 if pre else 1, pre)
+
+
+def _is_prerelease(version: str) -> bool:
+    return _precedence(version)[3] == 0
 
 
 def _version_url(page_url: str, version: str) -> str:
@@ -186,7 +217,7 @@ def render_readme(text: str, filename: str) -> Markup:
     text = text[:MAX_README]
     suffix = "." + filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
     if suffix not in _MARKDOWN_SUFFIXES:
-        return Markup('<div class="readme">{}</div>').format(pre(text))
+        return tag("div", pre(text), "readme")
     return readme(_MARKDOWN.render(text))
 
 
@@ -219,7 +250,7 @@ def _url_link(value: Any) -> Markup | str:
 def _version_fact(version: str, deprecated: str | None) -> Markup:
     if not deprecated:
         return escape(version)
-    return Markup('{} <span class="deprecated">deprecated: {}</span>').format(version, deprecated)
+    return Markup(f"{escape(version)} {tag('span', f'deprecated: {deprecated}', 'deprecated')}")
 
 
 def _when(stamp: str | None) -> str:

@@ -14,6 +14,7 @@ import email.message
 import email.parser
 import email.policy
 import io
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -24,7 +25,7 @@ import sqlalchemy as sa
 from depot.core import EcosystemContext
 from depot.core.database import json_value
 from depot.core.errors import NotFound
-from depot.core.markup import Markup, code, escape, link, readme, safe_url, table
+from depot.core.markup import Markup, code, escape, link, readme, safe_url, table, tag
 from depot.core.packagepages import PackagePage, PageSection
 from depot.core.pages import human_size
 from depot.pypi.names import normalize
@@ -59,15 +60,33 @@ class PypiPages:
         self.ctx = ctx
         self.ecosystem = ctx.name
 
+    async def validator(self, name: str) -> tuple[object, ...] | None:
+        """What the simple page's cache watches (file count, newest upload, yank changes), and
+        how many projects the index holds and its newest upload (a requirement uploaded or removed
+        later changes whether it is a link)."""
+        f = pypi_files.c
+        index = sa.select(sa.func.count(sa.distinct(f.project)), sa.func.max(f.upload_time))
+        row = await self.ctx.db.fetch_one(
+            sa.select(
+                sa.func.count(),
+                sa.func.max(f.upload_time),
+                sa.func.coalesce(sa.func.sum(f.yank_changes), 0),
+                *index.subquery().c,
+            ).where(f.project == normalize(name))
+        )
+        return None if row is None or not row[0] else tuple(row._mapping)
+
     async def page(self, name: str, request: Request) -> PackagePage | None:
         project = normalize(name)
         f = pypi_files.c
-        rows = await self.ctx.db.fetch_all(
+        query = (
             sa.select(f.filename, f.version, f.packagetype, f.sha256, f.size, f.requires_python,
                       f.metadata_sha256, f.upload_time, f.yanked)
             .where(f.project == project)
             .order_by(f.filename)
         )  # fmt: skip
+        # Plain tuples: a databases Record looks its column up by name on every access.
+        rows = [tuple(r._mapping) for r in await self.ctx.db.fetch_all(query)]
         if not rows:
             return None
         files: dict[str, list[Any]] = {}
@@ -190,31 +209,41 @@ def _versions_table(
     page_url: str,
     files_url: str,
 ) -> Markup:
-    """One heading row per version (yank state and reason), then a row per file."""
-    rows: list[Any] = []
+    """One heading row per version (yank state and reason), then a row per file.
+
+    Rows are written as f-strings over ``escape`` (a project may have thousands of files).
+    """
+    rows: list[Markup] = []
     for version in ordered:
         yanked = files[version][0][8]
         label = link(f"{page_url}?{urlencode({'version': version})}", version)
         if version == selected:
-            label = Markup("<strong>{}</strong>").format(label)
+            label = tag("strong", label)
         state = (
-            Markup(' <span class="yanked">yanked{}</span>').format(f": {yanked}" if yanked else "")
+            tag("span", "yanked" + (f": {yanked}" if yanked else ""), "yanked")
             if yanked is not None
             else ""
         )
-        rows.append(Markup('<tr class="group"><td colspan="5">{}{}</td></tr>').format(label, state))
+        rows.append(Markup(f'<tr class="group"><td colspan="5">{label} {state}</td></tr>'))
         for row in files[version]:
-            filename, size, sha256, requires_python = row[0], row[4], row[3], row[5]
-            rows.append(
-                (
-                    link(files_url + quote(filename), filename),
-                    human_size(size),
-                    code(sha256),
-                    requires_python or "",
-                    _when(row[7]),
-                )
+            filename, sha256, size, requires_python, uploaded = (
+                row[0],
+                row[3],
+                row[4],
+                row[5],
+                row[7],
             )
+            href = files_url + (filename if _URL_SAFE.fullmatch(filename) else quote(filename))
+            rows.append(Markup(
+                f'<tr><td><a href="{escape(href)}">{escape(filename)}</a></td>'
+                f"<td>{human_size(size)}</td><td><code>{escape(sha256)}</code></td>"
+                f"<td>{escape(requires_python or '')}</td><td>{_when(uploaded)}</td></tr>"
+            ))  # fmt: skip
     return table(("file", "size", "sha256", "Requires-Python", "uploaded"), rows, "files")
+
+
+#: Distribution file names that need no percent-encoding in a URL path (nearly all of them).
+_URL_SAFE = re.compile(r"[A-Za-z0-9._-]+")
 
 
 def parse_metadata(raw: bytes) -> ProjectMetadata:
