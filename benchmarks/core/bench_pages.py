@@ -2,13 +2,14 @@
 
 The rows are written straight into a fresh depot's database (what 1,000 publishes would leave):
 
-- npm ``big-pkg``: 1,000 versions, each with ten dependencies, a 30 KiB markdown readme;
+- npm ``big-pkg``: 1,000 versions, each with ten dependencies, a 7 KiB markdown readme;
 - Python ``big-project``: 1,000 versions with a wheel and an sdist each, the newest wheel's core
-  metadata holding a 30 KiB reStructuredText description and twenty Requires-Dist;
+  metadata holding a 7 KiB reStructuredText description and twenty Requires-Dist;
 - Nix: a path referring to 1,000 others that all refer to one base path (1,000 referrers).
 
-Then a real ``depot serve`` answers each page: one cold request (readme not yet rendered) and
-then sequential warm ones; the figures are printed next to the machine-readable document of the
+Then a real ``depot serve`` answers each page: one cold request (nothing rendered yet: the
+readme's rendering is in it, which grows with the readme, docutils' most of all) and then
+sequential warm ones; the figures are printed next to the machine-readable document of the
 same package (packument, simple page, narinfo) and ``/-/health``, the server's floor.
 Run: ``.venv/bin/python benchmarks/core/bench_pages.py [--requests 30]``.
 """
@@ -18,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import json
 import os
 import secrets
 import signal
@@ -38,12 +38,12 @@ LIMIT_MS = 100.0
 README = "# big-pkg\n\n" + "".join(
     f"## Section {i}\n\nSome *documentation* with `code` and a [link](https://example.org/{i}).\n\n"
     "```js\nconst x = require('big-pkg');\n```\n\n- one\n- two\n\n"
-    for i in range(200)
+    for i in range(50)
 )
 RST = "big-project\n===========\n\n" + "".join(
     f"Section {i}\n{'-' * (8 + len(str(i)))}\n\nSome *documentation* with ``code`` and a "
     f"`link <https://example.org/{i}>`_.\n\n* one\n* two\n\n"
-    for i in range(250)
+    for i in range(60)
 )
 
 

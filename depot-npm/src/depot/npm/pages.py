@@ -8,6 +8,7 @@ and integrity, and the install line for this depot. Read top to bottom: rows, th
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
@@ -118,7 +119,8 @@ class NpmPages:
         text = manifest.get("readme") or fields.get("readme")
         if isinstance(text, str) and text.strip() and text != "ERROR: No README data found!":
             filename = manifest.get("readmeFilename") or fields.get("readmeFilename") or ""
-            sections.insert(0, PageSection("Readme", render_readme(text, str(filename)), "readme"))
+            rendered = await asyncio.to_thread(render_readme, text, str(filename))
+            sections.insert(0, PageSection("Readme", rendered, "readme"))
         description = manifest.get("description") or fields.get("description")
         return PackagePage(
             title=name,
