@@ -91,15 +91,20 @@ def human_size(size: int | None) -> str:
 
 
 def _entry_rows(entries: Iterable[CatalogEntry], base: str, ecosystem: Ecosystem) -> str:
-    """Table rows of catalog entries; a name links to its package page, else to ``href``."""
+    """Table rows of catalog entries; a name links to its package page, else to ``href``, and
+    with both the ``href`` (what clients fetch) follows as its URL path."""
     rows = []
     for e in entries:
         name = html.escape(e.name)
+        href = html.escape(base + ecosystem.prefix + e.href) if e.href else ""
         if e.page is not None:
             url = package_page_url(base, ecosystem.name, e.page)
             name = f'<a href="{html.escape(url)}">{name}</a>'
-        elif e.href:
-            name = f'<a href="{html.escape(base + ecosystem.prefix + e.href)}">{name}</a>'
+            if href:
+                path = html.escape(ecosystem.prefix + (e.href or ""))
+                name += f' <a class="muted" href="{href}">{path}</a>'
+        elif href:
+            name = f'<a href="{href}">{name}</a>'
         fields = "".join(
             f"<div><span class=muted>{html.escape(label)}:</span> {html.escape(value)}</div>"
             for label, value in e.fields
