@@ -57,6 +57,11 @@ def test_store_path_page_shows_sizes_references_closure_and_signatures(
     assert f"nix-store -r {built.app} --option substituters '{cache}'" in dom
     assert Path(built.app_drv).name in dom  # the deriver
 
+    artifacts = Path(__file__).resolve().parents[2] / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)  # a screenshot for people to look at
+    page = f"{nix_depot.url}/-/browse/nix/{hash_part(built.app)}"
+    chromium.screenshot(page, artifacts / "nix-store-path-page.png", window="1280,1400")
+
     lib = chromium.dom(lib_page)
     assert f'href="{nix_depot.url}/-/browse/nix/{hash_part(built.app)}">{built.app}</a>' in lib
     assert "Referrers (1)" in lib and "References (0)" in lib

@@ -13,6 +13,7 @@ from depot.core.testing import HOSTILE_README, Chromium, DepotServer, scan_dom
 
 from .conftest import Clients, build  # noqa: TID252 - the fixtures' helpers
 
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 RST = """Pages demo
 ==========
 
@@ -107,6 +108,10 @@ def test_project_page_shows_versions_files_description_and_install_lines(
 
     for where in ("/", "/-/browse/pypi?q=demo"):
         assert f'href="{server.url}/-/browse/pypi/pages-demo"' in chromium.dom(server.url + where)
+    ARTIFACTS.mkdir(exist_ok=True)  # screenshots for people to look at
+    page = server.url + "/-/browse/pypi/pages-demo"
+    chromium.screenshot(page, ARTIFACTS / "pypi-project-page.png", window="1280,1400")
+    chromium.screenshot(page, ARTIFACTS / "pypi-project-page-phone.png", window="390,1400")
 
 
 def test_a_hostile_description_runs_nothing_in_the_browser(
