@@ -130,3 +130,30 @@ def test_a_hostile_description_runs_nothing_in_the_browser(
         assert title == "hostile-desc - Python package index - depot", version
         assert dangers == [], version
         assert kept in dom
+
+
+async def test_a_kept_page_changes_when_a_release_is_yanked(
+    app_client: httpx.AsyncClient, wheel_factory
+) -> None:
+    for version in ("1.0", "2.0"):
+        wheel = wheel_factory("kept-proj", version)
+        data = wheel.read_bytes()
+        put = await app_client.put(
+            f"/python/files/kept-proj/{wheel.name}", content=data,
+            headers={"X-Depot-Sha256": hashlib.sha256(data).hexdigest()},
+        )  # fmt: skip
+        assert put.status_code == 201
+    first = await app_client.get("/-/browse/pypi/kept-proj")
+    assert "kept-proj==2.0" in first.text and "yanked:" not in first.text
+    kept = await app_client.get(
+        "/-/browse/pypi/kept-proj", headers={"If-None-Match": first.headers["etag"]}
+    )
+    assert kept.status_code == 304
+
+    yank = await app_client.post("/python/-/yank/kept-proj/2.0", json={"reason": "bad build"})
+    assert yank.status_code == 200
+    after = await app_client.get(
+        "/-/browse/pypi/kept-proj", headers={"If-None-Match": first.headers["etag"]}
+    )
+    assert after.status_code == 200 and "yanked: bad build" in after.text
+    assert "kept-proj==1.0" in after.text  # the newest release not yanked is shown first now
