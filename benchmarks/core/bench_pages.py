@@ -2,7 +2,8 @@
 
 The rows are written straight into a fresh depot's database (what 1,000 publishes would leave):
 
-- npm ``big-pkg``: 1,000 versions, each with ten dependencies, a 7 KiB markdown readme;
+- npm ``big-pkg``: 1,000 versions, each with ten dependencies, a 7 KiB markdown readme (kept
+  once per package, as depot-npm stores it);
 - Python ``big-project``: 1,000 versions with a wheel and an sdist each, the newest wheel's core
   metadata holding a 7 KiB reStructuredText description and twenty Requires-Dist;
 - Nix: a path referring to 1,000 others that all refer to one base path (1,000 referrers).

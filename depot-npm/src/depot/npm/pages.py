@@ -1,9 +1,10 @@
 """The package page of the npm registry: ``/-/browse/npm/<name>`` (scoped names too).
 
 What a person checks before ``npm install``: description, dist-tags, every version with its
-publish time and deprecation, the readme, the dependencies of the selected version (``?version=``,
-``latest`` by default) linking to their own pages when this depot holds them, the tarball's size
-and integrity, and the install line for this depot. Read top to bottom: rows, then the page.
+publish time and deprecation, the readme (of the latest publish, as on npm's own site), the
+dependencies of the selected version (``?version=``, ``latest`` by default) linking to their own
+pages when this depot holds them, the tarball's size and integrity, and the install line for this
+depot. Read top to bottom: rows, then the page.
 """
 
 from __future__ import annotations
@@ -116,12 +117,15 @@ class NpmPages:
             PageSection(f"Versions ({len(ordered)})", _versions_table(
                 ordered, by_version, tags, selected, page_url), "versions"),
         ]  # fmt: skip
-        text = manifest.get("readme") or fields.get("readme")
+        # The readme npm sent with the latest publish (kept once per package); a version row
+        # written before that (schema 1) still carries its own in its manifest.
+        latest = await store.package_readme(db, name)
+        text = manifest.get("readme") or (latest.readme if latest else None)
         if isinstance(text, str) and text.strip() and text != "ERROR: No README data found!":
-            filename = manifest.get("readmeFilename") or fields.get("readmeFilename") or ""
-            rendered = await asyncio.to_thread(render_readme, text, str(filename))
+            filename = manifest.get("readmeFilename") or (latest.readme_filename if latest else "")
+            rendered = await asyncio.to_thread(render_readme, text, str(filename or ""))
             sections.insert(0, PageSection("Readme", rendered, "readme"))
-        description = manifest.get("description") or fields.get("description")
+        description = manifest.get("description") or (latest.description if latest else None)
         return PackagePage(
             title=name,
             summary=description if isinstance(description, str) else "",
@@ -215,7 +219,8 @@ def _dependencies(manifest: Mapping[str, Any]) -> list[tuple[str, str, str]]:
 def render_readme(text: str, filename: str) -> Markup:
     """A readme rendered as npm's site does: markdown (CommonMark with tables, strikethrough and
     raw HTML), sanitised by the core; a readme file that is not markdown is shown as text.
-    Cached: a version's readme never changes, and a long one takes milliseconds to render."""
+    Cached by text: a long readme takes milliseconds to render, and is the same for every page
+    view until the next publish."""
     text = text[:MAX_README]
     suffix = "." + filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
     if suffix not in _MARKDOWN_SUFFIXES:
