@@ -10,7 +10,8 @@ The rows are written straight into a fresh depot's database (what 1,000 publishe
 
 Then a real ``depot serve`` answers each page: one cold request (nothing rendered yet: the
 readme's rendering is in it, which grows with the readme, docutils' most of all) and then
-sequential warm ones; the figures are printed next to the machine-readable document of the
+sequential warm ones. The first pages of the fresh process, of small packages, carry the one-off
+import of the page modules and renderers and are listed apart; the figures are printed next to the machine-readable document of the
 same package (packument, simple page, narinfo) and ``/-/health``, the server's floor.
 Run: ``.venv/bin/python benchmarks/core/bench_pages.py [--requests 30]``.
 """
@@ -75,14 +76,46 @@ async def populate(store: Path) -> dict[str, str]:
                 created=stamp,
                 modified=stamp,
                 serial=VERSIONS,
-                fields={"description": "A package with many versions"},
+                fields={},
+                description="A package with many versions",
+                readme=README,
+                readme_filename="README.md",
             )
         )
         deps = {f"dep-{i}": f"^{i}.0.0" for i in range(10)}
         for held in ("dep-0", "dep-1"):
             await db.execute(
                 npm_store.packages.insert().values(
-                    name=held, created=stamp, modified=stamp, serial=0, fields={}
+                    name=held,
+                    created=stamp,
+                    modified=stamp,
+                    serial=0,
+                    fields={},
+                    description="a dependency",
+                    readme="# dep\n\n*small*",
+                    readme_filename="README.md",
+                )
+            )
+            await db.execute(
+                npm_store.tarballs.insert().values(
+                    name=held,
+                    filename=f"{held}-1.0.0.tgz",
+                    blob_key=f"t/{held}",
+                    size=1,
+                    sha1="0" * 40,
+                    sha512="0" * 100,
+                    created=stamp,
+                )
+            )
+            await db.execute(
+                npm_store.versions.insert().values(
+                    name=held,
+                    version="1.0.0",
+                    filename=f"{held}-1.0.0.tgz",
+                    integrity="sha512-x",
+                    manifest={"name": held, "version": "1.0.0"},
+                    shasum="0" * 40,
+                    created=stamp,
                 )
             )
         tarball_rows, version_rows = [], []
@@ -135,7 +168,27 @@ async def populate(store: Path) -> dict[str, str]:
         ).encode()
         metadata_sha = hashlib.sha256(metadata).hexdigest()
         await store_bytes(ctx, metadata, metadata_sha)
-        rows = []
+        small = b"Metadata-Version: 2.1\nName: dep0\nVersion: 1.0\n\nA *small* one.\n"
+        small_sha = hashlib.sha256(small).hexdigest()
+        await store_bytes(ctx, small, small_sha)
+        rows = [
+            {
+                "filename": "dep0-1.0-py3-none-any.whl",
+                "project": "dep0",
+                "version": "1.0",
+                "packagetype": "bdist_wheel",
+                "sha256": "1" * 64,
+                "size": 1,
+                "requires_python": None,
+                "metadata_sha256": small_sha,
+                "upload_time": "2026-01-01T00:00:00.000000Z",
+                "yanked": None,
+                "yank_changes": 0,
+                "md5": "0" * 32,
+                "blake2_256": "0" * 64,
+                "fields": {},
+            }
+        ]
         for i in range(VERSIONS):
             version = f"9.{i // 1000}.{i}"
             for filename, kind in (
@@ -197,6 +250,10 @@ async def populate(store: Path) -> dict[str, str]:
     finally:
         await depot.shutdown()
     return {
+        # First pages of a fresh process: the page modules and renderers are imported here.
+        "first npm page (1 version)": "/-/browse/npm/dep-0",
+        "first pypi page (1 file)": "/-/browse/pypi/dep0",
+        "first nix page": f"/-/browse/nix/{leaves[0][:32]}",
         "npm page (1,000 versions)": "/-/browse/npm/big-pkg",
         "npm packument (full)": "/npm/big-pkg",
         "pypi page (2,000 files)": "/-/browse/pypi/big-project",
