@@ -65,13 +65,16 @@ class PypiPages:
         how many projects the index holds and its newest upload (a requirement uploaded or removed
         later changes whether it is a link)."""
         f = pypi_files.c
-        index = sa.select(sa.func.count(sa.distinct(f.project)), sa.func.max(f.upload_time))
+        # Scalar subqueries: PostgreSQL refuses a FROM subquery's columns beside aggregates.
+        projects = sa.select(sa.func.count(sa.distinct(f.project))).scalar_subquery()
+        newest = sa.select(sa.func.max(f.upload_time)).scalar_subquery()
         row = await self.ctx.db.fetch_one(
             sa.select(
                 sa.func.count(),
                 sa.func.max(f.upload_time),
                 sa.func.coalesce(sa.func.sum(f.yank_changes), 0),
-                *index.subquery().c,
+                projects,
+                newest,
             ).where(f.project == normalize(name))
         )
         return None if row is None or not row[0] else tuple(row._mapping)
