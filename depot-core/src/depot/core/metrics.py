@@ -102,6 +102,33 @@ class Metrics:
             "depot_stored_bytes", "Bytes held", ["ecosystem"],
             registry=r, multiprocess_mode="livemostrecent",
         )  # fmt: skip
+        # Garbage collection, from the report the last collector (any process, any replica)
+        # recorded in the shared database.
+        gc_gauges = {
+            "gc_last_run": (
+                "depot_gc_last_run_timestamp_seconds", "When the last collection started", [],
+            ),
+            "gc_last_duration": ("depot_gc_last_run_duration_seconds", "How long it took", []),
+            "gc_reclaimed_objects": (
+                "depot_gc_reclaimed_objects", "Blobs removed by all collections", ["ecosystem"],
+            ),
+            "gc_reclaimed_bytes": (
+                "depot_gc_reclaimed_bytes", "Bytes removed by all collections", ["ecosystem"],
+            ),
+            "blob_store_objects": (
+                "depot_blob_store_objects", "Blobs in the store after the last collection",
+                ["ecosystem"],
+            ),
+            "blob_store_bytes": (
+                "depot_blob_store_bytes", "Bytes in the store after the last collection",
+                ["ecosystem"],
+            ),
+        }  # fmt: skip
+        for attribute, (name, documentation, labels) in gc_gauges.items():
+            gauge = Gauge(
+                name, documentation, labels, registry=r, multiprocess_mode="livemostrecent"
+            )
+            setattr(self, attribute, gauge)
         self._request_children: dict[tuple[str, str, str, int], tuple[Any, ...]] = {}
 
     def observe_request(
@@ -142,6 +169,23 @@ class Metrics:
             stats = await catalog.stats(newest=0)
             self.stored_objects.labels(catalog.ecosystem).set(stats.objects)
             self.stored_bytes.labels(catalog.ecosystem).set(stats.bytes)
+        await self.refresh_collection(depot)
+
+    async def refresh_collection(self, depot: Depot) -> None:
+        """Set the garbage-collection gauges from what the last collector recorded."""
+        from depot.core.collector import last_collection, reclaimed_totals
+
+        last = await last_collection(depot.database)
+        if last is None:
+            return
+        self.gc_last_run.set(last.started)
+        self.gc_last_duration.set(last.duration)
+        for name, tally in last.ecosystems.items():
+            self.blob_store_objects.labels(name).set(tally.kept)
+            self.blob_store_bytes.labels(name).set(tally.kept_bytes)
+        for name, total in (await reclaimed_totals(depot.database)).items():
+            self.gc_reclaimed_objects.labels(name).set(total["objects"])
+            self.gc_reclaimed_bytes.labels(name).set(total["bytes"])
 
 
 class ObserverMiddleware:

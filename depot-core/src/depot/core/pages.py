@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import inspect
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -163,7 +164,44 @@ async def index(request: Request) -> Response:
     for section in sections:
         if section.ecosystem not in depot.ecosystems:
             parts.append(f"<h2>{html.escape(section.title)}</h2>{section.body_html}")
+    parts.append(await _retention_section(depot))
     return page("depot", "".join(parts), base)
+
+
+async def _retention_section(depot: Depot) -> str:
+    """The blob store's size per ecosystem (as the last collection measured it) and the
+    retention settings."""
+    from depot.core.collector import last_collection
+    from depot.core.units import format_duration
+
+    settings = depot.settings
+    interval = (
+        f"every {format_duration(settings.gc_interval)}"
+        if settings.gc_interval
+        else "not in the background (run <code>depot gc</code>)"
+    )
+    rows = [
+        f"<tr><td>storage</td><td>{html.escape(settings.storage_type)}</td></tr>",
+        f"<tr><td>garbage collection</td><td>{interval}</td></tr>",
+        "<tr><td>grace period</td><td>unreferenced blobs younger than "
+        f"{format_duration(settings.gc_grace)} are kept</td></tr>",
+    ]
+    last = await last_collection(depot.database)
+    if last is None:
+        rows.append("<tr><td>last collection</td><td>none yet</td></tr>")
+    else:
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(last.started))
+        rows.append(
+            f"<tr><td>last collection</td><td>{when}, {last.duration:.1f} s, removed "
+            f"{last.removed} objects ({human_size(last.removed_bytes)})</td></tr>"
+        )
+        for name, tally in last.ecosystems.items():
+            rows.append(
+                f"<tr><td>store size: {html.escape(name)}</td><td>{tally.kept} blobs, "
+                f"{human_size(tally.kept_bytes)}</td></tr>"
+            )
+    table = "".join(rows)
+    return f'<section id="retention"><h2>Storage and retention</h2><table>{table}</table></section>'
 
 
 async def browse(request: Request) -> Response:

@@ -5,6 +5,7 @@ Plugin test suites load these with ``pytest_plugins = ["depot.core.testing"]``.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -80,6 +81,19 @@ class DepotServer:
         while fragment not in (text := self.log()) and time.monotonic() < deadline:
             time.sleep(0.05)
         return text
+
+    def requests_for(self, path: str, method: str = "GET") -> list[dict[str, Any]]:
+        """The access lines logged so far for ``method path`` (status, bytes sent, ...)."""
+        lines = []
+        for line in self.log().splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            wanted = (method, path)
+            if isinstance(entry, dict) and (entry.get("method"), entry.get("path")) == wanted:
+                lines.append(entry)
+        return lines
 
     def stop(self) -> int | None:
         if self.process is None or self.process.poll() is not None:

@@ -8,6 +8,7 @@ is never replaced. ``npm publish`` bodies are parsed as they stream in
 
 from __future__ import annotations
 
+import time
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -265,3 +266,52 @@ async def delete_tarball(reg: Registry, request: Request, name: str, filename: s
         )
         await reg.ctx.blobs.delete(row["blob_key"])
     return json_ok({"ok": True})
+
+
+# -- removal on purpose (depot npm delete) ---------------------------------------------------------
+
+
+async def delete_published(
+    reg: Registry, name: str, version: str | None, dry_run: bool
+) -> Response:
+    """``DELETE /-/depot/packages/<name>[?version=V]``: remove a package or one version.
+
+    The rows go first, in one transaction (the version stops being served at once), then the
+    tarballs no row points at any more. ``dry_run`` answers the same and removes nothing.
+    """
+    since = time.time()
+    numbers = await store.version_numbers(reg.ctx.db, name)
+    if not numbers:
+        raise NotFound(f"package {name} not found")
+    if version is not None:
+        require_version(version)
+        if version not in numbers:
+            raise NotFound(f"{name}@{version} not found")
+    doomed = [version] if version is not None else numbers
+    tarballs = []
+    for number in doomed:
+        record = await store.get_version(reg.ctx.db, name, number)
+        row = None if record is None else await store.get_tarball(reg.ctx.db, name, record.filename)
+        if row is not None:
+            tarballs.append((row["blob_key"], int(row["size"])))
+    if dry_run:
+        blobs = tarballs
+    else:
+        async with reg.ctx.db.transaction():
+            if len(doomed) == len(numbers):
+                keys = await store.remove_package(reg.ctx.db, name)
+            else:
+                keys = await store.remove_versions(reg.ctx.db, name, doomed)
+                await store.touch(reg.ctx.db, name)
+        reg.forget(name)
+        blobs = [(e.key, e.size) for e in await reg.ctx.release_blobs(keys, since)]
+        reg.ctx.log.info("deleted", extra={"package": name, "versions": doomed})
+    return json_ok(
+        {
+            "ok": True,
+            "id": name,
+            "versions": doomed,
+            "dry_run": dry_run,
+            "blobs": [{"key": key, "size": size} for key, size in blobs],
+        }
+    )

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 
 from depot.core import EcosystemContext
 from depot.core.errors import BadRequest, Conflict, HTTPError, NotFound
+from depot.core.http import Validators
 from depot.npm import login, publish, store
 from depot.npm.names import (
     InvalidName,
@@ -63,8 +64,9 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         if request.query_params.get("write") == "true":
             abbreviated = False  # npm unpublish/deprecate read the full document with _rev
         rendered = await reg.render(request, name, abbreviated)
-        headers = {"ETag": rendered.etag, "Cache-Control": "no-cache", "Vary": "Accept"}
-        if rendered.etag in request.headers.get("if-none-match", ""):
+        validators = Validators(rendered.etag, None, ctx.document_cache_control)
+        headers = {**validators.headers(), "Vary": "Accept"}
+        if validators.unchanged(request):
             return Response(status_code=304, headers=headers)
         media_type = ABBREVIATED_MEDIA_TYPE if abbreviated else "application/json"
         body = b"" if request.method == "HEAD" else rendered.body
@@ -154,6 +156,13 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
             raise HTTPError(405, f"{request.method} not allowed on dist-tags")
         await store.touch(ctx.db, name)
         return json_ok({"ok": True, "id": name})
+
+    async def delete_route(request: Request) -> Response:
+        """``depot npm delete``: a package or, with ``?version=``, one version of it."""
+        name = require_name(request.path_params["path"])
+        dry_run = request.query_params.get("dry-run", "") not in ("", "0", "false")
+        version = request.query_params.get("version") or None
+        return await publish.delete_published(reg, name, version, dry_run)
 
     async def whoami(request: Request) -> Response:
         return await login.whoami(ctx, request)
@@ -247,6 +256,7 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
             _npm(dist_tags_route),
             methods=["GET", "HEAD", "PUT", "POST", "DELETE"],
         ),
+        Route("/-/depot/packages/{path:path}", _npm(delete_route), methods=["DELETE"]),
         Route("/-/whoami", _npm(whoami), methods=["GET"]),
         Route("/-/v1/login", _npm(web_login), methods=["POST"]),
         Route("/-/user/token/{token}", _npm(logout), methods=["DELETE"]),
