@@ -30,7 +30,8 @@ from depot.core.http import ErrorRenderer, external_base, plain_error
 from depot.core.lifespan import running
 from depot.core.logs import configure_logging
 from depot.core.metrics import Metrics, ObserverMiddleware, metrics_endpoint
-from depot.core.pages import browse, health, index
+from depot.core.packagepages import PackagePages, RenderedPages, package_page_url
+from depot.core.pages import browse, health, index, package_page
 from depot.core.plugins import Plugins, load_plugins
 from depot.core.reachability import (
     CORE_SCHEMA,
@@ -76,6 +77,10 @@ class EcosystemContext:
     def external_url(self, request: Request, path: str = "") -> str:
         """Absolute URL of ``path`` under this ecosystem, as the client reached the server."""
         return external_base(request, self.settings) + self.ecosystem.prefix + path
+
+    def page_url(self, request: Request, name: str) -> str:
+        """Absolute URL of the package page of ``name`` in this ecosystem (``/-/browse/...``)."""
+        return package_page_url(external_base(request, self.settings), self.name, name)
 
     @property
     def document_cache_control(self) -> str:
@@ -187,6 +192,8 @@ class Depot:
         self.metrics = Metrics()
         self.body_deadlines = BodyDeadlines(settings.request_body_timeout)
         self._catalogs: list[Catalog] | None = None
+        self._package_pages: list[PackagePages] | None = None
+        self.rendered_pages = RenderedPages()
         self._blob_references: dict[str, BlobReferences] | None = None
         from depot.core.retention import UseRecorder
 
@@ -206,6 +213,13 @@ class Depot:
             found = reversed(self.plugins.hook.depot_catalogs(depot=self))
             self._catalogs = [c for catalogs in found for c in catalogs or ()]
         return self._catalogs
+
+    def package_pages(self) -> list[PackagePages]:
+        """The ecosystems' package pages (``/-/browse/<ecosystem>/<name>``), collected once."""
+        if self._package_pages is None:
+            found = reversed(self.plugins.hook.depot_package_pages(depot=self))
+            self._package_pages = [p for pages in found for p in pages or ()]
+        return self._package_pages
 
     def blob_references(self) -> dict[str, BlobReferences]:
         """Each ecosystem's reachability (``depot_blob_references``) by name; collected once."""
@@ -506,6 +520,7 @@ def create_app(*, plugins: Plugins | None = None, **options: Any) -> Starlette:
         Route("/", index, methods=["GET", "HEAD"]),
         Route("/-/health", health, methods=["GET", "HEAD"]),
         Route("/-/browse/{ecosystem}", browse, methods=["GET", "HEAD"]),
+        Route("/-/browse/{ecosystem}/{name:path}", package_page, methods=["GET", "HEAD"]),
     ]
     if not settings.metrics_listen_addr:
         routes.append(Route("/metrics", metrics_endpoint, methods=["GET"]))

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from depot.core.catalog import Catalog
     from depot.core.database import Schema
     from depot.core.ecosystem import Ecosystem
+    from depot.core.packagepages import PackagePages
     from depot.core.reachability import BlobReferences
     from depot.core.settings import Settings
     from starlette.requests import Request
@@ -155,6 +156,19 @@ def depot_catalogs(depot: Depot) -> Sequence[Catalog]:
     Called once at start-up. Return :class:`depot.core.catalog.Catalog` objects; the core builds
     the ``/`` page statistics, the ``/-/browse/<ecosystem>`` search pages and the stored-object
     gauges of ``/metrics`` from them.
+    """
+
+
+@hookspec
+def depot_package_pages(depot: Depot) -> Sequence[PackagePages]:
+    """Contribute a page per package: ``/-/browse/<ecosystem>/<name>``.
+
+    Called once, on the first package page requested. Return
+    :class:`depot.core.packagepages.PackagePages` objects (an ``ecosystem`` name and an async
+    ``page(name, request)`` that returns a :class:`depot.core.packagepages.PackagePage` or None
+    for a name the ecosystem does not hold). The core lays the page out in depot's style, under
+    the mount prefix and ``--base-url``; build its parts with :mod:`depot.core.markup`, whose
+    ``readme()`` sanitises rendered readmes. Catalog entries with ``page`` set link to it.
     """
 
 

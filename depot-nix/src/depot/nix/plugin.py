@@ -80,6 +80,13 @@ def depot_catalogs(depot: Depot) -> Sequence[object]:
 
 
 @hookimpl
+def depot_package_pages(depot: Depot) -> Sequence[object]:
+    from depot.nix.pages import NixPages
+
+    return [NixPages(depot.context(ECOSYSTEM.name))]
+
+
+@hookimpl
 def depot_blob_references(depot: Depot) -> Sequence[object]:
     from depot.nix.store import NixBlobReferences
 

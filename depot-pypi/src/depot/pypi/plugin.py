@@ -48,6 +48,13 @@ def depot_catalogs(depot: Depot) -> Sequence[object]:
 
 
 @hookimpl
+def depot_package_pages(depot: Depot) -> Sequence[object]:
+    from depot.pypi.pages import PypiPages
+
+    return [PypiPages(depot.context(ECOSYSTEM.name))]
+
+
+@hookimpl
 def depot_blob_references(depot: Depot) -> Sequence[object]:
     from depot.pypi.delete import PypiBlobReferences
 

@@ -1,4 +1,4 @@
-"""depot-raw's hooks: the ecosystem, its routes, its table and its CLI group."""
+"""depot-raw's hooks: the ecosystem, its routes, its table, its CLI group, catalog and pages."""
 
 from __future__ import annotations
 
@@ -43,6 +43,13 @@ def depot_catalogs(depot: Depot) -> list[object]:
     from depot_raw.catalog import RawCatalog
 
     return [RawCatalog(depot.context(ECOSYSTEM.name))]
+
+
+@hookimpl
+def depot_package_pages(depot: Depot) -> list[object]:
+    from depot_raw.pages import RawPages
+
+    return [RawPages(depot.context(ECOSYSTEM.name))]
 
 
 class RawBlobReferences:
