@@ -268,3 +268,20 @@ def metric(exposition: str, name: str, **labels: str) -> float:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 total += sample.value
     return total
+
+
+def until_fresh(check: Callable[[], bool], within: float, streak: int = 10) -> float:
+    """Poll ``check`` until it holds ``streak`` times in a row; fail past ``within`` seconds.
+
+    For changes that other processes learn of within a bound (depot.core.changes): with several
+    workers behind one socket any one request may reach any worker, so a run of consecutive
+    fresh answers is what shows every worker has caught up. Returns the seconds it took.
+    """
+    start = time.monotonic()
+    run_length = 0
+    while run_length < streak:
+        elapsed = time.monotonic() - start
+        if elapsed > within:
+            pytest.fail(f"still stale after {elapsed:.2f} s (the bound allows {within:.2f} s)")
+        run_length = run_length + 1 if check() else 0
+    return time.monotonic() - start

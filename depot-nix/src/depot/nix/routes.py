@@ -17,6 +17,7 @@ from pathlib import Path
 from depot.core import EcosystemContext
 from depot.core.errors import BadRequest, Conflict, HTTPError, NotFound
 from depot.core.http import blob_response, read_limited_body
+from depot.core.rendered import Rendered, RenderedCache, matches
 from depot.nix import narinfo, store
 from depot.nix.compression import CompressionError
 from depot.nix.hotcache import HotCache
@@ -34,6 +35,8 @@ from starlette.routing import BaseRoute, Route
 NARINFO_TYPE = "text/x-nix-narinfo"
 NAR_TYPE = "application/x-nix-nar"
 MAX_SMALL_BODY = 1024 * 1024
+#: Hash parts remembered as absent per process (nix asks for many a path a cache lacks).
+MAX_ABSENT = 100_000
 #: The fields of a published narinfo that never change; only signatures may be added.
 FIXED_FIELDS = (
     "store_path",
@@ -50,7 +53,13 @@ FIXED_FIELDS = (
 
 def routes(ctx: EcosystemContext) -> list[BaseRoute]:
     signer = Signer(ctx.settings.private_key)
-    served_narinfos = HotCache()
+    # Narinfos of uploaded paths are kept while their hash part's generation stands: every
+    # upload and added signature announces it (depot.core.changes), so a hot narinfo, or a
+    # known absent one, costs no database query. The local store changes outside depot: its
+    # narinfos are kept a few seconds only.
+    narinfos = RenderedCache()
+    absent: dict[str, int] = {}
+    local_narinfos = HotCache()
     extra = ctx.settings.extra
     priority = int(extra.get("nix_priority") or 30)
     want_mass_query = bool(extra.get("nix_want_mass_query", True))
@@ -62,14 +71,36 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
             extra={"store": str(local.store_dir), "source": local.source},
         )
 
-    async def find_narinfo(hash_part: str) -> NarInfo | None:
-        """An uploaded narinfo, else the local store's (uploaded content wins)."""
+    def render_narinfo(info: NarInfo) -> Rendered:
+        if signer.key is not None:
+            info = info.signed(signer.key)
+        return Rendered.of(narinfo.format(info).encode())
+
+    async def served_narinfo(hash_part: str) -> Rendered | None:
+        """An uploaded narinfo, else the local store's (uploaded content wins), rendered."""
+        generation = ctx.changes.generation(hash_part)  # before reading the row
+        cached = narinfos.get(hash_part, generation)
+        if cached is not None:
+            return cached
+        if absent.get(hash_part) == generation:
+            return None
         found = await store.get_narinfo(ctx.db, hash_part)
         if found is not None:
-            return found[0]
-        if local is not None:
-            return await local.lookup(hash_part)
-        return None
+            absent.pop(hash_part, None)
+            return narinfos.put(hash_part, generation, render_narinfo(found[0]))
+        if local is None:
+            if len(absent) >= MAX_ABSENT:
+                absent.clear()
+            absent[hash_part] = generation
+            return None
+        text = local_narinfos.get(hash_part)
+        if text is None:
+            info = await local.lookup(hash_part)
+            if info is None:
+                return None
+            text = render_narinfo(info).body.decode()
+            local_narinfos.put(hash_part, text)
+        return Rendered.of(text.encode())
 
     async def cache_info(request: Request) -> Response:
         key = signer.key
@@ -88,16 +119,16 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
 
     async def get_narinfo(request: Request) -> Response:
         hash_part = checked_hash_part(request)
-        text = served_narinfos.get(hash_part)
-        if text is None:
-            info = await find_narinfo(hash_part)
-            if info is None:
-                raise NotFound(f"{hash_part}.narinfo not found")
-            if signer.key is not None:
-                info = info.signed(signer.key)
-            text = narinfo.format(info)
-            served_narinfos.put(hash_part, text)
-        return PlainTextResponse(text, media_type=NARINFO_TYPE)
+        rendered = await served_narinfo(hash_part)
+        if rendered is None:
+            raise NotFound(f"{hash_part}.narinfo not found")
+        headers = {"ETag": rendered.etag}
+        if matches(request.headers.get("if-none-match"), rendered.etag):
+            return Response(status_code=304, headers=headers)
+        if request.method == "HEAD":
+            headers["Content-Length"] = str(len(rendered.body))
+            return Response(b"", media_type=NARINFO_TYPE, headers=headers)
+        return Response(rendered.body, media_type=NARINFO_TYPE, headers=headers)
 
     async def put_narinfo(request: Request) -> Response:
         hash_part = checked_hash_part(request)
@@ -137,7 +168,8 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
             raced = await store.get_narinfo(ctx.db, hash_part)
             assert raced is not None
             return await merge_signatures(raced[0], info)
-        served_narinfos.drop(hash_part)  # it may hold the local store's narinfo
+        local_narinfos.drop(hash_part)  # uploaded content wins over the local store's
+        await ctx.changes.notify(hash_part)
         ctx.artifact_stored(f"{hash_part}.narinfo", info.nar_size, request)
         return PlainTextResponse("")
 
@@ -166,7 +198,7 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
                 )
         new = tuple(s for s in incoming.signatures if s not in published.signatures)
         await store.add_signatures(ctx.db, published.hash_part, new)
-        served_narinfos.drop(published.hash_part)
+        await ctx.changes.notify(published.hash_part)
         return PlainTextResponse("")
 
     async def listing(request: Request) -> Response:

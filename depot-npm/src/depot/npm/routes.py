@@ -61,9 +61,13 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
 
     async def get_packument(request: Request, name: str) -> Response:
         abbreviated = wants_abbreviated(request.headers.get("accept"))
-        if request.query_params.get("write") == "true":
-            abbreviated = False  # npm unpublish/deprecate read the full document with _rev
-        rendered = await reg.render(request, name, abbreviated)
+        # npm unpublish/deprecate read the full document with the _rev they will send back.
+        for_write = (
+            bool(request.scope["query_string"]) and request.query_params.get("write") == "true"
+        )
+        if for_write:
+            abbreviated = False
+        rendered = await reg.render(request, name, abbreviated, fresh=for_write)
         headers = {"ETag": rendered.etag, "Cache-Control": "no-cache", "Vary": "Accept"}
         if rendered.etag in request.headers.get("if-none-match", ""):
             return Response(status_code=304, headers=headers)
@@ -153,6 +157,7 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         else:
             raise HTTPError(405, f"{request.method} not allowed on dist-tags")
         await store.touch(ctx.db, name)
+        await reg.changed(name)
         return json_ok({"ok": True, "id": name})
 
     async def whoami(request: Request) -> Response:

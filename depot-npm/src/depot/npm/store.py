@@ -68,11 +68,6 @@ def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-async def package_serial(db: Database, name: str) -> int | None:
-    row = await db.fetch_one(sa.select(packages.c.serial).where(packages.c.name == name))
-    return None if row is None else int(row[0])
-
-
 async def load_package(
     db: Database, name: str
 ) -> tuple[int, PackageRecord, list[VersionRecord]] | None:

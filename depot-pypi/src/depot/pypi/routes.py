@@ -20,7 +20,8 @@ from urllib.parse import quote
 from depot.core import EcosystemContext
 from depot.core.errors import BadRequest, HTTPError, NotFound
 from depot.core.http import blob_response, read_limited_body
-from depot.pypi import pagecache, simple, store, yank
+from depot.core.rendered import Rendered, RenderedCache, matches
+from depot.pypi import simple, store, yank
 from depot.pypi.names import DistributionFile, InvalidFilename, normalize, parse_filename
 from depot.pypi.schema import blob_key
 from packaging.version import InvalidVersion, Version
@@ -45,11 +46,17 @@ MAX_FORM_FIELD = 8 * 1024 * 1024
 
 SHA256_HEADER = "x-depot-sha256"
 
+#: Distribution file locations remembered per process (filename -> generation, row).
+FILE_ROWS = 100_000
+
 
 def routes(ctx: EcosystemContext) -> list[BaseRoute]:
     """The routes, bound to the ecosystem's context (read at request time)."""
 
-    pages = pagecache.PageCache()
+    # Pages are reused while their project's generation stands (depot.core.changes): every
+    # upload and yank announces the project, so a hot page costs no database query.
+    pages = RenderedCache()
+    file_rows: dict[str, tuple[int, Mapping[str, Any]]] = {}
 
     async def upload_page(request: Request) -> Response:
         return HTMLResponse(
@@ -67,9 +74,14 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
 
     async def simple_root(request: Request) -> Response:
         media_type = _negotiate(request)
-        names = await store.projects(ctx)
-        render = simple.root_json if media_type == simple.JSON_V1 else simple.root_html
-        return _page(render(names), media_type, request)
+        generation = ctx.changes.generation()  # any change in the index
+        key = ("", media_type)
+        page = pages.get(key, generation)
+        if page is None:
+            names = await store.projects(ctx)
+            render = simple.root_json if media_type == simple.JSON_V1 else simple.root_html
+            page = pages.put(key, generation, Rendered.of(render(names)))
+        return _page(page, media_type, request)
 
     async def simple_project(request: Request) -> Response:
         requested = request.path_params["project"]
@@ -81,36 +93,47 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
                 url += "?" + request.url.query
             return RedirectResponse(url, status_code=301, headers={"Vary": "Accept"})
         media_type = _negotiate(request)
-        validator = await store.project_validator(ctx, project)
-        if validator[0] == 0:
-            raise NotFound(f"project {project} not found")
+        generation = ctx.changes.generation(project)  # before reading the rows
         files_url = ctx.external_url(request, f"/files/{quote(project)}/")
         key = (project, media_type, files_url)
-        tag = pagecache.etag(validator, key)
-        if tag in _if_none_match(request):
-            return Response(status_code=304, headers={"ETag": tag, "Vary": "Accept"})
-        body = pages.get(key, validator)
-        if body is None:
+        page = pages.get(key, generation)
+        if page is None:
             rows = await store.project_files(ctx, project)
+            if not rows:
+                raise NotFound(f"project {project} not found")
             body = _render_project(project, media_type, files_url, rows)
-            pages.put(key, validator, body)
-        return _page(body, media_type, request, tag)
+            page = pages.put(key, generation, Rendered.of(body))
+        return _page(page, media_type, request)
 
     async def simple_project_no_slash(request: Request) -> Response:
         project = normalize(request.path_params["project"])
         return RedirectResponse(ctx.external_url(request, f"/simple/{quote(project)}/"), 301)
 
+    async def file_row(project: str, filename: str) -> Mapping[str, Any] | None:
+        """The row of ``filename`` under ``project``, remembered while the project is unchanged."""
+        generation = ctx.changes.generation(project)
+        remembered = file_rows.get(filename)
+        if remembered is not None and remembered[0] == generation:
+            return remembered[1]
+        row = await store.file_row(ctx, filename)
+        if row is None or row["project"] != project:
+            return None
+        if len(file_rows) >= FILE_ROWS:
+            file_rows.clear()
+        file_rows[filename] = (generation, row)
+        return row
+
     async def get_file(request: Request) -> Response:
         project = request.path_params["project"]
         filename = request.path_params["filename"]
         if filename.endswith(".metadata"):
-            row = await store.file_row(ctx, filename.removesuffix(".metadata"))
-            if row is None or row["project"] != project or not row["metadata_sha256"]:
+            row = await file_row(project, filename.removesuffix(".metadata"))
+            if row is None or not row["metadata_sha256"]:
                 raise NotFound(f"{filename} not found")
             sha256, media_type = row["metadata_sha256"], "text/plain; charset=utf-8"
         else:
-            row = await store.file_row(ctx, filename)
-            if row is None or row["project"] != project:
+            row = await file_row(project, filename)
+            if row is None:
                 raise NotFound(f"{filename} not found")
             sha256, media_type = row["sha256"], "application/octet-stream"
         key = blob_key(sha256)
@@ -153,7 +176,6 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
             "yank" if yanked else "un-yank",
             extra={"project": project, "version": release.version, "changed": release.changed},
         )
-        # The page's validator moved with the change, so its cached rendering and ETag did too.
         return JSONResponse(release.as_json())
 
     return [
@@ -190,11 +212,6 @@ def _render_project(
     if media_type == simple.JSON_V1:
         return simple.project_json(project, simple.sort_versions(versions), files)
     return simple.project_html(project, files)
-
-
-def _if_none_match(request: Request) -> set[str]:
-    header = request.headers.get("if-none-match", "")
-    return {tag.strip() for tag in header.split(",") if tag.strip()}
 
 
 async def _legacy_upload(ctx: EcosystemContext, request: Request, form: FormData) -> Response:
@@ -276,12 +293,24 @@ def _negotiate(request: Request) -> str:
         raise HTTPError(406, str(exc), {"Vary": "Accept"}) from exc
 
 
-def _page(body: bytes, media_type: str, request: Request, etag: str | None = None) -> Response:
-    content_type = media_type + "; charset=utf-8" if media_type == simple.TEXT_HTML else media_type
-    headers = {"Vary": "Accept", "Content-Type": content_type}
-    if etag:
-        headers["ETag"] = etag
+_CONTENT_TYPES = {
+    simple.TEXT_HTML: simple.TEXT_HTML + "; charset=utf-8",
+    simple.JSON_V1: simple.JSON_V1,
+    simple.HTML_V1: simple.HTML_V1,
+}
+
+
+def _page(page: Rendered, media_type: str, request: Request) -> Response:
+    """A rendered page, or 304 when the client holds it; HEAD gets the headers alone."""
+    headers = {
+        "Vary": "Accept",
+        "ETag": page.etag,
+        "Content-Type": _CONTENT_TYPES.get(media_type, media_type),
+    }
+    if matches(request.headers.get("if-none-match"), page.etag):
+        del headers["Content-Type"]
+        return Response(status_code=304, headers=headers)
     if request.method == "HEAD":
-        headers["Content-Length"] = str(len(body))
+        headers["Content-Length"] = str(len(page.body))
         return Response(b"", headers=headers)
-    return Response(body, headers=headers)
+    return Response(page.body, headers=headers)
