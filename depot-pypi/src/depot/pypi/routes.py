@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
@@ -286,9 +287,15 @@ def _dist_for(project: str, filename: str) -> DistributionFile:
     return dist
 
 
+#: Clients send a handful of distinct Accept headers; parsing one costs more than the rest of a
+#: cached page's request, so each answer is remembered.
+_negotiate_cached = functools.lru_cache(maxsize=512)(simple.negotiate)
+
+
 def _negotiate(request: Request) -> str:
+    format_param = request.query_params.get("format") if request.scope["query_string"] else None
     try:
-        return simple.negotiate(request.headers.get("accept"), request.query_params.get("format"))
+        return _negotiate_cached(request.headers.get("accept"), format_param)
     except simple.NotAcceptable as exc:
         raise HTTPError(406, str(exc), {"Vary": "Accept"}) from exc
 
