@@ -220,31 +220,52 @@ def main() -> None:
             )
         )  # fmt: skip
 
+        # Each pair is measured alternately, twice, and the better of each side's two rates
+        # kept: on a shared machine a burst of someone else's load should not decide a ratio.
         rates: dict[str, tuple[float, float, int]] = {}
         for what, url in urls.items():
             accept = ACCEPT.get(what)
             size = len(httpx.get(url, headers={"Accept": accept} if accept else {}).content)
             wrk(url, 1, accept)  # warm-up: renders and caches the document
-            rates[what] = (
-                wrk(url, args.seconds, accept),
-                wrk(f"{floor}/{size}", args.seconds),
-                size,
+            pairs = [
+                (wrk(url, args.seconds, accept), wrk(f"{floor}/{size}", args.seconds))
+                for _ in range(2)
+            ]
+            rates[what] = (max(p[0] for p in pairs), max(p[1] for p in pairs), size)
+        packument_url, page_url = urls["packument"], urls["simple html"]
+        peers = [
+            (
+                wrk(f"{verdaccio.registry}/{PACKAGE}", args.seconds, ABBREVIATED),
+                wrk(f"{pypiserver}/simple/{PROJECT}/", args.seconds, "text/html"),
+                wrk(packument_url, args.seconds, ABBREVIATED),
+                wrk(page_url, args.seconds, "text/html"),
             )
-        verdaccio_rate = wrk(f"{verdaccio.registry}/{PACKAGE}", args.seconds, ABBREVIATED)
-        pypiserver_rate = wrk(f"{pypiserver}/simple/{PROJECT}/", args.seconds, "text/html")
+            for _ in range(2)
+        ]
+        verdaccio_rate = max(p[0] for p in peers)
+        pypiserver_rate = max(p[1] for p in peers)
+        depot_packument = max(p[2] for p in peers)
+        depot_page = max(p[3] for p in peers)
     finally:
         for process in processes:
             bench_pypi.stop(process)
 
     print(f"\none worker each, wrk -t1 -c{CONNECTIONS} -d{args.seconds}s")
-    print(f"{'document':<18} {'bytes':>8} {'depot r/s':>10} {'floor r/s':>10} {'depot/floor':>12}")
+    print(
+        f"{'document':<18} {'bytes':>8} {'depot r/s':>10} {'floor r/s':>10} {'depot/floor':>12}"
+        "  goal"
+    )
     for what, (rate, floor_rate, size) in rates.items():
-        print(f"{what:<18} {size:>8} {rate:>10.0f} {floor_rate:>10.0f} {rate / floor_rate:>11.2f}x")
-    packument, html = rates["packument"][0], rates["simple html"][0]
+        goal = 0.8 if what.startswith("tarball") else 0.7
+        print(
+            f"{what:<18} {size:>8} {rate:>10.0f} {floor_rate:>10.0f} {rate / floor_rate:>11.2f}x"
+            f"  >= {goal}x"
+        )
+    packument, html = depot_packument, depot_page  # measured next to the peers
     print(f"\nverdaccio packument {verdaccio_rate:>10.0f} r/s   depot/verdaccio "
-          f"{packument / verdaccio_rate:.1f}x")  # fmt: skip
+          f"{packument / verdaccio_rate:.1f}x (goal >= 20x)")  # fmt: skip
     print(f"pypiserver page     {pypiserver_rate:>10.0f} r/s   depot/pypiserver "
-          f"{html / pypiserver_rate:.1f}x")  # fmt: skip
+          f"{html / pypiserver_rate:.1f}x (goal >= 50x)")  # fmt: skip
     load = os.getloadavg()
     print(f"load average after the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
