@@ -19,13 +19,12 @@ from collections.abc import Awaitable, Callable
 
 from depot.core import EcosystemContext
 from depot.core.errors import BadRequest, Conflict, HTTPError, NotFound
-from depot.npm import publish, store
+from depot.npm import login, publish, store
 from depot.npm.names import (
     InvalidName,
     is_version,
     require_name,
     require_tag,
-    version_from_filename,
 )
 from depot.npm.packument import (
     ABBREVIATED_MEDIA_TYPE,
@@ -95,7 +94,8 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         return json_ok(version_document(record, reg.tarball_url(request, name)(record)))
 
     async def get_tarball(request: Request, name: str, filename: str) -> Response:
-        version_from_filename(name, filename)
+        # Not validated against the name: it is only looked up, and a file name that is not
+        # one of the package's is a missing file (404), as on the public registry.
         return await reg.tarball_response(request, name, filename)
 
     async def package_route(request: Request) -> Response:
@@ -161,15 +161,16 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         return json_ok({"ok": True, "id": name})
 
     async def whoami(request: Request) -> Response:
-        return json_ok({"username": request.scope.get("depot.identity") or "anonymous"})
+        return await login.whoami(ctx, request)
 
-    async def login(request: Request) -> Response:
-        # Depot's tokens come from SSH keys, not passwords: tell the user where to get one.
-        raise HTTPError(
-            401,
-            "npm login is not supported by depot: put a depot token in .npmrc as "
-            "//HOST/npm/:_authToken=TOKEN",
-        )
+    async def web_login(request: Request) -> Response:
+        return await login.web_login(ctx, request)
+
+    async def couch_login(request: Request) -> Response:
+        return await login.couch_login(ctx, request, request.path_params["user"])
+
+    async def logout(request: Request) -> Response:
+        return await login.logout(ctx, request, request.path_params["token"])
 
     async def ping(request: Request) -> Response:
         return json_ok({})
@@ -252,8 +253,9 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
             methods=["GET", "HEAD", "PUT", "POST", "DELETE"],
         ),
         Route("/-/whoami", _npm(whoami), methods=["GET"]),
-        Route("/-/v1/login", _npm(login), methods=["POST"]),
-        Route("/-/user/{user:path}", _npm(login), methods=["PUT", "POST", "GET"]),
+        Route("/-/v1/login", _npm(web_login), methods=["POST"]),
+        Route("/-/user/token/{token}", _npm(logout), methods=["DELETE"]),
+        Route("/-/user/{user:path}", _npm(couch_login), methods=["PUT", "POST", "GET"]),
         # Every method reaches the dispatcher, so that even a 405 is answered in npm's JSON.
         Route("/{path:path}", _npm(package_route), methods=[*ALL_METHODS]),
     ]
