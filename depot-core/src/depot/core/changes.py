@@ -50,6 +50,8 @@ BOUND = 1.0
 RETAIN_SECONDS = 3600.0
 #: Seconds between two prunes by one process.
 PRUNE_EVERY = 300.0
+#: Seconds shutdown waits for the task to end.
+STOP_TIMEOUT = 5.0
 #: The PostgreSQL channel ``notify`` signals and the task listens on.
 CHANNEL = "depot_changes"
 # Any constant: the PostgreSQL advisory lock that makes change ids commit in order (see notify).
@@ -143,55 +145,59 @@ class Changes:
         """Stop the task and forget the database; what ``start`` began ends here."""
         task, self._task = self._task, None
         self._database = None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if task is None:
+            return
+        task.cancel()
+        if task.get_loop() is not asyncio.get_running_loop():
+            return  # started under a loop that has ended: nothing of it runs any more
+        await asyncio.wait({task}, timeout=STOP_TIMEOUT)
+        if not task.done():
+            log.warning("the change follower did not stop in time")
 
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
     async def _follow(self, database: Database) -> None:
-        """Poll (and on PostgreSQL listen) until cancelled; reconnect after failures."""
+        """Poll (and on PostgreSQL listen) until cancelled; start over after failures.
+
+        Polls borrow a pooled connection per query, as requests do; the PostgreSQL listener has
+        a connection of its own, closed at once (``terminate``) however the task ends, so
+        nothing it holds can delay the database's disconnection.
+        """
         last_prune = time.monotonic()
         while True:
+            listener = None
             try:
-                async with database.connection() as connection:
-                    listening = await self._listen(database, connection)
-                    try:
-                        while True:
-                            await asyncio.wait_for(self._poll(connection), POLL_TIMEOUT)
-                            self._recovered()
-                            if time.monotonic() - last_prune > PRUNE_EVERY:
-                                last_prune = time.monotonic()
-                                await self._prune(connection)
-                            with contextlib.suppress(asyncio.TimeoutError):
-                                await asyncio.wait_for(self._wake.wait(), POLL_INTERVAL)
-                            self._wake.clear()
-                    finally:
-                        if listening:
-                            await self._unlisten(connection)
+                if database.dialect_name == "postgresql":
+                    listener = await database.connect_raw()
+                    await listener.add_listener(CHANNEL, self._heard)
+                while True:
+                    await asyncio.wait_for(self._poll(database), POLL_TIMEOUT)
+                    self._recovered()
+                    if time.monotonic() - last_prune > PRUNE_EVERY:
+                        last_prune = time.monotonic()
+                        await database.execute(
+                            changes_table.delete().where(
+                                changes_table.c.at < time.time() - RETAIN_SECONDS
+                            )
+                        )
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), POLL_INTERVAL)
+                    self._wake.clear()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # any failure of the database: trust nothing, retry
                 self._failed(exc)
                 await asyncio.sleep(POLL_INTERVAL)
-
-    async def _listen(self, database: Database, connection: Any) -> bool:
-        if database.dialect_name != "postgresql":
-            return False
-        await connection.raw_connection.add_listener(CHANNEL, self._heard)
-        return True
-
-    async def _unlisten(self, connection: Any) -> None:
-        with contextlib.suppress(Exception):  # the connection may be the thing that broke
-            await connection.raw_connection.remove_listener(CHANNEL, self._heard)
+            finally:
+                if listener is not None:
+                    listener.terminate()
 
     def _heard(self, *_args: Any) -> None:
         self._wake.set()
 
-    async def _poll(self, connection: Any) -> None:
+    async def _poll(self, database: Database) -> None:
         if time.monotonic() - self._last_ok > RETAIN_SECONDS / 2:
             # Asleep long enough that rows this process never read may have been pruned.
             self.invalidate_all()
@@ -200,7 +206,7 @@ class Changes:
             .where(changes_table.c.id > self._last_seen)
             .order_by(changes_table.c.id)
         )
-        rows = await connection.fetch_all(query)
+        rows = await database.fetch_all(query)
         topics = []
         for row in rows:
             change_id, topic = row._mapping[0], row._mapping[1]
@@ -212,10 +218,6 @@ class Changes:
         if topics:
             self._bump(topics)
         self._own = {i for i in self._own if i > self._last_seen}
-
-    async def _prune(self, connection: Any) -> None:
-        cutoff = time.time() - RETAIN_SECONDS
-        await connection.execute(changes_table.delete().where(changes_table.c.at < cutoff))
 
     def _recovered(self) -> None:
         self._last_ok = time.monotonic()

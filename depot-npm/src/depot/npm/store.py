@@ -1,6 +1,6 @@
 """The npm registry's SQL tables and the queries over them.
 
-One row per package (its ``serial`` counts changes, for caches and ``_rev``), per tarball, per
+One row per package (its ``serial`` counts changes, for ``_rev``), per tarball, per
 version and per dist-tag. A version row is inserted only after its tarball blob is written and
 verified, and never replaced: the primary key refuses a second publish of a version.
 
