@@ -22,6 +22,9 @@ NIX_CONFIG = "\n".join(
     [
         "substituters =",
         "sandbox = false",
+        # Root builds as itself: a fresh machine may have no nixbld group (Debian's nix-bin
+        # leaves it to the administrator), and without a sandbox build users add nothing.
+        "build-users-group =",
         "narinfo-cache-positive-ttl = 0",
         "narinfo-cache-negative-ttl = 0",
         "experimental-features = nix-command flakes",

@@ -11,13 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
+import time
 from pathlib import Path
 
 from depot.core import EcosystemContext
 from depot.core.errors import BadRequest, Conflict, HTTPError, NotFound
-from depot.core.http import blob_response, read_limited_body
-from depot.core.rendered import Rendered, RenderedCache, matches
+from depot.core.http import (
+    IMMUTABLE,
+    Validators,
+    blob_response,
+    document_validators,
+    read_limited_body,
+)
+from depot.core.limits import parse_json
+from depot.core.rendered import Rendered, RenderedCache
 from depot.nix import narinfo, store
 from depot.nix.compression import CompressionError
 from depot.nix.hotcache import HotCache
@@ -29,7 +36,7 @@ from depot.nix.nixbase32 import Hash, encode
 from depot.nix.storepath import check_base_name, is_hash_part
 from depot.nix.verify import VerificationError, verify_nar
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 NARINFO_TYPE = "text/x-nix-narinfo"
@@ -37,18 +44,18 @@ NAR_TYPE = "application/x-nix-nar"
 MAX_SMALL_BODY = 1024 * 1024
 #: Hash parts remembered as absent per process (nix asks for many a path a cache lacks).
 MAX_ABSENT = 100_000
-#: The fields of a published narinfo that never change; only signatures may be added.
-FIXED_FIELDS = (
-    "store_path",
-    "url",
-    "compression",
-    "nar_hash",
-    "nar_size",
-    "references",
-    "deriver",
-    "system",
-    "ca",
-)
+#: What a narinfo says a store path *is*: the fields its signatures sign (``1;StorePath;NarHash;
+#: NarSize;References``) and its content address. A later upload of the path must agree on them.
+#: The rest (URL, Compression, FileHash, FileSize, Deriver, System) only says how one upload was
+#: packed or built: two CI machines pushing one path with different compression, or two builders
+#: of one fixed-output path from different derivations, both succeed and the first stays served.
+MEANING_FIELDS = {
+    "store_path": "StorePath",
+    "nar_hash": "NarHash",
+    "nar_size": "NarSize",
+    "references": "References",
+    "ca": "CA",
+}
 
 
 def routes(ctx: EcosystemContext) -> list[BaseRoute]:
@@ -103,28 +110,33 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         return Rendered.of(text.encode())
 
     async def cache_info(request: Request) -> Response:
-        key = signer.key
-        body = narinfo.cache_info(
-            priority=priority,
-            public_key=key.public_key() if key else None,
-            want_mass_query=want_mass_query,
-        )
         if request.method == "PUT":
             # nix PUTs one when GET failed; ours is always there, so only check it agrees.
             text = (await read_small_body(request)).decode(errors="replace")
             if "StoreDir: /nix/store" not in text:
                 raise BadRequest("this cache's StoreDir is /nix/store")
             return PlainTextResponse("")
-        return PlainTextResponse(body, media_type="text/x-nix-cache-info")
+        key = signer.key
+        body = narinfo.cache_info(
+            priority=priority,
+            public_key=key.public_key() if key else None,
+            want_mass_query=want_mass_query,
+        )
+        validators = document_validators(body.encode(), ctx.document_cache_control)
+        if validators.unchanged(request):
+            return validators.not_modified()
+        return PlainTextResponse(body, media_type="text/x-nix-cache-info",
+                                 headers=validators.headers())  # fmt: skip
 
     async def get_narinfo(request: Request) -> Response:
         hash_part = checked_hash_part(request)
         rendered = await served_narinfo(hash_part)
         if rendered is None:
             raise NotFound(f"{hash_part}.narinfo not found")
-        headers = {"ETag": rendered.etag}
-        if matches(request.headers.get("if-none-match"), rendered.etag):
-            return Response(status_code=304, headers=headers)
+        validators = Validators(rendered.etag, None, ctx.document_cache_control)
+        if validators.unchanged(request):
+            return validators.not_modified()
+        headers = validators.headers()
         if request.method == "HEAD":
             headers["Content-Length"] = str(len(rendered.body))
             return Response(b"", media_type=NARINFO_TYPE, headers=headers)
@@ -164,7 +176,9 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
             await verify_nar(ctx.blobs, nar_key, info, listing_key)
         except (VerificationError, CompressionError) as exc:
             raise BadRequest(str(exc)) from None
-        if not await store.insert_narinfo(ctx.db, info, nar_key, listing_key):
+        async with ctx.reference_blobs(nar_key, listing_key):
+            inserted = await store.insert_narinfo(ctx.db, info, nar_key, listing_key)
+        if not inserted:
             raced = await store.get_narinfo(ctx.db, hash_part)
             assert raced is not None
             return await merge_signatures(raced[0], info)
@@ -172,6 +186,33 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         await ctx.changes.notify(hash_part)
         ctx.artifact_stored(f"{hash_part}.narinfo", info.nar_size, request)
         return PlainTextResponse("")
+
+    async def delete_narinfo(request: Request) -> Response:
+        """``DELETE <hash>.narinfo`` (``depot nix delete``): the narinfo goes first, so its NAR
+        stops being served at once; then the NAR and listing, unless another narinfo shares
+        them. ``?dry-run=1`` answers the same and removes nothing."""
+        hash_part = checked_hash_part(request)
+        dry_run = request.query_params.get("dry-run", "") not in ("", "0", "false")
+        since = time.time()
+        found = await store.get_narinfo(ctx.db, hash_part)
+        keys = await store.nar_and_listing_keys(ctx.db, hash_part)
+        if found is None or keys is None:
+            raise NotFound(f"{hash_part}.narinfo not found")
+        info = found[0]
+        if dry_run:
+            blobs = [(k, s.size) for k in keys if (s := await ctx.blobs.stat(k)) is not None]
+        else:
+            await store.delete_narinfo(ctx.db, hash_part)
+            await ctx.changes.notify(hash_part)
+            blobs = [(e.key, e.size) for e in await ctx.release_blobs(keys, since)]
+            ctx.log.info("narinfo deleted", extra={"store_path": info.store_path})
+        return JSONResponse(
+            {
+                "store_path": info.store_path,
+                "dry_run": dry_run,
+                "blobs": [{"key": k, "size": size} for k, size in blobs],
+            }
+        )
 
     def check_own_signatures(info: NarInfo) -> None:
         """A signature claiming depot's key name must be depot's; others cannot be checked here."""
@@ -184,21 +225,29 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
                 raise BadRequest(f"Sig by {key.name} does not verify for {info.store_path}")
 
     async def merge_signatures(published: NarInfo, incoming: NarInfo) -> Response:
-        """Accept a re-PUT that only adds signatures (``nix store sign``); refuse other changes."""
-        for field in FIXED_FIELDS:
+        """A narinfo for a path already published (``nix store sign``, a retried or concurrent
+        ``nix copy``): accepted and served unchanged but for its new signatures; refused only if
+        it says the path holds something else."""
+        for field, label in MEANING_FIELDS.items():
             if getattr(published, field) != getattr(incoming, field):
                 raise Conflict(
-                    f"{published.hash_part}.narinfo is published; its {field} cannot change"
+                    f"{published.hash_part}.narinfo is published with another {label}; "
+                    "a store path's contents cannot change"
                 )
-        for field in ("file_hash", "file_size"):
-            value = getattr(incoming, field)
-            if value is not None and value != getattr(published, field):
-                raise Conflict(
-                    f"{published.hash_part}.narinfo is published; its {field} cannot change"
-                )
+        # Same fingerprint, so signatures over the incoming narinfo hold for the published one.
         new = tuple(s for s in incoming.signatures if s not in published.signatures)
-        await store.add_signatures(ctx.db, published.hash_part, new)
-        await ctx.changes.notify(published.hash_part)
+        if new:
+            await store.add_signatures(ctx.db, published.hash_part, new)
+            await ctx.changes.notify(published.hash_part)
+        ctx.log.info(
+            "narinfo already published; kept the first upload",
+            extra={
+                "store_path": published.store_path,
+                "kept_url": published.url,
+                "incoming_url": incoming.url,
+                "added_signatures": len(new),
+            },
+        )
         return PlainTextResponse("")
 
     async def listing(request: Request) -> Response:
@@ -222,7 +271,11 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
                 "local store path unreadable", extra={"path": info.store_path, "error": str(exc)}
             )
             raise NotFound(f"{hash_part}.ls not found") from None
-        return Response(text, media_type="application/json")
+        # A local path may be deleted and built again, so its listing is revalidated.
+        validators = document_validators(text.encode(), ctx.document_cache_control)
+        if validators.unchanged(request):
+            return validators.not_modified()
+        return Response(text, media_type="application/json", headers=validators.headers())
 
     async def get_local_nar(request: Request) -> Response:
         """A local path's NAR, serialised as it is sent; only while the path is still valid with
@@ -233,6 +286,10 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         )
         if info is None or info.nar_hash.nix32() != nar_hash:
             raise NotFound(f"nar/local/{hash_part}/{nar_hash}.nar not found")
+        # The URL names the NarHash, so its bytes never change.
+        validators = Validators(f'"{nar_hash}"', None, IMMUTABLE)
+        if validators.unchanged(request):
+            return validators.not_modified()
 
         def served(size: int) -> None:
             ctx.artifact_served(f"nar/local/{hash_part}", size, request)
@@ -244,6 +301,7 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
             request,
             NAR_TYPE,
             served,  # type: ignore[union-attr]
+            headers=validators.headers(),
         )
 
     async def get_nar(request: Request) -> Response:
@@ -291,7 +349,8 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
                     await upload.write(chunk)
                 await upload.complete()
                 await upload.commit()
-            await store.put_build_log(ctx.db, drv, key, upload.size)
+            async with ctx.reference_blobs(key):
+                await store.put_build_log(ctx.db, drv, key, upload.size)
             ctx.artifact_stored(key, upload.size, request)
             return PlainTextResponse("")
         log_key = await store.build_log_key(ctx.db, drv)
@@ -307,10 +366,7 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
             raise BadRequest(f"{realisation_id!r} is not <algo>:<hash>!<output>")
         if request.method == "PUT":
             body = await read_small_body(request)
-            try:
-                document = json.loads(body)
-            except ValueError:
-                raise BadRequest("realisation is not JSON") from None
+            document = parse_json(body, "the realisation")
             if not isinstance(document, dict):
                 raise BadRequest("realisation is not a JSON object")
             await store.put_realisation(ctx.db, realisation_id, body.decode())
@@ -324,6 +380,7 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         Route("/nix-cache-info", cache_info, methods=["GET", "HEAD", "PUT"]),
         Route("/{hash_part}.narinfo", get_narinfo, methods=["GET", "HEAD"]),
         Route("/{hash_part}.narinfo", put_narinfo, methods=["PUT"]),
+        Route("/{hash_part}.narinfo", delete_narinfo, methods=["DELETE"]),
         Route("/{hash_part}.ls", listing, methods=["GET", "HEAD", "PUT"]),
         Route("/nar/{file}", get_nar, methods=["GET", "HEAD"]),
         Route("/nar/local/{hash_part}/{nar_hash}.nar", get_local_nar, methods=["GET", "HEAD"]),

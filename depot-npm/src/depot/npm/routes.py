@@ -19,6 +19,8 @@ from collections.abc import Awaitable, Callable
 
 from depot.core import EcosystemContext
 from depot.core.errors import BadRequest, Conflict, HTTPError, NotFound
+from depot.core.http import Validators
+from depot.core.limits import check_search_text
 from depot.npm import login, publish, store
 from depot.npm.names import (
     InvalidName,
@@ -67,8 +69,9 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         if for_write:
             abbreviated = False
         rendered = await reg.render(request, name, abbreviated, fresh=for_write)
-        headers = {"ETag": rendered.etag, "Cache-Control": "no-cache", "Vary": "Accept"}
-        if rendered.etag in request.headers.get("if-none-match", ""):
+        validators = Validators(rendered.etag, None, ctx.document_cache_control)
+        headers = {**validators.headers(), "Vary": "Accept"}
+        if validators.unchanged(request):
             return Response(status_code=304, headers=headers)
         media_type = ABBREVIATED_MEDIA_TYPE if abbreviated else "application/json"
         body = b"" if request.method == "HEAD" else rendered.body
@@ -160,6 +163,13 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         await reg.changed(name)
         return json_ok({"ok": True, "id": name})
 
+    async def delete_route(request: Request) -> Response:
+        """``depot npm delete``: a package or, with ``?version=``, one version of it."""
+        name = require_name(request.path_params["path"])
+        dry_run = request.query_params.get("dry-run", "") not in ("", "0", "false")
+        version = request.query_params.get("version") or None
+        return await publish.delete_published(reg, name, version, dry_run)
+
     async def whoami(request: Request) -> Response:
         return await login.whoami(ctx, request)
 
@@ -176,10 +186,11 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         return json_ok({})
 
     async def search(request: Request) -> Response:
-        text = request.query_params.get("text", "")
+        text = check_search_text(request.query_params.get("text", ""))
         try:
             size = max(1, min(250, int(request.query_params.get("size", "20"))))
-            offset = max(0, int(request.query_params.get("from", "0")))
+            # Clamped: an offset past any table is an empty page, not a database overflow.
+            offset = min(max(0, int(request.query_params.get("from", "0"))), 2**31 - 1)
         except ValueError as exc:
             raise BadRequest("size and from must be integers") from exc
         total, rows = await store.search(ctx.db, text, size, offset)
@@ -252,6 +263,7 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
             _npm(dist_tags_route),
             methods=["GET", "HEAD", "PUT", "POST", "DELETE"],
         ),
+        Route("/-/depot/packages/{path:path}", _npm(delete_route), methods=["DELETE"]),
         Route("/-/whoami", _npm(whoami), methods=["GET"]),
         Route("/-/v1/login", _npm(web_login), methods=["POST"]),
         Route("/-/user/token/{token}", _npm(logout), methods=["DELETE"]),

@@ -45,6 +45,8 @@ tarballs = sa.Table(
     sa.Column("sha1", sa.String(40), nullable=False),
     sa.Column("sha512", sa.String(100), nullable=False),
     sa.Column("created", sa.String(32), nullable=False),
+    # The garbage collector asks which blob keys rows hold.
+    sa.Index("npm_tarballs_blob_key", "blob_key"),
 )
 
 versions = sa.Table(
@@ -318,3 +320,23 @@ async def search(db: Database, text: str, size: int, offset: int) -> tuple[int, 
         sa.select(packages).where(condition).order_by(packages.c.name).limit(size).offset(offset)
     )
     return int(total or 0), list(rows)
+
+
+async def referenced_blob_keys(db: Database, keys: Sequence[str]) -> set[str]:
+    """Those of ``keys`` a tarball row points at."""
+    rows = await db.fetch_all(
+        sa.select(tarballs.c.blob_key).where(tarballs.c.blob_key.in_(list(keys))).distinct()
+    )
+    return {row[0] for row in rows}
+
+
+class NpmBlobReferences:
+    """The npm ecosystem's reachability for the garbage collector (``depot_blob_references``)."""
+
+    ecosystem = "npm"
+
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+
+    async def referenced(self, keys: Sequence[str]) -> set[str]:
+        return await referenced_blob_keys(self.ctx.db, keys)

@@ -162,9 +162,10 @@ async def open_tarball(
 
 async def record_tarball(ctx: EcosystemContext, name: str, stored: StoredTarball) -> None:
     """The tarball row, written after its blob is committed; 409 if a concurrent upload won."""
-    recorded = await store.add_tarball(
-        ctx.db, name, stored.filename, stored.key, stored.size, stored.sha1, stored.integrity
-    )
+    async with ctx.reference_blobs(stored.key):
+        recorded = await store.add_tarball(
+            ctx.db, name, stored.filename, stored.key, stored.size, stored.sha1, stored.integrity
+        )
     if not recorded:
         await ctx.blobs.delete(stored.key)
         raise Conflict(

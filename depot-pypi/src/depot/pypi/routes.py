@@ -20,9 +20,10 @@ from urllib.parse import quote
 
 from depot.core import EcosystemContext
 from depot.core.errors import BadRequest, HTTPError, NotFound
-from depot.core.http import blob_response, read_limited_body
-from depot.core.rendered import Rendered, RenderedCache, matches
-from depot.pypi import simple, store, yank
+from depot.core.http import Validators, blob_response, read_limited_body
+from depot.core.limits import check_name, check_version
+from depot.core.rendered import Rendered, RenderedCache
+from depot.pypi import delete, simple, store, yank
 from depot.pypi.names import DistributionFile, InvalidFilename, normalize, parse_filename
 from depot.pypi.schema import blob_key
 from packaging.version import InvalidVersion, Version
@@ -82,7 +83,7 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
             names = await store.projects(ctx)
             render = simple.root_json if media_type == simple.JSON_V1 else simple.root_html
             page = pages.put(key, generation, Rendered.of(render(names)))
-        return _page(page, media_type, request)
+        return _page(page, media_type, request, ctx.document_cache_control)
 
     async def simple_project(request: Request) -> Response:
         requested = request.path_params["project"]
@@ -104,7 +105,7 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
                 raise NotFound(f"project {project} not found")
             body = _render_project(project, media_type, files_url, rows)
             page = pages.put(key, generation, Rendered.of(body))
-        return _page(page, media_type, request)
+        return _page(page, media_type, request, ctx.document_cache_control)
 
     async def simple_project_no_slash(request: Request) -> Response:
         project = normalize(request.path_params["project"])
@@ -138,14 +139,11 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
                 raise NotFound(f"{filename} not found")
             sha256, media_type = row["sha256"], "application/octet-stream"
         key = blob_key(sha256)
-        headers = {
-            "ETag": f'"{sha256}"',
-            # A published file never changes (its name is bound to its hash).
-            "Cache-Control": "public, max-age=31536000, immutable",
-        }
+        # A published file never changes (its name is bound to its hash): the sha256 is its
+        # ETag, which ``depot python push`` compares, and it is immutable.
         return await blob_response(
-            ctx.blobs, key, request, media_type, headers,
-            on_start=lambda size: ctx.artifact_served(key, size, request),
+            ctx.blobs, key, request, media_type,
+            on_start=lambda size: ctx.artifact_served(key, size, request), etag=f'"{sha256}"',
         )  # fmt: skip
 
     async def put_file(request: Request) -> Response:
@@ -179,6 +177,15 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         )
         return JSONResponse(release.as_json())
 
+    async def delete_release(request: Request) -> Response:
+        """``depot python delete``: every file of a project, or of one of its versions."""
+        project = normalize(request.path_params["project"])
+        dry_run = request.query_params.get("dry-run", "") not in ("", "0", "false")
+        answer = await delete.delete_files(
+            ctx, project, request.path_params.get("version"), dry_run
+        )
+        return JSONResponse(answer)
+
     return [
         Route("/", legacy_upload, methods=["POST"]),
         Route("/", upload_page, methods=["GET", "HEAD"]),
@@ -188,6 +195,8 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         Route("/files/{project}/{filename}", get_file, methods=["GET", "HEAD"]),
         Route("/files/{project}/{filename}", put_file, methods=["PUT"]),
         Route("/-/yank/{project}/{version}", yank_release, methods=["POST", "DELETE"]),
+        Route("/-/projects/{project}", delete_release, methods=["DELETE"]),
+        Route("/-/projects/{project}/{version}", delete_release, methods=["DELETE"]),
     ]
 
 
@@ -243,10 +252,12 @@ def _check_form_matches(form: FormData, dist: DistributionFile) -> None:
         raise BadRequest("the form lacks 'name' or 'version'")
     if normalize(name) != dist.project:
         raise BadRequest(f"{dist.filename} does not belong to project {name}")
+    check_name(name)
+    check_version(version)
     try:
         if Version(version) != dist.version:
             raise BadRequest(f"{dist.filename} is not version {version} of {name}")
-    except InvalidVersion as exc:
+    except (InvalidVersion, ValueError) as exc:  # ValueError: over int()'s digit limit
         raise BadRequest(f"invalid version {version!r}") from exc
     filetype = _text(form, "filetype")
     if filetype and filetype != dist.packagetype:
@@ -307,16 +318,16 @@ _CONTENT_TYPES = {
 }
 
 
-def _page(page: Rendered, media_type: str, request: Request) -> Response:
+def _page(page: Rendered, media_type: str, request: Request, cache_control: str) -> Response:
     """A rendered page, or 304 when the client holds it; HEAD gets the headers alone."""
+    validators = Validators(page.etag, None, cache_control)
+    if validators.unchanged(request):
+        return validators.not_modified({"Vary": "Accept"})
     headers = {
         "Vary": "Accept",
-        "ETag": page.etag,
         "Content-Type": _CONTENT_TYPES.get(media_type, media_type),
+        **validators.headers(),
     }
-    if matches(request.headers.get("if-none-match"), page.etag):
-        del headers["Content-Type"]
-        return Response(status_code=304, headers=headers)
     if request.method == "HEAD":
         headers["Content-Length"] = str(len(page.body))
         return Response(b"", headers=headers)

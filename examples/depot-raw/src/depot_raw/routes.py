@@ -43,11 +43,14 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
                 raise Conflict(f"{name} exists with other content")
             # Content-addressed: racing uploads of one name can only ever publish their own bytes.
             await upload.commit(f"sha256/{sha256}")
-        await ctx.db.execute(
-            ctx.db.insert_or_ignore(raw_files).values(
-                name=name, sha256=sha256, size=upload.size, uploaded_at=datetime.now(UTC)
+        # Rows come to point at blobs inside reference_blobs, so a collection never removes
+        # a blob between its commit above and this insert.
+        async with ctx.reference_blobs(f"sha256/{sha256}"):
+            await ctx.db.execute(
+                ctx.db.insert_or_ignore(raw_files).values(
+                    name=name, sha256=sha256, size=upload.size, uploaded_at=datetime.now(UTC)
+                )
             )
-        )
         if await _stored_sha256(name) != sha256:  # another upload of this name won the race
             raise Conflict(f"{name} exists with other content")
         ctx.artifact_stored(f"sha256/{sha256}", upload.size, request)
@@ -62,7 +65,11 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         row = await ctx.db.fetch_one(sa.select(raw_files).where(raw_files.c.name == name))
         if row is None:
             raise NotFound(f"{name} not found")
-        return await blob_response(ctx.blobs, f"sha256/{row.sha256}", request)
+        # A name is bound to one content for good: its sha256 is a strong ETag and the file is
+        # immutable (blob_response's default Cache-Control).
+        return await blob_response(
+            ctx.blobs, f"sha256/{row.sha256}", request, etag=f'"{row.sha256}"'
+        )
 
     async def list_files(request: Request) -> Response:
         rows = await ctx.db.fetch_all(sa.select(raw_files).order_by(raw_files.c.name))
