@@ -126,6 +126,7 @@ async def publish(reg: Registry, request: Request, name: str, body: PublishBody)
         published.append(received.version)
     await _apply_publish_tags(reg, name, tags, before)
     await store.touch(reg.ctx.db, name)
+    await reg.changed(name)
     return json_ok({"ok": True, "id": name, "versions": published}, 201)
 
 
@@ -225,6 +226,7 @@ async def update(
         for key in keys:
             await reg.ctx.blobs.delete(key)
     await store.touch(reg.ctx.db, name)
+    await reg.changed(name)
     return json_ok({"ok": True, "id": name}, 201)
 
 
@@ -240,9 +242,11 @@ def _check_rev_field(document: dict[str, Any]) -> str | None:
 
 
 async def unpublish_package(reg: Registry, name: str) -> Response:
-    for key in await store.remove_package(reg.ctx.db, name):
-        await reg.ctx.blobs.delete(key)
+    keys = await store.remove_package(reg.ctx.db, name)
     reg.forget(name)
+    await reg.changed(name)
+    for key in keys:
+        await reg.ctx.blobs.delete(key)
     return json_ok({"ok": True, "id": name})
 
 
@@ -254,6 +258,7 @@ async def push_tarball(reg: Registry, request: Request, name: str, filename: str
     stored = await receive_tarball(
         reg.ctx, name, version, filename, request.stream(), require_digest=False
     )
+    await reg.changed(name)
     reg.ctx.artifact_stored(stored.key, stored.size, request)
     return json_ok({"ok": True, "integrity": stored.integrity, "shasum": stored.sha1}, 201)
 
@@ -293,6 +298,7 @@ async def push_version(reg: Registry, request: Request, name: str, version: str)
         deprecated=deprecated if isinstance(deprecated, str) else None,
     )
     await store.touch(reg.ctx.db, name)
+    await reg.changed(name)
     return json_ok({"ok": True, "id": name}, 201)
 
 
@@ -307,6 +313,7 @@ async def delete_tarball(reg: Registry, request: Request, name: str, filename: s
                 store.tarballs.c.name == name, store.tarballs.c.filename == filename
             )
         )
+        await reg.changed(name)
         await reg.ctx.blobs.delete(row["blob_key"])
     return json_ok({"ok": True})
 
@@ -347,6 +354,7 @@ async def delete_published(
                 keys = await store.remove_versions(reg.ctx.db, name, doomed)
                 await store.touch(reg.ctx.db, name)
         reg.forget(name)
+        await reg.changed(name)
         blobs = [(e.key, e.size) for e in await reg.ctx.release_blobs(keys, since)]
         reg.ctx.log.info("deleted", extra={"package": name, "versions": doomed})
     return json_ok(
