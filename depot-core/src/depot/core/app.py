@@ -31,7 +31,7 @@ from depot.core.http import ErrorRenderer, external_base, plain_error
 from depot.core.lifespan import running
 from depot.core.logs import configure_logging
 from depot.core.metrics import Metrics, ObserverMiddleware, metrics_endpoint
-from depot.core.packagepages import PackagePages, RenderedPages, package_page_url
+from depot.core.packagepages import PackagePages, package_page_url
 from depot.core.pages import browse, health, index, package_page
 from depot.core.plugins import Plugins, load_plugins
 from depot.core.reachability import (
@@ -40,6 +40,7 @@ from depot.core.reachability import (
     ensure_lock_row,
     hold_reference_lock,
 )
+from depot.core.rendered import RenderedCache
 from depot.core.routing import EcosystemRouter
 from depot.core.settings import Settings
 from depot.core.stalls import BodyDeadlines
@@ -203,7 +204,7 @@ class Depot:
         self.body_deadlines = BodyDeadlines(settings.request_body_timeout)
         self._catalogs: list[Catalog] | None = None
         self._package_pages: list[PackagePages] | None = None
-        self.rendered_pages = RenderedPages()
+        self.rendered_pages = RenderedCache(32 * 1024 * 1024)
         self._blob_references: dict[str, BlobReferences] | None = None
         from depot.core.retention import UseRecorder
 

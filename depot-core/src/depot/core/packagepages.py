@@ -8,9 +8,7 @@ the page only through :func:`depot.core.markup.readme`, which sanitises them.
 
 from __future__ import annotations
 
-import hashlib
-from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import quote
@@ -48,11 +46,11 @@ class PackagePage:
 class PackagePages(Protocol):
     """An ecosystem's package pages.
 
-    It may also define ``async def validator(self, name: str) -> Hashable | None``: a value from
-    one cheap query that changes whenever the page of ``name`` would (a change serial, a count).
-    The core then keeps the rendered page in memory while the validator is unchanged and answers
-    ``If-None-Match`` with 304; the database stays the source of truth, so replicas sharing it
-    never serve a stale page.
+    An ecosystem whose every write calls ``ctx.changes.notify`` (:mod:`depot.core.changes`) sets
+    ``follows_changes = True``: the core then keeps each rendered page in memory until the
+    ecosystem's generation moves (any change in it, since a page also shows other packages:
+    dependencies, referrers), so a page costs no database query until something is written,
+    here or on another replica. Without it every request renders the page afresh.
     """
 
     ecosystem: str
@@ -61,40 +59,6 @@ class PackagePages(Protocol):
         """The page of ``name`` (the path after ``/-/browse/<ecosystem>/``), or None if this
         depot holds no such package. May raise :class:`depot.core.errors.HTTPError`."""
         ...
-
-
-class RenderedPages:
-    """Rendered package pages kept per process: a byte-bounded LRU, each entry checked against
-    its validator on every request (see :class:`PackagePages`)."""
-
-    def __init__(self, budget: int = 32 * 1024 * 1024) -> None:
-        self.budget = budget
-        self.used = 0
-        self._pages: OrderedDict[Hashable, tuple[Hashable, bytes]] = OrderedDict()
-
-    def get(self, key: Hashable, validator: Hashable) -> bytes | None:
-        entry = self._pages.get(key)
-        if entry is None or entry[0] != validator:
-            return None
-        self._pages.move_to_end(key)
-        return entry[1]
-
-    def put(self, key: Hashable, validator: Hashable, body: bytes) -> None:
-        if len(body) > self.budget // 4:
-            return
-        old = self._pages.pop(key, None)
-        if old is not None:
-            self.used -= len(old[1])
-        self._pages[key] = (validator, body)
-        self.used += len(body)
-        while self.used > self.budget:
-            _, (_, evicted) = self._pages.popitem(last=False)
-            self.used -= len(evicted)
-
-
-def etag(key: Hashable, validator: Hashable) -> str:
-    """A strong ETag for one rendering (page, query, base URL) at one validator."""
-    return '"' + hashlib.blake2b(repr((key, validator)).encode(), digest_size=12).hexdigest() + '"'
 
 
 def package_page_url(base: str, ecosystem: str, name: str) -> str:

@@ -18,11 +18,11 @@ from urllib.parse import quote
 from depot.core.catalog import CatalogEntry
 from depot.core.ecosystem import Ecosystem
 from depot.core.errors import NotFound
-from depot.core.http import external_base
+from depot.core.http import Validators, external_base
 from depot.core.markup import Markup
-from depot.core.packagepages import etag as package_etag
 from depot.core.packagepages import package_page_url
 from depot.core.packagepages import render as render_package_page
+from depot.core.rendered import Rendered
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
@@ -235,7 +235,7 @@ async def browse(request: Request) -> Response:
 
 async def package_page(request: Request) -> Response:
     """``GET /-/browse/<ecosystem>/<name>``: the ecosystem builds the page, the core lays it out
-    (and keeps it while the ecosystem's validator says it has not changed)."""
+    (and keeps it until the ecosystem's change generation moves, see :class:`PackagePages`)."""
     depot: Depot = request.scope["depot"]
     ecosystem_name = request.path_params["ecosystem"]
     name = request.path_params["name"]
@@ -245,16 +245,12 @@ async def package_page(request: Request) -> Response:
         raise NotFound(f"no package pages for {ecosystem_name!r}")
     base = external_base(request, depot.settings)
     key = (ecosystem_name, name, request.url.query, base)
-    validator = getattr(pages, "validator", None)
-    version = await validator(name) if validator is not None else None
-    headers = {"Content-Security-Policy": CONTENT_SECURITY_POLICY}
-    if version is not None:
-        headers["ETag"] = tag = package_etag(key, version)
-        if tag in {t.strip() for t in request.headers.get("if-none-match", "").split(",")}:
-            return Response(status_code=304, headers=headers)
-        body = depot.rendered_pages.get(key, version)
-        if body is not None:
-            return Response(body, media_type="text/html", headers=headers)
+    generation = None
+    if getattr(pages, "follows_changes", False):
+        generation = depot.context(ecosystem_name).changes.generation()
+        kept = depot.rendered_pages.get(key, generation)
+        if kept is not None:
+            return _html_page(request, kept)
     found = await pages.page(name, request)
     if found is None:
         raise NotFound(f"{ecosystem.title} holds no {name!r}")
@@ -265,11 +261,21 @@ async def package_page(request: Request) -> Response:
         'placeholder="search {}" aria-label="search"> <button>Search</button></form>'
     ).format(browse_url, ecosystem.title)
     title = f"{found.title} - {ecosystem.title} - depot"
-    response = page(title, render_package_page(found), base, crumbs, search)
-    if version is not None:
-        depot.rendered_pages.put(key, version, response.body)
-        response.headers["ETag"] = headers["ETag"]
-    return response
+    rendered = Rendered.of(page(title, render_package_page(found), base, crumbs, search).body)
+    if generation is not None:
+        depot.rendered_pages.put(key, generation, rendered)
+    return _html_page(request, rendered)
+
+
+def _html_page(request: Request, rendered: Rendered) -> Response:
+    """A rendered page with its ETag, or 304 when the client holds it already."""
+    validators = Validators(rendered.etag, None, "no-cache")
+    headers = {"Content-Security-Policy": CONTENT_SECURITY_POLICY}
+    if validators.unchanged(request):
+        return validators.not_modified(headers)
+    return Response(
+        rendered.body, media_type="text/html", headers={**validators.headers(), **headers}
+    )
 
 
 #: The key ``/-/health`` looks up in the blob store; no ecosystem writes outside its namespace.

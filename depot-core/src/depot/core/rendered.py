@@ -4,7 +4,7 @@ A document that changes only when something is written (a packument, a simple in
 narinfo) is rendered once and kept as bytes with its ETag. :class:`RenderedCache` pairs each
 rendering with the generation (:mod:`depot.core.changes`) it was made under, so a hot request
 costs a dictionary lookup and no database query, and a conditional request is answered 304
-without rendering anything.
+without rendering anything (through :class:`depot.core.http.Validators`).
 """
 
 from __future__ import annotations
@@ -33,15 +33,6 @@ class Rendered:
 def etag_of(body: bytes) -> str:
     """A strong ETag of ``body``: the same in every process and replica that renders it."""
     return '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
-
-
-def matches(if_none_match: str | None, etag: str) -> bool:
-    """Whether an ``If-None-Match`` header names ``etag`` (or ``*``); RFC 9110 section 13.1.2."""
-    if not if_none_match:
-        return False
-    if etag in if_none_match:
-        return True
-    return if_none_match.strip() == "*"
 
 
 class RenderedCache:

@@ -39,19 +39,13 @@ class Closure:
 class NixPages:
     """Builds ``/-/browse/nix/<hash part>`` from the narinfo rows."""
 
+    #: Every write of this ecosystem notifies ctx.changes: the core may keep rendered pages.
+    follows_changes = True
+
     def __init__(self, ctx: EcosystemContext) -> None:
         self.ctx = ctx
         self.ecosystem = ctx.name
         self.signer = Signer(ctx.settings.private_key)
-
-    async def validator(self, name: str) -> tuple[object, ...] | None:
-        """A narinfo never changes, but its signatures, referrers and closure do as paths and
-        signatures arrive or are collected: the tables' row counts and newest upload move then."""
-        n = tables.narinfos
-        paths = sa.select(sa.func.count(), sa.func.max(n.c.created_at)).subquery()
-        signatures = sa.select(sa.func.count()).select_from(tables.signatures).scalar_subquery()
-        row = await self.ctx.db.fetch_one(sa.select(*paths.c, signatures))
-        return None if row is None else tuple(row._mapping)
 
     async def page(self, name: str, request: Request) -> PackagePage | None:
         hash_part = _hash_part(name)

@@ -44,19 +44,12 @@ _MARKDOWN_SUFFIXES = ("", ".md", ".markdown", ".mdown", ".mkd", ".mkdn")
 class NpmPages:
     """Builds ``/-/browse/npm/<name>`` from the registry's rows."""
 
+    #: Every write of this ecosystem notifies ctx.changes: the core may keep rendered pages.
+    follows_changes = True
+
     def __init__(self, ctx: EcosystemContext) -> None:
         self.ctx = ctx
         self.ecosystem = ctx.name
-
-    async def validator(self, name: str) -> tuple[object, ...] | None:
-        """The package's change serial (every publish, tag, deprecation bumps it), and how many
-        packages the registry holds and when any last changed (a dependency published or removed
-        later changes whether it is a link)."""
-        others = sa.select(sa.func.count(), sa.func.max(packages.c.modified)).subquery()
-        row = await self.ctx.db.fetch_one(
-            sa.select(packages.c.serial, *others.c).where(packages.c.name == name)
-        )
-        return None if row is None else tuple(row._mapping)
 
     async def page(self, name: str, request: Request) -> PackagePage | None:
         db = self.ctx.db

@@ -56,28 +56,12 @@ class ProjectMetadata:
 class PypiPages:
     """Builds ``/-/browse/pypi/<project>`` from the file rows and the stored core metadata."""
 
+    #: Every write of this ecosystem notifies ctx.changes: the core may keep rendered pages.
+    follows_changes = True
+
     def __init__(self, ctx: EcosystemContext) -> None:
         self.ctx = ctx
         self.ecosystem = ctx.name
-
-    async def validator(self, name: str) -> tuple[object, ...] | None:
-        """What the simple page's cache watches (file count, newest upload, yank changes), and
-        how many projects the index holds and its newest upload (a requirement uploaded or removed
-        later changes whether it is a link)."""
-        f = pypi_files.c
-        # Scalar subqueries: PostgreSQL refuses a FROM subquery's columns beside aggregates.
-        projects = sa.select(sa.func.count(sa.distinct(f.project))).scalar_subquery()
-        newest = sa.select(sa.func.max(f.upload_time)).scalar_subquery()
-        row = await self.ctx.db.fetch_one(
-            sa.select(
-                sa.func.count(),
-                sa.func.max(f.upload_time),
-                sa.func.coalesce(sa.func.sum(f.yank_changes), 0),
-                projects,
-                newest,
-            ).where(f.project == normalize(name))
-        )
-        return None if row is None or not row[0] else tuple(row._mapping)
 
     async def page(self, name: str, request: Request) -> PackagePage | None:
         project = normalize(name)
