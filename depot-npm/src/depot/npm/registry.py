@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from depot.core import EcosystemContext
 from depot.core.errors import NotFound
@@ -20,6 +21,9 @@ from depot.npm.packument import VersionRecord, build_packument, encode, etag, re
 from starlette.requests import Request
 from starlette.responses import Response
 
+if TYPE_CHECKING:
+    from depot.npm.pullthrough import NpmUpstream
+
 #: Total bytes of rendered packuments kept in memory per process.
 CACHE_BYTES = 64 * 1024 * 1024
 #: Tarball locations remembered per process.
@@ -28,7 +32,7 @@ TARBALL_KEYS = 100_000
 
 @dataclass
 class Rendered:
-    serial: int
+    serial: int | str  # the package's serial, or the blob key of a cached upstream packument
     body: bytes
     etag: str
     rev: str
@@ -42,7 +46,7 @@ class PackumentCache:
         self.size = 0
         self.entries: OrderedDict[tuple[str, str, bool], Rendered] = OrderedDict()
 
-    def get(self, key: tuple[str, str, bool], serial: int) -> Rendered | None:
+    def get(self, key: tuple[str, str, bool], serial: int | str) -> Rendered | None:
         entry = self.entries.get(key)
         if entry is None or entry.serial != serial:
             return None
@@ -71,6 +75,12 @@ class Registry:
         self.ctx = ctx
         self.packuments = PackumentCache()
         self.tarball_keys: OrderedDict[tuple[str, str], str] = OrderedDict()
+        upstream = ctx.settings.extra.get("npm_upstream")
+        self.upstream: NpmUpstream | None = None
+        if upstream:
+            from depot.npm.pullthrough import NpmUpstream
+
+            self.upstream = NpmUpstream(ctx, upstream)
 
     def tarball_url(self, request: Request, name: str) -> Callable[[VersionRecord], str]:
         """Tarball URLs as the client reached this server (Host, mount prefix, --base-url)."""

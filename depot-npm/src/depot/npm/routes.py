@@ -63,8 +63,16 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         abbreviated = wants_abbreviated(request.headers.get("accept"))
         if request.query_params.get("write") == "true":
             abbreviated = False  # npm unpublish/deprecate read the full document with _rev
-        rendered = await reg.render(request, name, abbreviated)
-        headers = {"ETag": rendered.etag, "Cache-Control": "no-cache", "Vary": "Accept"}
+        headers = {"Cache-Control": "no-cache", "Vary": "Accept"}
+        try:
+            rendered = await reg.render(request, name, abbreviated)
+        except NotFound:
+            if reg.upstream is None:
+                raise
+            # Nothing published or pushed under this name: the upstream's, never merged.
+            rendered = await reg.upstream.packument(request, name, abbreviated)
+            headers["X-Depot-Origin"] = f"cached from {reg.upstream.label}"
+        headers["ETag"] = rendered.etag
         if rendered.etag in request.headers.get("if-none-match", ""):
             return Response(status_code=304, headers=headers)
         media_type = ABBREVIATED_MEDIA_TYPE if abbreviated else "application/json"
@@ -92,7 +100,12 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
 
     async def get_tarball(request: Request, name: str, filename: str) -> Response:
         version_from_filename(name, filename)
-        return await reg.tarball_response(request, name, filename)
+        try:
+            return await reg.tarball_response(request, name, filename)
+        except NotFound:
+            if reg.upstream is None or await store.version_numbers(ctx.db, name):
+                raise  # a name published here never reaches the upstream
+            return await reg.upstream.tarball(request, name, filename)
 
     async def package_route(request: Request) -> Response:
         path = request.path_params["path"]
