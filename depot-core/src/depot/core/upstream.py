@@ -128,6 +128,7 @@ class Fetched:
     etag: str | None
     last_modified: str | None
     url: str
+    content_type: str = ""
 
 
 class UpstreamClient:
@@ -295,7 +296,8 @@ class UpstreamClient:
                 bytes(body),
                 response.headers.get("ETag"),
                 response.headers.get("Last-Modified"),
-                url,
+                str(response.url),
+                response.headers.get("Content-Type", ""),
             )
         finally:
             response.release()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from depot.core import EcosystemContext
@@ -37,6 +37,9 @@ from starlette.responses import (
 )
 from starlette.routing import BaseRoute, Route
 
+if TYPE_CHECKING:
+    from depot.pypi.pullthrough import PypiUpstreams
+
 #: Form fields that steer the upload rather than describe the distribution.
 _CONTROL_FIELDS = {":action", "protocol_version", "content", *store.DIGEST_FIELDS}
 
@@ -50,6 +53,11 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
     """The routes, bound to the ecosystem's context (read at request time)."""
 
     pages = pagecache.PageCache()
+    upstreams: PypiUpstreams | None = None
+    if ctx.settings.extra.get("pypi_upstream"):
+        from depot.pypi.pullthrough import PypiUpstreams
+
+        upstreams = PypiUpstreams(ctx, list(ctx.settings.extra["pypi_upstream"]))
 
     async def upload_page(request: Request) -> Response:
         return HTMLResponse(
@@ -82,9 +90,13 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
             return RedirectResponse(url, status_code=301, headers={"Vary": "Accept"})
         media_type = _negotiate(request)
         validator = await store.project_validator(ctx, project)
-        if validator[0] == 0:
-            raise NotFound(f"project {project} not found")
         files_url = ctx.external_url(request, f"/files/{quote(project)}/")
+        if validator[0] == 0:
+            if upstreams is None:
+                raise NotFound(f"project {project} not found")
+            # Nothing uploaded here under this name: the upstream's page, never merged.
+            body = await upstreams.page(request, project, media_type, files_url)
+            return _page(body, media_type, request, pagecache.etag(body))
         key = (project, media_type, files_url)
         tag = pagecache.etag(validator, key)
         if tag in _if_none_match(request):
@@ -110,6 +122,13 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
             sha256, media_type = row["metadata_sha256"], "text/plain; charset=utf-8"
         else:
             row = await store.file_row(ctx, filename)
+            # A project with anything uploaded here never reaches the upstream.
+            if (
+                row is None
+                and upstreams is not None
+                and not (await store.project_validator(ctx, project))[0]
+            ):
+                return await upstreams.file(request, project, filename)
             if row is None or row["project"] != project:
                 raise NotFound(f"{filename} not found")
             sha256, media_type = row["sha256"], "application/octet-stream"
