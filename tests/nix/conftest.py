@@ -22,6 +22,8 @@ NIX_CONFIG = "\n".join(
     [
         "substituters =",
         "sandbox = false",
+        # Root builds without the nixbld group Debian's nix-setup-systemd would create.
+        "build-users-group =",
         "narinfo-cache-positive-ttl = 0",
         "narinfo-cache-negative-ttl = 0",
         "experimental-features = nix-command flakes",

@@ -73,6 +73,8 @@ BACKOFF = (0.2, 0.8)
 DOWN_SECONDS = 5.0
 #: A verification failure is answered from memory for this long instead of fetching again.
 FAILURE_MEMORY = 30.0
+#: How long "no upstream has it" is remembered for a key passed to ``remember_missing``.
+MISSING_MEMORY = 60.0
 #: Statuses meaning "no such object" (Nix treats 403 like 404 as well; npm and PyPI send 404).
 MISSING_STATUSES = (404, 410)
 
@@ -146,6 +148,7 @@ class UpstreamClient:
         self._blobs: dict[Hashable, BlobFlight] = {}
         self._failures: dict[Hashable, tuple[float, UpstreamError]] = {}
         self._down_until: dict[str, float] = {}
+        self._missing: dict[Hashable, float] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- freshness and outages -------------------------------------------------------------
@@ -158,6 +161,24 @@ class UpstreamClient:
     def is_down(self, upstream: str) -> bool:
         """True while an upstream that just failed is left alone (held metadata goes stale)."""
         return self._down_until.get(upstream, 0.0) > time.monotonic()
+
+    def remember_missing(self, key: Hashable) -> None:
+        """Remember for :data:`MISSING_MEMORY` seconds that no upstream has ``key`` (most Nix
+        narinfo lookups are for paths nobody has: a short negative cache spares the upstream)."""
+        if len(self._missing) > 100_000:
+            now = time.monotonic()
+            self._missing = {k: t for k, t in self._missing.items() if t > now}
+        self._missing[key] = time.monotonic() + MISSING_MEMORY
+
+    def known_missing(self, key: Hashable) -> bool:
+        """True while ``key`` is remembered as missing upstream."""
+        until = self._missing.get(key)
+        if until is None:
+            return False
+        if until > time.monotonic():
+            return True
+        del self._missing[key]
+        return False
 
     def hit(self, upstream: str) -> None:
         """Count an answer from held upstream content that needed no upstream request."""

@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from depot.core import EcosystemContext
 from depot.core.errors import BadRequest, Conflict, HTTPError, NotFound
@@ -30,6 +31,9 @@ from depot.nix.verify import VerificationError, verify_nar
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
+
+if TYPE_CHECKING:
+    from depot.nix.pullthrough import NixUpstreams
 
 NARINFO_TYPE = "text/x-nix-narinfo"
 NAR_TYPE = "application/x-nix-nar"
@@ -56,6 +60,11 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
     want_mass_query = bool(extra.get("nix_want_mass_query", True))
     local_root = extra.get("nix_local_store")
     local = LocalStore(Path(local_root)) if local_root else None
+    upstreams: NixUpstreams | None = None
+    if extra.get("nix_upstream"):
+        from depot.nix.pullthrough import NixUpstreams
+
+        upstreams = NixUpstreams(ctx, extra["nix_upstream"], extra.get("nix_upstream_key") or ())
     if local is not None:
         ctx.log.info(
             f"serving the local nix store {local.store_dir} from {local.source}",
@@ -63,12 +72,17 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         )
 
     async def find_narinfo(hash_part: str) -> NarInfo | None:
-        """An uploaded narinfo, else the local store's (uploaded content wins)."""
+        """An uploaded narinfo, else the local store's (uploaded content wins), else the
+        upstreams' (verified against --nix-upstream-key)."""
         found = await store.get_narinfo(ctx.db, hash_part)
         if found is not None:
             return found[0]
         if local is not None:
-            return await local.lookup(hash_part)
+            info = await local.lookup(hash_part)
+            if info is not None:
+                return info
+        if upstreams is not None:
+            return await upstreams.narinfo(hash_part)
         return None
 
     async def cache_info(request: Request) -> Response:
@@ -217,6 +231,8 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
     async def get_nar(request: Request) -> Response:
         key = checked_nar_key(request)
         if not await store.nar_is_published(ctx.db, key):
+            if upstreams is not None:
+                return await upstreams.nar(request, key)
             raise NotFound(f"{key} not found")
 
         def served(size: int) -> None:
