@@ -233,3 +233,22 @@ def test_a_name_published_here_shadows_the_upstream(
     assert result.returncode != 0 and "pt-leaf" in result.stderr
     cached = httpx.get(registry + "@pt/mid")
     assert cached.headers["x-depot-origin"] == f"cached from {proxy.url}/npm/"
+
+
+@pytest.mark.network
+def test_install_through_the_public_registry(
+    make_depot_server: Callable[..., DepotServer], npm: Npm, tmp_path: Path
+) -> None:
+    caching = make_depot_server("--npm-upstream", "https://registry.npmjs.org/")
+    registry = caching.url + "/npm/"
+    app = tmp_path / "public-app"
+    app.mkdir()
+    (app / "package.json").write_text(
+        json.dumps({"name": "public-app", "version": "1.0.0", "dependencies": {"is-odd": "3.0.1"}})
+    )
+    npm(registry, "install", cwd=app)
+    assert (app / "node_modules" / "is-number" / "package.json").exists()
+    lock = json.loads((app / "package-lock.json").read_text())
+    assert all(
+        p["resolved"].startswith(registry) for p in lock["packages"].values() if "resolved" in p
+    )

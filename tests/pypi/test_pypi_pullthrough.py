@@ -124,3 +124,15 @@ def test_a_project_uploaded_here_shadows_the_upstream(
     assert [f["filename"] for f in page["files"]] == ["delta-1.0-py3-none-any.whl"]
     assert httpx.get(caching.url + "/python/files/delta/delta-2.0.tar.gz").status_code == 404
     assert proxy.count() == before  # the upstream was never asked about the project
+
+
+@pytest.mark.network
+def test_install_through_pypi(
+    make_depot_server: Callable[..., DepotServer], clients: Clients
+) -> None:
+    caching = make_depot_server("--pypi-upstream", "https://pypi.org/simple/")
+    target, _ = clients.pip_install(caching.url + "/python/simple/", "six==1.16.0")
+    assert installed(target) == {"six": "1.16.0"}
+    assert installed(clients.uv_install(caching.url + "/python/simple/", "six==1.16.0")) == {
+        "six": "1.16.0"
+    }
