@@ -491,6 +491,7 @@ class BlobFlight:
             self.error = exc if isinstance(exc, UpstreamError) else None
             if not self.started.done():
                 self.started.set_exception(exc)
+                self.started.exception()  # retrieved: the client that asked may be gone
             elif self.error is not None:
                 client._failed(self.upstream, exc)
                 log.error("upstream fetch failed", extra={"reason": exc.reason})
@@ -510,6 +511,7 @@ class BlobFlight:
             log.exception("storing upstream content failed", extra={"url": self.url})
             if not self.started.done():
                 self.started.set_exception(self.error)
+                self.started.exception()
             del exc
         finally:
             if response is not None:
