@@ -43,6 +43,7 @@ def depot_serve_options() -> Sequence[click.Option]:
         option(
             ["--nix-upstream"],
             multiple=True,
+            default=(),
             metavar="URL",
             help="Binary cache to fetch paths from when they are not held here (e.g. "
             "https://cache.nixos.org); repeatable, tried in order; needs --nix-upstream-key.",
@@ -50,6 +51,7 @@ def depot_serve_options() -> Sequence[click.Option]:
         option(
             ["--nix-upstream-key"],
             multiple=True,
+            default=(),
             metavar="NAME:BASE64",
             help="Public key an upstream narinfo must carry a valid signature of; repeatable.",
         ),

@@ -42,7 +42,12 @@ NAR_TYPE = "application/x-nix-nar"
 class NixUpstreams:
     """The pull-through side of the binary cache over ``--nix-upstream`` URLs, in order."""
 
-    def __init__(self, ctx: EcosystemContext, urls: Sequence[str], keys: Sequence[str]) -> None:
+    def __init__(
+        self, ctx: EcosystemContext, urls: Sequence[str] | str, keys: Sequence[str] | str
+    ) -> None:
+        # create_app(nix_upstream="...") may name one of each as a plain string.
+        urls = [urls] if isinstance(urls, str) else list(urls)
+        keys = [keys] if isinstance(keys, str) else list(keys)
         for url in urls:
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.netloc:

@@ -34,6 +34,7 @@ def depot_serve_options() -> Sequence[click.Option]:
         option(
             ["--pypi-upstream"],
             multiple=True,
+            default=(),
             metavar="URL",
             help="Simple index to fetch projects from when nothing is uploaded here under their "
             "name (e.g. https://pypi.org/simple/); repeatable, tried in order; verified, cached.",

@@ -47,7 +47,8 @@ MAX_PAGE = 64 * 1024 * 1024
 class PypiUpstreams:
     """The pull-through side of the index, over the ``--pypi-upstream`` URLs in order."""
 
-    def __init__(self, ctx: EcosystemContext, urls: Sequence[str]) -> None:
+    def __init__(self, ctx: EcosystemContext, urls: Sequence[str] | str) -> None:
+        urls = [urls] if isinstance(urls, str) else list(urls)  # create_app(pypi_upstream="...")
         for url in urls:
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.netloc:

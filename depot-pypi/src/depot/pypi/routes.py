@@ -57,7 +57,7 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
     if ctx.settings.extra.get("pypi_upstream"):
         from depot.pypi.pullthrough import PypiUpstreams
 
-        upstreams = PypiUpstreams(ctx, list(ctx.settings.extra["pypi_upstream"]))
+        upstreams = PypiUpstreams(ctx, ctx.settings.extra["pypi_upstream"])
 
     async def upload_page(request: Request) -> Response:
         return HTMLResponse(
