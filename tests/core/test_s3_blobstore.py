@@ -137,6 +137,22 @@ async def test_commit_replaces_and_delete_removes(backend: tuple[BlobStore, Any]
     assert await blobs.stat("k") is None
 
 
+async def test_a_rewritten_key_gets_a_new_etag(backend: tuple[BlobStore, Any]) -> None:
+    """The ETag depot serves a blob with moves whenever its bytes do, even at the same size."""
+    store, _ = backend
+    blobs = ScopedBlobStore(store, "eco")
+    tags = []
+    for content in (b"first", b"other"):
+        async with blobs.upload("k") as upload:
+            await upload.write(content)
+            await upload.commit()
+        stat = await blobs.stat("k")
+        assert stat is not None and stat.etag and stat.modified
+        tags.append(stat.etag)
+    assert tags[0] != tags[1]
+    assert (await blobs.stat("k")).etag == tags[1]  # stable while the bytes are
+
+
 async def test_reading_a_missing_blob_fails_as_not_found(backend: tuple[BlobStore, Any]) -> None:
     store, _ = backend
     blobs = ScopedBlobStore(store, "eco")

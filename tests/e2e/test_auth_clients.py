@@ -23,6 +23,7 @@ from depot.core.testing import (
     DepotServer,
     SshKey,
     run,
+    run_answering,
     start_depot_proxy,
     start_depot_with_auth,
 )
@@ -33,6 +34,7 @@ NIX_CONFIG = "\n".join(
     [
         "substituters =",
         "sandbox = false",
+        "build-users-group =",  # root builds as itself: a fresh machine may lack nixbld
         "narinfo-cache-positive-ttl = 0",
         "narinfo-cache-negative-ttl = 0",
         "experimental-features = nix-command",
@@ -271,6 +273,38 @@ def test_npm_publishes_and_installs_with_auth_tokens(
     run(["npm", "install", name, "--registry", registry], cwd=app, env=npm_env)
     node = run(["node", "-p", f"require({json.dumps(name)})"], cwd=app, env=npm_env)
     assert node.stdout.strip() == f"{name}@1.0.0"
+
+
+def test_npm_login_on_a_closed_depot_points_at_depot_token(
+    closed_depot, publisher, npm_env, tmp_path
+):
+    registry = f"{closed_depot.url}/npm/"
+    Path(npm_env["npm_config_userconfig"]).write_text("")
+    login = run_answering(
+        ["npm", "login", "--registry", registry],
+        [("Username:", "ann"), ("Password:", "guess")],
+        env=npm_env,
+        cwd=tmp_path,
+    )
+    assert login.returncode != 0 and "depot token" in login.stdout, login.stdout
+    assert "_authToken" not in Path(npm_env["npm_config_userconfig"]).read_text()
+
+    npmrc(npm_env, closed_depot, token(publisher, closed_depot))
+    with_token = run_answering(
+        ["npm", "login", "--registry", registry],
+        [("Username:", "ann"), ("Password:", "guess")],
+        env=npm_env,
+        cwd=tmp_path,
+    )
+    assert with_token.returncode != 0 and "depot token" in with_token.stdout, with_token.stdout
+    whoami = run(["npm", "whoami", "--registry", registry], env=npm_env, cwd=tmp_path)
+    assert whoami.stdout.strip() == key_identity(publisher)
+
+
+def key_identity(key: SshKey) -> str:
+    """What depot calls a key's holder: the comment of its auth-file line, else its fingerprint."""
+    fields = key.public_line.split(maxsplit=2)
+    return fields[2] if len(fields) > 2 else key.fingerprint
 
 
 def test_depot_npm_push_mints_its_token_from_the_ssh_agent(

@@ -25,6 +25,7 @@ NIX_CONFIG = "\n".join(
     [
         "substituters =",
         "sandbox = false",
+        "build-users-group =",  # root builds as itself: a fresh machine may lack nixbld
         "narinfo-cache-positive-ttl = 0",
         "narinfo-cache-negative-ttl = 0",
         "experimental-features = nix-command",

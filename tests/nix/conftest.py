@@ -22,7 +22,8 @@ NIX_CONFIG = "\n".join(
     [
         "substituters =",
         "sandbox = false",
-        # Root builds without the nixbld group Debian's nix-setup-systemd would create.
+        # Root builds as itself: a fresh machine may have no nixbld group (Debian's nix-bin
+        # leaves it to the administrator), and without a sandbox build users add nothing.
         "build-users-group =",
         "narinfo-cache-positive-ttl = 0",
         "narinfo-cache-negative-ttl = 0",

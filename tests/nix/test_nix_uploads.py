@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import lzma
 import socket
 import subprocess
@@ -168,15 +169,70 @@ def test_truncated_nar_upload_leaves_nothing(nix_depot: DepotServer, fresh: Clos
     assert response.status_code == 400 and "has not been uploaded" in response.text
 
 
-def test_published_narinfo_cannot_change(nix_depot: DepotServer, fresh: Closure) -> None:
+def served_narinfo(server: DepotServer, hash_part: str) -> NarInfo:
+    response = httpx.get(f"{server.url}/nix/{hash_part}.narinfo")
+    assert response.status_code == 200, response.text
+    return narinfo.parse(response.text)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "label"),
+    [
+        ("nar_hash", Hash("sha256", bytes(32)), "NarHash"),
+        ("nar_size", 12345, "NarSize"),
+        ("references", (f"{'1' * 32}-other",), "References"),
+    ],
+)
+def test_a_narinfo_that_changes_a_published_path_is_refused(
+    field: str, value: object, label: str, nix_depot: DepotServer, fresh: Closure
+) -> None:
     url, file, info = upload_of(fresh.lib)
     put(nix_depot, url, file)
     assert put(nix_depot, f"{info.hash_part}.narinfo", narinfo.format(info)).status_code == 200
-    changed = NarInfo(**{**info.__dict__, "deriver": f"{'1' * 32}-other.drv"})
+    before = served_narinfo(nix_depot, info.hash_part)
+    changed = NarInfo(**{**info.__dict__, field: value})
     response = put(nix_depot, f"{info.hash_part}.narinfo", narinfo.format(changed))
-    assert response.status_code == 409 and "deriver" in response.text
+    assert response.status_code == 409 and label in response.text
+    assert served_narinfo(nix_depot, info.hash_part) == before
     # The same narinfo again is fine (nix copy retried).
     assert put(nix_depot, f"{info.hash_part}.narinfo", narinfo.format(info)).status_code == 200
+
+
+def test_a_second_upload_of_a_path_packed_otherwise_is_accepted_and_the_first_kept(
+    nix_depot: DepotServer, fresh: Closure
+) -> None:
+    """As when two CI machines push one path, one with xz and one uncompressed, from builders
+    that name different derivations: both succeed, the first stays served, signatures add up."""
+    from depot.nix.signing import SecretKey
+
+    url, file, info = upload_of(fresh.lib)
+    put(nix_depot, url, file)
+    assert put(nix_depot, f"{info.hash_part}.narinfo", narinfo.format(info)).status_code == 200
+    before = served_narinfo(nix_depot, info.hash_part)
+
+    plain = nar_of(fresh.lib)
+    plain_hash = Hash("sha256", hashlib.sha256(plain).digest())
+    other_url = f"nar/{plain_hash.nix32()}.nar"
+    assert put(nix_depot, other_url, plain).status_code == 200
+    second_key = SecretKey.generate("second-builder-1")
+    other = NarInfo(
+        **{**info.__dict__, "url": other_url, "compression": "none", "file_hash": plain_hash,
+           "file_size": len(plain), "deriver": f"{'2' * 32}-other.drv", "signatures": ()}
+    ).signed(second_key)  # fmt: skip
+    response = put(nix_depot, f"{info.hash_part}.narinfo", narinfo.format(other))
+    assert response.status_code == 200, response.text
+
+    after = served_narinfo(nix_depot, info.hash_part)
+    assert (after.url, after.compression, after.file_hash, after.deriver) == (
+        before.url, before.compression, before.file_hash, before.deriver
+    )  # fmt: skip
+    assert set(after.signatures) == set(before.signatures) | set(other.signatures)
+    assert after.verify_signature(second_key.public_key())
+    # The NAR that lost is not served: nothing points at it.
+    assert httpx.head(f"{nix_depot.url}/nix/{other_url}").status_code == 404
+    log = nix_depot.wait_for_log("kept the first upload")
+    kept = [json.loads(line) for line in log.splitlines() if "kept the first upload" in line]
+    assert {(k["kept_url"], k["incoming_url"]) for k in kept} >= {(before.url, other_url)}
 
 
 def test_a_forged_signature_in_depots_name_is_refused(

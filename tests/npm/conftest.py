@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from depot.core.testing import run
+from depot.core.testing import run, run_answering
 
 NPM = shutil.which("npm")
 
@@ -58,6 +58,15 @@ class Npm:
         cwd = cwd or self.home
         return run(
             [NPM, *args, "--registry", registry], cwd=cwd, env=self.env(registry), check=check
+        )
+
+    def answer(
+        self, registry: str, *args: str, prompts: list[tuple[str, str]]
+    ) -> subprocess.CompletedProcess[str]:
+        """Run npm and type each reply once its prompt shows (``npm login`` asks on stdin)."""
+        assert NPM is not None
+        return run_answering(
+            [NPM, *args, "--registry", registry], prompts, cwd=self.home, env=self.env(registry)
         )
 
 

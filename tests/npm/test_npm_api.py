@@ -162,7 +162,10 @@ def _bad_publishes() -> list[Any]:
             "p", publish_body("p", "1.0.0", wrong_version), 400, id="tarball-names-another-version"
         ),
         pytest.param(
-            "P", publish_body("P", "1.0.0", make_tgz("P", "1.0.0")), 400, id="capital-name"
+            "node_modules",
+            publish_body("node_modules", "1.0.0", make_tgz("node_modules", "1.0.0")),
+            400,
+            id="reserved-name",
         ),
         pytest.param(
             ".p", publish_body(".p", "1.0.0", make_tgz(".p", "1.0.0")), 400, id="dot-name"
@@ -311,7 +314,8 @@ async def test_browse_and_front_page_show_packages(app_client: httpx.AsyncClient
 @pytest.mark.parametrize(
     ("method", "path", "status"),
     [("POST", "/npm/p", 405), ("PATCH", "/npm/p/-/p-1.0.0.tgz", 405), ("GET", "/npm/p/a/b/c", 404),
-     ("POST", "/npm/-/v1/login", 401), ("PUT", "/npm/-/user/org.couchdb.user:me", 401)],
+     ("POST", "/npm/-/v1/login", 404), ("PUT", "/npm/-/user/org.couchdb.user:me", 400),
+     ("PUT", "/npm/-/user/org.couchdb.user:a%20b", 400), ("GET", "/npm/-/user/x", 404)],
 )  # fmt: skip
 async def test_other_requests_get_json_errors(
     app_client: httpx.AsyncClient, method: str, path: str, status: int
@@ -332,3 +336,99 @@ async def test_a_pruning_put_without_versions_unpublishes_nothing(
     assert list((await app_client.get("/npm/keep")).json()["versions"]) == ["1.0.0"]
     stale = await app_client.delete("/npm/keep/-rev/1-stale")
     assert stale.status_code == 409
+
+
+async def test_package_readme_gives_pages_the_latest_publishs_readme(
+    database_options: dict[str, Any], tmp_path: Path
+) -> None:
+    from depot.npm.store import package_readme
+
+    app = create_app(store_path=tmp_path / "store", **database_options)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://depot.test") as client:
+        for version, readme in (("1.0.0", "# one"), ("1.1.0", "# two")):
+            body = publish_body("@s/doc", version, make_tgz("@s/doc", version))
+            body["versions"][version].update(readme=readme, readmeFilename="README.md")
+            body["description"] = f"release {version}"
+            assert (await put_publish(client, "@s/doc", body)).status_code == 201
+        db = app.state.depot.context("npm").db
+        found = await package_readme(db, "@s/doc")
+        assert found is not None
+        assert (found.description, found.readme, found.readme_filename) == (
+            "release 1.1.0",
+            "# two",
+            "README.md",
+        )
+        assert await package_readme(db, "@s/none") is None
+    await app.state.depot.shutdown()
+
+
+async def test_a_schema_1_registry_is_migrated_and_shows_its_readmes(
+    database_options: dict[str, Any], tmp_path: Path
+) -> None:
+    """A package published before schema 2 keeps serving, its readme lifted to the top level."""
+    import sqlalchemy as sa
+    from depot.core.database import Database, Schema
+    from depot.npm import store
+
+    store_path = tmp_path / "store"
+    store_path.mkdir()
+    url = database_options.get("database_url") or f"sqlite:///{store_path / 'depot.db'}"
+    old_metadata = sa.MetaData()
+    old_packages = sa.Table(
+        "npm_packages",
+        old_metadata,
+        sa.Column("name", sa.String(256), primary_key=True),
+        sa.Column("created", sa.String(32), nullable=False),
+        sa.Column("modified", sa.String(32), nullable=False),
+        sa.Column("serial", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("fields", sa.JSON, nullable=False),
+    )
+    old_tables = [old_packages, *(t.to_metadata(old_metadata) for t in (store.versions,))]
+    db = Database(url)
+    await db.connect()
+    await db.migrate([Schema("npm", 1, old_tables)])
+    manifest = {"name": "legacy", "version": "1.0.0", "readme": "# from v1", "description": "d1"}
+    await db.execute(
+        old_packages.insert().values(
+            name="legacy", created="t", modified="t", serial=1, fields={"description": "d1"}
+        )
+    )
+    await db.execute(
+        store.versions.insert().values(
+            name="legacy", version="1.0.0", filename="legacy-1.0.0.tgz", manifest=manifest,
+            integrity="sha512-x", shasum="0", created="t",
+        )
+    )  # fmt: skip
+    await db.disconnect()
+
+    app = create_app(store_path=store_path, **database_options)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://depot.test") as client:
+        packument = (await client.get("/npm/legacy")).json()
+        assert packument["readme"] == "# from v1" and packument["description"] == "d1"
+        found = await store.package_readme(app.state.depot.context("npm").db, "legacy")
+        assert found is not None and found.readme == "# from v1"
+        body = publish_body("legacy", "1.1.0", make_tgz("legacy", "1.1.0"))
+        body["versions"]["1.1.0"]["readme"] = "# from v2"
+        assert (await put_publish(client, "legacy", body)).status_code == 201
+        assert (await client.get("/npm/legacy")).json()["readme"] == "# from v2"
+    await app.state.depot.shutdown()
+
+
+async def test_login_tokens_name_their_user_until_logout(app_client: httpx.AsyncClient) -> None:
+    user = {"_id": "org.couchdb.user:ann", "name": "ann", "password": "x", "type": "user"}
+    created = await app_client.put("/npm/-/user/org.couchdb.user:ann", json=user)
+    assert created.status_code == 201
+    token = created.json()["token"]
+    again = await app_client.put("/npm/-/user/org.couchdb.user:ann", json=user)
+    assert again.json()["token"] != token  # each login its own token
+    bearer = {"authorization": f"Bearer {token}"}
+    assert (await app_client.get("/npm/-/whoami", headers=bearer)).json() == {"username": "ann"}
+    assert (
+        await app_client.delete(f"/npm/-/user/token/{token}", headers=bearer)
+    ).status_code == 200
+    whoami = await app_client.get("/npm/-/whoami", headers=bearer)
+    assert whoami.json() == {"username": "anonymous"}
+    mismatch = await app_client.put("/npm/-/user/org.couchdb.user:bob", json=user)
+    assert mismatch.status_code == 400

@@ -320,3 +320,16 @@ def test_dependency_walk_covers_optional_and_peers_but_not_git_or_bundled() -> N
     names = {(s.name, optional) for s, optional in dependency_specs(manifest)}
     assert names == {("a", False), ("o", True), ("peer", False)}
     assert {s.name for s, _ in dependency_specs(manifest, peers=False)} == {"a", "o"}
+
+
+def test_readme_of_a_package_stored_before_the_top_level_kept_it() -> None:
+    """Rows from schema 1 kept the readme in each version's manifest: the latest one's shows."""
+    from depot.npm.packument import PackageRecord, VersionRecord, readme_of
+
+    def record(version: str, readme: str) -> VersionRecord:
+        manifest = {"name": "old", "version": version, "readme": readme, "description": "d"}
+        return VersionRecord(version, manifest, f"old-{version}.tgz", "sha512-x", "0", "t")
+
+    package = PackageRecord("old", "t", "t", fields={"description": "top"})
+    found = readme_of(package, [record("1.0.0", "# first"), record("1.2.0", "# latest")])
+    assert (found.description, found.readme, found.readme_filename) == ("top", "# latest", None)

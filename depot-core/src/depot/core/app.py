@@ -3,7 +3,8 @@
 :func:`create_app` builds it; :class:`Depot` holds what a running depot owns and hands each
 ecosystem an :class:`EcosystemContext`. Start-up (open the blob store, connect and migrate the
 database, pick the authenticator) runs in the lifespan when there is one, and otherwise on the first
-request, because Starlette does not run the lifespan of an app mounted inside another.
+request, because Starlette does not run the lifespan of an app mounted inside another. A depot
+started by a request closes itself when the event loop winds down (see :meth:`Depot.startup`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from depot.core.ecosystem import Ecosystem
 from depot.core.errors import BadRequest, ConfigError, HTTPError, ServiceUnavailable
 from depot.core.faults import OUTAGE_TYPES, is_backend_outage
 from depot.core.http import ErrorRenderer, external_base, plain_error
+from depot.core.lifespan import running
 from depot.core.logs import configure_logging
 from depot.core.metrics import Metrics, ObserverMiddleware, metrics_endpoint
 from depot.core.pages import browse, health, index
@@ -74,6 +76,17 @@ class EcosystemContext:
         """Absolute URL of ``path`` under this ecosystem, as the client reached the server."""
         return external_base(request, self.settings) + self.ecosystem.prefix + path
 
+    @property
+    def document_cache_control(self) -> str:
+        """``Cache-Control`` of a mutable document (narinfo, packument, simple page).
+
+        ``no-cache`` by default: a client or proxy may keep the document but asks again each
+        time (a 304 when unchanged), so a publish, yank or unpublish is seen at once.
+        ``--document-max-age N`` lets caches answer alone for N seconds, the bound on staleness.
+        """
+        max_age = self.settings.document_max_age
+        return f"public, max-age={max_age}" if max_age > 0 else "no-cache"
+
     def artifact_stored(self, key: str, size: int, request: Request | None = None) -> None:
         """Announce a verified, committed artifact to listeners (logs, metrics)."""
         self.log.info("stored", extra={"key": key, "size": size})
@@ -111,6 +124,7 @@ class Depot:
         self.exit_stack = AsyncExitStack()
         self.started = False
         self._start_lock = asyncio.Lock()
+        self._closer: asyncio.Task[None] | None = None
         self.metrics = Metrics()
         self._catalogs: list[Catalog] | None = None
 
@@ -144,11 +158,17 @@ class Depot:
                 backends.setdefault(backend.name, backend)
         return backends
 
-    async def startup(self) -> None:
+    async def startup(self, *, lazily: bool = False) -> None:
         """Open the blob store, migrate the database, choose the authenticator; once.
 
         A failure closes whatever was already opened: an open SQLite connection's thread would
         otherwise keep ``depot serve`` from exiting after printing its one-line error.
+
+        ``lazily`` (a first request starts the depot, no lifespan will close it) also leaves a
+        task that closes the depot when it is cancelled: ``asyncio.run`` and ``asyncio.Runner``
+        (hypercorn, uvicorn) cancel leftover tasks while the loop still runs, before the
+        interpreter waits for non-daemon threads such as aiosqlite's, which would otherwise hold
+        the host process after SIGTERM.
         """
         try:
             await self._startup()
@@ -156,6 +176,19 @@ class Depot:
             if not self.started:
                 await self.shutdown()
             raise
+        if lazily and self._closer is None:
+            self._closer = asyncio.get_running_loop().create_task(
+                self._close_with_loop(), name="depot: close with the event loop"
+            )
+
+    async def _close_with_loop(self) -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            # Cancelled by shutdown() itself: nothing more to do.
+            if self._closer is asyncio.current_task():
+                self._closer = None
+                await self.shutdown()
 
     async def _startup(self) -> None:
         async with self._start_lock:
@@ -205,6 +238,9 @@ class Depot:
 
     async def shutdown(self) -> None:
         """Close what startup opened, in reverse order."""
+        closer, self._closer = self._closer, None
+        if closer is not None and closer is not asyncio.current_task():
+            closer.cancel()
         await self.exit_stack.aclose()
         self.exit_stack = AsyncExitStack()
         self.started = False
@@ -236,7 +272,7 @@ class DepotMiddleware:
         try:
             if not self.depot.started:
                 try:
-                    await self.depot.startup()
+                    await self.depot.startup(lazily=True)
                 except ConfigError as exc:
                     log.error("start-up failed", extra={"reason": str(exc)})
                     raise ServiceUnavailable(f"depot cannot start: {exc}") from exc
@@ -325,11 +361,8 @@ def create_app(*, plugins: Plugins | None = None, **options: Any) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await depot.startup()
-        try:
+        async with running(app):
             yield
-        finally:
-            await depot.shutdown()
 
     app = Starlette(
         routes=routes,

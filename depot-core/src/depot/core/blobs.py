@@ -51,9 +51,16 @@ def check_key(key: str) -> str:
 
 @dataclass(frozen=True)
 class BlobStat:
-    """What a store knows about a committed blob."""
+    """What a store knows about a committed blob.
+
+    ``modified`` (POSIX seconds) and ``etag`` (a quoted strong entity tag that changes whenever
+    the bytes under the key do) become the blob's ``Last-Modified`` and ``ETag`` when served; a
+    backend that knows neither leaves them None and depot derives a tag from key, size and time.
+    """
 
     size: int
+    modified: float | None = None
+    etag: str | None = None
 
 
 class BlobUpload(Protocol):

@@ -1,9 +1,13 @@
-"""HTTP helpers every ecosystem needs: external URLs, blob responses with ranges, error bodies."""
+"""HTTP helpers every ecosystem needs: external URLs, blob responses with ranges and
+conditional requests, error bodies."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from email.utils import formatdate, parsedate_to_datetime
 from typing import TYPE_CHECKING
 
 from depot.core.blobs import InvalidKey
@@ -17,6 +21,65 @@ if TYPE_CHECKING:
     from depot.core.settings import Settings
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+#: Cache-Control of an artifact whose URL names bytes that never change (a NAR, a tarball, a
+#: wheel): any cache may keep it for a year without asking again.
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+@dataclass(frozen=True)
+class Validators:
+    """What a response tells caches: its ``ETag``, ``Last-Modified`` and ``Cache-Control``.
+
+    :meth:`unchanged` answers a conditional GET or HEAD (RFC 9110 section 13.1), so a client or a
+    proxy that already holds the representation gets a bodiless 304 from :meth:`not_modified`.
+    """
+
+    etag: str | None
+    last_modified: float | None = None
+    cache_control: str | None = IMMUTABLE
+
+    def headers(self) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        if self.etag:
+            headers["ETag"] = self.etag
+        if self.last_modified is not None:
+            headers["Last-Modified"] = formatdate(self.last_modified, usegmt=True)
+        if self.cache_control:
+            headers["Cache-Control"] = self.cache_control
+        return headers
+
+    def unchanged(self, request: Request) -> bool:
+        """True when the request's validators match: If-None-Match (weak comparison) decides
+        when present, If-Modified-Since only otherwise (RFC 9110 section 13.2.2)."""
+        if request.method not in ("GET", "HEAD"):
+            return False
+        if_none_match = request.headers.get("if-none-match")
+        if if_none_match is not None:
+            if not self.etag:
+                return False
+            if if_none_match.strip() == "*":
+                return True
+            ours = self.etag.removeprefix("W/")
+            return any(tag.strip().removeprefix("W/") == ours for tag in if_none_match.split(","))
+        if_modified_since = request.headers.get("if-modified-since")
+        if if_modified_since is None or self.last_modified is None:
+            return False
+        try:
+            since = parsedate_to_datetime(if_modified_since).timestamp()
+        except (TypeError, ValueError):
+            return False  # an unparsable date is ignored (RFC 9110 section 13.1.3)
+        return int(self.last_modified) <= since
+
+    def not_modified(self, headers: dict[str, str] | None = None) -> Response:
+        """The 304 answer: the validators and ``headers`` (say ``Vary``), no body."""
+        return Response(status_code=304, headers={**self.headers(), **(headers or {})})
+
+
+def document_validators(body: bytes, cache_control: str) -> Validators:
+    """Validators of a rendered mutable document (narinfo, ``nix-cache-info``): a strong ETag
+    from its bytes and the deployment's document ``Cache-Control``."""
+    return Validators(f'"{hashlib.blake2b(body, digest_size=16).hexdigest()}"', None, cache_control)
 
 
 def external_base(request: Request, settings: Settings) -> str:
@@ -147,15 +210,34 @@ async def blob_response(
     media_type: str = "application/octet-stream",
     headers: dict[str, str] | None = None,
     on_start: Callable[[int], None] | None = None,
+    *,
+    etag: str | None = None,
+    cache_control: str | None = IMMUTABLE,
 ) -> Response:
-    """A :class:`BlobResponse` for ``key``, or 404 if the store has no such blob."""
+    """A :class:`BlobResponse` for ``key``, or 404 if the store has no such blob.
+
+    The response carries ``ETag`` (``etag`` when the caller knows a content hash, else the
+    store's), ``Last-Modified`` and ``cache_control`` (immutable unless said otherwise), and a
+    matching If-None-Match or If-Modified-Since gets a 304 instead of the bytes.
+    """
     try:
         stat = await blobs.stat(key)
     except InvalidKey as exc:
         raise BadRequest(str(exc)) from exc
     if stat is None:
         raise NotFound(f"{key} not found")
-    return BlobResponse(blobs, key, stat.size, request, media_type, headers, on_start)
+    validators = Validators(etag or stat.etag or _derived_etag(key, stat.size, stat.modified),
+                            stat.modified, cache_control)  # fmt: skip
+    if validators.unchanged(request):
+        return validators.not_modified(headers)
+    all_headers = {**validators.headers(), **(headers or {})}
+    return BlobResponse(blobs, key, stat.size, request, media_type, all_headers, on_start)
+
+
+def _derived_etag(key: str, size: int, modified: float | None) -> str:
+    """An ETag for a blob whose store names none: it moves when the key is rewritten."""
+    digest = hashlib.blake2b(f"{key}\0{size}\0{modified}".encode(), digest_size=16)
+    return f'"{digest.hexdigest()}"'
 
 
 def plain_error(request: Request, exc: HTTPError) -> Response:

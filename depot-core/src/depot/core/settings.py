@@ -74,6 +74,14 @@ CORE_OPTIONS: list[click.Option] = [
         default=False,
         help="Build links from X-Forwarded-Proto/Host/Prefix (only behind a proxy you run).",
     ),
+    option(
+        ["--document-max-age"],
+        type=click.IntRange(min=0),
+        default=0,
+        show_default=True,
+        help="Seconds a client or proxy may reuse a mutable document (narinfo, packument, "
+        "simple page) without asking again; 0 sends Cache-Control: no-cache.",
+    ),
     option(["--workers"], type=click.IntRange(min=1), default=1, show_default=True),
     option(
         ["--metrics-listen-addr"],
@@ -96,6 +104,7 @@ class Settings:
     auth_file: Path | None = None
     base_url: str | None = None
     trust_proxy_headers: bool = False
+    document_max_age: int = 0
     workers: int = 1
     metrics_listen_addr: str | None = None
     verbose: bool = False
@@ -123,6 +132,8 @@ class Settings:
             if core.get(name) is not None:
                 core[name] = Path(core[name]).expanduser()
         settings = cls(**core, extra=extra)
+        if settings.document_max_age < 0:
+            raise ConfigError("--document-max-age must be 0 or more seconds")
         parse_listen_addr(settings.listen_addr)
         if settings.metrics_listen_addr:
             parse_listen_addr(settings.metrics_listen_addr)

@@ -142,7 +142,12 @@ class FSBlobStore:
             st = await asyncio.to_thread(os.stat, self.path(key))
         except (FileNotFoundError, NotADirectoryError):
             return None
-        return BlobStat(size=st.st_size)
+        # Commits rename a new file into place, so a key's inode changes with its bytes.
+        return BlobStat(
+            size=st.st_size,
+            modified=st.st_mtime,
+            etag=f'"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}"',
+        )
 
     async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         f = await asyncio.to_thread(open, self.path(key), "rb")

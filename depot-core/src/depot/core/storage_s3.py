@@ -267,7 +267,14 @@ class S3BlobStore:
             if _is_not_found(exc):
                 return None
             raise
-        return BlobStat(size=int(head["ContentLength"]))
+        # S3's ETag is derived from the object's bytes (MD5, or MD5 of part MD5s), the same
+        # for every replica reading the bucket.
+        modified = head.get("LastModified")
+        return BlobStat(
+            size=int(head["ContentLength"]),
+            modified=modified.timestamp() if modified is not None else None,
+            etag=head.get("ETag"),
+        )
 
     async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         from botocore.exceptions import ClientError

@@ -5,12 +5,14 @@ Plugin test suites load these with ``pytest_plugins = ["depot.core.testing"]``.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -78,6 +80,19 @@ class DepotServer:
         while fragment not in (text := self.log()) and time.monotonic() < deadline:
             time.sleep(0.05)
         return text
+
+    def requests_for(self, path: str, method: str = "GET") -> list[dict[str, Any]]:
+        """The access lines logged so far for ``method path`` (status, bytes sent, ...)."""
+        lines = []
+        for line in self.log().splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            wanted = (method, path)
+            if isinstance(entry, dict) and (entry.get("method"), entry.get("path")) == wanted:
+                lines.append(entry)
+        return lines
 
     def stop(self) -> int | None:
         if self.process is None or self.process.poll() is not None:
@@ -163,6 +178,55 @@ def start_depot_proxy(
         text=True,
         env=env,
     )
+
+
+def run_answering(
+    cmd: list[str], prompts: list[tuple[str, str]], timeout: float = 120, **kwargs: Any
+) -> subprocess.CompletedProcess[str]:
+    """Run an interactive command, typing each reply once its prompt shows on stdout or stderr.
+
+    For clients that prompt on stdin (``npm login``): each prompt may read with a fresh reader
+    that would swallow answers written ahead of it, so a reply goes out only after its prompt.
+    Returns the combined output as both ``stdout`` and ``stderr``; does not check the exit code.
+    """
+    process = subprocess.Popen(  # noqa: S603 - tests run their own commands
+        cmd,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kwargs,
+    )
+    assert process.stdin is not None and process.stdout is not None
+    output: list[str] = []
+
+    def read_output() -> None:
+        assert process.stdout is not None
+        for char in iter(lambda: process.stdout.read(1), ""):  # type: ignore[union-attr]
+            output.append(char)
+
+    reader = threading.Thread(target=read_output)
+    reader.start()
+    deadline = time.monotonic() + timeout
+    seen = 0  # answered prompts lie before this offset of the output
+    try:
+        for prompt, reply in prompts:
+            while (found := "".join(output).find(prompt, seen)) < 0:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"{cmd[0]} never asked {prompt!r}:\n{''.join(output)}")
+                time.sleep(0.05)
+            seen = found + len(prompt)
+            process.stdin.write(reply + "\n")
+            process.stdin.flush()
+        process.stdin.close()
+        returncode = process.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        reader.join()
+    text = "".join(output)
+    return subprocess.CompletedProcess(cmd, returncode, text, text)
 
 
 # -- SSH keys and ssh-agent, for tests of authenticated depots ---------------------------------

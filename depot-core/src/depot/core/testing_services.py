@@ -12,6 +12,8 @@ Loaded with ``pytest_plugins = ["depot.core.testing_services"]`` next to ``depot
 - ``make_postgres_instance``: a throwaway PostgreSQL cluster (``initdb`` + ``pg_ctl`` on a free
   port, in a temporary directory) that a test may stop and start under a running depot without
   touching the machine's own server.
+- ``make_caching_proxy``: Debian's nginx with ``proxy_cache`` in front of a depot, as a CDN or a
+  caching reverse proxy would stand; ``X-Cache-Status`` says whether nginx answered alone.
 """
 
 from __future__ import annotations
@@ -44,6 +46,95 @@ DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 #: moto accepts any credentials; depot is given these explicitly so no ambient AWS setup leaks in.
 S3_TEST_KEY_ID = "depot-test"
 S3_TEST_SECRET = "depot-test-secret"
+
+
+# --- a caching reverse proxy ------------------------------------------------------------------
+
+NGINX_CONF = """
+{user}
+worker_processes 1;
+pid {root}/nginx.pid;
+error_log {root}/error.log;
+events {{ worker_connections 256; }}
+http {{
+    access_log {root}/access.log;
+    client_body_temp_path {root}/body;
+    proxy_temp_path {root}/proxy;
+    fastcgi_temp_path {root}/fastcgi;
+    uwsgi_temp_path {root}/uwsgi;
+    scgi_temp_path {root}/scgi;
+    proxy_cache_path {root}/cache keys_zone=depot:4m;
+    server {{
+        listen 127.0.0.1:{port};
+        client_max_body_size 0;
+        location / {{
+            proxy_pass {upstream};
+            proxy_http_version 1.1;
+            proxy_set_header Host $http_host;
+            # What depot's headers allow is cached; nothing is cached on nginx's own say-so.
+            proxy_cache depot;
+            proxy_cache_revalidate on;
+            add_header X-Cache-Status $upstream_cache_status always;
+        }}
+    }}
+}}
+"""
+
+
+class CachingProxy:
+    """nginx on a free loopback port caching what ``upstream`` allows; ``url`` is its address."""
+
+    def __init__(self, upstream: str, root: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        root.mkdir(parents=True, exist_ok=True)
+        conf = root / "nginx.conf"
+        user = "user root;" if os.geteuid() == 0 else ""  # workers must reach the temp dirs
+        conf.write_text(NGINX_CONF.format(user=user, root=root, port=self.port, upstream=upstream))
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        self.process = subprocess.Popen(
+            [nginx, "-p", str(root), "-c", str(conf), "-e", str(root / "error.log"),
+             "-g", "daemon off;"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while True:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"nginx did not start: {self.error_log()}")
+            try:
+                httpx.get(self.url + "/-/health", timeout=1)
+                return
+            except httpx.HTTPError:
+                time.sleep(0.05)
+
+    def error_log(self) -> str:
+        path = self.root / "error.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def make_caching_proxy(tmp_path: Path) -> Iterator[Callable[[str], CachingProxy]]:
+    """``make_caching_proxy(depot.url)``: nginx with ``proxy_cache`` in front of it. Skipped,
+    with the reason, when nginx is not installed."""
+    if not (shutil.which("nginx") or Path("/usr/sbin/nginx").exists()):
+        pytest.skip("nginx is not installed")
+    proxies: list[CachingProxy] = []
+
+    def make(upstream: str) -> CachingProxy:
+        proxy = CachingProxy(upstream, tmp_path / f"nginx-{len(proxies)}")
+        proxies.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in proxies:
+        proxy.stop()
 
 
 # --- S3 -----------------------------------------------------------------------------------------

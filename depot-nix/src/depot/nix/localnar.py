@@ -38,11 +38,12 @@ class LocalNarResponse(RangedResponse):
         request: Request,
         media_type: str,
         on_start: Callable[[int], None] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         self.store_dir = store_dir
         self.base_name = base_name
         self.nar_size = nar_size
-        super().__init__(nar_size, request, media_type, on_start=on_start)
+        super().__init__(nar_size, request, media_type, headers, on_start)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC

@@ -17,7 +17,13 @@ from typing import TYPE_CHECKING
 
 from depot.core import EcosystemContext
 from depot.core.errors import BadRequest, Conflict, HTTPError, NotFound
-from depot.core.http import blob_response, read_limited_body
+from depot.core.http import (
+    IMMUTABLE,
+    Validators,
+    blob_response,
+    document_validators,
+    read_limited_body,
+)
 from depot.nix import narinfo, store
 from depot.nix.compression import CompressionError
 from depot.nix.hotcache import HotCache
@@ -38,18 +44,18 @@ if TYPE_CHECKING:
 NARINFO_TYPE = "text/x-nix-narinfo"
 NAR_TYPE = "application/x-nix-nar"
 MAX_SMALL_BODY = 1024 * 1024
-#: The fields of a published narinfo that never change; only signatures may be added.
-FIXED_FIELDS = (
-    "store_path",
-    "url",
-    "compression",
-    "nar_hash",
-    "nar_size",
-    "references",
-    "deriver",
-    "system",
-    "ca",
-)
+#: What a narinfo says a store path *is*: the fields its signatures sign (``1;StorePath;NarHash;
+#: NarSize;References``) and its content address. A later upload of the path must agree on them.
+#: The rest (URL, Compression, FileHash, FileSize, Deriver, System) only says how one upload was
+#: packed or built: two CI machines pushing one path with different compression, or two builders
+#: of one fixed-output path from different derivations, both succeed and the first stays served.
+MEANING_FIELDS = {
+    "store_path": "StorePath",
+    "nar_hash": "NarHash",
+    "nar_size": "NarSize",
+    "references": "References",
+    "ca": "CA",
+}
 
 
 def routes(ctx: EcosystemContext) -> list[BaseRoute]:
@@ -86,19 +92,23 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         return None
 
     async def cache_info(request: Request) -> Response:
-        key = signer.key
-        body = narinfo.cache_info(
-            priority=priority,
-            public_key=key.public_key() if key else None,
-            want_mass_query=want_mass_query,
-        )
         if request.method == "PUT":
             # nix PUTs one when GET failed; ours is always there, so only check it agrees.
             text = (await read_small_body(request)).decode(errors="replace")
             if "StoreDir: /nix/store" not in text:
                 raise BadRequest("this cache's StoreDir is /nix/store")
             return PlainTextResponse("")
-        return PlainTextResponse(body, media_type="text/x-nix-cache-info")
+        key = signer.key
+        body = narinfo.cache_info(
+            priority=priority,
+            public_key=key.public_key() if key else None,
+            want_mass_query=want_mass_query,
+        )
+        validators = document_validators(body.encode(), ctx.document_cache_control)
+        if validators.unchanged(request):
+            return validators.not_modified()
+        return PlainTextResponse(body, media_type="text/x-nix-cache-info",
+                                 headers=validators.headers())  # fmt: skip
 
     async def get_narinfo(request: Request) -> Response:
         hash_part = checked_hash_part(request)
@@ -111,7 +121,10 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
                 info = info.signed(signer.key)
             text = narinfo.format(info)
             served_narinfos.put(hash_part, text)
-        return PlainTextResponse(text, media_type=NARINFO_TYPE)
+        validators = document_validators(text.encode(), ctx.document_cache_control)
+        if validators.unchanged(request):
+            return validators.not_modified()
+        return PlainTextResponse(text, media_type=NARINFO_TYPE, headers=validators.headers())
 
     async def put_narinfo(request: Request) -> Response:
         hash_part = checked_hash_part(request)
@@ -166,21 +179,29 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
                 raise BadRequest(f"Sig by {key.name} does not verify for {info.store_path}")
 
     async def merge_signatures(published: NarInfo, incoming: NarInfo) -> Response:
-        """Accept a re-PUT that only adds signatures (``nix store sign``); refuse other changes."""
-        for field in FIXED_FIELDS:
+        """A narinfo for a path already published (``nix store sign``, a retried or concurrent
+        ``nix copy``): accepted and served unchanged but for its new signatures; refused only if
+        it says the path holds something else."""
+        for field, label in MEANING_FIELDS.items():
             if getattr(published, field) != getattr(incoming, field):
                 raise Conflict(
-                    f"{published.hash_part}.narinfo is published; its {field} cannot change"
+                    f"{published.hash_part}.narinfo is published with another {label}; "
+                    "a store path's contents cannot change"
                 )
-        for field in ("file_hash", "file_size"):
-            value = getattr(incoming, field)
-            if value is not None and value != getattr(published, field):
-                raise Conflict(
-                    f"{published.hash_part}.narinfo is published; its {field} cannot change"
-                )
+        # Same fingerprint, so signatures over the incoming narinfo hold for the published one.
         new = tuple(s for s in incoming.signatures if s not in published.signatures)
-        await store.add_signatures(ctx.db, published.hash_part, new)
-        served_narinfos.drop(published.hash_part)
+        if new:
+            await store.add_signatures(ctx.db, published.hash_part, new)
+            served_narinfos.drop(published.hash_part)
+        ctx.log.info(
+            "narinfo already published; kept the first upload",
+            extra={
+                "store_path": published.store_path,
+                "kept_url": published.url,
+                "incoming_url": incoming.url,
+                "added_signatures": len(new),
+            },
+        )
         return PlainTextResponse("")
 
     async def listing(request: Request) -> Response:
@@ -204,7 +225,11 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
                 "local store path unreadable", extra={"path": info.store_path, "error": str(exc)}
             )
             raise NotFound(f"{hash_part}.ls not found") from None
-        return Response(text, media_type="application/json")
+        # A local path may be deleted and built again, so its listing is revalidated.
+        validators = document_validators(text.encode(), ctx.document_cache_control)
+        if validators.unchanged(request):
+            return validators.not_modified()
+        return Response(text, media_type="application/json", headers=validators.headers())
 
     async def get_local_nar(request: Request) -> Response:
         """A local path's NAR, serialised as it is sent; only while the path is still valid with
@@ -215,6 +240,10 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         )
         if info is None or info.nar_hash.nix32() != nar_hash:
             raise NotFound(f"nar/local/{hash_part}/{nar_hash}.nar not found")
+        # The URL names the NarHash, so its bytes never change.
+        validators = Validators(f'"{nar_hash}"', None, IMMUTABLE)
+        if validators.unchanged(request):
+            return validators.not_modified()
 
         def served(size: int) -> None:
             ctx.artifact_served(f"nar/local/{hash_part}", size, request)
@@ -226,6 +255,7 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
             request,
             NAR_TYPE,
             served,  # type: ignore[union-attr]
+            headers=validators.headers(),
         )
 
     async def get_nar(request: Request) -> Response:

@@ -3,7 +3,9 @@
 Names follow the rules of npm's ``validate-npm-package-name``: a name is *valid for new packages*
 when it breaks none of its rules and triggers none of its warnings (upper case, over 214
 characters, ``~'!()*``, a Node.js core module name); names published before those warnings existed
-(``JSONStream``) are *valid for old packages* and may be saved and pushed, never newly published.
+(``JSONStream``) are *valid for old packages*. The npm client publishes any name valid for old
+packages, and so does depot: a private registry hosts patched forks under those names. Only the
+rules' errors refuse a name (and ``'()*``, which the blob store cannot hold in a key).
 """
 
 from __future__ import annotations
@@ -125,12 +127,11 @@ def check_name(name: object) -> NameCheck:
     return NameCheck(tuple(errors), tuple(warnings))
 
 
-def require_name(name: str, *, new: bool = False) -> str:
-    """Return ``name`` if the registry can hold it (``new``: may be newly published), else raise."""
+def require_name(name: str) -> str:
+    """Return ``name`` if the registry can hold it (valid for old packages), else raise."""
     result = check_name(name)
-    problems = result.errors + (result.warnings if new else ())
-    if problems:
-        raise InvalidName(f"invalid package name {name!r}: {problems[0]}")
+    if result.errors:
+        raise InvalidName(f"invalid package name {name!r}: {result.errors[0]}")
     if _UNSTORABLE.search(name):
         raise InvalidName(f"invalid package name {name!r}: special characters are not supported")
     return name

@@ -50,7 +50,10 @@ ABBREVIATED_FIELDS = (
 _INSTALL_SCRIPTS = ("preinstall", "install", "postinstall")
 #: Manifest fields that belong to the transport, never to a stored version document.
 _TRANSPORT_FIELDS = ("_attachments", "_rev", "_revisions")
-#: Package-level fields kept from the newest publish for the full packument.
+#: Package-level fields kept from the newest publish for the full packument. npm 11 sends only
+#: ``description`` at the top of a publish; the rest comes from the version's manifest (its
+#: package.json, with ``readme``/``readmeFilename`` read from the README file), and the public
+#: registry lifts them to the top level, as :func:`publish_fields` does.
 PACKAGE_FIELDS = (
     "description",
     "readme",
@@ -64,6 +67,9 @@ PACKAGE_FIELDS = (
     "maintainers",
     "contributors",
 )
+#: Top-level fields that fall back to the latest version's manifest when the package row has none
+#: (rows written before depot kept the readme at the top level).
+_FROM_LATEST = ("description", "readme", "readmeFilename")
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,20 @@ class VersionRecord:
 
 
 @dataclass(frozen=True)
+class PackageReadme:
+    """What a person reads about a package: its description and readme from the latest publish.
+
+    ``readme`` is the README file's text as npm sent it (markdown, untrusted: sanitise it before
+    showing it as HTML); ``readme_filename`` says which file it was (``README.md``).
+    """
+
+    name: str
+    description: str | None
+    readme: str | None
+    readme_filename: str | None
+
+
+@dataclass(frozen=True)
 class PackageRecord:
     """What the registry knows about one package name beyond its versions."""
 
@@ -93,9 +113,11 @@ class PackageRecord:
 def stored_manifest(manifest: Mapping[str, Any]) -> dict[str, Any]:
     """A version manifest as kept in a row: transport fields dropped, ``hasInstallScript`` set.
 
+    The readme goes to the package's top level instead (as on the public registry; ``npm view``
+    reads it from there), so a package with many versions does not carry it once per version.
     ``dist`` is rebuilt at read time from the verified digests and the request's URL.
     """
-    kept = {k: v for k, v in manifest.items() if k not in _TRANSPORT_FIELDS}
+    kept = {k: v for k, v in manifest.items() if k not in _TRANSPORT_FIELDS and k != "readme"}
     scripts = kept.get("scripts")
     if isinstance(scripts, dict) and any(s in scripts for s in _INSTALL_SCRIPTS):
         kept.setdefault("hasInstallScript", True)
@@ -167,17 +189,39 @@ def build_packument(
     for key in PACKAGE_FIELDS:
         if key in package.fields:
             packument[key] = package.fields[key]
-    latest = tags.get("latest")
-    if latest and "description" not in packument:
-        description = by_version[latest].manifest.get("description")
-        if description:
-            packument["description"] = description
+    packument.update(_latest_fallbacks(packument, by_version.get(tags.get("latest", ""))))
     return packument
+
+
+def readme_of(package: PackageRecord, versions: Sequence[VersionRecord]) -> PackageReadme:
+    """The description and readme of ``package``, falling back to its latest version's manifest."""
+    numbers = [record.version for record in versions]
+    latest = dist_tags(package.dist_tags, numbers).get("latest")
+    record = next((r for r in versions if r.version == latest), None)
+    fields = {**_latest_fallbacks(package.fields, record), **package.fields}
+    texts = [fields.get(k) for k in _FROM_LATEST]
+    return PackageReadme(package.name, *(t if isinstance(t, str) else None for t in texts))
+
+
+def _latest_fallbacks(have: Mapping[str, Any], latest: VersionRecord | None) -> dict[str, Any]:
+    if latest is None:
+        return {}
+    found = {k: latest.manifest.get(k) for k in _FROM_LATEST if k not in have}
+    return {k: v for k, v in found.items() if v}
 
 
 def package_fields(document: Mapping[str, Any]) -> dict[str, Any]:
     """The package-level fields of a published packument or manifest worth keeping."""
-    return {k: document[k] for k in PACKAGE_FIELDS if k in document}
+    return {k: document[k] for k in PACKAGE_FIELDS if k in document and document[k] is not None}
+
+
+def publish_fields(document: Mapping[str, Any], manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """The package's top-level fields after publishing ``manifest`` in ``document``.
+
+    Everything comes from this publish (the registry keeps the latest publish's readme): the
+    manifest's fields, overridden by what the document sent at its top level.
+    """
+    return {**package_fields(manifest), **package_fields(document)}
 
 
 def encode(document: Mapping[str, Any]) -> bytes:

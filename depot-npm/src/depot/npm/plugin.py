@@ -10,6 +10,7 @@ import click
 from depot.core import Depot, Ecosystem, hookimpl
 from depot.core.database import Schema
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount
 
 ECOSYSTEM = Ecosystem(name="npm", prefix="/npm", title="npm registry")
@@ -22,11 +23,18 @@ def depot_ecosystems() -> list[Ecosystem]:
 
 @hookimpl
 def depot_routes(depot: Depot) -> Sequence[BaseRoute]:
+    from depot.core.errors import HTTPError
+    from depot.npm.login import explain_refusal
     from depot.npm.responses import error_response
     from depot.npm.routes import routes
 
-    depot.set_error_renderer(ECOSYSTEM.name, error_response)
-    return [Mount(ECOSYSTEM.prefix, routes=routes(depot.context(ECOSYSTEM.name)))]
+    ctx = depot.context(ECOSYSTEM.name)
+
+    def render_error(request: Request, exc: HTTPError) -> Response:
+        return error_response(request, explain_refusal(ctx, request, exc))
+
+    depot.set_error_renderer(ECOSYSTEM.name, render_error)
+    return [Mount(ECOSYSTEM.prefix, routes=routes(ctx))]
 
 
 @hookimpl
@@ -78,7 +86,12 @@ def depot_index_sections(depot: Depot, request: Request) -> Sequence[object]:
         f"//{html.escape(parts.netloc + parts.path)}:_authToken=TOKEN\n\n"
         f"npm install --registry {html.escape(registry)} PACKAGE</pre>"
     )
-    if depot.settings.auth_file:
+    if not depot.settings.auth_file:
+        body += (
+            "<p>Or let npm write the token: any username and password log in to an open depot.</p>"
+            f"<pre>npm login --registry {html.escape(registry)}</pre>"
+        )
+    else:
         body += (
             "<p>With authentication, the token is a JWT from your SSH key:</p>"
             f"<pre>npm config set //{html.escape(parts.netloc + parts.path)}:_authToken "

@@ -15,13 +15,17 @@ from depot.core.errors import BadRequest, Conflict, NotFound
 from depot.npm import store
 from depot.npm.integrity import IntegrityError, sri_digest, verify
 from depot.npm.names import (
-    require_name,
     require_tag,
     require_version,
     tarball_filename,
     version_from_filename,
 )
-from depot.npm.packument import VersionRecord, package_fields, stored_manifest
+from depot.npm.packument import (
+    VersionRecord,
+    package_fields,
+    publish_fields,
+    stored_manifest,
+)
 from depot.npm.publish_body import PublishBody, read_publish_body
 from depot.npm.registry import Registry
 from depot.npm.responses import json_object, json_ok, read_json
@@ -48,8 +52,10 @@ async def put_packument(reg: Registry, request: Request, name: str) -> Response:
 
 
 async def publish(reg: Registry, request: Request, name: str, body: PublishBody) -> Response:
-    """``npm publish``: new versions, each with its tarball received from a base64 attachment."""
-    require_name(name, new=True)
+    """``npm publish``: new versions, each with its tarball received from a base64 attachment.
+
+    ``name`` was checked by the route: any name npm accepts for existing packages (``JSONStream``).
+    """
     document = body.document
     attachments = json_object(document.get("_attachments"), "_attachments")
     manifests = json_object(document.get("versions"), "versions")
@@ -102,7 +108,7 @@ async def publish(reg: Registry, request: Request, name: str, body: PublishBody)
             stored.filename,
             stored.integrity,
             stored.sha1,
-            fields=package_fields(document) or package_fields(manifest),
+            fields=publish_fields(document, manifest),
         )
         published.append(received.version)
     await _apply_publish_tags(reg, name, tags, before)
@@ -130,12 +136,13 @@ async def _add_version(
         created=store.now(),
         deprecated=deprecated or None,
     )
-    await store.ensure_package(reg.ctx.db, name, fields)
+    # time.created is never later than the first version's time (npm view orders by them).
+    await store.ensure_package(reg.ctx.db, name, fields, created=record.created)
     if not await store.add_version(reg.ctx.db, name, record, provenance):
         raise Conflict(
             f"cannot publish over the previously published version {name}@{record.version}"
         )
-    if fields:
+    if fields is not None:
         await store.touch(reg.ctx.db, name, fields)
 
 

@@ -24,7 +24,7 @@ from typing import Any
 from depot.core import EcosystemContext
 from depot.core.errors import BadRequest, HTTPError
 from depot.npm.jsonstream import JSONPath, JSONStreamError, SkeletonTooLarge, StreamingJSONParser
-from depot.npm.names import basename, require_name, require_version, tarball_filename
+from depot.npm.names import basename, require_version, tarball_filename
 from depot.npm.responses import json_object
 from depot.npm.uploads import Base64Decoder, Base64Error, IncomingTarball, open_tarball
 from starlette.requests import ClientDisconnect
@@ -120,7 +120,6 @@ async def _open(
     uploads: AsyncExitStack,
 ) -> Attachment:
     """Start receiving the data of ``filename``: an upload under its canonical tarball name."""
-    require_name(name, new=True)  # attachment data means a publish: refuse bad names up front
     version = attachment_version(name, filename)
     if filename in received or any(a.version == version for a in received.values()):
         raise BadRequest(f"attachment data for {name}@{version} is given twice")

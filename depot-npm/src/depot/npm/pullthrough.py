@@ -31,7 +31,7 @@ from depot.core.http import blob_response
 from depot.core.upstream import Unverified, UpstreamError
 from depot.npm import store
 from depot.npm.integrity import ALGORITHMS, IntegrityError, sri, verify
-from depot.npm.names import escape_name, tarball_filename, version_from_filename
+from depot.npm.names import InvalidName, escape_name, tarball_filename, version_from_filename
 from depot.npm.packument import ABBREVIATED_FIELDS, encode, etag
 from depot.npm.registry import PackumentCache, Rendered
 from starlette.requests import Request
@@ -167,7 +167,10 @@ class NpmUpstream:
             else:
                 client.hit(self.label)
                 return response
-        version = version_from_filename(name, filename)
+        try:
+            version = version_from_filename(name, filename)
+        except InvalidName:
+            raise NotFound(f"{name}: tarball {filename} not found") from None
         packument_row = await self.held(name, want_version=version)
         _, document = await self._document(packument_row)
         manifest = (document.get("versions") or {}).get(version)

@@ -19,13 +19,13 @@ from collections.abc import Awaitable, Callable
 
 from depot.core import EcosystemContext
 from depot.core.errors import BadRequest, Conflict, HTTPError, NotFound
-from depot.npm import publish, store
+from depot.core.http import Validators
+from depot.npm import login, publish, store
 from depot.npm.names import (
     InvalidName,
     is_version,
     require_name,
     require_tag,
-    version_from_filename,
 )
 from depot.npm.packument import (
     ABBREVIATED_MEDIA_TYPE,
@@ -63,17 +63,20 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         abbreviated = wants_abbreviated(request.headers.get("accept"))
         if request.query_params.get("write") == "true":
             abbreviated = False  # npm unpublish/deprecate read the full document with _rev
-        headers = {"Cache-Control": "no-cache", "Vary": "Accept"}
         try:
             rendered = await reg.render(request, name, abbreviated)
+            origin = None
         except NotFound:
             if reg.upstream is None:
                 raise
             # Nothing published or pushed under this name: the upstream's, never merged.
             rendered = await reg.upstream.packument(request, name, abbreviated)
-            headers["X-Depot-Origin"] = f"cached from {reg.upstream.label}"
-        headers["ETag"] = rendered.etag
-        if rendered.etag in request.headers.get("if-none-match", ""):
+            origin = f"cached from {reg.upstream.label}"
+        validators = Validators(rendered.etag, None, ctx.document_cache_control)
+        headers = {**validators.headers(), "Vary": "Accept"}
+        if origin:
+            headers["X-Depot-Origin"] = origin
+        if validators.unchanged(request):
             return Response(status_code=304, headers=headers)
         media_type = ABBREVIATED_MEDIA_TYPE if abbreviated else "application/json"
         body = b"" if request.method == "HEAD" else rendered.body
@@ -99,7 +102,8 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         return json_ok(version_document(record, reg.tarball_url(request, name)(record)))
 
     async def get_tarball(request: Request, name: str, filename: str) -> Response:
-        version_from_filename(name, filename)
+        # Not validated against the name: it is only looked up, and a file name that is not
+        # one of the package's is a missing file (404), as on the public registry.
         try:
             return await reg.tarball_response(request, name, filename)
         except NotFound:
@@ -169,15 +173,16 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         return json_ok({"ok": True, "id": name})
 
     async def whoami(request: Request) -> Response:
-        return json_ok({"username": request.scope.get("depot.identity") or "anonymous"})
+        return await login.whoami(ctx, request)
 
-    async def login(request: Request) -> Response:
-        # Depot's tokens come from SSH keys, not passwords: tell the user where to get one.
-        raise HTTPError(
-            401,
-            "npm login is not supported by depot: put a depot token in .npmrc as "
-            "//HOST/npm/:_authToken=TOKEN",
-        )
+    async def web_login(request: Request) -> Response:
+        return await login.web_login(ctx, request)
+
+    async def couch_login(request: Request) -> Response:
+        return await login.couch_login(ctx, request, request.path_params["user"])
+
+    async def logout(request: Request) -> Response:
+        return await login.logout(ctx, request, request.path_params["token"])
 
     async def ping(request: Request) -> Response:
         return json_ok({})
@@ -260,8 +265,9 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
             methods=["GET", "HEAD", "PUT", "POST", "DELETE"],
         ),
         Route("/-/whoami", _npm(whoami), methods=["GET"]),
-        Route("/-/v1/login", _npm(login), methods=["POST"]),
-        Route("/-/user/{user:path}", _npm(login), methods=["PUT", "POST", "GET"]),
+        Route("/-/v1/login", _npm(web_login), methods=["POST"]),
+        Route("/-/user/token/{token}", _npm(logout), methods=["DELETE"]),
+        Route("/-/user/{user:path}", _npm(couch_login), methods=["PUT", "POST", "GET"]),
         # Every method reaches the dispatcher, so that even a 405 is answered in npm's JSON.
         Route("/{path:path}", _npm(package_route), methods=[*ALL_METHODS]),
     ]

@@ -9,6 +9,12 @@ Provenance is explicit: local versions and tarballs carry ``provenance`` (``publ
 lives in its own tables (:data:`upstream_packuments`, :data:`cached_tarballs`), each row naming
 the upstream it came from and when it was fetched, so that it is never mistaken for, or merged
 with, what was published here.
+
+The package row holds the packument's top-level fields from the latest publish: description,
+readme and readme file name in columns of their own (package pages read them, see
+:func:`package_readme`), the others (homepage, repository, keywords, ...) in ``fields``.
+Schema 2 added those columns and :data:`login_tokens` (``npm login`` on an open depot);
+schema 3 the provenance columns and the tables of cached upstream content.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from depot.core.database import Database, Schema, contains, json_value
-from depot.npm.packument import PackageRecord, VersionRecord
+from depot.npm.packument import PackageReadme, PackageRecord, VersionRecord, readme_of
 
 metadata = sa.MetaData()
 
@@ -32,6 +38,9 @@ packages = sa.Table(
     sa.Column("modified", sa.String(32), nullable=False),
     sa.Column("serial", sa.Integer, nullable=False, server_default="0"),
     sa.Column("fields", sa.JSON, nullable=False),
+    sa.Column("description", sa.Text, nullable=True),
+    sa.Column("readme", sa.Text, nullable=True),
+    sa.Column("readme_filename", sa.String(256), nullable=True),
 )
 
 tarballs = sa.Table(
@@ -98,19 +107,47 @@ cached_tarballs = sa.Table(
     sa.Column("fetched_at", sa.Float, nullable=False),
 )
 
+login_tokens = sa.Table(
+    "npm_login_tokens",
+    metadata,
+    # The sha256 of the token: a copy of the table gives no one a token to send.
+    sa.Column("token_sha256", sa.String(64), primary_key=True),
+    sa.Column("username", sa.String(256), nullable=False),
+    sa.Column("created", sa.String(32), nullable=False),
+)
+
 SCHEMA = Schema(
     name="npm",
-    version=2,
-    tables=[packages, tarballs, versions, dist_tags, upstream_packuments, cached_tarballs],
+    version=3,
+    tables=[
+        packages,
+        tarballs,
+        versions,
+        dist_tags,
+        login_tokens,
+        upstream_packuments,
+        cached_tarballs,
+    ],  # fmt: skip
     migrations={
         2: [
+            "ALTER TABLE npm_packages ADD COLUMN description TEXT",
+            "ALTER TABLE npm_packages ADD COLUMN readme TEXT",
+            "ALTER TABLE npm_packages ADD COLUMN readme_filename VARCHAR(256)",
+        ],
+        3: [
             "ALTER TABLE npm_tarballs ADD COLUMN provenance VARCHAR(16) NOT NULL "
             "DEFAULT 'published'",
             "ALTER TABLE npm_versions ADD COLUMN provenance VARCHAR(16) NOT NULL "
             "DEFAULT 'published'",
-        ]
+        ],
     },
 )
+#: Top-level fields kept in a text column of their own, by packument key.
+_TEXT_COLUMNS = {
+    "description": "description",
+    "readme": "readme",
+    "readmeFilename": "readme_filename",
+}
 
 
 def now() -> str:
@@ -136,10 +173,51 @@ async def load_package(
         name=name,
         created=row["created"],
         modified=row["modified"],
-        fields=json_value(row["fields"]) or {},
+        fields=_package_fields(row),
         dist_tags=tags,
     )
     return int(row["serial"]), package, [_version(r) for r in version_rows]
+
+
+async def package_readme(db: Database, name: str) -> PackageReadme | None:
+    """The description and readme of ``name`` as its latest publish sent them; None if no package.
+
+    For package pages: one row read, unless the package was written before schema 2 kept these
+    at the top level (then they come from the latest version's manifest).
+    """
+    row = await db.fetch_one(
+        sa.select(packages.c.description, packages.c.readme, packages.c.readme_filename).where(
+            packages.c.name == name
+        )
+    )
+    if row is None:
+        return None
+    if row[0] is None and row[1] is None:
+        loaded = await load_package(db, name)
+        if loaded is None:
+            return None
+        return readme_of(loaded[1], loaded[2])
+    return PackageReadme(name, row[0], row[1], row[2])
+
+
+def _package_fields(row: Any) -> dict[str, Any]:
+    fields = dict(json_value(row["fields"]) or {})
+    for key, column in _TEXT_COLUMNS.items():
+        if row[column] is not None:
+            fields[key] = row[column]
+    return fields
+
+
+def _package_values(fields: dict[str, Any]) -> dict[str, Any]:
+    """Column values for a package's top-level fields: the text columns, the rest as JSON."""
+    values: dict[str, Any] = {}
+    for key, column in _TEXT_COLUMNS.items():
+        value = fields.get(key)
+        values[column] = value if isinstance(value, str) else None
+    values["fields"] = {
+        k: v for k, v in fields.items() if not (k in _TEXT_COLUMNS and isinstance(v, str))
+    }
+    return values
 
 
 def _version(row: Any) -> VersionRecord:
@@ -180,20 +258,26 @@ async def get_tarball(db: Database, name: str, filename: str) -> Any:
     )
 
 
-async def ensure_package(db: Database, name: str, fields: dict[str, Any] | None = None) -> None:
-    stamp = now()
+async def ensure_package(
+    db: Database, name: str, fields: dict[str, Any] | None = None, created: str | None = None
+) -> None:
+    """The package row, if none exists yet; ``created`` is its first version's publish time."""
+    stamp = created or now()
     await db.execute(
         db.insert_or_ignore(packages).values(
-            name=name, created=stamp, modified=stamp, serial=0, fields=fields or {}
+            name=name, created=stamp, modified=stamp, serial=0, **_package_values(fields or {})
         )
     )
 
 
 async def touch(db: Database, name: str, fields: dict[str, Any] | None = None) -> None:
-    """Record a change: bump the serial (atomically, no read-modify-write) and ``modified``."""
+    """Record a change: bump the serial (atomically, no read-modify-write) and ``modified``.
+
+    ``fields``, when given, replace the package's top-level fields (a publish's).
+    """
     values: dict[str, Any] = {"serial": packages.c.serial + 1, "modified": now()}
-    if fields:
-        values["fields"] = fields
+    if fields is not None:
+        values.update(_package_values(fields))
     await db.execute(packages.update().where(packages.c.name == name).values(**values))
 
 

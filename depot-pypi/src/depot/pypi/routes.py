@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 from depot.core import EcosystemContext
 from depot.core.errors import BadRequest, HTTPError, NotFound
-from depot.core.http import blob_response, read_limited_body
+from depot.core.http import Validators, blob_response, document_validators, read_limited_body
 from depot.pypi import pagecache, simple, store, yank
 from depot.pypi.names import DistributionFile, InvalidFilename, normalize, parse_filename
 from depot.pypi.schema import blob_key
@@ -77,7 +77,11 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         media_type = _negotiate(request)
         names = await store.projects(ctx)
         render = simple.root_json if media_type == simple.JSON_V1 else simple.root_html
-        return _page(render(names), media_type, request)
+        body = render(names)
+        validators = document_validators(body, ctx.document_cache_control)
+        if validators.unchanged(request):
+            return validators.not_modified({"Vary": "Accept"})
+        return _page(body, media_type, request, validators)
 
     async def simple_project(request: Request) -> Response:
         requested = request.path_params["project"]
@@ -99,14 +103,15 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
             return _page(body, media_type, request, pagecache.etag(body))
         key = (project, media_type, files_url)
         tag = pagecache.etag(validator, key)
-        if tag in _if_none_match(request):
-            return Response(status_code=304, headers={"ETag": tag, "Vary": "Accept"})
+        validators = Validators(tag, None, ctx.document_cache_control)
+        if validators.unchanged(request):
+            return validators.not_modified({"Vary": "Accept"})
         body = pages.get(key, validator)
         if body is None:
             rows = await store.project_files(ctx, project)
             body = _render_project(project, media_type, files_url, rows)
             pages.put(key, validator, body)
-        return _page(body, media_type, request, tag)
+        return _page(body, media_type, request, validators)
 
     async def simple_project_no_slash(request: Request) -> Response:
         project = normalize(request.path_params["project"])
@@ -133,14 +138,11 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
                 raise NotFound(f"{filename} not found")
             sha256, media_type = row["sha256"], "application/octet-stream"
         key = blob_key(sha256)
-        headers = {
-            "ETag": f'"{sha256}"',
-            # A published file never changes (its name is bound to its hash).
-            "Cache-Control": "public, max-age=31536000, immutable",
-        }
+        # A published file never changes (its name is bound to its hash): the sha256 is its
+        # ETag, which ``depot python push`` compares, and it is immutable.
         return await blob_response(
-            ctx.blobs, key, request, media_type, headers,
-            on_start=lambda size: ctx.artifact_served(key, size, request),
+            ctx.blobs, key, request, media_type,
+            on_start=lambda size: ctx.artifact_served(key, size, request), etag=f'"{sha256}"',
         )  # fmt: skip
 
     async def put_file(request: Request) -> Response:
@@ -209,11 +211,6 @@ def _render_project(
     if media_type == simple.JSON_V1:
         return simple.project_json(project, simple.sort_versions(versions), files)
     return simple.project_html(project, files)
-
-
-def _if_none_match(request: Request) -> set[str]:
-    header = request.headers.get("if-none-match", "")
-    return {tag.strip() for tag in header.split(",") if tag.strip()}
 
 
 async def _legacy_upload(ctx: EcosystemContext, request: Request, form: FormData) -> Response:
@@ -295,11 +292,9 @@ def _negotiate(request: Request) -> str:
         raise HTTPError(406, str(exc), {"Vary": "Accept"}) from exc
 
 
-def _page(body: bytes, media_type: str, request: Request, etag: str | None = None) -> Response:
+def _page(body: bytes, media_type: str, request: Request, validators: Validators) -> Response:
     content_type = media_type + "; charset=utf-8" if media_type == simple.TEXT_HTML else media_type
-    headers = {"Vary": "Accept", "Content-Type": content_type}
-    if etag:
-        headers["ETag"] = etag
+    headers = {"Vary": "Accept", "Content-Type": content_type, **validators.headers()}
     if request.method == "HEAD":
         headers["Content-Length"] = str(len(body))
         return Response(b"", headers=headers)

@@ -62,7 +62,11 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         row = await ctx.db.fetch_one(sa.select(raw_files).where(raw_files.c.name == name))
         if row is None:
             raise NotFound(f"{name} not found")
-        return await blob_response(ctx.blobs, f"sha256/{row.sha256}", request)
+        # A name is bound to one content for good: its sha256 is a strong ETag and the file is
+        # immutable (blob_response's default Cache-Control).
+        return await blob_response(
+            ctx.blobs, f"sha256/{row.sha256}", request, etag=f'"{row.sha256}"'
+        )
 
     async def list_files(request: Request) -> Response:
         rows = await ctx.db.fetch_all(sa.select(raw_files).order_by(raw_files.c.name))
