@@ -100,7 +100,10 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
                 raise NotFound(f"project {project} not found")
             # Nothing uploaded here under this name: the upstream's page, never merged.
             body = await upstreams.page(request, project, media_type, files_url)
-            return _page(body, media_type, request, pagecache.etag(body))
+            upstream_validators = Validators(pagecache.etag(body), None, ctx.document_cache_control)
+            if upstream_validators.unchanged(request):
+                return upstream_validators.not_modified({"Vary": "Accept"})
+            return _page(body, media_type, request, upstream_validators)
         key = (project, media_type, files_url)
         tag = pagecache.etag(validator, key)
         validators = Validators(tag, None, ctx.document_cache_control)
