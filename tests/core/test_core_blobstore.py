@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -127,7 +128,13 @@ def test_writer_killed_mid_write_leaves_nothing_visible(tmp_path: Path) -> None:
     assert list((root / ".tmp").iterdir()), (
         "the killed writer's temporary file should still be there"
     )
-    FSBlobStore.open_sync(root)  # start-up sweeps the leftovers
+    # Start-up leaves a temporary file another process may still be writing...
+    FSBlobStore.open_sync(root)
+    (leftover,) = list((root / ".tmp").iterdir())
+    # ...and sweeps one nobody wrote to for an hour: no live upload is that quiet.
+    two_hours_ago = time.time() - 7200
+    os.utime(leftover, (two_hours_ago, two_hours_ago))
+    FSBlobStore.open_sync(root)
     assert list((root / ".tmp").iterdir()) == []
 
 

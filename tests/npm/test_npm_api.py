@@ -338,6 +338,86 @@ async def test_a_pruning_put_without_versions_unpublishes_nothing(
     assert stale.status_code == 409
 
 
+def _publishes_that_lie() -> list[Any]:
+    """Publish or update documents that would be answered 201 and publish nothing they claim."""
+    tgz = make_tgz("p", "2.0.0")
+    string_length = publish_body("p", "2.0.0", tgz)
+    string_length["_attachments"]["p-2.0.0.tgz"]["length"] = str(len(tgz))
+    missing_attachment = publish_body("p", "2.0.0", tgz)
+    missing_attachment["versions"]["3.0.0"] = {"name": "p", "version": "3.0.0"}
+    list_tag = publish_body("p", "2.0.0", tgz, **{"dist-tags": {"latest": ["2.0.0"]}})
+    without_data = publish_body("p", "2.0.0", tgz)
+    del without_data["_attachments"]
+    junk = {"_id": "p", "name": "p", **{f"junk{i}": i for i in range(200_000)}}
+    return [
+        pytest.param({"_id": "p", "name": "p", "versions": None}, id="versions-null"),
+        pytest.param({"_id": "p", "name": "p"}, id="no-versions"),
+        pytest.param(junk, id="200000-junk-keys"),
+        pytest.param(
+            {"name": "p", "_rev": "\x00\x01\x02", "versions": {"1.0.0": {}}}, id="control-rev"
+        ),
+        pytest.param(without_data, id="new-version-without-attachment"),
+        pytest.param(missing_attachment, id="one-version-without-attachment"),
+        pytest.param(string_length, id="string-length"),
+        pytest.param(list_tag, id="dist-tag-not-a-string"),
+    ]
+
+
+@pytest.mark.parametrize("body", _publishes_that_lie())
+async def test_publishes_that_change_nothing_or_lie_are_refused(
+    app_client: httpx.AsyncClient, tmp_path: Path, body: Any
+) -> None:
+    first = publish_body("p", "1.0.0", make_tgz("p", "1.0.0"))
+    assert (await put_publish(app_client, "p", first)).status_code == 201
+    before = (await app_client.get("/npm/p")).json()
+    response = await put_publish(app_client, "p", body)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]
+    after = (await app_client.get("/npm/p")).json()
+    assert after["versions"].keys() == before["versions"].keys() == {"1.0.0"}
+    assert after["dist-tags"] == before["dist-tags"]
+    assert len(stored_tarballs(tmp_path / "store")) == 1
+
+
+async def test_a_deprecation_with_a_stale_rev_is_a_conflict(app_client: httpx.AsyncClient) -> None:
+    await put_publish(app_client, "d", publish_body("d", "1.0.0", make_tgz("d", "1.0.0")))
+    document = (await app_client.get("/npm/d?write=true")).json()
+    await put_publish(app_client, "d", publish_body("d", "1.1.0", make_tgz("d", "1.1.0")))
+    document["versions"]["1.0.0"]["deprecated"] = "use 1.1"
+    assert (await put_publish(app_client, "d", document)).status_code == 409
+    fresh = (await app_client.get("/npm/d?write=true")).json()
+    fresh["versions"]["1.0.0"]["deprecated"] = "use 1.1"
+    assert (await put_publish(app_client, "d", fresh)).status_code == 201
+    assert (await app_client.get("/npm/d/1.0.0")).json()["deprecated"] == "use 1.1"
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/npm/q", b"[" * 100_000),
+        ("/npm/q", b'{"name": "q", "versions": {"1.0.0": ' + b"[" * 100_000 + b"}}"),
+        ("/npm/q", b'{"name": "q", "n": ' + b"1" * 100_000 + b"}"),
+        ("/npm/q/1.0.0", b'{"name": "q", "version": "1.0.0", "n": ' + b"9" * 100_000 + b"}"),
+        ("/npm/q/1.0.0", b"[" * 100_000),
+        ("/npm/-/package/q/dist-tags/beta", b"[" * 100_000),
+        ("/npm/q/-rev/1-0", b"{" * 100_000),
+    ],
+)
+async def test_deep_json_and_long_numbers_are_400(
+    app_client: httpx.AsyncClient, path: str, body: bytes
+) -> None:
+    await put_publish(app_client, "q", publish_body("q", "1.0.0", make_tgz("q", "1.0.0")))
+    response = await app_client.put(path, content=body)
+    assert response.status_code == 400, response.text
+    assert "deeper than" in response.json()["error"] or "longer than" in response.json()["error"]
+
+
+async def test_a_long_search_text_is_400_not_an_outage(app_client: httpx.AsyncClient) -> None:
+    response = await app_client.get("/npm/-/v1/search", params={"text": "a" * 60_000})
+    assert response.status_code == 400
+    assert response.json()["error"] == "the search text is longer than 256 characters"
+
+
 async def test_package_readme_gives_pages_the_latest_publishs_readme(
     database_options: dict[str, Any], tmp_path: Path
 ) -> None:

@@ -10,27 +10,38 @@ started by a request closes itself when the event loop winds down (see :meth:`De
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
-from collections.abc import AsyncIterator
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from depot.core.auth import WRITE_METHODS, Authenticator
-from depot.core.blobs import BlobStore, InvalidKey, ScopedBlobStore, StorageBackend
+from depot.core.blobs import BlobEntry, BlobStore, InvalidKey, ScopedBlobStore, StorageBackend
 from depot.core.catalog import Catalog
 from depot.core.database import Database
 from depot.core.ecosystem import Ecosystem
 from depot.core.errors import BadRequest, ConfigError, HTTPError, ServiceUnavailable
-from depot.core.faults import OUTAGE_TYPES, is_backend_outage
+from depot.core.faults import OUTAGE_TYPES, is_backend_outage, storage_refusal
 from depot.core.http import ErrorRenderer, external_base, plain_error
 from depot.core.lifespan import running
 from depot.core.logs import configure_logging
 from depot.core.metrics import Metrics, ObserverMiddleware, metrics_endpoint
-from depot.core.pages import browse, health, index
+from depot.core.packagepages import PackagePages, RenderedPages, package_page_url
+from depot.core.pages import browse, health, index, package_page
 from depot.core.plugins import Plugins, load_plugins
+from depot.core.reachability import (
+    CORE_SCHEMA,
+    BlobReferences,
+    ensure_lock_row,
+    hold_reference_lock,
+)
 from depot.core.routing import EcosystemRouter
 from depot.core.settings import Settings
+from depot.core.stalls import BodyDeadlines
 from depot.core.upstream import UpstreamClient
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
@@ -76,6 +87,10 @@ class EcosystemContext:
         """Absolute URL of ``path`` under this ecosystem, as the client reached the server."""
         return external_base(request, self.settings) + self.ecosystem.prefix + path
 
+    def page_url(self, request: Request, name: str) -> str:
+        """Absolute URL of the package page of ``name`` in this ecosystem (``/-/browse/...``)."""
+        return package_page_url(external_base(request, self.settings), self.name, name)
+
     @property
     def document_cache_control(self) -> str:
         """``Cache-Control`` of a mutable document (narinfo, packument, simple page).
@@ -86,6 +101,57 @@ class EcosystemContext:
         """
         max_age = self.settings.document_max_age
         return f"public, max-age={max_age}" if max_age > 0 else "no-cache"
+
+    @asynccontextmanager
+    async def reference_blobs(self, *keys: str) -> AsyncIterator[None]:
+        """Make rows point at blobs, safely against the garbage collector.
+
+        Write the rows that point at ``keys`` inside this block: it is a database transaction
+        holding the reference lock shared (see :mod:`depot.core.reachability`), and each blob is
+        checked to exist first. Until the block commits, no collection removes any blob; if a
+        collection removed one of them just before, :class:`BlobMissing` (a 409) is raised and
+        nothing is written, so no row ever points at a missing blob. Blobs just uploaded are
+        safe anyway (younger than the grace period); what this guards is a row that comes to
+        point at a blob written long ago (a NAR uploaded before a failed ``nix copy``, a
+        content-addressed file stored before).
+        """
+        async with self.db.transaction():
+            await hold_reference_lock(self.db, exclusive=False)
+            for key in keys:
+                if await self.blobs.stat(key) is None:
+                    raise BlobMissing(key)
+            yield
+
+    async def release_blobs(
+        self, keys: Sequence[str], since: float | None = None
+    ) -> list[BlobEntry]:
+        """Remove blobs whose rows the ecosystem just deleted (and committed), unless another row
+        still points at one or it was written again since ``since`` (default: now).
+
+        For deletion on purpose (``depot nix delete``, ...). Returns the removed blobs (keys
+        inside the namespace, with sizes). Blobs of an ecosystem that reports no references
+        (``depot_blob_references``) are never removed.
+        """
+        from depot.core.collector import release
+
+        removed = await release(
+            self.depot, self.name, keys, time.time() if since is None else since
+        )
+        for entry in removed:
+            self.log.info("blob removed", extra={"key": entry.key, "size": entry.size})
+        return removed
+
+    async def cache_stored(self, item: str, size: int) -> None:
+        """Declare ``item`` (an ecosystem's own name for it) as fetched from an upstream: it
+        may be evicted by ``--cache-max-size``/``--cache-max-age``, least recently used first,
+        through this ecosystem's ``depot_cached_content``. Never call it for published content."""
+        from depot.core.retention import cache_stored
+
+        await cache_stored(self.db, self.name, item, size)
+
+    def record_use(self, item: str) -> None:
+        """Note that a cached item was served now; written in batches, not per request."""
+        self.depot.use_recorder.record(self.name, item)
 
     def artifact_stored(self, key: str, size: int, request: Request | None = None) -> None:
         """Announce a verified, committed artifact to listeners (logs, metrics)."""
@@ -101,6 +167,14 @@ class EcosystemContext:
         self.depot.plugins.hook.depot_artifact_served(
             ecosystem=self.name, key=key, size=size, request=request
         )
+
+
+class BlobMissing(HTTPError):
+    """409: a row was to point at a blob that is not (or no longer) in the store."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(409, f"{key} is not in the store (removed meanwhile?); upload it again")
+        self.key = key
 
 
 class Depot:
@@ -126,7 +200,14 @@ class Depot:
         self._start_lock = asyncio.Lock()
         self._closer: asyncio.Task[None] | None = None
         self.metrics = Metrics()
+        self.body_deadlines = BodyDeadlines(settings.request_body_timeout)
         self._catalogs: list[Catalog] | None = None
+        self._package_pages: list[PackagePages] | None = None
+        self.rendered_pages = RenderedPages()
+        self._blob_references: dict[str, BlobReferences] | None = None
+        from depot.core.retention import UseRecorder
+
+        self.use_recorder = UseRecorder(self.database)
 
     def context(self, ecosystem: str) -> EcosystemContext:
         """The context of a declared ecosystem."""
@@ -142,6 +223,20 @@ class Depot:
             found = reversed(self.plugins.hook.depot_catalogs(depot=self))
             self._catalogs = [c for catalogs in found for c in catalogs or ()]
         return self._catalogs
+
+    def package_pages(self) -> list[PackagePages]:
+        """The ecosystems' package pages (``/-/browse/<ecosystem>/<name>``), collected once."""
+        if self._package_pages is None:
+            found = reversed(self.plugins.hook.depot_package_pages(depot=self))
+            self._package_pages = [p for pages in found for p in pages or ()]
+        return self._package_pages
+
+    def blob_references(self) -> dict[str, BlobReferences]:
+        """Each ecosystem's reachability (``depot_blob_references``) by name; collected once."""
+        if self._blob_references is None:
+            found = reversed(self.plugins.hook.depot_blob_references(depot=self))
+            self._blob_references = {r.ecosystem: r for refs in found for r in refs or ()}
+        return self._blob_references
 
     def ecosystem_for_path(self, root_path: str, path: str) -> str | None:
         """The ecosystem whose prefix a request path falls under, relative to depot's mount."""
@@ -212,7 +307,8 @@ class Depot:
             self.exit_stack.push_async_callback(self.database.disconnect)
             await self.database.prepare()
             schemas = [s for found in self.plugins.hook.depot_schemas() for s in found or ()]
-            await self.database.migrate(schemas)
+            await self.database.migrate([CORE_SCHEMA, *schemas])
+            await ensure_lock_row(self.database)
             authenticator = self.plugins.hook.depot_authenticator(settings=self.settings)
             if authenticator is None:
                 raise ConfigError("--auth-file is set but no installed plugin can authenticate")
@@ -221,6 +317,9 @@ class Depot:
             for result in self.plugins.hook.depot_startup(depot=self):
                 if inspect.isawaitable(result):
                     await result
+            self._start_use_recorder()
+            if self.settings.gc_interval:
+                self._start_collector()
             self.started = True
             log.info(
                 "depot started",
@@ -230,6 +329,43 @@ class Depot:
                     "database": self.database.dialect_name,
                 },
             )
+
+    def _start_use_recorder(self) -> None:
+        """Write recorded cache use every minute and once more at shutdown."""
+        task = asyncio.get_running_loop().create_task(
+            self.use_recorder.flush_periodically(), name="depot-cache-use"
+        )
+
+        async def stop() -> None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            with contextlib.suppress(Exception):
+                await self.use_recorder.flush()
+
+        self.exit_stack.push_async_callback(stop)
+
+    def _start_collector(self) -> None:
+        """``--gc-interval``: a background task, cancelled and awaited before the database and
+        blob store close (the exit stack unwinds in reverse)."""
+        from depot.core.collector import collect_periodically
+
+        task = asyncio.get_running_loop().create_task(
+            collect_periodically(self, self.settings.gc_interval, self.settings.gc_grace),
+            name="depot-gc",
+        )
+
+        async def stop() -> None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        self.exit_stack.push_async_callback(stop)
+
+    def describe_blob_store(self) -> str:
+        """``<type> <where>`` for logs: the directory or bucket of the blob store."""
+        where = getattr(self.blob_store, "root", None) or getattr(self.blob_store, "bucket", "")
+        return f"{self.settings.storage_type} {where}".strip()
 
     def database_is_sqlite_in_store(self) -> bool:
         return self.database.dialect_name == "sqlite" and self.settings.database_url.endswith(
@@ -317,7 +453,49 @@ def _client_gone_handler(request: Request, exc: Exception) -> Any:
     )
 
 
+def _storage_refused(request: Request, exc: Exception, cause: str) -> Any:
+    """507 for a write the store cannot take, one error line naming the store, and a count.
+
+    Reads go on as before: only the write that hit the condition is refused, and nothing of it
+    is kept (uploads abort as they do for any error).
+    """
+    depot: Depot = request.scope["depot"]
+    ecosystem = depot.ecosystem_for_path(
+        request.scope.get("depot.root_path", ""), request.scope.get("path", "")
+    )
+    if isinstance(exc, sqlite3.Error):
+        kind, store, detail = "database", f"database {depot.database.dialect_name}", str(exc)
+    else:
+        assert isinstance(exc, OSError)
+        kind, store, detail = "blob store", depot.describe_blob_store(), exc.strerror or str(exc)
+    log.error(
+        "store refused a write",
+        extra={
+            "store": store,
+            "cause": cause,
+            "error": f"{type(exc).__name__}: {exc}",
+            "method": request.method,
+            "path": request.url.path,
+        },
+    )
+    depot.metrics.storage_refusals.labels(ecosystem or "core", cause).inc()
+    return _http_error_handler(
+        request,
+        HTTPError(507, f"insufficient storage: the {kind} cannot take this write ({detail})"),
+    )
+
+
+def _os_error_handler(request: Request, exc: Exception) -> Any:
+    cause = storage_refusal(exc)
+    if cause is None:
+        raise exc
+    return _storage_refused(request, exc, cause)
+
+
 def _outage_handler(request: Request, exc: Exception) -> Any:
+    cause = storage_refusal(exc)
+    if cause is not None:  # SQLite's "database or disk is full" is not an outage
+        return _storage_refused(request, exc, cause)
     if not is_backend_outage(exc):
         raise exc
     log.error("backing service unavailable", extra={"error": f"{type(exc).__name__}: {exc}"})
@@ -353,6 +531,7 @@ def create_app(*, plugins: Plugins | None = None, **options: Any) -> Starlette:
         Route("/", index, methods=["GET", "HEAD"]),
         Route("/-/health", health, methods=["GET", "HEAD"]),
         Route("/-/browse/{ecosystem}", browse, methods=["GET", "HEAD"]),
+        Route("/-/browse/{ecosystem}/{name:path}", package_page, methods=["GET", "HEAD"]),
     ]
     if not settings.metrics_listen_addr:
         routes.append(Route("/metrics", metrics_endpoint, methods=["GET"]))
@@ -371,6 +550,7 @@ def create_app(*, plugins: Plugins | None = None, **options: Any) -> Starlette:
             HTTPError: _http_error_handler,
             InvalidKey: _invalid_key_handler,
             ClientDisconnect: _client_gone_handler,
+            OSError: _os_error_handler,
             **{t: _outage_handler for t in OUTAGE_TYPES},
         },
     )

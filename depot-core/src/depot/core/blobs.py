@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,11 +56,31 @@ class BlobStat:
     ``modified`` (POSIX seconds) and ``etag`` (a quoted strong entity tag that changes whenever
     the bytes under the key do) become the blob's ``Last-Modified`` and ``ETag`` when served; a
     backend that knows neither leaves them None and depot derives a tag from key, size and time.
+    ``modified`` is also what the garbage collector reads: it keeps every blob younger than its
+    grace period, so a re-upload under the same key protects it again, and a blob whose backend
+    cannot tell is never collected.
     """
 
     size: int
     modified: float | None = None
     etag: str | None = None
+
+
+@dataclass(frozen=True)
+class BlobEntry:
+    """A committed blob as a listing yields it: its key, size and last write time."""
+
+    key: str
+    size: int
+    modified: float
+
+
+@dataclass(frozen=True)
+class LeftoverReport:
+    """Temporary objects of unfinished uploads that a store removed (or would remove)."""
+
+    objects: int = 0
+    bytes: int = 0
 
 
 class BlobUpload(Protocol):
@@ -109,6 +129,23 @@ class BlobStore(Protocol):
     async def delete(self, key: str) -> None:
         """Remove a blob; no error if it is absent."""
 
+    def list(self, prefix: str) -> AsyncIterator[BlobEntry]:
+        """Every committed blob whose key starts with ``prefix``, in no particular order.
+
+        Streamed: the backend fetches a page at a time (a directory walk, S3 ListObjectsV2 pages
+        of 1,000), so listing a store of any size holds memory flat. Temporary objects of
+        uploads in progress are not listed. Needed by the garbage collector; a backend without
+        it is never collected.
+        """
+
+    async def delete_many(self, keys: Sequence[str]) -> None:
+        """Remove several blobs (S3 DeleteObjects takes 1,000 a call); absent ones are fine."""
+
+    async def remove_leftovers(self, older_than: float, dry_run: bool = False) -> LeftoverReport:
+        """Remove what uploads that never finished left behind and not written since
+        ``older_than`` (epoch seconds): the fs store's temporary files, S3's staged objects and
+        multipart uploads. None of it was ever visible under a key."""
+
     def local_path(self, key: str) -> Path | None:
         """A file on this machine holding the blob, when the backend has one (for fast paths)."""
 
@@ -150,6 +187,12 @@ class ScopedBlobStore:
 
     async def delete(self, key: str) -> None:
         await self.store.delete(self._key(key))
+
+    async def list(self, prefix: str = "") -> AsyncIterator[BlobEntry]:
+        """The namespace's blobs under ``prefix``, keys relative to the namespace."""
+        skip = len(self.namespace) + 1
+        async for entry in self.store.list(f"{self.namespace}/{prefix}"):
+            yield BlobEntry(entry.key[skip:], entry.size, entry.modified)
 
     def local_path(self, key: str) -> Path | None:
         return self.store.local_path(self._key(key))

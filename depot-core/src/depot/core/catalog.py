@@ -2,7 +2,8 @@
 
 Plugins contribute a :class:`Catalog` through the ``depot_catalogs`` hook; the core renders the
 ``/`` page, the ``/-/browse/<ecosystem>`` pages and the stored-object gauges of ``/metrics`` from
-it, so a third-party ecosystem gets all three by implementing two coroutines.
+it, so a third-party ecosystem gets all three by implementing two coroutines. Entries that name
+a ``page`` link to the ecosystem's package pages (the ``depot_package_pages`` hook).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ class CatalogEntry:
     """One thing an ecosystem holds: an npm package, a Python project, a Nix store path.
 
     ``fields`` are extra (label, value) pairs shown on the browse page (versions, files,
-    references, signatures); ``href`` is a path under the ecosystem's prefix, if it has one.
+    references, signatures); ``href`` is a path under the ecosystem's prefix, if it has one;
+    ``page`` names the entry's package page (``/-/browse/<ecosystem>/<page>``, see
+    :mod:`depot.core.packagepages`), which the ``/`` and browse pages link to when given.
     """
 
     name: str
@@ -27,6 +30,7 @@ class CatalogEntry:
     uploaded_at: datetime | None = None
     href: str | None = None
     fields: Sequence[tuple[str, str]] = field(default_factory=tuple)
+    page: str | None = None
 
 
 @dataclass(frozen=True)

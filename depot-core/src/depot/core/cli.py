@@ -77,9 +77,11 @@ def build_cli(plugins: Plugins | None = None) -> click.Group:
         for failure in plugins.failed:
             click.echo(f"{failure.name:<12} {failure.distribution}  FAILED: {failure.error}")
 
+    from depot.core.gccli import gc_command
     from depot.core.serve import serve_command
 
     depot.add_command(serve_command(plugins))
+    depot.add_command(gc_command(plugins))
     for contributed in plugins.hook.depot_commands():
         for command in contributed or ():
             if command.name in depot.commands:

@@ -7,6 +7,7 @@ answers 401, :meth:`PushAuth.mint` makes a token from the user's SSH keys (see
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from depot.core.errors import DepotError
@@ -44,3 +45,55 @@ class PushAuth:
                 f"{self.url} requires authentication: pass --token, set DEPOT_AUTH_TOKEN, "
                 f"or make an SSH key available ({exc})"
             ) from None
+
+
+def call_api(method: str, url: str, token: str | None = None, body: object = None) -> dict:
+    """One request to a depot's JSON API (deletions, ...) with the push commands' auth.
+
+    ``body`` is sent as JSON when given. The answer must be 200 with a JSON object; anything else
+    raises :class:`DepotError` with the status and the server's one-line reason.
+    """
+    import asyncio
+    import json
+
+    import aiohttp
+
+    auth = PushAuth(url, token)
+    data = None if body is None else json.dumps(body).encode()
+
+    async def send() -> dict:
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=300)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            for attempt in range(2):
+                headers = auth.headers()
+                if data is not None:
+                    headers["Content-Type"] = "application/json"
+                async with session.request(method, url, data=data, headers=headers) as response:
+                    text = await response.text()
+                    if response.status == 401 and not attempt and auth.can_mint():
+                        await asyncio.to_thread(auth.mint)
+                        continue
+                    if response.status != 200:
+                        lines = text.strip().splitlines()
+                        reason = lines[0] if lines else ""
+                        with contextlib.suppress(ValueError, AttributeError):
+                            reason = json.loads(text).get("error") or reason
+                        raise DepotError(
+                            f"{method} {url}: HTTP {response.status}"
+                            + (f": {reason}" if reason else "")
+                        )
+                    try:
+                        answer = json.loads(text)
+                    except ValueError:
+                        raise DepotError(f"{method} {url}: the answer is not JSON") from None
+                    if not isinstance(answer, dict):
+                        raise DepotError(f"{method} {url}: the answer is not a JSON object")
+                    return answer
+        raise AssertionError("unreachable")
+
+    if not url.startswith(("http://", "https://")):
+        raise DepotError(f"{url!r} is not an http(s) URL")
+    try:
+        return asyncio.run(send())
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        raise DepotError(f"{method} {url}: {exc or type(exc).__name__}") from None

@@ -1,7 +1,11 @@
-"""Telling a backing-service outage (database, object store) from a bug.
+"""Telling a backing-service outage (database, object store) or a store that refuses writes
+from a bug.
 
 An outage is answered 503 with ``Retry-After`` and logged with its cause; the server keeps running
-and recovers when the service returns. Anything else is a 500.
+and recovers when the service returns. A store that cannot take a write (a full disk, a quota, a
+read-only file system, lost permissions, SQLite's "database or disk is full") is answered 507
+Insufficient Storage (:func:`storage_refusal`): reads keep working, and the operator has
+something to act on. Anything else is a 500.
 
 The drivers' exception types are imported when installed (asyncpg comes with depot-core's
 PostgreSQL support, botocore with the ``s3`` backend) so that the app can register a handler for
@@ -11,6 +15,7 @@ each type; :func:`is_backend_outage` then decides per exception, because one typ
 
 from __future__ import annotations
 
+import errno
 import sqlite3
 
 _BASE_TYPES: tuple[type[BaseException], ...] = (
@@ -84,3 +89,27 @@ def is_backend_outage(exc: BaseException) -> bool:
     if isinstance(exc, ClientError):
         return _is_s3_outage(exc)
     return True
+
+
+#: ``errno`` values of a write the store refuses, with the cause as the log names it.
+_STORAGE_ERRNOS = {
+    errno.ENOSPC: "full",
+    errno.EDQUOT: "quota",
+    errno.EFBIG: "file too large",
+    errno.EROFS: "read-only",
+    errno.EACCES: "permission",
+    errno.EPERM: "permission",
+}
+#: SQLite's extended result codes (primary code in the low byte) for the same conditions.
+_SQLITE_CODES = {13: "full", 8: "read-only", 3: "permission"}  # SQLITE_FULL, _READONLY, _PERM
+
+
+def storage_refusal(exc: BaseException) -> str | None:
+    """The cause (``full``, ``quota``, ``read-only``, ...) when ``exc`` means the blob store or
+    the database cannot take a write; None for anything else."""
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        return None if code is None else _SQLITE_CODES.get(code & 0xFF)
+    if isinstance(exc, OSError) and not isinstance(exc, (ConnectionError, TimeoutError)):
+        return _STORAGE_ERRNOS.get(exc.errno or 0)
+    return None

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from depot.core.catalog import Catalog
     from depot.core.database import Schema
     from depot.core.ecosystem import Ecosystem
+    from depot.core.packagepages import PackagePages
+    from depot.core.reachability import BlobReferences
     from depot.core.settings import Settings
     from starlette.requests import Request
     from starlette.routing import BaseRoute
@@ -154,4 +156,45 @@ def depot_catalogs(depot: Depot) -> Sequence[Catalog]:
     Called once at start-up. Return :class:`depot.core.catalog.Catalog` objects; the core builds
     the ``/`` page statistics, the ``/-/browse/<ecosystem>`` search pages and the stored-object
     gauges of ``/metrics`` from them.
+    """
+
+
+@hookspec
+def depot_package_pages(depot: Depot) -> Sequence[PackagePages]:
+    """Contribute a page per package: ``/-/browse/<ecosystem>/<name>``.
+
+    Called once, on the first package page requested. Return
+    :class:`depot.core.packagepages.PackagePages` objects (an ``ecosystem`` name and an async
+    ``page(name, request)`` that returns a :class:`depot.core.packagepages.PackagePage` or None
+    for a name the ecosystem does not hold). The core lays the page out in depot's style, under
+    the mount prefix and ``--base-url``; build its parts with :mod:`depot.core.markup`, whose
+    ``readme()`` sanitises rendered readmes. Catalog entries with ``page`` set link to it.
+    """
+
+
+@hookspec
+def depot_blob_references(depot: Depot) -> Sequence[BlobReferences]:
+    """Report which blob keys an ecosystem's rows hold, so the garbage collector keeps them.
+
+    Called once, when the first collection (``depot gc``, ``--gc-interval``) or removal needs
+    it. Return :class:`depot.core.reachability.BlobReferences` objects: an ``ecosystem`` name and
+    ``async referenced(keys)``, which answers, for a batch of at most 1,000 keys of that
+    ecosystem's blob namespace, the ones some row points at (one indexed ``IN`` query per key
+    column keeps a store of any size cheap). Blobs of an ecosystem that returns none here are
+    never collected. Rows must come to point at existing blobs inside
+    ``ctx.reference_blobs(...)``, so that a collection never removes a blob a row is about to
+    name.
+    """
+
+
+@hookspec
+def depot_cached_content(depot: Depot) -> Sequence[Any]:
+    """Let the core evict an ecosystem's cached (upstream-fetched) content.
+
+    Called at each collection when ``--cache-max-size`` or ``--cache-max-age`` is set. Return
+    :class:`depot.core.retention.CachedContent` objects: an ``ecosystem`` name and
+    ``async evict(items)``, which removes those items (rows, then ``ctx.release_blobs``). Items
+    are what the ecosystem declared with ``ctx.cache_stored(item, size)``; use is recorded with
+    ``ctx.record_use(item)`` (batched, no database write per request). Published content is
+    never declared, so it is never evicted.
     """

@@ -49,6 +49,29 @@ def configure_logging(verbose: bool = False) -> None:
     root.propagate = False
 
 
+def configure_server_logging(verbose: bool = False) -> None:
+    """:func:`configure_logging`, and every other library's records too, for ``depot serve``.
+
+    Third-party libraries log through their own loggers: hypercorn's "Error in ASGI Framework"
+    (``hypercorn.error``), python-multipart's parser warnings, asyncio's "Task exception was never
+    retrieved", Python's warnings. Without a handler of their own those reach stderr as plain
+    text (logging's last resort), breaking the one-JSON-object-per-line contract; here the root
+    logger gets depot's JSON handler. Only for the server depot runs itself: an application that
+    embeds depot configures its own root logger.
+    """
+    configure_logging(verbose)
+    root = logging.getLogger()
+    if not any(getattr(h, "_depot", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JSONFormatter())
+        handler._depot = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    # Hypercorn's "Running on ..." and its connection errors: through the root handler.
+    logging.getLogger("hypercorn.error").setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.captureWarnings(True)
+
+
 class _Timestamps:
     """``time`` field text, with the seconds part formatted once per second, not per line."""
 

@@ -88,6 +88,12 @@ class Metrics:
             "Uploads refused as malformed or not matching their hashes",
             ["ecosystem"], registry=r,
         )  # fmt: skip
+        self.storage_refusals = Counter(
+            "depot_storage_write_refusals",
+            "Writes refused because the blob store or database could not take them "
+            "(cause: full, quota, read-only, permission)",
+            ["ecosystem", "cause"], registry=r,
+        )  # fmt: skip
         self.artifacts_stored = Counter(
             "depot_artifacts_stored", "Artifacts verified and stored", ["ecosystem"], registry=r
         )
@@ -130,6 +136,33 @@ class Metrics:
             "Held metadata answered past its max-age because the upstream could not be asked",
             upstream_labels, registry=r,
         )  # fmt: skip
+        # Garbage collection, from the report the last collector (any process, any replica)
+        # recorded in the shared database.
+        gc_gauges = {
+            "gc_last_run": (
+                "depot_gc_last_run_timestamp_seconds", "When the last collection started", [],
+            ),
+            "gc_last_duration": ("depot_gc_last_run_duration_seconds", "How long it took", []),
+            "gc_reclaimed_objects": (
+                "depot_gc_reclaimed_objects", "Blobs removed by all collections", ["ecosystem"],
+            ),
+            "gc_reclaimed_bytes": (
+                "depot_gc_reclaimed_bytes", "Bytes removed by all collections", ["ecosystem"],
+            ),
+            "blob_store_objects": (
+                "depot_blob_store_objects", "Blobs in the store after the last collection",
+                ["ecosystem"],
+            ),
+            "blob_store_bytes": (
+                "depot_blob_store_bytes", "Bytes in the store after the last collection",
+                ["ecosystem"],
+            ),
+        }  # fmt: skip
+        for attribute, (name, documentation, labels) in gc_gauges.items():
+            gauge = Gauge(
+                name, documentation, labels, registry=r, multiprocess_mode="livemostrecent"
+            )
+            setattr(self, attribute, gauge)
         self._request_children: dict[tuple[str, str, str, int], tuple[Any, ...]] = {}
 
     def observe_request(
@@ -170,6 +203,23 @@ class Metrics:
             stats = await catalog.stats(newest=0)
             self.stored_objects.labels(catalog.ecosystem).set(stats.objects)
             self.stored_bytes.labels(catalog.ecosystem).set(stats.bytes)
+        await self.refresh_collection(depot)
+
+    async def refresh_collection(self, depot: Depot) -> None:
+        """Set the garbage-collection gauges from what the last collector recorded."""
+        from depot.core.collector import last_collection, reclaimed_totals
+
+        last = await last_collection(depot.database)
+        if last is None:
+            return
+        self.gc_last_run.set(last.started)
+        self.gc_last_duration.set(last.duration)
+        for name, tally in last.ecosystems.items():
+            self.blob_store_objects.labels(name).set(tally.kept)
+            self.blob_store_bytes.labels(name).set(tally.kept_bytes)
+        for name, total in (await reclaimed_totals(depot.database)).items():
+            self.gc_reclaimed_objects.labels(name).set(total["objects"])
+            self.gc_reclaimed_bytes.labels(name).set(total["bytes"])
 
 
 class ObserverMiddleware:
@@ -196,6 +246,7 @@ class ObserverMiddleware:
         sent = 0
         received = 0
         recorded = False
+        deadlines = self.depot.body_deadlines
 
         def record() -> None:
             nonlocal recorded
@@ -213,11 +264,21 @@ class ObserverMiddleware:
             )
             log_access(method, path, status, sent, seconds, (scope.get("client") or ("", 0))[0])
 
+        body_done = False
+
         async def counting_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done:  # later calls wait for the client to go away, for as long as it takes
+                return await receive()
+            # A body that stalls is answered 408 rather than holding the request (and its
+            # buffers) until the client gives up, which may be never.
+            async with deadlines.watch():
+                message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
+            else:
+                body_done = True
             return message
 
         async def counting_send(message: Message) -> None:

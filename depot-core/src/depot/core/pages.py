@@ -1,5 +1,5 @@
 """The pages people read: ``/`` (what this depot holds and how to use it), ``/-/browse/<eco>``,
-and ``/-/health`` for load balancers.
+and ``/-/health`` for load balancers. Package pages are in :mod:`depot.core.packagepages`.
 
 Server-rendered HTML with no script: search is a plain GET form. Every value from the database or
 the request is escaped; plugins hand in sections whose HTML they escaped themselves.
@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import html
 import inspect
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from depot.core.catalog import CatalogEntry
+from depot.core.ecosystem import Ecosystem
 from depot.core.errors import NotFound
 from depot.core.http import external_base
+from depot.core.markup import Markup
+from depot.core.packagepages import etag as package_etag
+from depot.core.packagepages import package_page_url
+from depot.core.packagepages import render as render_package_page
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
@@ -32,21 +39,44 @@ class Section:
     ecosystem: str | None = None
 
 
-_STYLE = """body{font-family:system-ui,sans-serif;max-width:64rem;margin:2rem auto;padding:0 1rem;
-color:#222}code,pre{background:#f3f3f3;padding:.1rem .3rem;border-radius:3px}
-pre{padding:.6rem;overflow-x:auto}table{border-collapse:collapse;width:100%}
+_STYLE = """*{box-sizing:border-box}
+body{font-family:system-ui,sans-serif;max-width:64rem;margin:1rem auto;padding:0 1rem;color:#222;
+line-height:1.45;overflow-wrap:break-word}
+code,pre{background:#f3f3f3;padding:.1rem .3rem;border-radius:3px;font-size:.9em}
+pre{padding:.6rem;overflow-x:auto;white-space:pre-wrap}table{border-collapse:collapse;width:100%}
 td,th{text-align:left;padding:.3rem .5rem;border-bottom:1px solid #ddd;vertical-align:top}
 .eco{border:1px solid #ddd;border-radius:6px;padding:.2rem 1rem;margin:1rem 0}
-nav a{margin-right:1rem}.muted{color:#666}"""
+nav{display:flex;flex-wrap:wrap;gap:.3rem 1rem;align-items:center}nav form{margin-left:auto}
+.muted{color:#666}.summary{font-size:1.1rem}.scroll{overflow-x:auto;max-width:100%}
+.facts{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem;margin:1rem 0}
+.facts dt{color:#666}.facts dd{margin:0;min-width:0}.facts code,pre{overflow-wrap:anywhere}
+.install{margin:.4rem 0}.install pre{margin:.2rem 0}
+.readme{border-top:1px solid #ddd;padding-top:.5rem}.readme img{max-width:100%;height:auto}
+.yanked,.deprecated{color:#a00}tr.group td{background:#f7f7f7;font-weight:600}
+input[type=search]{max-width:100%}
+@media (max-width:40rem){.facts{grid-template-columns:1fr}.facts dd{margin-bottom:.4rem}
+td,th{padding:.25rem .3rem}body{padding:0 .6rem}}"""
+
+#: Depot's pages run no script: a readme that slipped something past the sanitiser still could
+#: not execute it. Images may come from anywhere (readme badges); styles are inline.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; img-src * data:; style-src 'unsafe-inline'; "
+    "base-uri 'none'; frame-ancestors 'self'"
+)
 
 
-def page(title: str, body: str, base: str) -> HTMLResponse:
-    """A whole HTML document around ``body`` (already escaped)."""
+def page(title: str, body: str, base: str, crumbs: str = "", search: str = "") -> HTMLResponse:
+    """A whole HTML document around ``body`` (already escaped); ``crumbs`` and ``search`` are
+    escaped HTML put in the navigation bar after the link to ``/``."""
+    nav = f'<a href="{html.escape(base)}/">depot</a>'
+    if crumbs:
+        nav += f"<span>/</span>{crumbs}"
     return HTMLResponse(
         f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}'
         f'</title><meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<style>{_STYLE}</style></head><body>"
-        f'<nav><a href="{html.escape(base)}/">depot</a></nav>{body}</body></html>'
+        f"<nav>{nav}{search}</nav>{body}</body></html>",
+        headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY},
     )
 
 
@@ -61,12 +91,21 @@ def human_size(size: int | None) -> str:
     return str(size)
 
 
-def _entry_rows(entries: Iterable[CatalogEntry], base: str) -> str:
+def _entry_rows(entries: Iterable[CatalogEntry], base: str, ecosystem: Ecosystem) -> str:
+    """Table rows of catalog entries; a name links to its package page, else to ``href``, and
+    with both the ``href`` (what clients fetch) follows as its URL path."""
     rows = []
     for e in entries:
         name = html.escape(e.name)
-        if e.href:
-            name = f'<a href="{html.escape(base + e.href)}">{name}</a>'
+        href = html.escape(base + ecosystem.prefix + e.href) if e.href else ""
+        if e.page is not None:
+            url = package_page_url(base, ecosystem.name, e.page)
+            name = f'<a href="{html.escape(url)}">{name}</a>'
+            if href:
+                path = html.escape(ecosystem.prefix + (e.href or ""))
+                name += f' <a class="muted" href="{href}">{path}</a>'
+        elif href:
+            name = f'<a href="{href}">{name}</a>'
         fields = "".join(
             f"<div><span class=muted>{html.escape(label)}:</span> {html.escape(value)}</div>"
             for label, value in e.fields
@@ -116,7 +155,8 @@ async def index(request: Request) -> Response:
                 "Browse and search</a></p>"
             )
             if stats.newest:
-                parts.append(f"<h3>Newest</h3><table>{_entry_rows(stats.newest, url)}</table>")
+                rows = _entry_rows(stats.newest, base, ecosystem)
+                parts.append(f'<h3>Newest</h3><div class="scroll"><table>{rows}</table></div>')
         for section in sections:
             if section.ecosystem == name:
                 parts.append(f"<h3>{html.escape(section.title)}</h3>{section.body_html}")
@@ -124,7 +164,44 @@ async def index(request: Request) -> Response:
     for section in sections:
         if section.ecosystem not in depot.ecosystems:
             parts.append(f"<h2>{html.escape(section.title)}</h2>{section.body_html}")
+    parts.append(await _retention_section(depot))
     return page("depot", "".join(parts), base)
+
+
+async def _retention_section(depot: Depot) -> str:
+    """The blob store's size per ecosystem (as the last collection measured it) and the
+    retention settings."""
+    from depot.core.collector import last_collection
+    from depot.core.units import format_duration
+
+    settings = depot.settings
+    interval = (
+        f"every {format_duration(settings.gc_interval)}"
+        if settings.gc_interval
+        else "not in the background (run <code>depot gc</code>)"
+    )
+    rows = [
+        f"<tr><td>storage</td><td>{html.escape(settings.storage_type)}</td></tr>",
+        f"<tr><td>garbage collection</td><td>{interval}</td></tr>",
+        "<tr><td>grace period</td><td>unreferenced blobs younger than "
+        f"{format_duration(settings.gc_grace)} are kept</td></tr>",
+    ]
+    last = await last_collection(depot.database)
+    if last is None:
+        rows.append("<tr><td>last collection</td><td>none yet</td></tr>")
+    else:
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(last.started))
+        rows.append(
+            f"<tr><td>last collection</td><td>{when}, {last.duration:.1f} s, removed "
+            f"{last.removed} objects ({human_size(last.removed_bytes)})</td></tr>"
+        )
+        for name, tally in last.ecosystems.items():
+            rows.append(
+                f"<tr><td>store size: {html.escape(name)}</td><td>{tally.kept} blobs, "
+                f"{human_size(tally.kept_bytes)}</td></tr>"
+            )
+    table = "".join(rows)
+    return f'<section id="retention"><h2>Storage and retention</h2><table>{table}</table></section>'
 
 
 async def browse(request: Request) -> Response:
@@ -144,8 +221,8 @@ async def browse(request: Request) -> Response:
         "<button>Search</button></form>"
     )
     result = (
-        f"<table><tr><th>name</th><th>size</th><th>uploaded</th></tr>"
-        f"{_entry_rows(entries, base + ecosystem.prefix)}</table>"
+        f'<div class="scroll"><table><tr><th>name</th><th>size</th><th>uploaded</th></tr>'
+        f"{_entry_rows(entries, base, ecosystem)}</table></div>"
         if entries
         else f"<p>Nothing matches {html.escape(query)!s}.</p>"
         if query
@@ -154,6 +231,45 @@ async def browse(request: Request) -> Response:
     return page(
         f"{ecosystem.title} - depot", f"<h1>{html.escape(ecosystem.title)}</h1>{form}{result}", base
     )
+
+
+async def package_page(request: Request) -> Response:
+    """``GET /-/browse/<ecosystem>/<name>``: the ecosystem builds the page, the core lays it out
+    (and keeps it while the ecosystem's validator says it has not changed)."""
+    depot: Depot = request.scope["depot"]
+    ecosystem_name = request.path_params["ecosystem"]
+    name = request.path_params["name"]
+    pages = next((p for p in depot.package_pages() if p.ecosystem == ecosystem_name), None)
+    ecosystem = depot.ecosystems.get(ecosystem_name)
+    if pages is None or ecosystem is None:
+        raise NotFound(f"no package pages for {ecosystem_name!r}")
+    base = external_base(request, depot.settings)
+    key = (ecosystem_name, name, request.url.query, base)
+    validator = getattr(pages, "validator", None)
+    version = await validator(name) if validator is not None else None
+    headers = {"Content-Security-Policy": CONTENT_SECURITY_POLICY}
+    if version is not None:
+        headers["ETag"] = tag = package_etag(key, version)
+        if tag in {t.strip() for t in request.headers.get("if-none-match", "").split(",")}:
+            return Response(status_code=304, headers=headers)
+        body = depot.rendered_pages.get(key, version)
+        if body is not None:
+            return Response(body, media_type="text/html", headers=headers)
+    found = await pages.page(name, request)
+    if found is None:
+        raise NotFound(f"{ecosystem.title} holds no {name!r}")
+    browse_url = f"{base}/-/browse/{quote(ecosystem_name, safe='')}"
+    crumbs = Markup('<a href="{}">{}</a>').format(browse_url, ecosystem.title)
+    search = Markup(
+        '<form class="search" method="get" action="{}"><input type="search" name="q" '
+        'placeholder="search {}" aria-label="search"> <button>Search</button></form>'
+    ).format(browse_url, ecosystem.title)
+    title = f"{found.title} - {ecosystem.title} - depot"
+    response = page(title, render_package_page(found), base, crumbs, search)
+    if version is not None:
+        depot.rendered_pages.put(key, version, response.body)
+        response.headers["ETag"] = headers["ETag"]
+    return response
 
 
 #: The key ``/-/health`` looks up in the blob store; no ecosystem writes outside its namespace.

@@ -23,6 +23,7 @@ dead worker gets noticed.
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 import os
 import shutil
@@ -34,6 +35,7 @@ from typing import Any
 
 import click
 from depot.core.errors import ConfigError
+from depot.core.logs import configure_server_logging
 from depot.core.plugins import Plugins, load_plugins
 from depot.core.settings import CORE_OPTIONS, Settings, parse_listen_addr
 
@@ -82,7 +84,9 @@ def _hypercorn_config(settings: Settings, listen_addr: str | None = None) -> Any
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.graceful_timeout = GRACEFUL_TIMEOUT
     config.accesslog = None  # depot logs its own access lines
-    config.errorlog = "-"
+    # A logger object, not "-": hypercorn then adds no plain-text handler of its own, and its
+    # lines go through depot's JSON handler on the root logger (configure_server_logging).
+    config.errorlog = logging.getLogger("hypercorn.error")
     config.keep_alive_timeout = 75
     # No body size limit beyond what ecosystems enforce: NARs of several GiB are normal.
     config.h11_max_incomplete_size = 64 * 1024
@@ -94,20 +98,27 @@ async def _serve(options: dict[str, Any], sockets: Any = None, metrics_sockets: 
 
     A worker serves ``--metrics-listen-addr`` only when handed ``metrics_sockets`` (worker 0).
     """
-    from depot.core import writes
+    from depot.core import connections
     from depot.core.app import create_app
     from hypercorn.asyncio.run import worker_serve
     from hypercorn.utils import wrap_app
 
-    writes.install()  # one send per response turn instead of one per HTTP event
+    # Coalesced writes, early answers that close, framing refused, client closes noticed.
+    connections.install()
     app = create_app(**options)
+    configure_server_logging(app.state.depot.settings.verbose)
     depot = app.state.depot
     await depot.startup()  # fail before listening: one line, not a half-started server
     config = _hypercorn_config(depot.settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def begin_stopping() -> None:
+        stop.set()
+        depot.body_deadlines.shorten()  # stalled uploads must not hold the shutdown
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, begin_stopping)
     servers = [
         worker_serve(
             wrap_app(app, config.wsgi_max_body_size, "asgi"),

@@ -16,6 +16,10 @@ from urllib.parse import urlsplit
 import click
 import platformdirs
 from depot.core.errors import ConfigError
+from depot.core.units import Duration, parse_duration, parse_size
+
+#: The default of ``--gc-grace``; why 24 hours: see :mod:`depot.core.collector`.
+DEFAULT_GRACE = 24 * 3600.0
 
 DEFAULT_LISTEN_ADDR = "127.0.0.1:8080"
 
@@ -88,6 +92,39 @@ CORE_OPTIONS: list[click.Option] = [
         default=None,
         help="Serve /metrics on this HOST:PORT instead of the main port.",
     ),
+    option(
+        ["--gc-interval"],
+        type=Duration(),
+        default=None,
+        help="Collect unreferenced blobs in the background this often (e.g. 6h) [default: never; "
+        "run depot gc].",
+    ),
+    option(
+        ["--gc-grace"],
+        type=Duration(),
+        default=DEFAULT_GRACE,
+        show_default="24h",
+        help="Unreferenced blobs younger than this are kept (uploads in flight).",
+    ),
+    option(
+        ["--cache-max-size"],
+        default=None,
+        help="Evict content cached from upstreams, least recently used first, above this size "
+        "(e.g. 50G) [default: no limit]. Published content is never evicted.",
+    ),
+    option(
+        ["--cache-max-age"],
+        type=Duration(),
+        default=None,
+        help="Evict content cached from upstreams unused for this long (e.g. 30d).",
+    ),
+    option(
+        ["--request-body-timeout"],
+        type=click.FloatRange(min=0, min_open=True),
+        default=60.0,
+        show_default=True,
+        help="Seconds a request body may stall (no bytes at all) before it is answered 408.",
+    ),
     option(["--verbose"], is_flag=True, default=False, help="Log debug lines and tracebacks."),
 ]
 
@@ -107,6 +144,11 @@ class Settings:
     document_max_age: int = 0
     workers: int = 1
     metrics_listen_addr: str | None = None
+    gc_interval: float | None = None
+    gc_grace: float = DEFAULT_GRACE
+    cache_max_size: int | None = None
+    cache_max_age: float | None = None
+    request_body_timeout: float = 60.0
     verbose: bool = False
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -128,6 +170,17 @@ class Settings:
         extra = {k: options.get(k, d) for k, d in plugin_defaults.items()}
         if "store_path" in core:
             core["store_path"] = Path(core["store_path"]).expanduser()
+        if isinstance(core.get("cache_max_size"), str):
+            try:
+                core["cache_max_size"] = parse_size(core["cache_max_size"])
+            except ValueError as exc:
+                raise ConfigError(f"--cache-max-size: {exc}") from None
+        for name in ("gc_interval", "gc_grace", "cache_max_age"):
+            if isinstance(core.get(name), str):
+                try:
+                    core[name] = parse_duration(core[name])
+                except ValueError as exc:
+                    raise ConfigError(f"--{name.replace('_', '-')}: {exc}") from None
         for name in ("private_key", "auth_file"):
             if core.get(name) is not None:
                 core[name] = Path(core[name]).expanduser()

@@ -2,25 +2,44 @@
 
 A write goes to ``blobs/.tmp/<random>``, is fsynced, then renamed over its key and the directory
 fsynced, so a reader sees the old blob or the whole new one, never a part; a writer killed midway
-leaves only a temporary file, which start-up sweeps away.
+leaves only a temporary file. Start-up removes temporary files nobody wrote to for
+:data:`STALE_TEMP_AGE` (not all of them: another process sharing the store, a ``depot gc`` or a
+second worker, may be writing its own), and ``depot gc`` those older than its grace period.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import secrets
-from collections.abc import AsyncIterator, Iterable
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from depot.core.blobs import CHUNK_SIZE, BlobStat, Hashes, StorageBackend, check_key
+from depot.core.blobs import (
+    CHUNK_SIZE,
+    BlobEntry,
+    BlobStat,
+    Hashes,
+    LeftoverReport,
+    StorageBackend,
+    check_key,
+)
 from depot.core.errors import ConfigError
 from depot.core.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from depot.core.settings import Settings
+
+#: A temporary file not written to for this long belongs to no live upload (an upload writes as
+#: bytes arrive); start-up removes such files. Seconds.
+STALE_TEMP_AGE = 3600.0
+
+#: Directory entries listed per thread hop.
+LIST_PAGE = 1000
 
 
 class FSBlobUpload:
@@ -83,9 +102,13 @@ class FSBlobUpload:
         await asyncio.to_thread(self._commit_sync, check_key(key or self._key))
 
     def abort(self) -> None:
-        if not self._file.closed:
-            self._file.close()
-        self.tmp_path.unlink(missing_ok=True)
+        try:
+            if not self._file.closed:
+                self._file.close()
+        except OSError:
+            pass  # a full disk refuses the buffered tail (the file is closed all the same)
+        finally:
+            self.tmp_path.unlink(missing_ok=True)
 
 
 class _CachedReader:
@@ -125,8 +148,7 @@ class FSBlobStore:
         store = cls(root)
         try:
             store.tmp_dir.mkdir(parents=True, exist_ok=True)
-            for leftover in store.tmp_dir.iterdir():
-                leftover.unlink(missing_ok=True)
+            store._remove_leftovers_sync(time.time() - STALE_TEMP_AGE, dry_run=False)
             probe = store.tmp_dir / f"probe-{secrets.token_hex(4)}"
             probe.write_bytes(b"")
             probe.unlink()
@@ -183,6 +205,85 @@ class FSBlobStore:
 
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(self.path(key).unlink, True)
+
+    async def delete_many(self, keys: Sequence[str]) -> None:
+        paths = [self.path(key) for key in keys]
+        await asyncio.to_thread(lambda: [p.unlink(missing_ok=True) for p in paths])
+
+    def _stat_many_sync(self, keys: Sequence[str]) -> list[BlobStat | None]:
+        stats: list[BlobStat | None] = []
+        for key in keys:
+            try:
+                st = os.stat(self.path(key))
+            except (FileNotFoundError, NotADirectoryError):
+                stats.append(None)
+            else:
+                stats.append(BlobStat(size=st.st_size, modified=st.st_mtime))
+        return stats
+
+    async def stat_many(self, keys: Sequence[str]) -> list[BlobStat | None]:
+        """:meth:`stat` of many keys in one thread hop (the collector checks a batch at once)."""
+        return await asyncio.to_thread(self._stat_many_sync, keys)
+
+    def _walk(self, prefix: str) -> Iterator[BlobEntry]:
+        """Files under the directory part of ``prefix`` whose key starts with ``prefix``.
+
+        Depth first with one ``scandir`` iterator open per level, so memory grows with the depth
+        of the tree, not with the number of files.
+        """
+        directory = prefix.rpartition("/")[0]
+        start = self.root / directory if directory else self.root
+        stack: list[tuple[str, Iterator[os.DirEntry[str]]]] = []
+        try:
+            stack.append((f"{directory}/" if directory else "", os.scandir(start)))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        while stack:
+            base, entries = stack[-1]
+            entry = next(entries, None)
+            if entry is None:
+                entries.close()  # type: ignore[attr-defined]
+                stack.pop()
+                continue
+            key = base + entry.name
+            if entry.name.startswith("."):  # .tmp and anything else no key can name
+                continue
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if prefix.startswith(key + "/") or key.startswith(prefix):
+                        stack.append((key + "/", os.scandir(entry.path)))
+                elif key.startswith(prefix):
+                    st = entry.stat(follow_symlinks=False)
+                    yield BlobEntry(key, st.st_size, st.st_mtime)
+            except FileNotFoundError:  # removed while we walked
+                continue
+
+    async def list(self, prefix: str) -> AsyncIterator[BlobEntry]:
+        walk = self._walk(prefix)
+        try:
+            while page := await asyncio.to_thread(lambda: list(itertools.islice(walk, LIST_PAGE))):
+                for entry in page:
+                    yield entry
+        finally:
+            walk.close()
+
+    def _remove_leftovers_sync(self, older_than: float, dry_run: bool) -> LeftoverReport:
+        objects = size = 0
+        for leftover in self.tmp_dir.iterdir():
+            try:
+                st = leftover.stat()
+                if st.st_mtime >= older_than:
+                    continue
+                if not dry_run:
+                    leftover.unlink()
+            except FileNotFoundError:  # finished or removed meanwhile
+                continue
+            objects += 1
+            size += st.st_size
+        return LeftoverReport(objects, size)
+
+    async def remove_leftovers(self, older_than: float, dry_run: bool = False) -> LeftoverReport:
+        return await asyncio.to_thread(self._remove_leftovers_sync, older_than, dry_run)
 
     def local_path(self, key: str) -> Path | None:
         return self.path(key)

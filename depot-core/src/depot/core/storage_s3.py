@@ -12,9 +12,10 @@ failed) aborts the multipart upload, so no partial object is ever visible, and u
 for one key never see each other's bytes. Memory per upload stays at about two parts: one being
 filled while the previous one is sent.
 
-A process killed midway cannot abort: a bucket lifecycle rule (``AbortIncompleteMultipartUpload``
-and expiry of ``.staging/``, see depot-core/README.md) reclaims what it leaves; none of it is
-ever visible under a depot key.
+A process killed midway cannot abort: ``depot gc`` (:meth:`S3BlobStore.remove_leftovers`) aborts
+multipart uploads and deletes staged objects older than its grace period, and a bucket lifecycle
+rule (``AbortIncompleteMultipartUpload`` and expiry of ``.staging/``, see depot-core/README.md)
+does the same on the bucket's side; none of it is ever visible under a depot key.
 """
 
 from __future__ import annotations
@@ -24,14 +25,22 @@ import contextlib
 import functools
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from depot.core.blobs import CHUNK_SIZE, BlobStat, Hashes, StorageBackend, check_key
+from depot.core.blobs import (
+    CHUNK_SIZE,
+    BlobEntry,
+    BlobStat,
+    Hashes,
+    LeftoverReport,
+    StorageBackend,
+    check_key,
+)
 from depot.core.errors import ConfigError
 from depot.core.hookspecs import hookimpl
 from depot.core.settings import option
@@ -312,6 +321,73 @@ class S3BlobStore:
 
     async def delete(self, key: str) -> None:
         await self.call("delete_object", Bucket=self.bucket, Key=check_key(key))
+
+    async def delete_many(self, keys: Sequence[str]) -> None:
+        """DeleteObjects, 1,000 keys a call (S3's limit); a key that failed raises."""
+        for start in range(0, len(keys), 1000):
+            chunk = [{"Key": check_key(k)} for k in keys[start : start + 1000]]
+            answer = await self.call(
+                "delete_objects",
+                Bucket=self.bucket,
+                Delete={"Objects": chunk, "Quiet": True},
+            )
+            errors = answer.get("Errors") or []
+            if errors:
+                first = errors[0]
+                raise OSError(
+                    f"S3 could not delete {len(errors)} object(s), first {first.get('Key')}: "
+                    f"{first.get('Code')} {first.get('Message')}"
+                )
+
+    async def _pages(self, method: str, **request: Any) -> AsyncIterator[dict[str, Any]]:
+        """The pages of a paginated listing, one call each, as they are needed."""
+        paginator = self.client.get_paginator(method)
+        pages = iter(paginator.paginate(Bucket=self.bucket, **request))
+        while (page := await self.run(next, pages, None)) is not None:
+            yield page
+
+    async def list(self, prefix: str) -> AsyncIterator[BlobEntry]:
+        async for page in self._pages("list_objects_v2", Prefix=prefix):
+            for item in page.get("Contents", ()):
+                if item["Key"].startswith("."):
+                    continue
+                yield BlobEntry(item["Key"], int(item["Size"]), item["LastModified"].timestamp())
+
+    async def remove_leftovers(self, older_than: float, dry_run: bool = False) -> LeftoverReport:
+        """Abort multipart uploads begun before ``older_than`` and delete staged objects of
+        copies that never finished (the staging object is deleted after each copy)."""
+        objects = size = 0
+        async for page in self._pages("list_multipart_uploads", Prefix=STAGING_PREFIX):
+            for upload in page.get("Uploads", ()):
+                if upload["Initiated"].timestamp() >= older_than:
+                    continue
+                parts = await self.call(
+                    "list_parts", Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                )
+                objects += 1
+                size += sum(int(p["Size"]) for p in parts.get("Parts", ()))
+                if not dry_run:
+                    await self.call(
+                        "abort_multipart_upload",
+                        Bucket=self.bucket,
+                        Key=upload["Key"],
+                        UploadId=upload["UploadId"],
+                    )
+        async for page in self._pages("list_objects_v2", Prefix=STAGING_PREFIX):
+            stale = [
+                item
+                for item in page.get("Contents", ())
+                if item["LastModified"].timestamp() < older_than
+            ]
+            objects += len(stale)
+            size += sum(int(item["Size"]) for item in stale)
+            if stale and not dry_run:
+                await self.call(
+                    "delete_objects",
+                    Bucket=self.bucket,
+                    Delete={"Objects": [{"Key": i["Key"]} for i in stale], "Quiet": True},
+                )
+        return LeftoverReport(objects, size)
 
     def local_path(self, key: str) -> Path | None:
         return None

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -332,3 +333,107 @@ def metric(exposition: str, name: str, **labels: str) -> float:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 total += sample.value
     return total
+
+
+# -- A real browser, for tests of the pages people read ------------------------------------------
+
+#: What the hostile readme tests put in a package's readme: each line would change the page's
+#: title if a browser ran it. :class:`Chromium` shows whether one did.
+HOSTILE_README = """# Hostile readme
+
+<script>document.title = "pwned-script"</script>
+<img src="missing-image.png" onerror="document.title = 'pwned-onerror'">
+<svg><script>document.title = "pwned-svg"</script></svg>
+<body onload="document.title = 'pwned-onload'">
+<iframe srcdoc="<script>parent.document.title = 'pwned-iframe'</script>"></iframe>
+<a href="javascript:document.title = 'pwned-link'">a javascript: link</a>
+<div onclick="document.title = 'pwned-click'" style="position:fixed;inset:0">raw HTML block</div>
+<style>body { display: none }</style>
+<form action="https://evil.example/"><input name="q"></form>
+
+A [markdown javascript: link](javascript:document.title='pwned-md') and **bold text that stays**.
+"""
+
+
+def _runs(url: str | None) -> bool:
+    return (url or "").strip().lower().startswith(("javascript:", "vbscript:", "data:text/html"))
+
+
+class _DomScan(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.title = ""
+        self._in_title = False
+        self._in_head = False
+        self.dangers: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._in_title = tag == "title"
+        self._in_head = self._in_head or tag == "head"
+        found = dict(attrs)
+        ours = (tag == "style" and self._in_head) or (
+            tag == "form" and found.get("class") == "search"
+        )
+        if tag in ("script", "iframe", "object", "embed", "form", "style", "base") and not ours:
+            self.dangers.append(f"<{tag}> element")
+        for name, value in attrs:
+            if name.startswith("on") or name in ("style", "srcdoc"):
+                self.dangers.append(f"{name}= on <{tag}>")
+            elif name in ("href", "src", "action", "formaction") and _runs(value):
+                self.dangers.append(f"{name}={value!r} on <{tag}>")
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_title = False
+        if tag == "head":
+            self._in_head = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_title:
+            self.title += data
+
+
+def scan_dom(dom: str) -> tuple[str, list[str]]:
+    """The title of a dumped DOM and everything in it that could run script or restyle the page
+    (script, frame and form elements, ``on*`` and ``style`` attributes, ``javascript:`` URLs).
+
+    Depot's own style sheet in the head and its search form are not counted."""
+    scan = _DomScan()
+    scan.feed(dom)
+    return scan.title, scan.dangers
+
+
+class Chromium:
+    """Debian's headless Chromium with a fresh profile and no background traffic."""
+
+    def __init__(self, profile: Path) -> None:
+        found = shutil.which("chromium") or shutil.which("chromium-browser")
+        if found is None:
+            pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+        self.binary = found
+        self.profile = profile
+
+    def _run(self, *args: str) -> str:
+        result = subprocess.run(  # noqa: S603 - tests run their own commands
+            [
+                self.binary, "--headless", "--no-sandbox", "--disable-gpu",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--no-first-run", "--disable-quic", f"--user-data-dir={self.profile}", *args,
+            ],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-2000:]
+        return result.stdout
+
+    def dom(self, url: str, window: str = "1280,900") -> str:
+        """The DOM after the page loaded and its scripts (if any) had 3 s of virtual time."""
+        return self._run("--virtual-time-budget=3000", f"--window-size={window}", "--dump-dom", url)
+
+    def screenshot(self, url: str, path: Path, window: str = "1280,1400") -> Path:
+        self._run(f"--screenshot={path}", f"--window-size={window}", url)
+        return path
+
+
+@pytest.fixture
+def chromium(tmp_path: Path) -> Chromium:
+    """A headless Chromium (skips the test when it is not installed)."""
+    return Chromium(tmp_path / "chromium-profile")

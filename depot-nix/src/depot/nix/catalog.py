@@ -47,6 +47,7 @@ class NixCatalog:
             size=row.file_size,
             uploaded_at=row.created_at,
             href=f"/{row.hash_part}.narinfo",
+            page=row.hash_part,
             fields=(
                 ("NarHash", row.nar_hash),
                 ("References", ", ".join(references) or "none"),

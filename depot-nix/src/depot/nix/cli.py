@@ -127,3 +127,42 @@ def push(
         echo=lambda line: click.echo(line, err=True),
     )
     click.echo(summary)
+
+
+@nix.command("delete")
+@click.argument("url")
+@click.argument("store_paths", nargs=-1, required=True)
+@click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
+@click.option(
+    "--token", envvar="DEPOT_AUTH_TOKEN", default=None, help="Bearer token [env: DEPOT_AUTH_TOKEN]."
+)
+def delete(url: str, store_paths: tuple[str, ...], dry_run: bool, token: str | None) -> None:
+    """Remove STORE_PATHS (their narinfos, then NARs no other path shares) from the depot at URL.
+
+    URL is the depot (http://host:8080) or its cache (http://host:8080/nix). Needs a write key.
+    Paths that refer to a removed one are left as they are: delete them too, or nix copy of
+    their closure will miss it.
+    """
+    from depot.core.client import call_api
+    from depot.core.pages import human_size
+    from depot.nix.storepath import base_name_of, hash_part_of, is_hash_part
+
+    cache = url.rstrip("/")
+    if not cache.endswith("/nix"):
+        cache += "/nix"
+    for path in store_paths:
+        try:
+            if is_hash_part(path):
+                hash_part = path
+            else:
+                real = path if path.startswith("/nix/store/") else os.path.realpath(path)
+                hash_part = hash_part_of(base_name_of(real))
+        except ValueError as exc:
+            raise DepotError(str(exc)) from None
+        answer = call_api(
+            "DELETE", f"{cache}/{hash_part}.narinfo" + ("?dry-run=1" if dry_run else ""), token
+        )
+        blobs = answer.get("blobs") or []
+        size = sum(int(b.get("size") or 0) for b in blobs)
+        verb = "would delete" if dry_run else "deleted"
+        click.echo(f"{verb} {answer.get('store_path')} ({len(blobs)} blob(s), {human_size(size)})")

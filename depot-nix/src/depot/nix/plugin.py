@@ -95,6 +95,20 @@ def depot_catalogs(depot: Depot) -> Sequence[object]:
 
 
 @hookimpl
+def depot_package_pages(depot: Depot) -> Sequence[object]:
+    from depot.nix.pages import NixPages
+
+    return [NixPages(depot.context(ECOSYSTEM.name))]
+
+
+@hookimpl
+def depot_blob_references(depot: Depot) -> Sequence[object]:
+    from depot.nix.store import NixBlobReferences
+
+    return [NixBlobReferences(depot.context(ECOSYSTEM.name))]
+
+
+@hookimpl
 def depot_index_sections(depot: Depot, request: Request) -> Sequence[object]:
     """How to point nix at this cache, with the public key when the depot signs."""
     import html

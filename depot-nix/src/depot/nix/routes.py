@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +24,7 @@ from depot.core.http import (
     document_validators,
     read_limited_body,
 )
+from depot.core.limits import parse_json
 from depot.nix import narinfo, store
 from depot.nix.compression import CompressionError
 from depot.nix.hotcache import HotCache
@@ -35,7 +36,7 @@ from depot.nix.nixbase32 import Hash, encode
 from depot.nix.storepath import check_base_name, is_hash_part
 from depot.nix.verify import VerificationError, verify_nar
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 if TYPE_CHECKING:
@@ -160,13 +161,42 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
             await verify_nar(ctx.blobs, nar_key, info, listing_key)
         except (VerificationError, CompressionError) as exc:
             raise BadRequest(str(exc)) from None
-        if not await store.insert_narinfo(ctx.db, info, nar_key, listing_key):
+        async with ctx.reference_blobs(nar_key, listing_key):
+            inserted = await store.insert_narinfo(ctx.db, info, nar_key, listing_key)
+        if not inserted:
             raced = await store.get_narinfo(ctx.db, hash_part)
             assert raced is not None
             return await merge_signatures(raced[0], info)
         served_narinfos.drop(hash_part)  # it may hold the local store's narinfo
         ctx.artifact_stored(f"{hash_part}.narinfo", info.nar_size, request)
         return PlainTextResponse("")
+
+    async def delete_narinfo(request: Request) -> Response:
+        """``DELETE <hash>.narinfo`` (``depot nix delete``): the narinfo goes first, so its NAR
+        stops being served at once; then the NAR and listing, unless another narinfo shares
+        them. ``?dry-run=1`` answers the same and removes nothing."""
+        hash_part = checked_hash_part(request)
+        dry_run = request.query_params.get("dry-run", "") not in ("", "0", "false")
+        since = time.time()
+        found = await store.get_narinfo(ctx.db, hash_part)
+        keys = await store.nar_and_listing_keys(ctx.db, hash_part)
+        if found is None or keys is None:
+            raise NotFound(f"{hash_part}.narinfo not found")
+        info = found[0]
+        if dry_run:
+            blobs = [(k, s.size) for k in keys if (s := await ctx.blobs.stat(k)) is not None]
+        else:
+            await store.delete_narinfo(ctx.db, hash_part)
+            served_narinfos.drop(hash_part)
+            blobs = [(e.key, e.size) for e in await ctx.release_blobs(keys, since)]
+            ctx.log.info("narinfo deleted", extra={"store_path": info.store_path})
+        return JSONResponse(
+            {
+                "store_path": info.store_path,
+                "dry_run": dry_run,
+                "blobs": [{"key": k, "size": size} for k, size in blobs],
+            }
+        )
 
     def check_own_signatures(info: NarInfo) -> None:
         """A signature claiming depot's key name must be depot's; others cannot be checked here."""
@@ -305,7 +335,8 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
                     await upload.write(chunk)
                 await upload.complete()
                 await upload.commit()
-            await store.put_build_log(ctx.db, drv, key, upload.size)
+            async with ctx.reference_blobs(key):
+                await store.put_build_log(ctx.db, drv, key, upload.size)
             ctx.artifact_stored(key, upload.size, request)
             return PlainTextResponse("")
         log_key = await store.build_log_key(ctx.db, drv)
@@ -321,10 +352,7 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
             raise BadRequest(f"{realisation_id!r} is not <algo>:<hash>!<output>")
         if request.method == "PUT":
             body = await read_small_body(request)
-            try:
-                document = json.loads(body)
-            except ValueError:
-                raise BadRequest("realisation is not JSON") from None
+            document = parse_json(body, "the realisation")
             if not isinstance(document, dict):
                 raise BadRequest("realisation is not a JSON object")
             await store.put_realisation(ctx.db, realisation_id, body.decode())
@@ -338,6 +366,7 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         Route("/nix-cache-info", cache_info, methods=["GET", "HEAD", "PUT"]),
         Route("/{hash_part}.narinfo", get_narinfo, methods=["GET", "HEAD"]),
         Route("/{hash_part}.narinfo", put_narinfo, methods=["PUT"]),
+        Route("/{hash_part}.narinfo", delete_narinfo, methods=["DELETE"]),
         Route("/{hash_part}.ls", listing, methods=["GET", "HEAD", "PUT"]),
         Route("/nar/{file}", get_nar, methods=["GET", "HEAD"]),
         Route("/nar/local/{hash_part}/{nar_hash}.nar", get_local_nar, methods=["GET", "HEAD"]),

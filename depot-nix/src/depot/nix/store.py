@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import sqlalchemy as sa
+from depot.core import EcosystemContext
 from depot.core.database import Database
 from depot.nix import tables
 from depot.nix.narinfo import NarInfo
@@ -120,3 +123,57 @@ async def get_realisation(db: Database, realisation_id: str) -> str | None:
         sa.select(tables.realisations.c.document).where(tables.realisations.c.id == realisation_id)
     )
     return None if row is None else row.document
+
+
+async def delete_narinfo(db: Database, hash_part: str) -> bool:
+    """Delete a narinfo and its signatures in one transaction; False if there was none."""
+    async with db.transaction():
+        await db.execute(
+            tables.signatures.delete().where(tables.signatures.c.hash_part == hash_part)
+        )
+        deleted = await db.fetch_one(
+            tables.narinfos.delete()
+            .where(tables.narinfos.c.hash_part == hash_part)
+            .returning(tables.narinfos.c.hash_part)
+        )
+    return deleted is not None
+
+
+async def nar_and_listing_keys(db: Database, hash_part: str) -> tuple[str, str] | None:
+    row = await db.fetch_one(
+        sa.select(tables.narinfos.c.nar_key, tables.narinfos.c.listing_key).where(
+            tables.narinfos.c.hash_part == hash_part
+        )
+    )
+    return None if row is None else (row[0], row[1])
+
+
+async def referenced_blob_keys(db: Database, keys: Sequence[str]) -> set[str]:
+    """Those of ``keys`` a narinfo (NAR, listing) or a build log row points at."""
+    n, logs = tables.narinfos, tables.build_logs
+    found: set[str] = set()
+    for prefix, column in (
+        ("nar/", n.c.nar_key),
+        ("listing/", n.c.listing_key),
+        ("log/", logs.c.log_key),
+        # Cached from --nix-upstream (depot.nix.pullthrough).
+        ("upstream/nar/", tables.upstream_narinfos.c.nar_key),
+        ("upstream/listing/", tables.upstream_narinfos.c.listing_key),
+    ):
+        wanted = [k for k in keys if k.startswith(prefix)]
+        if wanted:
+            rows = await db.fetch_all(sa.select(column).where(column.in_(wanted)).distinct())
+            found.update(row[0] for row in rows)
+    return found
+
+
+class NixBlobReferences:
+    """The nix ecosystem's reachability for the garbage collector (``depot_blob_references``)."""
+
+    ecosystem = "nix"
+
+    def __init__(self, ctx: EcosystemContext) -> None:
+        self.ctx = ctx
+
+    async def referenced(self, keys: Sequence[str]) -> set[str]:
+        return await referenced_blob_keys(self.ctx.db, keys)

@@ -34,6 +34,8 @@ narinfos = sa.Table(
     ),
     # A NAR file is served only when a verified narinfo points at it.
     sa.Index("nix_narinfos_nar_key", "nar_key"),
+    # The garbage collector asks which listings (and, below, logs) rows still hold.
+    sa.Index("nix_narinfos_listing_key", "listing_key"),
 )
 
 signatures = sa.Table(
@@ -57,6 +59,7 @@ build_logs = sa.Table(
     sa.Column("drv", sa.String(256), primary_key=True),
     sa.Column("log_key", sa.Text, nullable=False),
     sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Index("nix_build_logs_log_key", "log_key"),
 )
 
 #: Narinfos fetched from a ``--nix-upstream`` and verified against ``--nix-upstream-key``: the

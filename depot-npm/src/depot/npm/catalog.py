@@ -51,6 +51,7 @@ class NpmCatalog:
                         size=int(row[3]),
                         uploaded_at=_time(row[2]),
                         href=f"/{row[0]}",
+                        page=row[0],
                     )
                 )
         return CatalogStats(objects=int(totals[0]), bytes=int(totals[1]), newest=entries)
@@ -83,6 +84,7 @@ class NpmCatalog:
                     uploaded_at=_time(modified),
                     href=f"/{name}",
                     fields=(("latest", choose_latest(numbers) or ""),),
+                    page=name,
                 )
             )
         return entries

@@ -117,3 +117,36 @@ def push_command(depot_url: str, directory: Path, token: str | None, jobs: int) 
         raise DepotError(
             f"{len(report.failed)} packages could not be pushed; first: {report.failed[0]}"
         )
+
+
+@npm.command("delete")
+@click.argument("depot_url")
+@click.argument("spec", metavar="NAME[@VERSION]")
+@click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
+@click.option(
+    "--token", envvar="DEPOT_AUTH_TOKEN", default=None, help="Bearer token [env: DEPOT_AUTH_TOKEN]."
+)
+def delete_command(depot_url: str, spec: str, dry_run: bool, token: str | None) -> None:
+    """Remove a published package, or one version of it, from the depot at DEPOT_URL.
+
+    Its rows go at once; its tarballs are removed right after. Needs a write key.
+    """
+    from urllib.parse import quote
+
+    from depot.core.client import call_api
+    from depot.core.pages import human_size
+
+    at = spec.rfind("@")
+    name, version = (spec[:at], spec[at + 1 :]) if at > 0 else (spec, None)
+    url = f"{depot_url.rstrip('/')}/npm/-/depot/packages/{quote(name, safe='@/')}"
+    query = [f"version={quote(version)}"] if version else []
+    if dry_run:
+        query.append("dry-run=1")
+    answer = call_api("DELETE", url + ("?" + "&".join(query) if query else ""), token)
+    blobs = answer.get("blobs") or []
+    size = sum(int(b.get("size") or 0) for b in blobs)
+    versions = ", ".join(answer.get("versions") or [])
+    click.echo(
+        f"{'would delete' if dry_run else 'deleted'} {name} {versions} "
+        f"({len(blobs)} tarball(s), {human_size(size)})"
+    )

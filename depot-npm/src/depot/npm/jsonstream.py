@@ -30,6 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from depot.core.limits import MAX_JSON_DEPTH, MAX_JSON_NUMBER, MAX_TOP_LEVEL_KEYS, NUMBER_HOOKS
+
 #: A value's place in the document: object keys and array indexes from the root.
 JSONPath = tuple[str | int, ...]
 
@@ -127,7 +129,8 @@ class StreamingJSONParser:
     those it says yes to are walked token by token (default: those under which ``divert`` may
     pick something, i.e. all when ``divert`` is given); the others are read whole, fast.
     ``max_skeleton`` bounds everything but the diverted text, in bytes of input; ``max_depth``
-    bounds nesting.
+    bounds nesting; ``max_members`` the members of each walked container (walking costs about a
+    microsecond per token, so 200,000 junk keys would hold the event loop for seconds).
     """
 
     def __init__(
@@ -136,7 +139,8 @@ class StreamingJSONParser:
         *,
         descend: Callable[[JSONPath], bool] | None = None,
         max_skeleton: int = 16 * 1024 * 1024,
-        max_depth: int = 256,
+        max_depth: int = MAX_JSON_DEPTH,
+        max_members: int = MAX_TOP_LEVEL_KEYS,
     ) -> None:
         self._divert = divert or (lambda path: False)
         if descend is None:
@@ -144,6 +148,7 @@ class StreamingJSONParser:
         self._descend = descend
         self.max_skeleton = max_skeleton
         self.max_depth = max_depth
+        self.max_members = max_members
         self._buf = bytearray()
         self._pos = 0
         self._eof = False
@@ -238,6 +243,8 @@ class StreamingJSONParser:
         top = self._stack[-1]
         is_object = isinstance(top.value, dict)
         if byte == ord(","):
+            if len(top.value) >= self.max_members:
+                raise self._error(f"more than {self.max_members} members in one object or array")
             self._pos += 1
             self._expect = _KEY if is_object else _VALUE
         elif byte == (ord("}") if is_object else ord("]")):
@@ -273,6 +280,8 @@ class StreamingJSONParser:
 
     def _read_number(self) -> bool:
         end = _NUMBER_CHARS.match(self._buf, self._pos).end()
+        if end - self._pos > MAX_JSON_NUMBER:  # also before it ends: no rescans of a long one
+            raise self._error(f"a number longer than {MAX_JSON_NUMBER} characters")
         if end == len(self._buf) and not self._eof:
             return False  # the number may go on in the next chunk
         text = bytes(self._buf[self._pos : end])
@@ -331,10 +340,10 @@ class StreamingJSONParser:
             return False
         self._skim = None
         try:
-            value = json.loads(skim.raw.decode("utf-8", "surrogatepass"), parse_constant=_refuse)
+            value = json.loads(skim.raw.decode("utf-8", "surrogatepass"), **NUMBER_HOOKS)
         except UnicodeDecodeError as exc:
             raise self._error(f"invalid UTF-8 ({exc.reason})", pos) from exc
-        except ValueError as exc:  # JSONDecodeError, and NaN/Infinity through _refuse
+        except ValueError as exc:  # JSONDecodeError, and NaN/Infinity or long numbers (hooks)
             raise self._error(f"{exc} in the value that ends", pos) from exc
         self._add(value)
         return True
@@ -492,8 +501,3 @@ class StreamingJSONParser:
 
     def _error(self, reason: str, pos: int | None = None) -> JSONStreamError:
         return JSONStreamError(f"malformed JSON: {reason} at byte {self._at(pos)}")
-
-
-def _refuse(constant: str) -> None:
-    """json.loads calls this for NaN and Infinity, which are not JSON (RFC 8259)."""
-    raise ValueError(f"{constant} is not JSON")

@@ -67,6 +67,20 @@ def depot_catalogs(depot: Depot) -> Sequence[object]:
 
 
 @hookimpl
+def depot_package_pages(depot: Depot) -> Sequence[object]:
+    from depot.npm.pages import NpmPages
+
+    return [NpmPages(depot.context(ECOSYSTEM.name))]
+
+
+@hookimpl
+def depot_blob_references(depot: Depot) -> Sequence[object]:
+    from depot.npm.store import NpmBlobReferences
+
+    return [NpmBlobReferences(depot.context(ECOSYSTEM.name))]
+
+
+@hookimpl
 def depot_commands() -> Sequence[click.Command]:
     from depot.npm.cli import npm
 

@@ -8,6 +8,8 @@ is never replaced. ``npm publish`` bodies are parsed as they stream in
 
 from __future__ import annotations
 
+import re
+import time
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -33,6 +35,9 @@ from depot.npm.uploads import receive_tarball, record_tarball, require_new_tarba
 from depot.npm.versions import choose_latest
 from starlette.requests import Request
 from starlette.responses import Response
+
+#: A CouchDB-style revision as :func:`depot.npm.packument.revision` writes it.
+_REV = re.compile(r"[0-9]{1,20}-[0-9a-f]{1,64}")
 
 
 async def put_packument(reg: Registry, request: Request, name: str) -> Response:
@@ -67,8 +72,9 @@ async def publish(reg: Registry, request: Request, name: str, body: PublishBody)
             raise BadRequest(f"versions[{version!r}] does not describe {name}@{version}")
     for tag, version in tags.items():
         require_tag(tag)
-        if version not in manifests:
+        if not isinstance(version, str) or version not in manifests:
             raise BadRequest(f"dist-tag {tag} points at {version!r}, which is not published here")
+    _check_rev_field(document)
     if not attachments:
         raise BadRequest("nothing to publish: no _attachments")
     for filename in attachments.keys() | body.attachments.keys():
@@ -76,6 +82,11 @@ async def publish(reg: Registry, request: Request, name: str, body: PublishBody)
             raise BadRequest(f"attachment {filename!r} has no base64 data")
         if filename not in attachments:
             raise BadRequest(f"attachment data for {filename!r} outside the final _attachments")
+    # A version without its tarball would be answered 201 and never exist: refuse it.
+    carried = {received.version for received in body.attachments.values()}
+    for version in manifests:
+        if version not in carried:
+            raise BadRequest(f"versions[{version!r}] has no attachment: nothing to publish it from")
     existing = [v for v in manifests if await store.get_version(reg.ctx.db, name, v)]
     if existing:
         raise Conflict(f"cannot publish over the previously published version {name}@{existing[0]}")
@@ -86,13 +97,15 @@ async def publish(reg: Registry, request: Request, name: str, body: PublishBody)
         attachment = json_object(attachments[filename], f"_attachments[{filename!r}]")
         dist = json_object(manifests[received.version].get("dist") or {}, "dist")
         length = attachment.get("length")
+        if length is not None and (not isinstance(length, int) or isinstance(length, bool)):
+            raise BadRequest(f"_attachments[{filename!r}].length must be a number of bytes")
         await require_new_tarball(reg.ctx, name, received.tarball.filename)
         received.tarball.verify(
             name,
             received.version,
             integrity=dist.get("integrity"),
             shasum=dist.get("shasum"),
-            length=length if isinstance(length, int) else None,
+            length=length,
         )
     before = await store.version_numbers(reg.ctx.db, name)
     published = []
@@ -166,16 +179,36 @@ async def _apply_publish_tags(
 async def update(
     reg: Registry, request: Request, name: str, document: dict[str, Any], rev: str | None
 ) -> Response:
-    """A PUT of the whole packument: deprecations, and with ``-rev`` pruned versions."""
+    """A PUT of the whole packument: deprecations, and with ``-rev`` pruned versions.
+
+    npm sends back the packument it read (``?write=true``), with every published version; a
+    document that lists none, or lists a version that was never published (a publish without
+    its tarball), would be answered 201 and change nothing, so it is refused.
+    """
     if rev is not None and rev != await reg.current_rev(request, name):
         raise Conflict(f"document update conflict: {name} changed (rev {rev} is stale)")
-    if rev is not None and not isinstance(document.get("versions"), dict):
-        # A pruned packument without versions would unpublish everything: refuse it.
-        raise BadRequest("the packument must list the versions to keep")
-    manifests = json_object(document.get("versions") or {}, "versions")
+    if not isinstance(document.get("versions"), dict):
+        # Without versions there is nothing to deprecate, and a pruned packument without them
+        # would unpublish everything.
+        raise BadRequest("the packument must list its versions")
+    document_rev = _check_rev_field(document)
+    if (
+        rev is None
+        and document_rev is not None
+        and document_rev != await reg.current_rev(request, name)
+    ):
+        raise Conflict(f"document update conflict: {name} changed (_rev {document_rev} is stale)")
+    manifests = json_object(document["versions"], "versions")
     stored = await reg.versions(name)
     if not stored:
         raise NotFound(f"package {name} not found")
+    published = {record.version for record in stored}
+    for version in manifests:
+        if version not in published:
+            require_version(version)
+            raise BadRequest(
+                f"{name}@{version} is not published and the document carries no tarball for it"
+            )
     for record in stored:
         manifest = manifests.get(record.version)
         if not isinstance(manifest, dict):
@@ -194,6 +227,17 @@ async def update(
             await reg.ctx.blobs.delete(key)
     await store.touch(reg.ctx.db, name)
     return json_ok({"ok": True, "id": name}, 201)
+
+
+def _check_rev_field(document: dict[str, Any]) -> str | None:
+    """The document's ``_rev`` if it has one; 400 unless it is ``<serial>-<hex>`` as depot
+    writes them (npm sends back the one it read)."""
+    rev = document.get("_rev")
+    if rev is None or rev == "":
+        return None
+    if not isinstance(rev, str) or not _REV.fullmatch(rev):
+        raise BadRequest(f"_rev {str(rev)[:80]!r} is not a revision this registry wrote")
+    return rev
 
 
 async def unpublish_package(reg: Registry, name: str) -> Response:
@@ -273,3 +317,52 @@ async def delete_tarball(reg: Registry, request: Request, name: str, filename: s
         )
         await reg.ctx.blobs.delete(row["blob_key"])
     return json_ok({"ok": True})
+
+
+# -- removal on purpose (depot npm delete) ---------------------------------------------------------
+
+
+async def delete_published(
+    reg: Registry, name: str, version: str | None, dry_run: bool
+) -> Response:
+    """``DELETE /-/depot/packages/<name>[?version=V]``: remove a package or one version.
+
+    The rows go first, in one transaction (the version stops being served at once), then the
+    tarballs no row points at any more. ``dry_run`` answers the same and removes nothing.
+    """
+    since = time.time()
+    numbers = await store.version_numbers(reg.ctx.db, name)
+    if not numbers:
+        raise NotFound(f"package {name} not found")
+    if version is not None:
+        require_version(version)
+        if version not in numbers:
+            raise NotFound(f"{name}@{version} not found")
+    doomed = [version] if version is not None else numbers
+    tarballs = []
+    for number in doomed:
+        record = await store.get_version(reg.ctx.db, name, number)
+        row = None if record is None else await store.get_tarball(reg.ctx.db, name, record.filename)
+        if row is not None:
+            tarballs.append((row["blob_key"], int(row["size"])))
+    if dry_run:
+        blobs = tarballs
+    else:
+        async with reg.ctx.db.transaction():
+            if len(doomed) == len(numbers):
+                keys = await store.remove_package(reg.ctx.db, name)
+            else:
+                keys = await store.remove_versions(reg.ctx.db, name, doomed)
+                await store.touch(reg.ctx.db, name)
+        reg.forget(name)
+        blobs = [(e.key, e.size) for e in await reg.ctx.release_blobs(keys, since)]
+        reg.ctx.log.info("deleted", extra={"package": name, "versions": doomed})
+    return json_ok(
+        {
+            "ok": True,
+            "id": name,
+            "versions": doomed,
+            "dry_run": dry_run,
+            "blobs": [{"key": key, "size": size} for key, size in blobs],
+        }
+    )

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from depot.core.errors import BadRequest, HTTPError
-from depot.core.http import read_limited_body
+from depot.core.limits import MAX_JSON_BODY, read_json_body
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -22,13 +21,9 @@ def json_ok(body: Any, status: int = 200) -> Response:
     return JSONResponse(body, status_code=status)
 
 
-async def read_json(request: Request, limit: int = 16 * 1024 * 1024) -> Any:
-    """The request body as JSON; 413 past ``limit``, 400 when malformed."""
-    body = await read_limited_body(request, limit)
-    try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest(f"malformed JSON: {exc}") from exc
+async def read_json(request: Request, limit: int = MAX_JSON_BODY) -> Any:
+    """The request body as JSON within the core's limits; 413 past ``limit``, 400 when malformed."""
+    return await read_json_body(request, limit)
 
 
 def json_object(value: Any, what: str) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from depot.core import EcosystemContext
 from depot.core.errors import BadRequest, Conflict, HTTPError, NotFound
 from depot.core.http import Validators
+from depot.core.limits import check_search_text
 from depot.npm import login, publish, store
 from depot.npm.names import (
     InvalidName,
@@ -172,6 +173,13 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         await store.touch(ctx.db, name)
         return json_ok({"ok": True, "id": name})
 
+    async def delete_route(request: Request) -> Response:
+        """``depot npm delete``: a package or, with ``?version=``, one version of it."""
+        name = require_name(request.path_params["path"])
+        dry_run = request.query_params.get("dry-run", "") not in ("", "0", "false")
+        version = request.query_params.get("version") or None
+        return await publish.delete_published(reg, name, version, dry_run)
+
     async def whoami(request: Request) -> Response:
         return await login.whoami(ctx, request)
 
@@ -188,10 +196,11 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         return json_ok({})
 
     async def search(request: Request) -> Response:
-        text = request.query_params.get("text", "")
+        text = check_search_text(request.query_params.get("text", ""))
         try:
             size = max(1, min(250, int(request.query_params.get("size", "20"))))
-            offset = max(0, int(request.query_params.get("from", "0")))
+            # Clamped: an offset past any table is an empty page, not a database overflow.
+            offset = min(max(0, int(request.query_params.get("from", "0"))), 2**31 - 1)
         except ValueError as exc:
             raise BadRequest("size and from must be integers") from exc
         total, rows = await store.search(ctx.db, text, size, offset)
@@ -264,6 +273,7 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
             _npm(dist_tags_route),
             methods=["GET", "HEAD", "PUT", "POST", "DELETE"],
         ),
+        Route("/-/depot/packages/{path:path}", _npm(delete_route), methods=["DELETE"]),
         Route("/-/whoami", _npm(whoami), methods=["GET"]),
         Route("/-/v1/login", _npm(web_login), methods=["POST"]),
         Route("/-/user/token/{token}", _npm(logout), methods=["DELETE"]),

@@ -54,6 +54,8 @@ tarballs = sa.Table(
     sa.Column("sha512", sa.String(100), nullable=False),
     sa.Column("created", sa.String(32), nullable=False),
     sa.Column("provenance", sa.String(16), nullable=False, server_default="published"),
+    # The garbage collector asks which blob keys rows hold.
+    sa.Index("npm_tarballs_blob_key", "blob_key"),
 )
 
 versions = sa.Table(
@@ -471,3 +473,29 @@ async def forget_cached_tarball(db: Database, name: str, filename: str) -> None:
             cached_tarballs.c.name == name, cached_tarballs.c.filename == filename
         )
     )
+
+
+async def referenced_blob_keys(db: Database, keys: Sequence[str]) -> set[str]:
+    """Those of ``keys`` a tarball row, or a row of content cached from the upstream, points
+    at."""
+    found: set[str] = set()
+    for column in (
+        tarballs.c.blob_key,
+        cached_tarballs.c.blob_key,
+        upstream_packuments.c.blob_key,
+    ):
+        rows = await db.fetch_all(sa.select(column).where(column.in_(list(keys))).distinct())
+        found.update(row[0] for row in rows)
+    return found
+
+
+class NpmBlobReferences:
+    """The npm ecosystem's reachability for the garbage collector (``depot_blob_references``)."""
+
+    ecosystem = "npm"
+
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+
+    async def referenced(self, keys: Sequence[str]) -> set[str]:
+        return await referenced_blob_keys(self.ctx.db, keys)

@@ -164,16 +164,17 @@ async def record_tarball(
     ctx: EcosystemContext, name: str, stored: StoredTarball, provenance: str = "published"
 ) -> None:
     """The tarball row, written after its blob is committed; 409 if a concurrent upload won."""
-    recorded = await store.add_tarball(
-        ctx.db,
-        name,
-        stored.filename,
-        stored.key,
-        stored.size,
-        stored.sha1,
-        stored.integrity,
-        provenance,
-    )
+    async with ctx.reference_blobs(stored.key):
+        recorded = await store.add_tarball(
+            ctx.db,
+            name,
+            stored.filename,
+            stored.key,
+            stored.size,
+            stored.sha1,
+            stored.integrity,
+            provenance,
+        )
     if not recorded:
         await ctx.blobs.delete(stored.key)
         raise Conflict(

@@ -42,7 +42,7 @@ class PypiCatalog:
                 entries.append(
                     CatalogEntry(
                         name=filename, summary=project, size=size, uploaded_at=_time(upload_time),
-                        href=f"/simple/{project}/",
+                        href=f"/simple/{project}/", page=project,
                     )
                 )  # fmt: skip
         assert totals is not None
@@ -72,6 +72,7 @@ class PypiCatalog:
                 uploaded_at=_time(newest),
                 href=f"/simple/{project}/",
                 fields=(("versions", ", ".join(versions.get(project, []))),),
+                page=project,
             )
             for project, files, size, newest in rows
         ]

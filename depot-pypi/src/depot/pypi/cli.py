@@ -97,3 +97,35 @@ def yank_command(
     from depot.pypi.yank_client import yank
 
     click.echo(yank(depot_url, project, version, reason, undo, token))
+
+
+@python.command("delete")
+@click.argument("depot_url")
+@click.argument("project")
+@click.argument("version", required=False)
+@click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
+@click.option("--token", envvar="DEPOT_AUTH_TOKEN", help="Bearer token for the depot.")
+def delete_command(
+    depot_url: str, project: str, version: str | None, dry_run: bool, token: str | None
+) -> None:
+    """Remove every file of PROJECT, or of its VERSION, from the depot at DEPOT_URL.
+
+    Prefer yank when installs pinned to the release must keep working. Needs a write key.
+    """
+    from urllib.parse import quote
+
+    from depot.core.client import call_api
+    from depot.core.pages import human_size
+
+    url = f"{depot_url.rstrip('/')}/python/-/projects/{quote(project, safe='')}"
+    if version:
+        url += f"/{quote(version, safe='')}"
+    answer = call_api("DELETE", url + ("?dry-run=1" if dry_run else ""), token)
+    files = answer.get("files") or []
+    size = sum(int(b.get("size") or 0) for b in answer.get("blobs") or [])
+    click.echo(
+        f"{'would delete' if dry_run else 'deleted'} {answer.get('project')} "
+        f"{version or '(all versions)'}: {len(files)} file(s), {human_size(size)}"
+    )
+    for filename in files:
+        click.echo(f"  {filename}")

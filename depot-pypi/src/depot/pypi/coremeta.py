@@ -38,8 +38,18 @@ class CoreMetadata:
 
 
 def parse_core_metadata(raw: bytes, where: str = "METADATA") -> CoreMetadata:
-    """Read Name, Version and Requires-Python from an RFC 822 core metadata file."""
-    message = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw)
+    """Read Name, Version and Requires-Python from an RFC 822 core metadata file.
+
+    Core metadata is UTF-8 (core metadata specification); anything else is refused here, because
+    the email parser would hand back undecodable headers as objects that are not strings.
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidDistribution(
+            f"{where} is not UTF-8 ({exc.reason} at byte {exc.start})"
+        ) from exc
+    message = email.parser.HeaderParser(policy=email.policy.compat32).parsestr(text)
     name = (message.get("Name") or "").strip()
     version_text = (message.get("Version") or "").strip()
     if not message.get("Metadata-Version") or not name or not version_text:

@@ -64,6 +64,20 @@ def depot_catalogs(depot: Depot) -> Sequence[object]:
 
 
 @hookimpl
+def depot_package_pages(depot: Depot) -> Sequence[object]:
+    from depot.pypi.pages import PypiPages
+
+    return [PypiPages(depot.context(ECOSYSTEM.name))]
+
+
+@hookimpl
+def depot_blob_references(depot: Depot) -> Sequence[object]:
+    from depot.pypi.delete import PypiBlobReferences
+
+    return [PypiBlobReferences(depot.context(ECOSYSTEM.name))]
+
+
+@hookimpl
 def depot_index_sections(depot: Depot, request: Request) -> Sequence[object]:
     from depot.core.pages import Section
 

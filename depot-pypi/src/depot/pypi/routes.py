@@ -20,7 +20,8 @@ from urllib.parse import quote
 from depot.core import EcosystemContext
 from depot.core.errors import BadRequest, HTTPError, NotFound
 from depot.core.http import Validators, blob_response, document_validators, read_limited_body
-from depot.pypi import pagecache, simple, store, yank
+from depot.core.limits import check_name, check_version
+from depot.pypi import delete, pagecache, simple, store, yank
 from depot.pypi.names import DistributionFile, InvalidFilename, normalize, parse_filename
 from depot.pypi.schema import blob_key
 from packaging.version import InvalidVersion, Version
@@ -180,6 +181,15 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         # The page's validator moved with the change, so its cached rendering and ETag did too.
         return JSONResponse(release.as_json())
 
+    async def delete_release(request: Request) -> Response:
+        """``depot python delete``: every file of a project, or of one of its versions."""
+        project = normalize(request.path_params["project"])
+        dry_run = request.query_params.get("dry-run", "") not in ("", "0", "false")
+        answer = await delete.delete_files(
+            ctx, project, request.path_params.get("version"), dry_run
+        )
+        return JSONResponse(answer)
+
     return [
         Route("/", legacy_upload, methods=["POST"]),
         Route("/", upload_page, methods=["GET", "HEAD"]),
@@ -189,6 +199,8 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         Route("/files/{project}/{filename}", get_file, methods=["GET", "HEAD"]),
         Route("/files/{project}/{filename}", put_file, methods=["PUT"]),
         Route("/-/yank/{project}/{version}", yank_release, methods=["POST", "DELETE"]),
+        Route("/-/projects/{project}", delete_release, methods=["DELETE"]),
+        Route("/-/projects/{project}/{version}", delete_release, methods=["DELETE"]),
     ]
 
 
@@ -244,10 +256,12 @@ def _check_form_matches(form: FormData, dist: DistributionFile) -> None:
         raise BadRequest("the form lacks 'name' or 'version'")
     if normalize(name) != dist.project:
         raise BadRequest(f"{dist.filename} does not belong to project {name}")
+    check_name(name)
+    check_version(version)
     try:
         if Version(version) != dist.version:
             raise BadRequest(f"{dist.filename} is not version {version} of {name}")
-    except InvalidVersion as exc:
+    except (InvalidVersion, ValueError) as exc:  # ValueError: over int()'s digit limit
         raise BadRequest(f"invalid version {version!r}") from exc
     filetype = _text(form, "filetype")
     if filetype and filetype != dist.packagetype:

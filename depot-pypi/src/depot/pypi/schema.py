@@ -33,6 +33,9 @@ pypi_files = sa.Table(
     sa.Column("blake2_256", sa.String(64), nullable=False),
     sa.Column("fields", sa.JSON, nullable=True),  # the upload form's metadata fields (summary, ...)
     sa.Index("pypi_files_project", "project"),
+    # The garbage collector asks which content-addressed blobs rows hold.
+    sa.Index("pypi_files_sha256", "sha256"),
+    sa.Index("pypi_files_metadata_sha256", "metadata_sha256"),
 )
 
 #: The file list last fetched from a ``--pypi-upstream`` for a project with nothing uploaded

@@ -172,7 +172,9 @@ async def publish(
         "blake2_256": received.digests["blake2_256_digest"],
         "fields": dict(fields or {}),
     }
-    await ctx.db.execute(ctx.db.insert_or_ignore(pypi_files).values(**row))
+    keys = [blob_key(sha256)] + ([blob_key(metadata_sha256)] if metadata_sha256 else [])
+    async with ctx.reference_blobs(*keys):
+        await ctx.db.execute(ctx.db.insert_or_ignore(pypi_files).values(**row))
     winner = await file_row(ctx, dist.filename)
     if winner is None or winner["sha256"] != sha256:
         raise Conflict(f"File already exists: {dist.filename} was published with other content")

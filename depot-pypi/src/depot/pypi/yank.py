@@ -9,7 +9,6 @@ empty reason clears it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +17,7 @@ from urllib.parse import parse_qs
 import sqlalchemy as sa
 from depot.core import EcosystemContext
 from depot.core.errors import BadRequest, NotFound
+from depot.core.limits import check_version, parse_json
 from depot.pypi.schema import pypi_files
 from packaging.version import InvalidVersion, Version
 
@@ -50,9 +50,10 @@ class Release:
 
 
 def parse_version(text: str) -> Version:
+    check_version(text)
     try:
         return Version(text)
-    except InvalidVersion as exc:
+    except (InvalidVersion, ValueError) as exc:
         raise BadRequest(f"{text!r} is not a valid version (PEP 440)") from exc
 
 
@@ -67,10 +68,7 @@ def parse_reason(body: bytes, content_type: str | None) -> str | None:
         return None
     media_type = (content_type or "").split(";")[0].strip().lower()
     if media_type == "application/json" or media_type.endswith("+json"):
-        try:
-            document = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise BadRequest(f"the body is not valid JSON: {exc}") from exc
+        document = parse_json(body)
         if not isinstance(document, dict):
             raise BadRequest('the JSON body must be an object: {"reason": "..."}')
         reason = document.get("reason")

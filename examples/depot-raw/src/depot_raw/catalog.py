@@ -24,6 +24,7 @@ class RawCatalog:
             size=row.size,
             uploaded_at=row.uploaded_at,
             href=f"/files/{row.name}",
+            page=row.name,
         )
 
     async def stats(self, newest: int = 5) -> CatalogStats:

@@ -43,11 +43,14 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
                 raise Conflict(f"{name} exists with other content")
             # Content-addressed: racing uploads of one name can only ever publish their own bytes.
             await upload.commit(f"sha256/{sha256}")
-        await ctx.db.execute(
-            ctx.db.insert_or_ignore(raw_files).values(
-                name=name, sha256=sha256, size=upload.size, uploaded_at=datetime.now(UTC)
+        # Rows come to point at blobs inside reference_blobs, so a collection never removes
+        # a blob between its commit above and this insert.
+        async with ctx.reference_blobs(f"sha256/{sha256}"):
+            await ctx.db.execute(
+                ctx.db.insert_or_ignore(raw_files).values(
+                    name=name, sha256=sha256, size=upload.size, uploaded_at=datetime.now(UTC)
+                )
             )
-        )
         if await _stored_sha256(name) != sha256:  # another upload of this name won the race
             raise Conflict(f"{name} exists with other content")
         ctx.artifact_stored(f"sha256/{sha256}", upload.size, request)

@@ -11,4 +11,6 @@ raw_files = sa.Table(
     sa.Column("sha256", sa.String(64), nullable=False),
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("uploaded_at", sa.DateTime(timezone=True), nullable=False),
+    # The garbage collector asks which blobs rows point at.
+    sa.Index("raw_files_sha256", "sha256"),
 )

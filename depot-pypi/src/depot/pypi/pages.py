@@ -1,0 +1,377 @@
+"""The project page of the Python index: ``/-/browse/pypi/<project>``.
+
+What a person checks before ``pip install``: every version (yanked ones marked, with the reason),
+each version's files with size, sha256 and Requires-Python, the description from the core metadata
+rendered as PyPI renders it (readme_renderer: reStructuredText, Markdown or plain text by its
+Description-Content-Type), Requires-Dist linking to the projects this index holds, and the pip and
+uv lines. ``?version=`` selects the version whose metadata is shown (the newest release by default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.message
+import email.parser
+import email.policy
+import io
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import sqlalchemy as sa
+from depot.core import EcosystemContext
+from depot.core.database import json_value
+from depot.core.errors import NotFound
+from depot.core.markup import Markup, code, escape, link, readme, safe_url, table, tag
+from depot.core.packagepages import PackagePage, PageSection
+from depot.core.pages import human_size
+from depot.pypi.names import normalize
+from depot.pypi.schema import blob_key, pypi_files
+from depot.pypi.simple import sort_versions
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.version import InvalidVersion, Version
+from starlette.requests import Request
+
+#: Core metadata larger than this is not read for the page (PyPI itself caps descriptions lower).
+MAX_METADATA = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ProjectMetadata:
+    """The parts of one version's core metadata the page shows."""
+
+    name: str = ""
+    summary: str = ""
+    description: str = ""
+    description_content_type: str = ""
+    requires_dist: Sequence[str] = field(default_factory=tuple)
+    urls: Sequence[tuple[str, str]] = field(default_factory=tuple)
+    license: str = ""
+    author: str = ""
+
+
+class PypiPages:
+    """Builds ``/-/browse/pypi/<project>`` from the file rows and the stored core metadata."""
+
+    def __init__(self, ctx: EcosystemContext) -> None:
+        self.ctx = ctx
+        self.ecosystem = ctx.name
+
+    async def validator(self, name: str) -> tuple[object, ...] | None:
+        """What the simple page's cache watches (file count, newest upload, yank changes), and
+        how many projects the index holds and its newest upload (a requirement uploaded or removed
+        later changes whether it is a link)."""
+        f = pypi_files.c
+        # Scalar subqueries: PostgreSQL refuses a FROM subquery's columns beside aggregates.
+        projects = sa.select(sa.func.count(sa.distinct(f.project))).scalar_subquery()
+        newest = sa.select(sa.func.max(f.upload_time)).scalar_subquery()
+        row = await self.ctx.db.fetch_one(
+            sa.select(
+                sa.func.count(),
+                sa.func.max(f.upload_time),
+                sa.func.coalesce(sa.func.sum(f.yank_changes), 0),
+                projects,
+                newest,
+            ).where(f.project == normalize(name))
+        )
+        return None if row is None or not row[0] else tuple(row._mapping)
+
+    async def page(self, name: str, request: Request) -> PackagePage | None:
+        project = normalize(name)
+        f = pypi_files.c
+        query = (
+            sa.select(f.filename, f.version, f.packagetype, f.sha256, f.size, f.requires_python,
+                      f.metadata_sha256, f.upload_time, f.yanked)
+            .where(f.project == project)
+            .order_by(f.filename)
+        )  # fmt: skip
+        # Plain tuples: a databases Record looks its column up by name on every access.
+        rows = [tuple(r._mapping) for r in await self.ctx.db.fetch_all(query)]
+        if not rows:
+            return None
+        files: dict[str, list[Any]] = {}
+        for row in rows:
+            files.setdefault(row[1], []).append(row)
+        ordered = sort_versions(files)[::-1]
+        selected = request.query_params.get("version") or _default_version(ordered, files)
+        if selected not in files:
+            raise NotFound(f"{project} has no version {selected!r}")
+        metadata = await self._metadata(files[selected])
+        held = await self._held({_requirement_name(r) for r in metadata.requires_dist} - {""})
+
+        page_url = self.ctx.page_url(request, project)
+        index = self.ctx.external_url(request, "/simple/")
+        files_url = self.ctx.external_url(request, f"/files/{quote(project)}/")
+        pin = f"{metadata.name or project}=={selected}"
+        yanked = files[selected][0][8]
+        description = metadata.description
+        sections = []
+        if description.strip():
+            body = await asyncio.to_thread(
+                render_description, description, metadata.description_content_type
+            )
+            sections.append(PageSection("Description", body, "description"))
+        sections += [
+            PageSection(
+                f"Requires-Dist of {selected}",
+                self._requirements(metadata.requires_dist, held, request),
+                "requires-dist",
+            ),
+            PageSection(
+                f"Versions ({len(ordered)})",
+                _versions_table(ordered, files, selected, page_url, files_url),
+                "versions",
+            ),
+        ]
+        facts: list[tuple[str, object]] = [
+            ("version", _version_fact(selected, yanked)),
+            ("uploaded", _when(max(r[7] for r in files[selected]))),
+            ("Requires-Python", _requires_python(files[selected])),
+            ("license", metadata.license),
+            ("author", metadata.author),
+            *((label, _url_link(url)) for label, url in metadata.urls),
+        ]
+        return PackagePage(
+            title=metadata.name or project,
+            summary=metadata.summary,
+            install=(
+                ("pip", f"pip install --index-url {index} '{pin}'"),
+                ("uv", f"uv pip install --index-url {index} '{pin}'"),
+            ),
+            facts=facts,
+            sections=sections,
+        )
+
+    async def _metadata(self, version_files: Sequence[Any]) -> ProjectMetadata:
+        """The version's core metadata: a wheel's stored METADATA (PEP 658), else the fields
+        twine sent with the upload (the same core metadata fields, as form fields)."""
+        for row in version_files:
+            if row[6]:
+                raw = await self._read_blob(blob_key(row[6]))
+                if raw is not None:
+                    return parse_metadata(raw)
+        row = await self.ctx.db.fetch_one(
+            sa.select(pypi_files.c.fields)
+            .where(pypi_files.c.filename.in_([r[0] for r in version_files]))
+            .limit(1)
+        )
+        return metadata_from_form(json_value(row[0]) if row is not None else None)
+
+    async def _read_blob(self, key: str) -> bytes | None:
+        stat = await self.ctx.blobs.stat(key)
+        if stat is None or stat.size > MAX_METADATA:
+            return None
+        return b"".join([chunk async for chunk in self.ctx.blobs.read(key)])
+
+    async def _held(self, projects: set[str]) -> set[str]:
+        if not projects:
+            return set()
+        query = (
+            sa.select(pypi_files.c.project)
+            .where(pypi_files.c.project.in_(sorted(projects)))
+            .distinct()
+        )
+        return {r[0] for r in await self.ctx.db.fetch_all(query)}
+
+    def _requirements(self, requires: Sequence[str], held: set[str], request: Request) -> Markup:
+        if not requires:
+            return Markup("<p>None.</p>")
+        rows = []
+        for text in requires:
+            name = _requirement_name(text)
+            url = self.ctx.page_url(request, name) if name in held else None
+            rows.append((link(url, name or text), code(text)))
+        return table(("project", "requirement"), rows)
+
+
+def _default_version(ordered: Sequence[str], files: Mapping[str, Sequence[Any]]) -> str:
+    """What PyPI shows first: the newest release that is not yanked, else the newest version."""
+    for version in ordered:
+        if files[version][0][8] is None and not _is_prerelease(version):
+            return version
+    for version in ordered:
+        if files[version][0][8] is None:
+            return version
+    return ordered[0]
+
+
+def _is_prerelease(version: str) -> bool:
+    try:
+        return Version(version).is_prerelease
+    except InvalidVersion:
+        return True
+
+
+def _versions_table(
+    ordered: Sequence[str],
+    files: Mapping[str, Sequence[Any]],
+    selected: str,
+    page_url: str,
+    files_url: str,
+) -> Markup:
+    """One heading row per version (yank state and reason), then a row per file.
+
+    Rows are written as f-strings over ``escape`` (a project may have thousands of files).
+    """
+    rows: list[Markup] = []
+    for version in ordered:
+        yanked = files[version][0][8]
+        label = link(f"{page_url}?{urlencode({'version': version})}", version)
+        if version == selected:
+            label = tag("strong", label)
+        state = (
+            tag("span", "yanked" + (f": {yanked}" if yanked else ""), "yanked")
+            if yanked is not None
+            else ""
+        )
+        rows.append(Markup(f'<tr class="group"><td colspan="5">{label} {state}</td></tr>'))
+        for row in files[version]:
+            filename, sha256, size, requires_python, uploaded = (
+                row[0],
+                row[3],
+                row[4],
+                row[5],
+                row[7],
+            )
+            href = files_url + (filename if _URL_SAFE.fullmatch(filename) else quote(filename))
+            rows.append(Markup(
+                f'<tr><td><a href="{escape(href)}">{escape(filename)}</a></td>'
+                f"<td>{human_size(size)}</td><td><code>{escape(sha256)}</code></td>"
+                f"<td>{escape(requires_python or '')}</td><td>{_when(uploaded)}</td></tr>"
+            ))  # fmt: skip
+    return table(("file", "size", "sha256", "Requires-Python", "uploaded"), rows, "files")
+
+
+#: Distribution file names that need no percent-encoding in a URL path (nearly all of them).
+_URL_SAFE = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def parse_metadata(raw: bytes) -> ProjectMetadata:
+    """The fields the page shows, from an RFC 822 core metadata file (METADATA, PKG-INFO).
+
+    The description is the message body (Metadata 2.1+) or the older ``Description`` header.
+    """
+    message = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(raw)
+    body = message.get_payload()
+    if isinstance(body, str) and body.strip():
+        description = body
+    else:
+        description = _unfold(str(message.get("Description") or ""))
+    urls = [_project_url(v) for v in message.get_all("Project-URL") or []]
+    if message.get("Home-page"):
+        urls.insert(0, ("Home-page", message["Home-page"]))
+    return ProjectMetadata(
+        name=_header(message, "Name"),
+        summary=_header(message, "Summary"),
+        description=description,
+        description_content_type=_header(message, "Description-Content-Type"),
+        requires_dist=tuple(message.get_all("Requires-Dist") or ()),
+        urls=tuple(urls),
+        license=_header(message, "License-Expression") or _first_line(_header(message, "License")),
+        author=_header(message, "Author") or _header(message, "Author-email"),
+    )  # fmt: skip
+
+
+def metadata_from_form(fields: Any) -> ProjectMetadata:
+    """The same fields from twine's upload form (kept with the row by the upload route)."""
+    fields = fields if isinstance(fields, Mapping) else {}
+
+    def many(key: str) -> tuple[str, ...]:
+        value = fields.get(key)
+        values = value if isinstance(value, list) else [value]
+        return tuple(v for v in values if isinstance(v, str))
+
+    def one(key: str) -> str:
+        return next(iter(many(key)), "")
+
+    urls = [_project_url(v) for v in many("project_urls")]
+    if one("home_page"):
+        urls.insert(0, ("Home-page", one("home_page")))
+    return ProjectMetadata(
+        name=one("name"),
+        summary=one("summary"),
+        description=one("description"),
+        description_content_type=one("description_content_type"),
+        requires_dist=many("requires_dist"),
+        urls=tuple(urls),
+        license=one("license_expression") or _first_line(one("license")),
+        author=one("author") or one("author_email"),
+    )  # fmt: skip
+
+
+@lru_cache(maxsize=64)
+def render_description(text: str, content_type: str) -> Markup:
+    """The description as PyPI shows it (warehouse picks the renderer by content type: Markdown
+    with its variant, plain text, and reStructuredText for anything else, falling back to plain
+    text when the reStructuredText does not parse); sanitised by the core. Cached: it is a
+    version's metadata, which never changes, and docutils takes a while on long documents."""
+    from readme_renderer import markdown, rst, txt
+
+    message = email.message.Message()
+    message["Content-Type"] = content_type or "text/x-rst"
+    kind = message.get_content_type()
+    rendered = None
+    if kind == "text/markdown":
+        rendered = markdown.render(text, variant=message.get_param("variant") or "GFM")
+    elif kind != "text/plain":
+        rendered = rst.render(text, stream=io.StringIO())
+    if rendered is None:
+        rendered = txt.render(text)
+    return readme(rendered or "")
+
+
+def _project_url(value: str) -> tuple[str, str]:
+    """``Project-URL: Label, https://...`` as (label, URL)."""
+    label, _, url = value.partition(",")
+    return label.strip(), url.strip()
+
+
+def _requirement_name(text: str) -> str:
+    try:
+        return normalize(Requirement(text).name)
+    except InvalidRequirement:
+        return ""
+
+
+def _requires_python(version_files: Sequence[Any]) -> str:
+    return ", ".join(sorted({r[5] for r in version_files if r[5]}))
+
+
+def _version_fact(version: str, yanked: str | None) -> Markup:
+    if yanked is None:
+        return escape(version)
+    reason = f": {yanked}" if yanked else ""
+    return Markup('{} <span class="yanked">yanked{}</span>').format(version, reason)
+
+
+def _url_link(url: str) -> Markup | str:
+    safe = safe_url(url)
+    return link(safe, safe) if safe else url
+
+
+def _header(message: email.message.Message, name: str) -> str:
+    """A one-line header, its folding undone."""
+    value = message.get(name)
+    return " ".join(str(value).split()) if value else ""
+
+
+def _unfold(text: str) -> str:
+    """An old ``Description`` header's text: continuation lines are indented by eight columns,
+    or seven and a ``|`` (core metadata spec, "Description")."""
+    lines = text.splitlines()
+    rest = (
+        line[8:] if line.startswith("       |") or line.startswith(" " * 8) else line.lstrip()
+        for line in lines[1:]
+    )
+    return "\n".join([lines[0], *rest]) if lines else ""
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
+def _when(stamp: str | None) -> str:
+    return stamp[:10] + " " + stamp[11:16] + " UTC" if stamp else ""
