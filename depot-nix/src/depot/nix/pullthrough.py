@@ -170,11 +170,12 @@ class NixUpstreams:
             except VerificationError as exc:
                 await self.ctx.blobs.delete(stored_key)
                 raise Unverified(str(exc)) from None
-            await self.ctx.db.execute(
-                tables.upstream_narinfos.update()
-                .where(tables.upstream_narinfos.c.nar_url == key)
-                .values(nar_key=stored_key, listing_key=listing_key)
-            )
+            async with self.ctx.reference_blobs(stored_key, listing_key):
+                await self.ctx.db.execute(
+                    tables.upstream_narinfos.update()
+                    .where(tables.upstream_narinfos.c.nar_url == key)
+                    .values(nar_key=stored_key, listing_key=listing_key)
+                )
             self.ctx.artifact_stored(stored_key, upload.size, request)
 
         return await client.fetch_blob(

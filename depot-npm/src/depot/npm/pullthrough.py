@@ -116,9 +116,10 @@ class NpmUpstream:
             await upload.commit(key)
         # The blob the previous row named is left for the collector: another replica may still
         # be about to point at it.
-        await store.hold_packument(
-            self.ctx.db, name, self.label, key, fetched.etag, fetched.last_modified, now
-        )
+        async with self.ctx.reference_blobs(key):  # safe against a collection running now
+            await store.hold_packument(
+                self.ctx.db, name, self.label, key, fetched.etag, fetched.last_modified, now
+            )
         self.documents[key] = (key, document)
         return await store.held_packument(self.ctx.db, name)
 
@@ -193,10 +194,11 @@ class NpmUpstream:
                 raise Unverified(f"{filename}: {exc}") from exc
             key = f"upstream/tarballs/{digests['sha512'].hex()}.tgz"
             await upload.commit(key)
-            await store.hold_tarball(
-                self.ctx.db, name, filename, self.label, source, key, upload.size,
-                sri("sha512", digests["sha512"]),
-            )  # fmt: skip
+            async with self.ctx.reference_blobs(key):
+                await store.hold_tarball(
+                    self.ctx.db, name, filename, self.label, source, key, upload.size,
+                    sri("sha512", digests["sha512"]),
+                )  # fmt: skip
             self.ctx.artifact_stored(key, upload.size, request)
 
         return await client.fetch_blob(

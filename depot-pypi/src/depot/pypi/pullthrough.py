@@ -147,12 +147,13 @@ class PypiUpstreams:
             await upload.commit(key)
         now = time.time()
         columns = ["upstream_url", "blob_key", "etag", "last_modified", "fetched_at", "checked_at"]
-        await self.ctx.db.execute(
-            self.ctx.db.upsert(upstream_pages, ["project"], columns).values(
-                project=project, upstream_url=upstream, blob_key=key, etag=fetched.etag,
-                last_modified=fetched.last_modified, fetched_at=now, checked_at=now,
-            )
-        )  # fmt: skip
+        async with self.ctx.reference_blobs(key):  # safe against a collection running now
+            await self.ctx.db.execute(
+                self.ctx.db.upsert(upstream_pages, ["project"], columns).values(
+                    project=project, upstream_url=upstream, blob_key=key, etag=fetched.etag,
+                    last_modified=fetched.last_modified, fetched_at=now, checked_at=now,
+                )
+            )  # fmt: skip
         self.documents[key] = document
         return await self._row(project)
 
@@ -202,13 +203,14 @@ class PypiUpstreams:
                 raise Unverified(f"{filename} has sha256 {digest}, the index says {expected}")
             key = f"upstream/files/{digest}"
             await upload.commit(key)
-            await self.ctx.db.execute(
-                self.ctx.db.insert_or_ignore(cached_files).values(
-                    filename=filename, project=project, upstream_url=upstream,
-                    source_url=source, blob_key=key, sha256=digest, size=upload.size,
-                    fetched_at=time.time(),
-                )
-            )  # fmt: skip
+            async with self.ctx.reference_blobs(key):
+                await self.ctx.db.execute(
+                    self.ctx.db.insert_or_ignore(cached_files).values(
+                        filename=filename, project=project, upstream_url=upstream,
+                        source_url=source, blob_key=key, sha256=digest, size=upload.size,
+                        fetched_at=time.time(),
+                    )
+                )  # fmt: skip
             self.ctx.artifact_stored(key, upload.size, request)
 
         return await client.fetch_blob(
