@@ -58,7 +58,7 @@ def call_api(method: str, url: str, token: str | None = None, body: object = Non
 
     import aiohttp
 
-    auth = PushAuth(url, token)
+    auth = PushAuth(url.split("?", 1)[0], token)  # the token's audience: no query string
     data = None if body is None else json.dumps(body).encode()
 
     async def send() -> dict:

@@ -1,19 +1,16 @@
 """``depot python yank``: yank or un-yank a release on a depot through its HTTP API.
 
-Authentication is the push commands' (:class:`depot.core.client.PushAuth`): ``--token`` or
-``DEPOT_AUTH_TOKEN`` when given, otherwise a 401 makes it mint a token from the user's SSH keys
-once and retry.
+The request is :func:`depot.core.client.call_api`'s, with the push commands' authentication:
+``--token`` or ``DEPOT_AUTH_TOKEN`` when given, otherwise a 401 makes it mint a token from the
+user's SSH keys once and retry.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
-from depot.core.client import PushAuth
+from depot.core.client import call_api
 from depot.core.errors import DepotError
 
 
@@ -24,35 +21,6 @@ def yank_url(depot_url: str, project: str, version: str) -> str:
     )
 
 
-async def _request(url: str, method: str, reason: str | None, auth: PushAuth) -> dict[str, Any]:
-    body = None if reason is None else json.dumps({"reason": reason}).encode()
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        for attempt in range(2):
-            headers = auth.headers()
-            if body is not None:
-                headers["Content-Type"] = "application/json"
-            async with session.request(method, url, data=body, headers=headers) as response:
-                text = await response.text()
-                if response.status == 401 and not attempt and auth.can_mint():
-                    await asyncio.to_thread(auth.mint)
-                    continue
-                if response.status != 200:
-                    lines = text.strip().splitlines()
-                    raise DepotError(
-                        f"{method} {url}: HTTP {response.status}"
-                        + (f": {lines[0]}" if lines else "")
-                    )
-                try:
-                    answer = json.loads(text)
-                except ValueError:
-                    raise DepotError(f"{method} {url}: the depot's answer is not JSON") from None
-                if not isinstance(answer, dict):
-                    raise DepotError(f"{method} {url}: the depot's answer is not a JSON object")
-                return answer
-    raise AssertionError("unreachable")
-
-
 def yank(
     depot_url: str, project: str, version: str, reason: str | None, undo: bool, token: str | None
 ) -> str:
@@ -61,12 +29,10 @@ def yank(
         raise DepotError(f"{depot_url!r} is not an http(s) URL of a depot")
     if undo and reason is not None:
         raise DepotError("--reason goes with a yank, not with --undo")
-    url = yank_url(depot_url, project, version)
-    method = "DELETE" if undo else "POST"
-    try:
-        answer = asyncio.run(_request(url, method, reason, PushAuth(depot_url, token)))
-    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-        raise DepotError(f"{method} {url}: {exc or type(exc).__name__}") from None
+    body = None if reason is None else {"reason": reason}
+    answer = call_api(
+        "DELETE" if undo else "POST", yank_url(depot_url, project, version), token, body
+    )
     return summary(answer, undo)
 
 
