@@ -22,6 +22,7 @@ from typing import Any
 from depot.core.auth import WRITE_METHODS, Authenticator
 from depot.core.blobs import BlobEntry, BlobStore, InvalidKey, ScopedBlobStore, StorageBackend
 from depot.core.catalog import Catalog
+from depot.core.changes import CHANGES_SCHEMA, Changes, TopicFeed
 from depot.core.database import Database
 from depot.core.ecosystem import Ecosystem
 from depot.core.errors import BadRequest, ConfigError, HTTPError, ServiceUnavailable
@@ -53,7 +54,13 @@ log = logging.getLogger("depot.core")
 
 
 class EcosystemContext:
-    """What the core gives one ecosystem: its settings, database, blob namespace and logger."""
+    """What the core gives one ecosystem: its settings, database, blob namespace and logger.
+
+    ``changes`` is the change notification every cache of rendered documents uses
+    (:mod:`depot.core.changes`): ``await ctx.changes.notify(name)`` after committing a write
+    that changes what ``name``'s documents show, and ``ctx.changes.generation(name)`` to check
+    that a cached rendering is still current, without a database query.
+    """
 
     def __init__(self, depot: Depot, ecosystem: Ecosystem) -> None:
         self.depot = depot
@@ -61,6 +68,7 @@ class EcosystemContext:
         self.name = ecosystem.name
         self.settings = depot.settings
         self.log = logging.getLogger(f"depot.{ecosystem.name}")
+        self.changes = TopicFeed(depot.changes, ecosystem.name)
         self._blobs: ScopedBlobStore | None = None
         self._upstream: UpstreamClient | None = None
 
@@ -190,6 +198,7 @@ class Depot:
                 if ecosystem.name in self.ecosystems:
                     raise ConfigError(f"two plugins declare the ecosystem {ecosystem.name!r}")
                 self.ecosystems[ecosystem.name] = ecosystem
+        self.changes = Changes()
         self._contexts = {name: EcosystemContext(self, e) for name, e in self.ecosystems.items()}
         self._error_renderers: dict[str, ErrorRenderer] = {}
         self.database = Database(settings.database_url)
@@ -307,8 +316,10 @@ class Depot:
             self.exit_stack.push_async_callback(self.database.disconnect)
             await self.database.prepare()
             schemas = [s for found in self.plugins.hook.depot_schemas() for s in found or ()]
-            await self.database.migrate([CORE_SCHEMA, *schemas])
+            await self.database.migrate([CORE_SCHEMA, CHANGES_SCHEMA, *schemas])
             await ensure_lock_row(self.database)
+            await self.changes.start(self.database)
+            self.exit_stack.push_async_callback(self.changes.stop)
             authenticator = self.plugins.hook.depot_authenticator(settings=self.settings)
             if authenticator is None:
                 raise ConfigError("--auth-file is set but no installed plugin can authenticate")

@@ -141,6 +141,23 @@ class Database(databases.Database):
         if self._sqlite_pool is not None:
             await self._sqlite_pool.close_idle()
 
+    async def connect_raw(self) -> Any:
+        """A PostgreSQL connection of its own, outside the pool (for ``LISTEN``); the caller
+        closes it."""
+        import asyncpg
+
+        url = self.url
+        backend = self._backend
+        options = {
+            k: v
+            for k, v in backend._get_connection_kwargs().items()  # type: ignore[attr-defined]
+            if k not in ("min_size", "max_size")
+        }
+        return await asyncpg.connect(
+            host=url.hostname, port=url.port, user=url.username, password=url.password,
+            database=url.database, **options,
+        )  # fmt: skip
+
     @property
     def sqlalchemy_dialect(self) -> sa.engine.Dialect:
         return sqlite.dialect() if self.dialect_name == "sqlite" else postgresql.dialect()

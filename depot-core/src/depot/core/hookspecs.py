@@ -117,7 +117,9 @@ def depot_startup(depot: Depot) -> None:
     """Run once the database and blob store are ready, before the first request is answered.
 
     May be a coroutine function. Use it for caches or background work that needs the database;
-    register clean-up on ``depot.exit_stack`` (an ``AsyncExitStack`` closed at shutdown).
+    register clean-up on ``depot.exit_stack`` (an ``AsyncExitStack`` closed at shutdown). A cache
+    of rendered documents needs no task of its own: ``ctx.changes`` (:mod:`depot.core.changes`)
+    tells every process when a document is stale, within a stated bound.
     """
 
 

@@ -335,6 +335,33 @@ def metric(exposition: str, name: str, **labels: str) -> float:
     return total
 
 
+def until_fresh(check: Callable[[], bool], within: float, streak: int = 10) -> float:
+    """Poll ``check`` until it holds ``streak`` times in a row; fail on a stale answer to a
+    request sent more than ``within`` seconds after the call began.
+
+    For changes that other processes learn of within a bound (depot.core.changes): with several
+    workers behind one socket any one request may reach any worker, so a run of consecutive
+    fresh answers is what shows every worker has caught up. The bound applies to when a request
+    was sent, not to how long a loaded machine takes to answer the run. Returns the seconds
+    until the last stale answer.
+    """
+    start = time.monotonic()
+    run_length = 0
+    last_stale = 0.0
+    while run_length < streak:
+        sent = time.monotonic() - start
+        if check():
+            run_length += 1
+            continue
+        if sent > within:
+            pytest.fail(
+                f"stale answer to a request sent {sent:.2f} s after the write "
+                f"(the bound allows {within:.2f} s)"
+            )
+        run_length, last_stale = 0, sent
+    return last_stale
+
+
 # -- A real browser, for tests of the pages people read ------------------------------------------
 
 #: What the hostile readme tests put in a package's readme: each line would change the page's

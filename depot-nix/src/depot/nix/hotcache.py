@@ -1,11 +1,8 @@
-"""A short-lived, per-process cache of served narinfo text.
+"""A short-lived, per-process cache of narinfo text read from the local Nix store.
 
-Every ``nix build`` against a cache asks for the same narinfos again and again (a CI fleet asks
-for one closure from many machines), and each answer would otherwise cost a database round trip
-and a signature. A published narinfo never changes except by gaining signatures, so an entry may
-be served for a few seconds: this process drops it at once when it stores a signature, and another
-replica's added signature shows up within ``ttl`` seconds. Absent paths are never cached, so a
-path published anywhere is visible on the next request.
+Uploaded narinfos follow the core's change notification (see ``routes``); a path of the local
+store (``--nix-local-store``) changes outside depot, when the store is garbage-collected or a path
+is built, so its narinfo is served for a few seconds at most. Absent paths are never cached here.
 """
 
 from __future__ import annotations

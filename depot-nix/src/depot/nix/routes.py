@@ -25,6 +25,7 @@ from depot.core.http import (
     read_limited_body,
 )
 from depot.core.limits import parse_json
+from depot.core.rendered import Rendered, RenderedCache
 from depot.nix import narinfo, store
 from depot.nix.compression import CompressionError
 from depot.nix.hotcache import HotCache
@@ -45,6 +46,8 @@ if TYPE_CHECKING:
 NARINFO_TYPE = "text/x-nix-narinfo"
 NAR_TYPE = "application/x-nix-nar"
 MAX_SMALL_BODY = 1024 * 1024
+#: Hash parts remembered as absent per process (nix asks for many a path a cache lacks).
+MAX_ABSENT = 100_000
 #: What a narinfo says a store path *is*: the fields its signatures sign (``1;StorePath;NarHash;
 #: NarSize;References``) and its content address. A later upload of the path must agree on them.
 #: The rest (URL, Compression, FileHash, FileSize, Deriver, System) only says how one upload was
@@ -61,7 +64,13 @@ MEANING_FIELDS = {
 
 def routes(ctx: EcosystemContext) -> list[BaseRoute]:
     signer = Signer(ctx.settings.private_key)
-    served_narinfos = HotCache()
+    # Narinfos of uploaded paths are kept while their hash part's generation stands: every
+    # upload and added signature announces it (depot.core.changes), so a hot narinfo, or a
+    # known absent one, costs no database query. The local store changes outside depot: its
+    # narinfos are kept a few seconds only.
+    narinfos = RenderedCache()
+    absent: dict[str, int] = {}
+    local_narinfos = HotCache()
     extra = ctx.settings.extra
     priority = int(extra.get("nix_priority") or 30)
     want_mass_query = bool(extra.get("nix_want_mass_query", True))
@@ -78,18 +87,43 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
             extra={"store": str(local.store_dir), "source": local.source},
         )
 
-    async def find_narinfo(hash_part: str) -> NarInfo | None:
+    def render_narinfo(info: NarInfo) -> Rendered:
+        if signer.key is not None:
+            info = info.signed(signer.key)
+        return Rendered.of(narinfo.format(info).encode())
+
+    async def served_narinfo(hash_part: str) -> Rendered | None:
         """An uploaded narinfo, else the local store's (uploaded content wins), else the
-        upstreams' (verified against --nix-upstream-key)."""
+        upstreams' (verified against --nix-upstream-key), rendered."""
+        generation = ctx.changes.generation(hash_part)  # before reading the row
+        cached = narinfos.get(hash_part, generation)
+        if cached is not None:
+            return cached
+        if absent.get(hash_part) == generation:
+            return None
         found = await store.get_narinfo(ctx.db, hash_part)
         if found is not None:
-            return found[0]
+            absent.pop(hash_part, None)
+            return narinfos.put(hash_part, generation, render_narinfo(found[0]))
         if local is not None:
-            info = await local.lookup(hash_part)
-            if info is not None:
-                return info
+            text = local_narinfos.get(hash_part)
+            if text is None:
+                info = await local.lookup(hash_part)
+                if info is not None:
+                    text = render_narinfo(info).body.decode()
+                    local_narinfos.put(hash_part, text)
+            if text is not None:
+                return Rendered.of(text.encode())
         if upstreams is not None:
-            return await upstreams.narinfo(hash_part)
+            # Misses are remembered by the upstream client (briefly), not in ``absent``.
+            fetched = await upstreams.narinfo(hash_part)
+            if fetched is None:
+                return None
+            return narinfos.put(hash_part, generation, render_narinfo(fetched))
+        if local is None:
+            if len(absent) >= MAX_ABSENT:
+                absent.clear()
+            absent[hash_part] = generation
         return None
 
     async def cache_info(request: Request) -> Response:
@@ -113,19 +147,17 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
 
     async def get_narinfo(request: Request) -> Response:
         hash_part = checked_hash_part(request)
-        text = served_narinfos.get(hash_part)
-        if text is None:
-            info = await find_narinfo(hash_part)
-            if info is None:
-                raise NotFound(f"{hash_part}.narinfo not found")
-            if signer.key is not None:
-                info = info.signed(signer.key)
-            text = narinfo.format(info)
-            served_narinfos.put(hash_part, text)
-        validators = document_validators(text.encode(), ctx.document_cache_control)
+        rendered = await served_narinfo(hash_part)
+        if rendered is None:
+            raise NotFound(f"{hash_part}.narinfo not found")
+        validators = Validators(rendered.etag, None, ctx.document_cache_control)
         if validators.unchanged(request):
             return validators.not_modified()
-        return PlainTextResponse(text, media_type=NARINFO_TYPE, headers=validators.headers())
+        headers = validators.headers()
+        if request.method == "HEAD":
+            headers["Content-Length"] = str(len(rendered.body))
+            return Response(b"", media_type=NARINFO_TYPE, headers=headers)
+        return Response(rendered.body, media_type=NARINFO_TYPE, headers=headers)
 
     async def put_narinfo(request: Request) -> Response:
         hash_part = checked_hash_part(request)
@@ -167,7 +199,8 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
             raced = await store.get_narinfo(ctx.db, hash_part)
             assert raced is not None
             return await merge_signatures(raced[0], info)
-        served_narinfos.drop(hash_part)  # it may hold the local store's narinfo
+        local_narinfos.drop(hash_part)  # uploaded content wins over the local store's
+        await ctx.changes.notify(hash_part)
         ctx.artifact_stored(f"{hash_part}.narinfo", info.nar_size, request)
         return PlainTextResponse("")
 
@@ -187,7 +220,7 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
             blobs = [(k, s.size) for k in keys if (s := await ctx.blobs.stat(k)) is not None]
         else:
             await store.delete_narinfo(ctx.db, hash_part)
-            served_narinfos.drop(hash_part)
+            await ctx.changes.notify(hash_part)
             blobs = [(e.key, e.size) for e in await ctx.release_blobs(keys, since)]
             ctx.log.info("narinfo deleted", extra={"store_path": info.store_path})
         return JSONResponse(
@@ -222,7 +255,7 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         new = tuple(s for s in incoming.signatures if s not in published.signatures)
         if new:
             await store.add_signatures(ctx.db, published.hash_part, new)
-            served_narinfos.drop(published.hash_part)
+            await ctx.changes.notify(published.hash_part)
         ctx.log.info(
             "narinfo already published; kept the first upload",
             extra={

@@ -126,6 +126,7 @@ async def publish(reg: Registry, request: Request, name: str, body: PublishBody)
         published.append(received.version)
     await _apply_publish_tags(reg, name, tags, before)
     await store.touch(reg.ctx.db, name)
+    await reg.changed(name)
     return json_ok({"ok": True, "id": name, "versions": published}, 201)
 
 
@@ -226,6 +227,7 @@ async def update(
         for key in keys:
             await reg.ctx.blobs.delete(key)
     await store.touch(reg.ctx.db, name)
+    await reg.changed(name)
     return json_ok({"ok": True, "id": name}, 201)
 
 
@@ -241,9 +243,11 @@ def _check_rev_field(document: dict[str, Any]) -> str | None:
 
 
 async def unpublish_package(reg: Registry, name: str) -> Response:
-    for key in await store.remove_package(reg.ctx.db, name):
-        await reg.ctx.blobs.delete(key)
+    keys = await store.remove_package(reg.ctx.db, name)
     reg.forget(name)
+    await reg.changed(name)
+    for key in keys:
+        await reg.ctx.blobs.delete(key)
     return json_ok({"ok": True, "id": name})
 
 
@@ -261,6 +265,7 @@ async def push_tarball(reg: Registry, request: Request, name: str, filename: str
         require_digest=False,
         provenance="pushed",
     )
+    await reg.changed(name)
     reg.ctx.artifact_stored(stored.key, stored.size, request)
     return json_ok({"ok": True, "integrity": stored.integrity, "shasum": stored.sha1}, 201)
 
@@ -301,6 +306,7 @@ async def push_version(reg: Registry, request: Request, name: str, version: str)
         provenance="pushed",
     )
     await store.touch(reg.ctx.db, name)
+    await reg.changed(name)
     return json_ok({"ok": True, "id": name}, 201)
 
 
@@ -315,6 +321,7 @@ async def delete_tarball(reg: Registry, request: Request, name: str, filename: s
                 store.tarballs.c.name == name, store.tarballs.c.filename == filename
             )
         )
+        await reg.changed(name)
         await reg.ctx.blobs.delete(row["blob_key"])
     return json_ok({"ok": True})
 
@@ -355,6 +362,7 @@ async def delete_published(
                 keys = await store.remove_versions(reg.ctx.db, name, doomed)
                 await store.touch(reg.ctx.db, name)
         reg.forget(name)
+        await reg.changed(name)
         blobs = [(e.key, e.size) for e in await reg.ctx.release_blobs(keys, since)]
         reg.ctx.log.info("deleted", extra={"package": name, "versions": doomed})
     return json_ok(

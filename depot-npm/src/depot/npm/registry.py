@@ -1,9 +1,12 @@
 """What the registry's handlers share: rendered packuments and tarball locations, cached.
 
-Every change bumps the package's serial in the database, so a cached packument is reused only
-while it is current, in this process or any other sharing the database. Tarball blob keys are
-unique per upload and never reused, so a remembered key can only be stale by pointing at a
-deleted blob: then the row is read again.
+Every write announces the package through the core's change notification
+(``ctx.changes.notify(name)``, :mod:`depot.core.changes`), so a cached packument or tarball
+location is reused only while the package's generation is the one it was made under: at once
+after a write in this process, within the core's stated bound after one in another process or
+replica. A hot request costs no database query. Tarball blob keys are unique per upload and
+never reused, so a remembered key can only be stale by pointing at a deleted blob: then the row
+is read again.
 """
 
 from __future__ import annotations
@@ -32,23 +35,23 @@ TARBALL_KEYS = 100_000
 
 @dataclass
 class Rendered:
-    serial: int | str  # the package's serial, or the blob key of a cached upstream packument
+    generation: int | str  # the change generation, or a cached upstream packument's blob key
     body: bytes
     etag: str
     rev: str
 
 
 class PackumentCache:
-    """Rendered packuments per (name, external base URL, abbreviated), with the serial they show."""
+    """Rendered packuments per (name, external base URL, abbreviated), with their generation."""
 
     def __init__(self, limit: int = CACHE_BYTES) -> None:
         self.limit = limit
         self.size = 0
         self.entries: OrderedDict[tuple[str, str, bool], Rendered] = OrderedDict()
 
-    def get(self, key: tuple[str, str, bool], serial: int | str) -> Rendered | None:
+    def get(self, key: tuple[str, str, bool], generation: int | str) -> Rendered | None:
         entry = self.entries.get(key)
-        if entry is None or entry.serial != serial:
+        if entry is None or entry.generation != generation:
             return None
         self.entries.move_to_end(key)
         return entry
@@ -74,7 +77,7 @@ class Registry:
     def __init__(self, ctx: EcosystemContext) -> None:
         self.ctx = ctx
         self.packuments = PackumentCache()
-        self.tarball_keys: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self.tarball_keys: OrderedDict[tuple[str, str], tuple[int, str]] = OrderedDict()
         upstream = ctx.settings.extra.get("npm_upstream")
         self.upstream: NpmUpstream | None = None
         if upstream:
@@ -82,20 +85,29 @@ class Registry:
 
             self.upstream = NpmUpstream(ctx, upstream)
 
+    async def changed(self, name: str) -> None:
+        """Announce a committed change to ``name`` to every process's caches."""
+        await self.ctx.changes.notify(name)
+
     def tarball_url(self, request: Request, name: str) -> Callable[[VersionRecord], str]:
         """Tarball URLs as the client reached this server (Host, mount prefix, --base-url)."""
         base = self.ctx.external_url(request, f"/{name}/-/")
         return lambda record: base + record.filename
 
-    async def render(self, request: Request, name: str, abbreviated: bool) -> Rendered:
-        """The packument of ``name`` as bytes with its ETag and ``_rev``; 404 if none."""
-        serial = await store.package_serial(self.ctx.db, name)
-        if serial is None:
-            raise NotFound(f"package {name} not found")
+    async def render(
+        self, request: Request, name: str, abbreviated: bool, fresh: bool = False
+    ) -> Rendered:
+        """The packument of ``name`` as bytes with its ETag and ``_rev``; 404 if none.
+
+        ``fresh`` skips the cache: a write checks the client's ``_rev`` against the database,
+        not against what another process's change may not have reached here yet.
+        """
+        generation = self.ctx.changes.generation(name)  # before reading: see depot.core.changes
         base = self.ctx.external_url(request)
-        cached = self.packuments.get((name, base, abbreviated), serial)
-        if cached is not None:
-            return cached
+        if not fresh:
+            cached = self.packuments.get((name, base, abbreviated), generation)
+            if cached is not None:
+                return cached
         loaded = await store.load_package(self.ctx.db, name)
         if loaded is None or not loaded[2]:
             raise NotFound(f"package {name} not found")
@@ -109,12 +121,12 @@ class Registry:
             (True, build_packument(package, versions, url, abbreviated=True)),
         ):
             body = encode(document)
-            rendered[form] = Rendered(serial, body, etag(body), full["_rev"])
+            rendered[form] = Rendered(generation, body, etag(body), full["_rev"])
             self.packuments.put((name, base, form), rendered[form])
         return rendered[abbreviated]
 
     async def current_rev(self, request: Request, name: str) -> str:
-        return (await self.render(request, name, False)).rev
+        return (await self.render(request, name, False, fresh=True)).rev
 
     async def versions(self, name: str) -> list[VersionRecord]:
         loaded = await store.load_package(self.ctx.db, name)
@@ -128,17 +140,18 @@ class Registry:
 
     async def tarball_response(self, request: Request, name: str, filename: str) -> Response:
         """The stored tarball, streamed as stored; 404 if there is none."""
-        key = self.tarball_keys.get((name, filename))
-        if key is not None:
+        generation = self.ctx.changes.generation(name)
+        remembered = self.tarball_keys.get((name, filename))
+        if remembered is not None and remembered[0] == generation:
             try:
-                return await self._serve(request, key)
+                return await self._serve(request, remembered[1])
             except NotFound:
                 self.tarball_keys.pop((name, filename), None)
         row = await store.get_tarball(self.ctx.db, name, filename)
         if row is None:
             raise NotFound(f"{name}: tarball {filename} not found")
         key = row["blob_key"]
-        self.tarball_keys[(name, filename)] = key
+        self.tarball_keys[(name, filename)] = (generation, key)
         if len(self.tarball_keys) > TARBALL_KEYS:
             self.tarball_keys.popitem(last=False)
         return await self._serve(request, key)

@@ -62,10 +62,14 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
 
     async def get_packument(request: Request, name: str) -> Response:
         abbreviated = wants_abbreviated(request.headers.get("accept"))
-        if request.query_params.get("write") == "true":
-            abbreviated = False  # npm unpublish/deprecate read the full document with _rev
+        # npm unpublish/deprecate read the full document with the _rev they will send back.
+        for_write = (
+            bool(request.scope["query_string"]) and request.query_params.get("write") == "true"
+        )
+        if for_write:
+            abbreviated = False
         try:
-            rendered = await reg.render(request, name, abbreviated)
+            rendered = await reg.render(request, name, abbreviated, fresh=for_write)
             origin = None
         except NotFound:
             if reg.upstream is None:
@@ -171,6 +175,7 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         else:
             raise HTTPError(405, f"{request.method} not allowed on dist-tags")
         await store.touch(ctx.db, name)
+        await reg.changed(name)
         return json_ok({"ok": True, "id": name})
 
     async def delete_route(request: Request) -> Response:

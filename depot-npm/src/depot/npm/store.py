@@ -1,6 +1,6 @@
 """The npm registry's SQL tables and the queries over them.
 
-One row per package (its ``serial`` counts changes, for caches and ``_rev``), per tarball, per
+One row per package (its ``serial`` counts changes, for ``_rev``), per tarball, per
 version and per dist-tag. A version row is inserted only after its tarball blob is written and
 verified, and never replaced: the primary key refuses a second publish of a version.
 
@@ -155,11 +155,6 @@ _TEXT_COLUMNS = {
 def now() -> str:
     """A timestamp as the public registry writes them: ``2024-01-02T03:04:05.678Z``."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-async def package_serial(db: Database, name: str) -> int | None:
-    row = await db.fetch_one(sa.select(packages.c.serial).where(packages.c.name == name))
-    return None if row is None else int(row[0])
 
 
 async def load_package(

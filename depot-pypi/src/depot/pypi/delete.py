@@ -47,6 +47,7 @@ async def delete_files(
     else:
         async with ctx.db.transaction():
             await ctx.db.execute(pypi_files.delete().where(pypi_files.c.filename.in_(filenames)))
+        await ctx.changes.notify(project)
         blobs = [(e.key, e.size) for e in await ctx.release_blobs(keys, since)]
         ctx.log.info("deleted", extra={"project": project, "files": filenames})
     return {

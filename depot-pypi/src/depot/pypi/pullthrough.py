@@ -31,10 +31,10 @@ from depot.core import EcosystemContext
 from depot.core.blobs import BlobUpload
 from depot.core.errors import ConfigError, NotFound
 from depot.core.http import blob_response
+from depot.core.rendered import Rendered, RenderedCache
 from depot.core.upstream import Unverified, UpstreamError
 from depot.pypi import simple
 from depot.pypi.names import InvalidFilename, parse_filename
-from depot.pypi.pagecache import PageCache
 from depot.pypi.schema import cached_files, upstream_pages
 from starlette.requests import Request
 from starlette.responses import Response
@@ -55,7 +55,7 @@ class PypiUpstreams:
                 raise ConfigError(f"--pypi-upstream {url!r} is not an http(s) URL")
         self.ctx = ctx
         self.urls = [url.rstrip("/") + "/" for url in urls]
-        self.pages = PageCache()
+        self.pages = RenderedCache()
         self.documents: dict[str, dict[str, Any]] = {}
 
     # -- project pages ---------------------------------------------------------------------
@@ -63,13 +63,14 @@ class PypiUpstreams:
     async def page(self, request: Request, project: str, media_type: str, files_url: str) -> bytes:
         row = await self.held(project)
         key = (project, media_type, files_url)
-        validator = (row["blob_key"],)
-        body = self.pages.get(key, validator)
-        if body is None:
+        # Keyed by the held page's blob (content-addressed): a revalidation that changed it
+        # names another blob.
+        page = self.pages.get(key, row["blob_key"])  # type: ignore[arg-type]
+        if page is None:
             document = await self._document(row["blob_key"])
-            body = render(document, media_type, files_url)
-            self.pages.put(key, validator, body)
-        return body
+            page = Rendered.of(render(document, media_type, files_url))
+            self.pages.put(key, row["blob_key"], page)  # type: ignore[arg-type]
+        return page.body
 
     async def held(self, project: str) -> Any:
         """The held page row, fetched or revalidated as freshness requires."""

@@ -13,15 +13,17 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from depot.core import EcosystemContext
 from depot.core.errors import BadRequest, HTTPError, NotFound
-from depot.core.http import Validators, blob_response, document_validators, read_limited_body
+from depot.core.http import Validators, blob_response, read_limited_body
 from depot.core.limits import check_name, check_version
-from depot.pypi import delete, pagecache, simple, store, yank
+from depot.core.rendered import Rendered, RenderedCache
+from depot.pypi import delete, simple, store, yank
 from depot.pypi.names import DistributionFile, InvalidFilename, normalize, parse_filename
 from depot.pypi.schema import blob_key
 from packaging.version import InvalidVersion, Version
@@ -49,11 +51,17 @@ MAX_FORM_FIELD = 8 * 1024 * 1024
 
 SHA256_HEADER = "x-depot-sha256"
 
+#: Distribution file locations remembered per process (filename -> generation, row).
+FILE_ROWS = 100_000
+
 
 def routes(ctx: EcosystemContext) -> list[BaseRoute]:
     """The routes, bound to the ecosystem's context (read at request time)."""
 
-    pages = pagecache.PageCache()
+    # Pages are reused while their project's generation stands (depot.core.changes): every
+    # upload and yank announces the project, so a hot page costs no database query.
+    pages = RenderedCache()
+    file_rows: dict[str, tuple[int, Mapping[str, Any]]] = {}
     upstreams: PypiUpstreams | None = None
     if ctx.settings.extra.get("pypi_upstream"):
         from depot.pypi.pullthrough import PypiUpstreams
@@ -76,13 +84,14 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
 
     async def simple_root(request: Request) -> Response:
         media_type = _negotiate(request)
-        names = await store.projects(ctx)
-        render = simple.root_json if media_type == simple.JSON_V1 else simple.root_html
-        body = render(names)
-        validators = document_validators(body, ctx.document_cache_control)
-        if validators.unchanged(request):
-            return validators.not_modified({"Vary": "Accept"})
-        return _page(body, media_type, request, validators)
+        generation = ctx.changes.generation()  # any change in the index
+        key = ("", media_type)
+        page = pages.get(key, generation)
+        if page is None:
+            names = await store.projects(ctx)
+            render = simple.root_json if media_type == simple.JSON_V1 else simple.root_html
+            page = pages.put(key, generation, Rendered.of(render(names)))
+        return _page(page, media_type, request, ctx.document_cache_control)
 
     async def simple_project(request: Request) -> Response:
         requested = request.path_params["project"]
@@ -94,51 +103,55 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
                 url += "?" + request.url.query
             return RedirectResponse(url, status_code=301, headers={"Vary": "Accept"})
         media_type = _negotiate(request)
-        validator = await store.project_validator(ctx, project)
+        generation = ctx.changes.generation(project)  # before reading the rows
         files_url = ctx.external_url(request, f"/files/{quote(project)}/")
-        if validator[0] == 0:
-            if upstreams is None:
-                raise NotFound(f"project {project} not found")
-            # Nothing uploaded here under this name: the upstream's page, never merged.
-            body = await upstreams.page(request, project, media_type, files_url)
-            upstream_validators = Validators(pagecache.etag(body), None, ctx.document_cache_control)
-            if upstream_validators.unchanged(request):
-                return upstream_validators.not_modified({"Vary": "Accept"})
-            return _page(body, media_type, request, upstream_validators)
         key = (project, media_type, files_url)
-        tag = pagecache.etag(validator, key)
-        validators = Validators(tag, None, ctx.document_cache_control)
-        if validators.unchanged(request):
-            return validators.not_modified({"Vary": "Accept"})
-        body = pages.get(key, validator)
-        if body is None:
+        page = pages.get(key, generation)
+        if page is None:
             rows = await store.project_files(ctx, project)
+            if not rows:
+                if upstreams is None:
+                    raise NotFound(f"project {project} not found")
+                # Nothing uploaded here under this name: the upstream's page, never merged (not
+                # kept in ``pages``: a revalidation may change it without a local change).
+                body = await upstreams.page(request, project, media_type, files_url)
+                return _page(Rendered.of(body), media_type, request, ctx.document_cache_control)
             body = _render_project(project, media_type, files_url, rows)
-            pages.put(key, validator, body)
-        return _page(body, media_type, request, validators)
+            page = pages.put(key, generation, Rendered.of(body))
+        return _page(page, media_type, request, ctx.document_cache_control)
 
     async def simple_project_no_slash(request: Request) -> Response:
         project = normalize(request.path_params["project"])
         return RedirectResponse(ctx.external_url(request, f"/simple/{quote(project)}/"), 301)
 
+    async def file_row(project: str, filename: str) -> Mapping[str, Any] | None:
+        """The row of ``filename`` under ``project``, remembered while the project is unchanged."""
+        generation = ctx.changes.generation(project)
+        remembered = file_rows.get(filename)
+        if remembered is not None and remembered[0] == generation:
+            return remembered[1]
+        row = await store.file_row(ctx, filename)
+        if row is None or row["project"] != project:
+            return None
+        if len(file_rows) >= FILE_ROWS:
+            file_rows.clear()
+        file_rows[filename] = (generation, row)
+        return row
+
     async def get_file(request: Request) -> Response:
         project = request.path_params["project"]
         filename = request.path_params["filename"]
         if filename.endswith(".metadata"):
-            row = await store.file_row(ctx, filename.removesuffix(".metadata"))
-            if row is None or row["project"] != project or not row["metadata_sha256"]:
+            row = await file_row(project, filename.removesuffix(".metadata"))
+            if row is None or not row["metadata_sha256"]:
                 raise NotFound(f"{filename} not found")
             sha256, media_type = row["metadata_sha256"], "text/plain; charset=utf-8"
         else:
-            row = await store.file_row(ctx, filename)
-            # A project with anything uploaded here never reaches the upstream.
-            if (
-                row is None
-                and upstreams is not None
-                and not (await store.project_validator(ctx, project))[0]
-            ):
-                return await upstreams.file(request, project, filename)
-            if row is None or row["project"] != project:
+            row = await file_row(project, filename)
+            if row is None:
+                # A project with anything uploaded here never reaches the upstream.
+                if upstreams is not None and not await store.project_files(ctx, project):
+                    return await upstreams.file(request, project, filename)
                 raise NotFound(f"{filename} not found")
             sha256, media_type = row["sha256"], "application/octet-stream"
         key = blob_key(sha256)
@@ -178,7 +191,6 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
             "yank" if yanked else "un-yank",
             extra={"project": project, "version": release.version, "changed": release.changed},
         )
-        # The page's validator moved with the change, so its cached rendering and ETag did too.
         return JSONResponse(release.as_json())
 
     async def delete_release(request: Request) -> Response:
@@ -302,17 +314,37 @@ def _dist_for(project: str, filename: str) -> DistributionFile:
     return dist
 
 
+#: Clients send a handful of distinct Accept headers; parsing one costs more than the rest of a
+#: cached page's request, so each answer is remembered.
+_negotiate_cached = functools.lru_cache(maxsize=512)(simple.negotiate)
+
+
 def _negotiate(request: Request) -> str:
+    format_param = request.query_params.get("format") if request.scope["query_string"] else None
     try:
-        return simple.negotiate(request.headers.get("accept"), request.query_params.get("format"))
+        return _negotiate_cached(request.headers.get("accept"), format_param)
     except simple.NotAcceptable as exc:
         raise HTTPError(406, str(exc), {"Vary": "Accept"}) from exc
 
 
-def _page(body: bytes, media_type: str, request: Request, validators: Validators) -> Response:
-    content_type = media_type + "; charset=utf-8" if media_type == simple.TEXT_HTML else media_type
-    headers = {"Vary": "Accept", "Content-Type": content_type, **validators.headers()}
+_CONTENT_TYPES = {
+    simple.TEXT_HTML: simple.TEXT_HTML + "; charset=utf-8",
+    simple.JSON_V1: simple.JSON_V1,
+    simple.HTML_V1: simple.HTML_V1,
+}
+
+
+def _page(page: Rendered, media_type: str, request: Request, cache_control: str) -> Response:
+    """A rendered page, or 304 when the client holds it; HEAD gets the headers alone."""
+    validators = Validators(page.etag, None, cache_control)
+    if validators.unchanged(request):
+        return validators.not_modified({"Vary": "Accept"})
+    headers = {
+        "Vary": "Accept",
+        "Content-Type": _CONTENT_TYPES.get(media_type, media_type),
+        **validators.headers(),
+    }
     if request.method == "HEAD":
-        headers["Content-Length"] = str(len(body))
+        headers["Content-Length"] = str(len(page.body))
         return Response(b"", headers=headers)
-    return Response(body, headers=headers)
+    return Response(page.body, headers=headers)

@@ -26,8 +26,8 @@ pypi_files = sa.Table(
     sa.Column("metadata_sha256", sa.String(64), nullable=True),  # PEP 658, wheels only
     sa.Column("upload_time", sa.String(32), nullable=False),  # ISO 8601 UTC, "...Z" (PEP 700)
     sa.Column("yanked", sa.Text, nullable=True),  # PEP 592: NULL, "" or the reason
-    # Bumped by every change of ``yanked``: the sum over a project moves with each yank, un-yank
-    # or new reason, so the project page's validator (see pagecache) sees all of them.
+    # Bumped by every change of ``yanked`` (schema v2). Cached pages follow yanks through the
+    # core's change notification instead (depot.core.changes); this stays a per-file count.
     sa.Column("yank_changes", sa.Integer, nullable=False, server_default="0"),
     sa.Column("md5", sa.String(32), nullable=False),
     sa.Column("blake2_256", sa.String(64), nullable=False),

@@ -178,6 +178,7 @@ async def publish(
     winner = await file_row(ctx, dist.filename)
     if winner is None or winner["sha256"] != sha256:
         raise Conflict(f"File already exists: {dist.filename} was published with other content")
+    await ctx.changes.notify(dist.project)
     ctx.artifact_stored(blob_key(sha256), received.size, request)
     return True
 
@@ -229,22 +230,6 @@ async def project_files(ctx: EcosystemContext, project: str) -> list[Mapping[str
     ]
     query = sa.select(*columns).where(pypi_files.c.project == project)
     return list(await ctx.db.fetch_all(query.order_by(pypi_files.c.filename)))
-
-
-async def project_validator(ctx: EcosystemContext, project: str) -> tuple[int, str | None, int]:
-    """What changes whenever the project's page would: file count, newest upload, yank changes.
-
-    A yanked *count* would miss a new reason, or one release yanked as another is un-yanked;
-    every such change bumps a row's ``yank_changes`` (:mod:`depot.pypi.yank`), so their sum moves.
-    """
-    query = sa.select(
-        sa.func.count(),
-        sa.func.max(pypi_files.c.upload_time),
-        sa.func.coalesce(sa.func.sum(pypi_files.c.yank_changes), 0),
-    ).where(pypi_files.c.project == project)
-    row = await ctx.db.fetch_one(query)
-    assert row is not None
-    return int(row[0]), row[1], int(row[2])
 
 
 def stored_fields(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -132,6 +132,7 @@ async def set_yanked(
             .where(pypi_files.c.filename.in_(filenames), differs)
             .values(yanked=reason, yank_changes=pypi_files.c.yank_changes + 1)
         )
+        await ctx.changes.notify(project)
     return Release(project, str(release[0]["version"]), filenames, reason, changed)
 
 

@@ -1,0 +1,99 @@
+"""The core change notification (depot.core.changes): what one process writes, every process
+sharing its database sees within the bound, on SQLite and on PostgreSQL; the task that follows
+the log starts with the depot and stops with it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from depot.core import create_app
+from depot.core.changes import BOUND, CHANGES_SCHEMA, POLL_INTERVAL, Changes
+from depot.core.database import Database
+
+WITHIN = BOUND + POLL_INTERVAL + 0.75
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'depot.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+async def two_processes(database_url: str) -> AsyncIterator[tuple[Changes, Changes]]:
+    """Two Changes, each on a connection of its own to one database, as two workers have."""
+    databases = [Database(database_url), Database(database_url)]
+    followers = [Changes(), Changes()]
+    for database in databases:
+        await database.connect()
+        await database.migrate([CHANGES_SCHEMA])
+    for changes, database in zip(followers, databases, strict=True):
+        await changes.start(database)
+    yield followers[0], followers[1]
+    for changes, database in zip(followers, databases, strict=True):
+        await changes.stop()
+        await database.disconnect()
+
+
+async def seen_within(changes: Changes, topic: str, before: int) -> float:
+    start = time.monotonic()
+    while changes.generation(topic) == before:
+        if time.monotonic() - start > WITHIN:
+            pytest.fail(f"{topic} unchanged after {WITHIN:.2f} s")
+        await asyncio.sleep(0.01)
+    return time.monotonic() - start
+
+
+async def test_the_writer_sees_its_change_at_once(two_processes: tuple[Changes, Changes]) -> None:
+    writer, _ = two_processes
+    before = writer.generation("npm:left-pad")
+    await writer.notify("npm:left-pad")
+    assert writer.generation("npm:left-pad") != before
+    assert writer.generation("npm:") != before  # the ecosystem's scope moved with it
+
+
+async def test_another_process_sees_the_change_within_the_bound(
+    two_processes: tuple[Changes, Changes],
+) -> None:
+    writer, reader = two_processes
+    untouched = reader.generation("npm:other")
+    for _ in range(3):
+        before = reader.generation("npm:left-pad")
+        await writer.notify("npm:left-pad")
+        await seen_within(reader, "npm:left-pad", before)
+    assert reader.generation("npm:other") == untouched  # only the named topic moved
+
+
+async def test_the_follower_task_lives_and_dies_with_the_depot(tmp_path: Path) -> None:
+    app = create_app(store_path=tmp_path / "store")
+    depot = app.state.depot
+    await depot.startup()
+    assert depot.changes.running
+    await depot.shutdown()
+    assert not depot.changes.running
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "depot-changes"]
+
+
+async def test_a_depot_that_cannot_follow_changes_trusts_no_cached_generation(
+    tmp_path: Path,
+) -> None:
+    database = Database(f"sqlite:///{tmp_path / 'depot.db'}")
+    await database.connect()
+    await database.migrate([CHANGES_SCHEMA])
+    changes = Changes()
+    await changes.start(database)
+    try:
+        before = changes.generation("pypi:demo")
+        await database.execute("DROP TABLE depot_changes")  # every poll now fails
+        start = time.monotonic()
+        while changes.generation("pypi:demo") == before:
+            assert time.monotonic() - start < WITHIN, "a failing poll left caches trusted"
+            await asyncio.sleep(0.01)
+    finally:
+        await changes.stop()
+        await database.disconnect()
