@@ -44,6 +44,7 @@ from depot.core.rendered import RenderedCache
 from depot.core.routing import EcosystemRouter
 from depot.core.settings import Settings
 from depot.core.stalls import BodyDeadlines
+from depot.core.upstream import UpstreamClient
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -70,6 +71,7 @@ class EcosystemContext:
         self.log = logging.getLogger(f"depot.{ecosystem.name}")
         self.changes = TopicFeed(depot.changes, ecosystem.name)
         self._blobs: ScopedBlobStore | None = None
+        self._upstream: UpstreamClient | None = None
 
     @property
     def db(self) -> Database:
@@ -82,6 +84,13 @@ class EcosystemContext:
                 raise ServiceUnavailable("depot is starting")
             self._blobs = ScopedBlobStore(self.depot.blob_store, self.name)
         return self._blobs
+
+    @property
+    def upstream(self) -> UpstreamClient:
+        """The client for this ecosystem's upstreams (pull-through caching), made on first use."""
+        if self._upstream is None:
+            self._upstream = UpstreamClient(self.depot, self.name)
+        return self._upstream
 
     def external_url(self, request: Request, path: str = "") -> str:
         """Absolute URL of ``path`` under this ecosystem, as the client reached the server."""

@@ -108,6 +108,34 @@ class Metrics:
             "depot_stored_bytes", "Bytes held", ["ecosystem"],
             registry=r, multiprocess_mode="livemostrecent",
         )  # fmt: skip
+        # Pull-through caches (depot.core.upstream), per ecosystem and upstream URL.
+        upstream_labels = ["ecosystem", "upstream"]
+        self.upstream_hits = Counter(
+            "depot_upstream_hits", "Cached upstream content answered without asking upstream",
+            upstream_labels, registry=r,
+        )  # fmt: skip
+        self.upstream_misses = Counter(
+            "depot_upstream_misses", "Requests for upstream content depot did not hold",
+            upstream_labels, registry=r,
+        )  # fmt: skip
+        self.upstream_requests = Counter(
+            "depot_upstream_requests", "HTTP requests sent to an upstream (retries included)",
+            upstream_labels, registry=r,
+        )  # fmt: skip
+        self.upstream_bytes = Counter(
+            "depot_upstream_bytes", "Response body bytes received from an upstream",
+            upstream_labels, registry=r,
+        )  # fmt: skip
+        self.upstream_errors = Counter(
+            "depot_upstream_errors",
+            "Upstream fetches that failed: unreachable, timed out, 5xx, or content that failed "
+            "verification", upstream_labels, registry=r,
+        )  # fmt: skip
+        self.upstream_stale = Counter(
+            "depot_upstream_stale",
+            "Held metadata answered past its max-age because the upstream could not be asked",
+            upstream_labels, registry=r,
+        )  # fmt: skip
         # Garbage collection, from the report the last collector (any process, any replica)
         # recorded in the shared database.
         gc_gauges = {

@@ -41,6 +41,21 @@ def depot_serve_options() -> Sequence[click.Option]:
             "own /nix/store), read-only, NARs made on the fly.",
         ),
         option(
+            ["--nix-upstream"],
+            multiple=True,
+            default=(),
+            metavar="URL",
+            help="Binary cache to fetch paths from when they are not held here (e.g. "
+            "https://cache.nixos.org); repeatable, tried in order; needs --nix-upstream-key.",
+        ),
+        option(
+            ["--nix-upstream-key"],
+            multiple=True,
+            default=(),
+            metavar="NAME:BASE64",
+            help="Public key an upstream narinfo must carry a valid signature of; repeatable.",
+        ),
+        option(
             ["--nix-priority"],
             type=click.IntRange(min=0),
             default=30,

@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from depot.core import EcosystemContext
 from depot.core.errors import BadRequest, Conflict, HTTPError, NotFound
@@ -38,6 +39,9 @@ from depot.nix.verify import VerificationError, verify_nar
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
+
+if TYPE_CHECKING:
+    from depot.nix.pullthrough import NixUpstreams
 
 NARINFO_TYPE = "text/x-nix-narinfo"
 NAR_TYPE = "application/x-nix-nar"
@@ -72,6 +76,11 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
     want_mass_query = bool(extra.get("nix_want_mass_query", True))
     local_root = extra.get("nix_local_store")
     local = LocalStore(Path(local_root)) if local_root else None
+    upstreams: NixUpstreams | None = None
+    if extra.get("nix_upstream"):
+        from depot.nix.pullthrough import NixUpstreams
+
+        upstreams = NixUpstreams(ctx, extra["nix_upstream"], extra.get("nix_upstream_key") or ())
     if local is not None:
         ctx.log.info(
             f"serving the local nix store {local.store_dir} from {local.source}",
@@ -84,7 +93,8 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         return Rendered.of(narinfo.format(info).encode())
 
     async def served_narinfo(hash_part: str) -> Rendered | None:
-        """An uploaded narinfo, else the local store's (uploaded content wins), rendered."""
+        """An uploaded narinfo, else the local store's (uploaded content wins), else the
+        upstreams' (verified against --nix-upstream-key), rendered."""
         generation = ctx.changes.generation(hash_part)  # before reading the row
         cached = narinfos.get(hash_part, generation)
         if cached is not None:
@@ -95,19 +105,26 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         if found is not None:
             absent.pop(hash_part, None)
             return narinfos.put(hash_part, generation, render_narinfo(found[0]))
+        if local is not None:
+            text = local_narinfos.get(hash_part)
+            if text is None:
+                info = await local.lookup(hash_part)
+                if info is not None:
+                    text = render_narinfo(info).body.decode()
+                    local_narinfos.put(hash_part, text)
+            if text is not None:
+                return Rendered.of(text.encode())
+        if upstreams is not None:
+            # Misses are remembered by the upstream client (briefly), not in ``absent``.
+            fetched = await upstreams.narinfo(hash_part)
+            if fetched is None:
+                return None
+            return narinfos.put(hash_part, generation, render_narinfo(fetched))
         if local is None:
             if len(absent) >= MAX_ABSENT:
                 absent.clear()
             absent[hash_part] = generation
-            return None
-        text = local_narinfos.get(hash_part)
-        if text is None:
-            info = await local.lookup(hash_part)
-            if info is None:
-                return None
-            text = render_narinfo(info).body.decode()
-            local_narinfos.put(hash_part, text)
-        return Rendered.of(text.encode())
+        return None
 
     async def cache_info(request: Request) -> Response:
         if request.method == "PUT":
@@ -307,6 +324,8 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
     async def get_nar(request: Request) -> Response:
         key = checked_nar_key(request)
         if not await store.nar_is_published(ctx.db, key):
+            if upstreams is not None:
+                return await upstreams.nar(request, key)
             raise NotFound(f"{key} not found")
 
         def served(size: int) -> None:

@@ -156,6 +156,9 @@ async def referenced_blob_keys(db: Database, keys: Sequence[str]) -> set[str]:
         ("nar/", n.c.nar_key),
         ("listing/", n.c.listing_key),
         ("log/", logs.c.log_key),
+        # Cached from --nix-upstream (depot.nix.pullthrough).
+        ("upstream/nar/", tables.upstream_narinfos.c.nar_key),
+        ("upstream/listing/", tables.upstream_narinfos.c.listing_key),
     ):
         wanted = [k for k in keys if k.startswith(prefix)]
         if wanted:

@@ -62,4 +62,25 @@ build_logs = sa.Table(
     sa.Index("nix_build_logs_log_key", "log_key"),
 )
 
-SCHEMA = Schema(name="nix", version=1, tables=[narinfos, signatures, realisations, build_logs])
+#: Narinfos fetched from a ``--nix-upstream`` and verified against ``--nix-upstream-key``: the
+#: narinfo as the upstream signed it, the upstream it came from and when; ``nar_key`` and
+#: ``listing_key`` are set once its NAR was fetched and verified (until then only the narinfo
+#: is held). Pushed content lives in ``nix_narinfos``, cached content only here.
+upstream_narinfos = sa.Table(
+    "nix_upstream_narinfos",
+    metadata,
+    sa.Column("hash_part", sa.String(32), primary_key=True),
+    sa.Column("upstream_url", sa.Text, nullable=False),
+    sa.Column("narinfo", sa.Text, nullable=False),
+    sa.Column("nar_url", sa.String(256), nullable=False),
+    sa.Column("nar_key", sa.Text, nullable=True),
+    sa.Column("listing_key", sa.Text, nullable=True),
+    sa.Column("fetched_at", sa.Float, nullable=False),
+    sa.Index("nix_upstream_narinfos_nar_url", "nar_url"),
+)
+
+SCHEMA = Schema(
+    name="nix",
+    version=2,
+    tables=[narinfos, signatures, realisations, build_logs, upstream_narinfos],
+)

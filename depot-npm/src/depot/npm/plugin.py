@@ -38,6 +38,21 @@ def depot_routes(depot: Depot) -> Sequence[BaseRoute]:
 
 
 @hookimpl
+def depot_serve_options() -> Sequence[click.Option]:
+    from depot.core.settings import option
+
+    return [
+        option(
+            ["--npm-upstream"],
+            default=None,
+            metavar="URL",
+            help="Registry to fetch packages from when nothing is published here under their "
+            "name (e.g. https://registry.npmjs.org/); verified, cached, served from depot.",
+        )
+    ]
+
+
+@hookimpl
 def depot_schemas() -> Sequence[Schema]:
     from depot.npm.store import SCHEMA
 

@@ -139,6 +139,7 @@ async def _add_version(
     shasum: str,
     fields: dict[str, Any] | None = None,
     deprecated: str | None = None,
+    provenance: str = "published",
 ) -> None:
     record = VersionRecord(
         version=manifest["version"],
@@ -151,7 +152,7 @@ async def _add_version(
     )
     # time.created is never later than the first version's time (npm view orders by them).
     await store.ensure_package(reg.ctx.db, name, fields, created=record.created)
-    if not await store.add_version(reg.ctx.db, name, record):
+    if not await store.add_version(reg.ctx.db, name, record, provenance):
         raise Conflict(
             f"cannot publish over the previously published version {name}@{record.version}"
         )
@@ -256,7 +257,13 @@ async def unpublish_package(reg: Registry, name: str) -> Response:
 async def push_tarball(reg: Registry, request: Request, name: str, filename: str) -> Response:
     version = version_from_filename(name, filename)
     stored = await receive_tarball(
-        reg.ctx, name, version, filename, request.stream(), require_digest=False
+        reg.ctx,
+        name,
+        version,
+        filename,
+        request.stream(),
+        require_digest=False,
+        provenance="pushed",
     )
     await reg.changed(name)
     reg.ctx.artifact_stored(stored.key, stored.size, request)
@@ -296,6 +303,7 @@ async def push_version(reg: Registry, request: Request, name: str, version: str)
         tarball["sha1"],
         fields=package_fields(manifest),
         deprecated=deprecated if isinstance(deprecated, str) else None,
+        provenance="pushed",
     )
     await store.touch(reg.ctx.db, name)
     await reg.changed(name)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from depot.core import EcosystemContext
 from depot.core.errors import NotFound
@@ -23,6 +24,9 @@ from depot.npm.packument import VersionRecord, build_packument, encode, etag, re
 from starlette.requests import Request
 from starlette.responses import Response
 
+if TYPE_CHECKING:
+    from depot.npm.pullthrough import NpmUpstream
+
 #: Total bytes of rendered packuments kept in memory per process.
 CACHE_BYTES = 64 * 1024 * 1024
 #: Tarball locations remembered per process.
@@ -31,7 +35,7 @@ TARBALL_KEYS = 100_000
 
 @dataclass
 class Rendered:
-    generation: int
+    generation: int | str  # the change generation, or a cached upstream packument's blob key
     body: bytes
     etag: str
     rev: str
@@ -45,7 +49,7 @@ class PackumentCache:
         self.size = 0
         self.entries: OrderedDict[tuple[str, str, bool], Rendered] = OrderedDict()
 
-    def get(self, key: tuple[str, str, bool], generation: int) -> Rendered | None:
+    def get(self, key: tuple[str, str, bool], generation: int | str) -> Rendered | None:
         entry = self.entries.get(key)
         if entry is None or entry.generation != generation:
             return None
@@ -74,6 +78,12 @@ class Registry:
         self.ctx = ctx
         self.packuments = PackumentCache()
         self.tarball_keys: OrderedDict[tuple[str, str], tuple[int, str]] = OrderedDict()
+        upstream = ctx.settings.extra.get("npm_upstream")
+        self.upstream: NpmUpstream | None = None
+        if upstream:
+            from depot.npm.pullthrough import NpmUpstream
+
+            self.upstream = NpmUpstream(ctx, upstream)
 
     async def changed(self, name: str) -> None:
         """Announce a committed change to ``name`` to every process's caches."""

@@ -68,9 +68,19 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         )
         if for_write:
             abbreviated = False
-        rendered = await reg.render(request, name, abbreviated, fresh=for_write)
+        try:
+            rendered = await reg.render(request, name, abbreviated, fresh=for_write)
+            origin = None
+        except NotFound:
+            if reg.upstream is None:
+                raise
+            # Nothing published or pushed under this name: the upstream's, never merged.
+            rendered = await reg.upstream.packument(request, name, abbreviated)
+            origin = f"cached from {reg.upstream.label}"
         validators = Validators(rendered.etag, None, ctx.document_cache_control)
         headers = {**validators.headers(), "Vary": "Accept"}
+        if origin:
+            headers["X-Depot-Origin"] = origin
         if validators.unchanged(request):
             return Response(status_code=304, headers=headers)
         media_type = ABBREVIATED_MEDIA_TYPE if abbreviated else "application/json"
@@ -99,7 +109,12 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
     async def get_tarball(request: Request, name: str, filename: str) -> Response:
         # Not validated against the name: it is only looked up, and a file name that is not
         # one of the package's is a missing file (404), as on the public registry.
-        return await reg.tarball_response(request, name, filename)
+        try:
+            return await reg.tarball_response(request, name, filename)
+        except NotFound:
+            if reg.upstream is None or await store.version_numbers(ctx.db, name):
+                raise  # a name published here never reaches the upstream
+            return await reg.upstream.tarball(request, name, filename)
 
     async def package_route(request: Request) -> Response:
         path = request.path_params["path"]

@@ -4,14 +4,22 @@ One row per package (its ``serial`` counts changes, for ``_rev``), per tarball, 
 version and per dist-tag. A version row is inserted only after its tarball blob is written and
 verified, and never replaced: the primary key refuses a second publish of a version.
 
+Provenance is explicit: local versions and tarballs carry ``provenance`` (``published`` through
+``npm publish``, ``pushed`` through ``depot npm push``); content cached from ``--npm-upstream``
+lives in its own tables (:data:`upstream_packuments`, :data:`cached_tarballs`), each row naming
+the upstream it came from and when it was fetched, so that it is never mistaken for, or merged
+with, what was published here.
+
 The package row holds the packument's top-level fields from the latest publish: description,
 readme and readme file name in columns of their own (package pages read them, see
 :func:`package_readme`), the others (homepage, repository, keywords, ...) in ``fields``.
-Schema 2 added those columns and :data:`login_tokens` (``npm login`` on an open depot).
+Schema 2 added those columns and :data:`login_tokens` (``npm login`` on an open depot);
+schema 3 the provenance columns and the tables of cached upstream content.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -45,6 +53,7 @@ tarballs = sa.Table(
     sa.Column("sha1", sa.String(40), nullable=False),
     sa.Column("sha512", sa.String(100), nullable=False),
     sa.Column("created", sa.String(32), nullable=False),
+    sa.Column("provenance", sa.String(16), nullable=False, server_default="published"),
     # The garbage collector asks which blob keys rows hold.
     sa.Index("npm_tarballs_blob_key", "blob_key"),
 )
@@ -60,6 +69,7 @@ versions = sa.Table(
     sa.Column("shasum", sa.String(40), nullable=False),
     sa.Column("created", sa.String(32), nullable=False),
     sa.Column("deprecated", sa.Text, nullable=True),
+    sa.Column("provenance", sa.String(16), nullable=False, server_default="published"),
 )
 
 dist_tags = sa.Table(
@@ -68,6 +78,35 @@ dist_tags = sa.Table(
     sa.Column("name", sa.String(256), primary_key=True),
     sa.Column("tag", sa.String(64), primary_key=True),
     sa.Column("version", sa.String(256), nullable=False),
+)
+
+#: The packument last fetched from the upstream for a name with nothing published here: the
+#: upstream's document as a blob (tarball links are rewritten when it is served), its validators
+#: for conditional revalidation, and when it was fetched and last confirmed (epoch seconds).
+upstream_packuments = sa.Table(
+    "npm_upstream_packuments",
+    metadata,
+    sa.Column("name", sa.String(256), primary_key=True),
+    sa.Column("upstream_url", sa.String(1024), nullable=False),
+    sa.Column("blob_key", sa.String(1024), nullable=False),
+    sa.Column("etag", sa.String(256), nullable=True),
+    sa.Column("last_modified", sa.String(64), nullable=True),
+    sa.Column("fetched_at", sa.Float, nullable=False),
+    sa.Column("checked_at", sa.Float, nullable=False),
+)
+
+#: Tarballs fetched from the upstream and verified against its packument's integrity.
+cached_tarballs = sa.Table(
+    "npm_cached_tarballs",
+    metadata,
+    sa.Column("name", sa.String(256), primary_key=True),
+    sa.Column("filename", sa.String(512), primary_key=True),
+    sa.Column("upstream_url", sa.String(1024), nullable=False),
+    sa.Column("source_url", sa.String(2048), nullable=False),
+    sa.Column("blob_key", sa.String(1024), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("integrity", sa.String(200), nullable=False),
+    sa.Column("fetched_at", sa.Float, nullable=False),
 )
 
 login_tokens = sa.Table(
@@ -81,13 +120,27 @@ login_tokens = sa.Table(
 
 SCHEMA = Schema(
     name="npm",
-    version=2,
-    tables=[packages, tarballs, versions, dist_tags, login_tokens],
+    version=3,
+    tables=[
+        packages,
+        tarballs,
+        versions,
+        dist_tags,
+        login_tokens,
+        upstream_packuments,
+        cached_tarballs,
+    ],  # fmt: skip
     migrations={
         2: [
             "ALTER TABLE npm_packages ADD COLUMN description TEXT",
             "ALTER TABLE npm_packages ADD COLUMN readme TEXT",
             "ALTER TABLE npm_packages ADD COLUMN readme_filename VARCHAR(256)",
+        ],
+        3: [
+            "ALTER TABLE npm_tarballs ADD COLUMN provenance VARCHAR(16) NOT NULL "
+            "DEFAULT 'published'",
+            "ALTER TABLE npm_versions ADD COLUMN provenance VARCHAR(16) NOT NULL "
+            "DEFAULT 'published'",
         ],
     },
 )
@@ -226,7 +279,14 @@ async def touch(db: Database, name: str, fields: dict[str, Any] | None = None) -
 
 
 async def add_tarball(
-    db: Database, name: str, filename: str, key: str, size: int, sha1: str, sha512: str
+    db: Database,
+    name: str,
+    filename: str,
+    key: str,
+    size: int,
+    sha1: str,
+    sha512: str,
+    provenance: str = "published",
 ) -> bool:
     """Record a stored tarball; False if one of that file name is already recorded."""
     await db.execute(
@@ -238,16 +298,20 @@ async def add_tarball(
             sha1=sha1,
             sha512=sha512,
             created=now(),
+            provenance=provenance,
         )
     )
     row = await get_tarball(db, name, filename)
     return row is not None and row["blob_key"] == key
 
 
-async def add_version(db: Database, name: str, record: VersionRecord) -> bool:
+async def add_version(
+    db: Database, name: str, record: VersionRecord, provenance: str = "published"
+) -> bool:
     """Insert a version row; False if the version exists (published versions never change)."""
     await db.execute(
         db.insert_or_ignore(versions).values(
+            provenance=provenance,
             name=name,
             version=record.version,
             filename=record.filename,
@@ -322,12 +386,102 @@ async def search(db: Database, text: str, size: int, offset: int) -> tuple[int, 
     return int(total or 0), list(rows)
 
 
-async def referenced_blob_keys(db: Database, keys: Sequence[str]) -> set[str]:
-    """Those of ``keys`` a tarball row points at."""
-    rows = await db.fetch_all(
-        sa.select(tarballs.c.blob_key).where(tarballs.c.blob_key.in_(list(keys))).distinct()
+# -- content cached from the upstream ----------------------------------------------------------
+
+
+async def held_packument(db: Database, name: str) -> Any:
+    return await db.fetch_one(
+        sa.select(upstream_packuments).where(upstream_packuments.c.name == name)
     )
-    return {row[0] for row in rows}
+
+
+async def hold_packument(
+    db: Database,
+    name: str,
+    upstream_url: str,
+    blob_key: str,
+    etag: str | None,
+    last_modified: str | None,
+    stamp: float,
+) -> None:
+    """Record a fetched packument (insert, or replace the one held: last writer wins, and every
+    writer holds a complete verified document)."""
+    columns = ["upstream_url", "blob_key", "etag", "last_modified", "fetched_at", "checked_at"]
+    await db.execute(
+        db.upsert(upstream_packuments, ["name"], columns).values(
+            name=name,
+            upstream_url=upstream_url,
+            blob_key=blob_key,
+            etag=etag,
+            last_modified=last_modified,
+            fetched_at=stamp,
+            checked_at=stamp,
+        )
+    )
+
+
+async def confirm_packument(db: Database, name: str, stamp: float) -> None:
+    """The upstream answered 304: the held packument is current as of ``stamp``."""
+    await db.execute(
+        upstream_packuments.update()
+        .where(upstream_packuments.c.name == name)
+        .values(checked_at=stamp)
+    )
+
+
+async def cached_tarball(db: Database, name: str, filename: str) -> Any:
+    return await db.fetch_one(
+        sa.select(cached_tarballs).where(
+            cached_tarballs.c.name == name, cached_tarballs.c.filename == filename
+        )
+    )
+
+
+async def hold_tarball(
+    db: Database,
+    name: str,
+    filename: str,
+    upstream_url: str,
+    source_url: str,
+    blob_key: str,
+    size: int,
+    integrity: str,
+) -> None:
+    """Record a verified cached tarball; a row another replica wrote first stays (same bytes)."""
+    await db.execute(
+        db.insert_or_ignore(cached_tarballs).values(
+            name=name,
+            filename=filename,
+            upstream_url=upstream_url,
+            source_url=source_url,
+            blob_key=blob_key,
+            size=size,
+            integrity=integrity,
+            fetched_at=time.time(),
+        )
+    )
+
+
+async def forget_cached_tarball(db: Database, name: str, filename: str) -> None:
+    await db.execute(
+        cached_tarballs.delete().where(
+            cached_tarballs.c.name == name, cached_tarballs.c.filename == filename
+        )
+    )
+
+
+async def referenced_blob_keys(db: Database, keys: Sequence[str]) -> set[str]:
+    """Those of ``keys`` a tarball row, or a row of content cached from the upstream, points
+    at."""
+    found: set[str] = set()
+    for column in (
+        tarballs.c.blob_key,
+        cached_tarballs.c.blob_key,
+        upstream_packuments.c.blob_key,
+    ):
+        rows = await db.fetch_all(sa.select(column).where(column.in_(list(keys))).distinct())
+        found.update(row[0] for row in rows)
+    return found
 
 
 class NpmBlobReferences:

@@ -160,11 +160,20 @@ async def open_tarball(
         yield IncomingTarball(upload, key, filename)
 
 
-async def record_tarball(ctx: EcosystemContext, name: str, stored: StoredTarball) -> None:
+async def record_tarball(
+    ctx: EcosystemContext, name: str, stored: StoredTarball, provenance: str = "published"
+) -> None:
     """The tarball row, written after its blob is committed; 409 if a concurrent upload won."""
     async with ctx.reference_blobs(stored.key):
         recorded = await store.add_tarball(
-            ctx.db, name, stored.filename, stored.key, stored.size, stored.sha1, stored.integrity
+            ctx.db,
+            name,
+            stored.filename,
+            stored.key,
+            stored.size,
+            stored.sha1,
+            stored.integrity,
+            provenance,
         )
     if not recorded:
         await ctx.blobs.delete(stored.key)
@@ -184,6 +193,7 @@ async def receive_tarball(
     shasum: str | None = None,
     length: int | None = None,
     require_digest: bool = True,
+    provenance: str = "published",
 ) -> StoredTarball:
     """Store a tarball of ``name@version`` after verifying it; 400/409 and nothing kept otherwise.
 
@@ -204,5 +214,5 @@ async def receive_tarball(
             require_digest=require_digest,
         )
         stored = await tarball.commit()
-    await record_tarball(ctx, name, stored)
+    await record_tarball(ctx, name, stored, provenance)
     return stored

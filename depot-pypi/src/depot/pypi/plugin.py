@@ -27,6 +27,22 @@ def depot_routes(depot: Depot) -> Sequence[BaseRoute]:
 
 
 @hookimpl
+def depot_serve_options() -> Sequence[click.Option]:
+    from depot.core.settings import option
+
+    return [
+        option(
+            ["--pypi-upstream"],
+            multiple=True,
+            default=(),
+            metavar="URL",
+            help="Simple index to fetch projects from when nothing is uploaded here under their "
+            "name (e.g. https://pypi.org/simple/); repeatable, tried in order; verified, cached.",
+        )
+    ]
+
+
+@hookimpl
 def depot_schemas() -> Sequence[Schema]:
     from depot.pypi.schema import SCHEMA
 

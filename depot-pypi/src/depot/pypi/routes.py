@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from depot.core import EcosystemContext
@@ -40,6 +40,9 @@ from starlette.responses import (
 )
 from starlette.routing import BaseRoute, Route
 
+if TYPE_CHECKING:
+    from depot.pypi.pullthrough import PypiUpstreams
+
 #: Form fields that steer the upload rather than describe the distribution.
 _CONTROL_FIELDS = {":action", "protocol_version", "content", *store.DIGEST_FIELDS}
 
@@ -59,6 +62,11 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
     # upload and yank announces the project, so a hot page costs no database query.
     pages = RenderedCache()
     file_rows: dict[str, tuple[int, Mapping[str, Any]]] = {}
+    upstreams: PypiUpstreams | None = None
+    if ctx.settings.extra.get("pypi_upstream"):
+        from depot.pypi.pullthrough import PypiUpstreams
+
+        upstreams = PypiUpstreams(ctx, ctx.settings.extra["pypi_upstream"])
 
     async def upload_page(request: Request) -> Response:
         return HTMLResponse(
@@ -102,7 +110,12 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         if page is None:
             rows = await store.project_files(ctx, project)
             if not rows:
-                raise NotFound(f"project {project} not found")
+                if upstreams is None:
+                    raise NotFound(f"project {project} not found")
+                # Nothing uploaded here under this name: the upstream's page, never merged (not
+                # kept in ``pages``: a revalidation may change it without a local change).
+                body = await upstreams.page(request, project, media_type, files_url)
+                return _page(Rendered.of(body), media_type, request, ctx.document_cache_control)
             body = _render_project(project, media_type, files_url, rows)
             page = pages.put(key, generation, Rendered.of(body))
         return _page(page, media_type, request, ctx.document_cache_control)
@@ -136,6 +149,9 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         else:
             row = await file_row(project, filename)
             if row is None:
+                # A project with anything uploaded here never reaches the upstream.
+                if upstreams is not None and not await store.project_files(ctx, project):
+                    return await upstreams.file(request, project, filename)
                 raise NotFound(f"{filename} not found")
             sha256, media_type = row["sha256"], "application/octet-stream"
         key = blob_key(sha256)

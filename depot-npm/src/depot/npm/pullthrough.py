@@ -1,0 +1,255 @@
+"""``--npm-upstream``: packuments and tarballs of names with nothing published here, from upstream.
+
+Reads top to bottom per request, after the local registry found nothing under the name (a name
+with anything published or pushed here is served from depot only: dependency confusion):
+
+- packument: held and fresh (``--upstream-max-age``, or ``--offline``) -> served; held and due ->
+  conditional revalidation (304 keeps it, 200 replaces it); upstream failing -> the held copy,
+  stale, with a log line and a metric; not held -> fetched (one request however many clients
+  ask), validated, stored as a blob with a row, served with every tarball link rewritten to
+  depot;
+- tarball: held -> served; else the version's ``dist`` from the held packument (refetched once
+  if the version is newer than the held copy) -> the tarball streamed to the client while it is
+  stored (:meth:`depot.core.upstream.UpstreamClient.fetch_blob`), verified against the
+  packument's ``integrity``/``shasum`` before it is committed; anything else is a 502 naming the
+  upstream and nothing is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from depot.core import EcosystemContext
+from depot.core.blobs import BlobUpload
+from depot.core.errors import ConfigError, NotFound
+from depot.core.http import blob_response
+from depot.core.upstream import Unverified, UpstreamError
+from depot.npm import store
+from depot.npm.integrity import ALGORITHMS, IntegrityError, sri, verify
+from depot.npm.names import InvalidName, escape_name, tarball_filename, version_from_filename
+from depot.npm.packument import ABBREVIATED_FIELDS, encode, etag
+from depot.npm.registry import PackumentCache, Rendered
+from starlette.requests import Request
+from starlette.responses import Response
+
+#: The largest upstream packument accepted (the biggest on the public registry are tens of MiB).
+MAX_PACKUMENT = 128 * 1024 * 1024
+
+
+class NpmUpstream:
+    """The pull-through side of the npm registry for one ``--npm-upstream``."""
+
+    def __init__(self, ctx: EcosystemContext, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(f"--npm-upstream {url!r} is not an http(s) URL")
+        self.ctx = ctx
+        self.url = url.rstrip("/") + "/"
+        self.label = self.url
+        self.rendered = PackumentCache()
+        self.documents: dict[str, tuple[str, dict[str, Any]]] = {}
+
+    # -- packuments ------------------------------------------------------------------------
+
+    async def packument(self, request: Request, name: str, abbreviated: bool) -> Rendered:
+        """The upstream's packument of ``name`` as held or fetched, links pointing at depot."""
+        row = await self.held(name)
+        return await self._render(request, name, row, abbreviated)
+
+    async def held(self, name: str, *, want_version: str | None = None) -> Any:
+        """The held packument row, fetched or revalidated as freshness requires."""
+        client = self.ctx.upstream
+        row = await store.held_packument(self.ctx.db, name)
+        missing_version = (
+            want_version is not None
+            and row is not None
+            and want_version not in (await self._document(row))[1].get("versions", {})
+        )
+        if row is None or missing_version:
+            client.miss(self.label)
+            return await client.single_flight(("packument", name), lambda: self._fetch(name, row))
+        if client.is_fresh(row["checked_at"]):
+            client.hit(self.label)
+            return row
+        if client.is_down(self.label):
+            client.stale(self.label, name, UpstreamError(self.label, "recently failed"))
+            return row
+        client.miss(self.label)
+        try:
+            return await client.single_flight(("packument", name), lambda: self._fetch(name, row))
+        except UpstreamError as exc:
+            client.stale(self.label, name, exc)
+            return row
+        except NotFound:
+            # Gone upstream: what was held stays installable here (offline-first).
+            client.stale(self.label, name, NotFound("no longer at the upstream"))
+            return row
+
+    async def _fetch(self, name: str, row: Any) -> Any:
+        """Ask upstream (conditionally when ``row`` is held); store and return the current row."""
+        client = self.ctx.upstream
+        fetched = await client.fetch_document(
+            self.label,
+            self.url + escape_name(name),
+            etag=row["etag"] if row is not None else None,
+            last_modified=row["last_modified"] if row is not None else None,
+            accept="application/json",
+            limit=MAX_PACKUMENT,
+        )
+        now = time.time()
+        if fetched.status == 304 and row is not None:
+            await store.confirm_packument(self.ctx.db, name, now)
+            return await store.held_packument(self.ctx.db, name)
+        if fetched.status != 200:
+            raise NotFound(f"package {name} not found here nor at upstream {self.label}")
+        document = _parse_packument(self.label, name, fetched.body)
+        async with self.ctx.blobs.upload(f"incoming/{uuid.uuid4().hex}") as upload:
+            await upload.write(fetched.body)
+            await upload.complete()
+            # Content-addressed: replicas storing the same document write the same key.
+            key = f"upstream/packuments/{upload.hexdigest('sha256')}.json"
+            await upload.commit(key)
+        # The blob the previous row named is left for the collector: another replica may still
+        # be about to point at it.
+        async with self.ctx.reference_blobs(key):  # safe against a collection running now
+            await store.hold_packument(
+                self.ctx.db, name, self.label, key, fetched.etag, fetched.last_modified, now
+            )
+        self.documents[key] = (key, document)
+        return await store.held_packument(self.ctx.db, name)
+
+    async def _document(self, row: Any) -> tuple[str, dict[str, Any]]:
+        key = row["blob_key"]
+        cached = self.documents.get(key)
+        if cached is not None:
+            return cached
+        body = bytearray()
+        async for chunk in self.ctx.blobs.read(key):
+            body += chunk
+        document = json.loads(body)
+        if len(self.documents) > 1000:
+            self.documents.pop(next(iter(self.documents)))
+        self.documents[key] = (key, document)
+        return key, document
+
+    async def _render(self, request: Request, name: str, row: Any, abbreviated: bool) -> Rendered:
+        base = self.ctx.external_url(request)
+        cache_key = (name, base, abbreviated)
+        cached = self.rendered.get(cache_key, row["blob_key"])
+        if cached is not None:
+            return cached
+        key, document = await self._document(row)
+        link = self.ctx.external_url(request, f"/{name}/-/")
+        body = encode(served_packument(document, name, lambda v: link + tarball_filename(name, v),
+                                       abbreviated))  # fmt: skip
+        rendered = Rendered(key, body, etag(body), "")  # type: ignore[arg-type]
+        self.rendered.put(cache_key, rendered)
+        return rendered
+
+    # -- tarballs --------------------------------------------------------------------------
+
+    async def tarball(self, request: Request, name: str, filename: str) -> Response:
+        """The cached tarball, or the upstream's streamed through verification into the store."""
+        client = self.ctx.upstream
+        row = await store.cached_tarball(self.ctx.db, name, filename)
+        if row is not None:
+            try:
+                response = await blob_response(
+                    self.ctx.blobs, row["blob_key"], request,
+                    on_start=lambda size: self.ctx.artifact_served(row["blob_key"], size, request),
+                )  # fmt: skip
+            except NotFound:
+                await store.forget_cached_tarball(self.ctx.db, name, filename)
+            else:
+                client.hit(self.label)
+                return response
+        try:
+            version = version_from_filename(name, filename)
+        except InvalidName:
+            raise NotFound(f"{name}: tarball {filename} not found") from None
+        packument_row = await self.held(name, want_version=version)
+        _, document = await self._document(packument_row)
+        manifest = (document.get("versions") or {}).get(version)
+        if not isinstance(manifest, dict):
+            raise NotFound(f"{name}@{version} not found here nor at upstream {self.label}")
+        dist = manifest.get("dist") if isinstance(manifest.get("dist"), dict) else {}
+        source = dist.get("tarball")
+        integrity = dist.get("integrity") if isinstance(dist.get("integrity"), str) else None
+        shasum = dist.get("shasum") if isinstance(dist.get("shasum"), str) else None
+        if not isinstance(source, str) or not source.startswith(("http://", "https://")):
+            raise UpstreamError(self.label, f"{name}@{version} has no tarball URL")
+        if not integrity and not shasum:
+            raise UpstreamError(self.label, f"{name}@{version} has no integrity to verify")
+
+        async def finish(upload: BlobUpload) -> None:
+            digests = {a: upload.digest(a) for a in ALGORITHMS}
+            try:
+                verify(digests, integrity, shasum)
+            except IntegrityError as exc:
+                raise Unverified(f"{filename}: {exc}") from exc
+            key = f"upstream/tarballs/{digests['sha512'].hex()}.tgz"
+            await upload.commit(key)
+            async with self.ctx.reference_blobs(key):
+                await store.hold_tarball(
+                    self.ctx.db, name, filename, self.label, source, key, upload.size,
+                    sri("sha512", digests["sha512"]),
+                )  # fmt: skip
+            self.ctx.artifact_stored(key, upload.size, request)
+
+        return await client.fetch_blob(
+            request,
+            key=("tarball", name, filename),
+            upstream=self.label,
+            url=source,
+            open_upload=lambda: self.ctx.blobs.upload(
+                f"incoming/{uuid.uuid4().hex}", hashes=ALGORITHMS
+            ),
+            finish=finish,
+        )
+
+
+def _parse_packument(upstream: str, name: str, body: bytes) -> dict[str, Any]:
+    """The upstream's packument, refused (502) unless it is a JSON object describing ``name``."""
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UpstreamError(upstream, f"the packument of {name} is not JSON: {exc}") from exc
+    if not isinstance(document, dict) or document.get("name") != name:
+        raise UpstreamError(upstream, f"the packument of {name} does not describe {name}")
+    if not isinstance(document.get("versions"), dict):
+        raise UpstreamError(upstream, f"the packument of {name} has no versions")
+    return document
+
+
+def served_packument(
+    document: dict[str, Any],
+    name: str,
+    tarball_url: Callable[[str], str],
+    abbreviated: bool,
+) -> dict[str, Any]:
+    """An upstream packument as depot serves it: every ``dist.tarball`` pointing at depot, and in
+    the abbreviated form only the fields installation needs (as the local registry does)."""
+    versions: dict[str, Any] = {}
+    for version, manifest in document["versions"].items():
+        if not isinstance(manifest, dict):
+            continue
+        manifest = dict(manifest)
+        dist = dict(manifest.get("dist") or {})
+        dist["tarball"] = tarball_url(version)
+        manifest["dist"] = dist
+        if abbreviated:
+            manifest = {k: manifest[k] for k in ABBREVIATED_FIELDS if k in manifest}
+        versions[version] = manifest
+    if abbreviated:
+        time_field = document.get("time") if isinstance(document.get("time"), dict) else {}
+        served = {"name": name, "dist-tags": document.get("dist-tags") or {}, "versions": versions}
+        served["modified"] = document.get("modified") or time_field.get("modified", "")
+        return served
+    served = {k: v for k, v in document.items() if k not in ("_attachments",)}
+    served["versions"] = versions
+    return served

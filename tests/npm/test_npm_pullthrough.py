@@ -1,0 +1,254 @@
+"""``--npm-upstream``: depot as a pull-through cache in front of another registry.
+
+The upstream is a real ``depot serve`` holding packages published with npm, behind the
+fault-injecting proxy (:mod:`depot.core.testing_upstream`); the caching depot is a second
+``depot serve`` with ``--npm-upstream`` pointing at the proxy. Upstream requests are counted from
+the upstream's own access log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from depot.core.testing import DepotServer, metric
+from depot.core.testing_upstream import FaultProxy
+
+from .conftest import Npm
+
+
+def upstream_requests(upstream: DepotServer, fragment: str = "/npm/") -> int:
+    """Requests the upstream depot answered under ``fragment``, from its access log."""
+    count = 0
+    for line in upstream.log().splitlines():
+        if '"depot.access"' not in line:
+            continue
+        entry = json.loads(line)
+        if fragment in entry["path"]:
+            count += 1
+    return count
+
+
+@pytest.fixture
+def upstream(make_depot_server: Callable[..., DepotServer]) -> DepotServer:
+    return make_depot_server()
+
+
+@pytest.fixture
+def proxy(upstream: DepotServer) -> Iterator[FaultProxy]:
+    with FaultProxy(upstream.url) as running:
+        yield running
+
+
+@pytest.fixture
+def publisher(tmp_path: Path, npm: Npm) -> Npm:
+    """npm with a cache of its own: npm publish keeps the tarballs in its cache, and an install
+    sharing that cache would never download them."""
+    home = tmp_path / "publisher-home"
+    home.mkdir()
+    (home / "npmrc").write_text("")
+    return Npm(home)
+
+
+@pytest.fixture
+def published(upstream: DepotServer, publisher: Npm, make_package: Callable[..., Path]) -> None:
+    """On the upstream: ``pt-leaf`` 1.0.0 and 1.1.0, ``@pt/mid`` 2.0.0 -> pt-leaf ^1.0.0."""
+    registry = upstream.url + "/npm/"
+    publisher.login(registry)
+    for name, version, fields in (
+        ("pt-leaf", "1.0.0", {}),
+        ("pt-leaf", "1.1.0", {}),
+        ("@pt/mid", "2.0.0", {"dependencies": {"pt-leaf": "^1.0.0"}}),
+    ):
+        publisher(registry, "publish", cwd=make_package(name, version, **fields))
+
+
+def make_app(tmp_path: Path, name: str = "app") -> Path:
+    app = tmp_path / name
+    app.mkdir()
+    (app / "package.json").write_text(
+        json.dumps({"name": name, "version": "1.0.0", "dependencies": {"@pt/mid": "^2.0.0"}})
+    )
+    return app
+
+
+def installed(app: Path) -> dict[str, str]:
+    found = {}
+    for name in ("pt-leaf", "@pt/mid"):
+        manifest = app / "node_modules" / name / "package.json"
+        found[name] = json.loads(manifest.read_text())["version"]
+    return found
+
+
+def test_first_install_fetches_and_a_second_install_is_local(
+    published: None,
+    upstream: DepotServer,
+    proxy: FaultProxy,
+    make_depot_server: Callable[..., DepotServer],
+    npm: Npm,
+    tmp_path: Path,
+) -> None:
+    caching = make_depot_server("--npm-upstream", proxy.url + "/npm/")
+    registry = caching.url + "/npm/"
+    app = make_app(tmp_path)
+    before = upstream_requests(upstream)
+    npm(registry, "install", cwd=app)
+    assert installed(app) == {"pt-leaf": "1.1.0", "@pt/mid": "2.0.0"}
+    lock = json.loads((app / "package-lock.json").read_text())
+    resolved = [p["resolved"] for p in lock["packages"].values() if "resolved" in p]
+    assert resolved and all(url.startswith(registry) for url in resolved)  # links point at depot
+    fetched = upstream_requests(upstream)
+    assert fetched - before == 4  # two packuments, two tarballs
+
+    # A second machine: empty npm cache, npm ci from the lockfile.
+    second = make_app(tmp_path, "second")
+    (second / "package-lock.json").write_text((app / "package-lock.json").read_text())
+    npm.home = tmp_path / "npm-home-2"
+    npm.home.mkdir()
+    (npm.home / "npmrc").write_text("")
+    npm(registry, "ci", cwd=second)
+    npm(registry, "install", cwd=make_app(tmp_path, "third"))
+    assert installed(second) == {"pt-leaf": "1.1.0", "@pt/mid": "2.0.0"}
+    assert upstream_requests(upstream) == fetched  # not one request reached the upstream
+    exposition = httpx.get(caching.url + "/metrics").text
+    labels = {"ecosystem": "npm", "upstream": proxy.url + "/npm/"}
+    assert metric(exposition, "depot_upstream_hits_total", **labels) >= 4
+    assert metric(exposition, "depot_upstream_misses_total", **labels) == 4
+
+
+def test_upstream_stopped_a_fresh_install_of_the_same_tree_still_works(
+    published: None,
+    upstream: DepotServer,
+    proxy: FaultProxy,
+    make_depot_server: Callable[..., DepotServer],
+    npm: Npm,
+    tmp_path: Path,
+) -> None:
+    # max-age 0: every packument request tries to revalidate, so the outage is met each time.
+    caching = make_depot_server("--npm-upstream", proxy.url + "/npm/", "--upstream-max-age", "0")
+    registry = caching.url + "/npm/"
+    npm(registry, "install", cwd=make_app(tmp_path))
+    upstream.stop()
+    npm.home = tmp_path / "npm-home-2"
+    npm.home.mkdir()
+    (npm.home / "npmrc").write_text("")
+    fresh = make_app(tmp_path, "fresh")
+    npm(registry, "install", cwd=fresh)
+    assert installed(fresh) == {"pt-leaf": "1.1.0", "@pt/mid": "2.0.0"}
+    assert "upstream unavailable, answering held copy" in caching.log()
+    exposition = httpx.get(caching.url + "/metrics").text
+    assert metric(exposition, "depot_upstream_stale_total", ecosystem="npm") >= 1
+    # What is not held names the upstream.
+    missing = httpx.get(registry + "pt-never-fetched")
+    assert missing.status_code == 502 and proxy.url in missing.json()["error"]
+
+
+def test_revalidation_sees_a_version_published_upstream_later(
+    published: None,
+    upstream: DepotServer,
+    proxy: FaultProxy,
+    make_depot_server: Callable[..., DepotServer],
+    publisher: Npm,
+    make_package: Callable[..., Path],
+) -> None:
+    caching = make_depot_server("--npm-upstream", proxy.url + "/npm/", "--upstream-max-age", "0")
+    first = httpx.get(caching.url + "/npm/pt-leaf").json()
+    assert sorted(first["versions"]) == ["1.0.0", "1.1.0"]
+    assert first["versions"]["1.1.0"]["dist"]["tarball"].startswith(caching.url + "/npm/")
+    unchanged = httpx.get(caching.url + "/npm/pt-leaf")
+    assert unchanged.json() == first  # a 304 from upstream kept the held copy
+    publisher(upstream.url + "/npm/", "publish", cwd=make_package("pt-leaf", "1.2.0"))
+    later = httpx.get(caching.url + "/npm/pt-leaf").json()
+    assert "1.2.0" in later["versions"] and later["dist-tags"]["latest"] == "1.2.0"
+
+
+def test_a_tampered_tarball_is_refused_and_not_stored(
+    published: None,
+    proxy: FaultProxy,
+    make_depot_server: Callable[..., DepotServer],
+    npm: Npm,
+    tmp_path: Path,
+) -> None:
+    caching = make_depot_server("--npm-upstream", proxy.url + "/npm/")
+    registry = caching.url + "/npm/"
+    proxy.add("tamper", r"/pt-leaf-.*\.tgz$")
+    result = npm(registry, "install", cwd=make_app(tmp_path), check=False)
+    assert result.returncode != 0
+    tarball = httpx.get(registry + "pt-leaf/-/pt-leaf-1.1.0.tgz")
+    assert tarball.status_code == 502
+    assert "sha512" in tarball.json()["error"] and proxy.url in tarball.json()["error"]
+    assert "upstream content failed verification" in caching.log()
+    upstream_dist = httpx.get(proxy.url + "/npm/pt-leaf").json()["versions"]["1.1.0"]["dist"]
+    leaf_sha512 = base64.b64decode(upstream_dist["integrity"].split("-", 1)[1]).hex()
+    stored = (caching.store_path / "blobs" / "npm" / "upstream").glob("tarballs/*")
+    assert leaf_sha512 not in {path.stem for path in stored}
+
+
+def test_concurrent_requests_for_a_missing_packument_make_one_upstream_request(
+    published: None,
+    upstream: DepotServer,
+    proxy: FaultProxy,
+    make_depot_server: Callable[..., DepotServer],
+) -> None:
+    caching = make_depot_server("--npm-upstream", proxy.url + "/npm/")
+    proxy.add("slow", "/npm/pt-leaf$", delay=1.0)
+
+    async def twenty() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=60) as client:
+            return await asyncio.gather(
+                *(client.get(caching.url + "/npm/pt-leaf") for _ in range(20))
+            )
+
+    answers = asyncio.run(twenty())
+    assert all(a.status_code == 200 for a in answers)
+    assert len({a.content for a in answers}) == 1
+    assert proxy.count("/npm/pt-leaf$") == 1
+
+
+def test_a_name_published_here_shadows_the_upstream(
+    published: None,
+    proxy: FaultProxy,
+    make_depot_server: Callable[..., DepotServer],
+    npm: Npm,
+    make_package: Callable[..., Path],
+    tmp_path: Path,
+) -> None:
+    caching = make_depot_server("--npm-upstream", proxy.url + "/npm/")
+    registry = caching.url + "/npm/"
+    npm.login(registry)
+    npm(registry, "publish", cwd=make_package("pt-leaf", "9.0.0"))
+    before = proxy.count()
+    packument = httpx.get(registry + "pt-leaf")
+    assert sorted(packument.json()["versions"]) == ["9.0.0"]
+    assert "x-depot-origin" not in packument.headers
+    assert httpx.get(registry + "pt-leaf/-/pt-leaf-1.1.0.tgz").status_code == 404
+    assert proxy.count() == before  # the upstream was never asked about the name
+    # The dependency from upstream resolves to the local name, and ^1.0.0 is not satisfied.
+    result = npm(registry, "install", cwd=make_app(tmp_path), check=False)
+    assert result.returncode != 0 and "pt-leaf" in result.stderr
+    cached = httpx.get(registry + "@pt/mid")
+    assert cached.headers["x-depot-origin"] == f"cached from {proxy.url}/npm/"
+
+
+@pytest.mark.network
+def test_install_through_the_public_registry(
+    make_depot_server: Callable[..., DepotServer], npm: Npm, tmp_path: Path
+) -> None:
+    caching = make_depot_server("--npm-upstream", "https://registry.npmjs.org/")
+    registry = caching.url + "/npm/"
+    app = tmp_path / "public-app"
+    app.mkdir()
+    (app / "package.json").write_text(
+        json.dumps({"name": "public-app", "version": "1.0.0", "dependencies": {"is-odd": "3.0.1"}})
+    )
+    npm(registry, "install", cwd=app)
+    assert (app / "node_modules" / "is-number" / "package.json").exists()
+    lock = json.loads((app / "package-lock.json").read_text())
+    assert all(
+        p["resolved"].startswith(registry) for p in lock["packages"].values() if "resolved" in p
+    )
