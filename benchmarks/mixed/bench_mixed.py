@@ -170,7 +170,9 @@ def main() -> None:
     parser.add_argument("--writes", type=float, default=0.2)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument(
-        "--python", default=sys.executable, help="interpreter of the depot to measure (another tree)"
+        "--python",
+        default=sys.executable,
+        help="interpreter of the depot to measure (another tree)",
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
