@@ -32,7 +32,7 @@ def nix_out(*args: str) -> str:
 # nix32 and hash strings
 
 
-@pytest.mark.parametrize("data", [b"", b"depot", os.urandom(100)])
+@pytest.mark.parametrize("data", [b"", b"depot", os.urandom(100)], ids=["empty", "word", "random"])
 def test_nix32_matches_nix(data: bytes) -> None:
     digest = hashlib.sha256(data).hexdigest()
     expected = nix_out(
