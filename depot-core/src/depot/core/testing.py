@@ -159,6 +159,15 @@ def run(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
     return result
 
 
+def depot_gc(store_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``depot gc --store-path STORE ARGS`` as an operator runs it beside (or after) a depot;
+    fails the test if it fails. Its output lists what was removed and evicted."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEPOT_")}
+    return run(
+        [sys.executable, "-m", "depot.core", "gc", "--store-path", str(store_path), *args], env=env
+    )
+
+
 def start_depot_with_auth(directory: Path, *auth_lines: str) -> DepotServer:
     """``depot serve --auth-file`` on ``directory / "store"``, the file ``directory / "auth.keys"``
     holding ``auth_lines``, one a line. The caller stops it."""
