@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
+import pytest
 import sqlalchemy as sa
 from depot.core import create_app, hookimpl
 from depot.core.collector import collect
@@ -120,10 +121,21 @@ async def test_max_age_evicts_items_unused_for_longer(tmp_path: Path) -> None:
         await depot.shutdown()
 
 
-async def test_a_dry_run_over_age_and_size_reports_what_the_real_run_evicts(tmp_path: Path) -> None:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Eviction's keyset paging compares row values: both databases must accept it."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/depot.db"
+    return request.getfixturevalue("postgres_url")
+
+
+async def test_a_dry_run_over_age_and_size_reports_what_the_real_run_evicts(
+    tmp_path: Path, database_url: str
+) -> None:
     app = create_app(
         plugins=load_plugins(extra=(CachePlugin(),)),
         store_path=tmp_path / "store",
+        database_url=database_url,
         cache_max_age="1h",
         cache_max_size="500",
     )

@@ -8,7 +8,6 @@ again.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import httpx
 from depot.core.testing import DepotServer, depot_gc
 from depot.core.testing_upstream import FaultProxy
+from depot.nix import narinfo
 from depot.nix.signing import SecretKey
 
 from .conftest import Closure, Nix, start_signing_depot
@@ -29,19 +29,14 @@ from .test_nix_pullthrough import (  # noqa: F401 - fixtures
 )
 
 
-def hash_parts(closure: Closure) -> list[str]:
-    return [Path(path).name[:32] for path in closure.paths]
-
-
-def cached_size(store_path: Path, items: list[str]) -> int:
-    """What the depot counts for these cached store paths (narinfo and NAR), from its database:
-    the test sets the limit just above one closure."""
-    with sqlite3.connect(store_path / "depot.db") as db:
-        marks = ",".join("?" * len(items))
-        query = (
-            f"SELECT sum(size) FROM depot_cache_items WHERE ecosystem='nix' AND item IN ({marks})"
-        )
-        return int(db.execute(query, items).fetchone()[0])
+def cached_size(source: DepotServer, closure: Closure) -> int:
+    """About what the caching depot counts for a closure it fetched: each path's narinfo as the
+    upstream signed it, and its NAR file."""
+    total = 0
+    for path in closure.paths:
+        text = httpx.get(f"{source.url}/nix/{Path(path).name[:32]}.narinfo").text
+        total += len(text) + int(narinfo.parse(text).file_size or 0)
+    return total
 
 
 def test_over_max_size_the_least_recently_used_paths_are_evicted_and_fetched_again(
@@ -65,8 +60,10 @@ def test_over_max_size_the_least_recently_used_paths_are_evicted_and_fetched_aga
     copy_from(nix, caching, cache_key, tmp_path / "again", built.app)  # `other` is now oldest
     caching.stop()  # writes the recorded uses
 
-    limit = cached_size(caching.store_path, hash_parts(built))
-    report = depot_gc(caching.store_path, "--cache-max-size", str(limit)).stdout
+    # Just above what `built` takes (the slack, for a narinfo stored formatted slightly
+    # otherwise, is smaller than either path of `other`): `other` must go, `built` stays.
+    limit = cached_size(upstream, built) + 256
+    report = depot_gc(caching, "--cache-max-size", str(limit)).stdout
     assert "nix: evicted 2 cached items" in report, report  # both paths of `other`
 
     args = (
@@ -103,7 +100,7 @@ def test_a_path_evicted_while_the_depot_serves_is_fetched_again_not_served_from_
     assert httpx.get(narinfo_url).is_success  # kept rendered in the serving process
     asked = proxy.count(upstream_narinfo)
 
-    report = depot_gc(caching.store_path, "--cache-max-size", "0").stdout
+    report = depot_gc(caching, "--cache-max-size", "0").stdout
     assert "nix: evicted 2 cached items" in report, report
 
     # The eviction reaches the serving process through the change notification (within its

@@ -78,7 +78,7 @@ def test_over_max_size_the_least_recently_used_are_evicted_and_fetched_again(
 
     # About 200 KB cached for pt-big, a few KB for the small tree: pt-big (packument and
     # tarball) was used least recently and goes; the small tree stays; pt-own is not cache.
-    report = depot_gc(caching.store_path, "--cache-max-size", "100K").stdout
+    report = depot_gc(caching, "--cache-max-size", "100K").stdout
     assert "npm: evicted 2 cached items" in report, report
 
     caching = make_depot_server(*args, store_path=caching.store_path)
@@ -117,13 +117,13 @@ def test_max_age_evicts_what_was_unused_for_longer_and_dry_run_removes_nothing(
     blobs = caching.store_path / "blobs" / "npm"
     held = sorted(p for p in blobs.rglob("*") if p.is_file())
 
-    assert "evicted" not in depot_gc(caching.store_path, "--cache-max-age", "1h").stdout
+    assert "evicted" not in depot_gc(caching, "--cache-max-age", "1h").stdout
     while time.time() < stopped + 1.5:  # the tree's last use is now over a second ago
         time.sleep(0.1)
-    dry = depot_gc(caching.store_path, "--dry-run", "--cache-max-age", "1s").stdout
+    dry = depot_gc(caching, "--dry-run", "--cache-max-age", "1s").stdout
     assert "npm: would evict 4 cached items" in dry, dry  # two packuments, two tarballs
     assert sorted(p for p in blobs.rglob("*") if p.is_file()) == held
-    done = depot_gc(caching.store_path, "--cache-max-age", "1s").stdout
+    done = depot_gc(caching, "--cache-max-age", "1s").stdout
     assert "npm: evicted 4 cached items" in done, done
 
     caching = make_depot_server(*args, store_path=caching.store_path)

@@ -55,7 +55,7 @@ def test_over_max_size_the_least_recently_used_are_evicted_and_fetched_again(
 
     # About 200 KB cached for pt-bulky, a few KB for alpha's closure: pt-bulky (page and
     # wheel) goes, alpha's three pages and wheels stay; pt-own is not cache.
-    report = depot_gc(caching.store_path, "--cache-max-size", "100K").stdout
+    report = depot_gc(caching, "--cache-max-size", "100K").stdout
     assert "pypi: evicted 2 cached items" in report, report
 
     caching = make_depot_server(*args, store_path=caching.store_path)
