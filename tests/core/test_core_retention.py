@@ -72,6 +72,9 @@ async def test_lru_eviction_over_max_size_never_touches_published_content(tmp_pa
                 < time.time() - 0.005
             )
             await depot.use_recorder.flush()  # ...until the batch is written
+            page = (await client.get("/")).text
+            assert "least recently used first above 2.4 KiB" in page
+            assert "cached from upstream: raw</td><td>3 items, 2.9 KiB" in page
 
             dry = await collect(depot, grace=3600, dry_run=True)
             assert dry.evicted["raw"].items == 1

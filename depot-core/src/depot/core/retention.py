@@ -104,6 +104,15 @@ async def cache_stored(db: Database, ecosystem: str, item: str, size: int) -> No
     )
 
 
+async def cached_totals(db: Database) -> dict[str, tuple[int, int]]:
+    """Items and bytes of cached content per ecosystem, as declared (for the ``/`` page)."""
+    size = sa.func.coalesce(sa.func.sum(cache_items.c.size), 0)
+    rows = await db.fetch_all(
+        sa.select(cache_items.c.ecosystem, sa.func.count(), size).group_by(cache_items.c.ecosystem)
+    )
+    return {row[0]: (int(row[1]), int(row[2])) for row in rows}
+
+
 async def evict(
     depot: Depot, max_size: int | None, max_age: float | None, dry_run: bool = False
 ) -> dict[str, EvictionReport]:
