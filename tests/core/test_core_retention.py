@@ -2,8 +2,9 @@
 upstream are evicted least recently used first when over --cache-max-size, or when unused for
 --cache-max-age; published content never is. Use is recorded in batches.
 
-No ecosystem caches upstream content yet, so the raw example stands in: this test's plugin
-declares some raw files cached and evicts them the way an ecosystem would (rows, then blobs)."""
+The raw example stands in for a pull-through ecosystem (npm, pypi and nix are tested with their
+real clients in tests/*/test_*_retention.py): this test's plugin declares some raw files cached
+and evicts them the way an ecosystem would (rows, then blobs)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
+import pytest
 import sqlalchemy as sa
 from depot.core import create_app, hookimpl
 from depot.core.collector import collect
@@ -70,6 +72,9 @@ async def test_lru_eviction_over_max_size_never_touches_published_content(tmp_pa
                 < time.time() - 0.005
             )
             await depot.use_recorder.flush()  # ...until the batch is written
+            page = (await client.get("/")).text
+            assert "least recently used first above 2.4 KiB" in page
+            assert "cached from upstream: raw</td><td>3 items, 2.9 KiB" in page
 
             dry = await collect(depot, grace=3600, dry_run=True)
             assert dry.evicted["raw"].items == 1
@@ -115,5 +120,52 @@ async def test_max_age_evicts_items_unused_for_longer(tmp_path: Path) -> None:
             assert report.evicted["raw"].items == 1
             assert (await c.get("/raw/files/stale")).status_code == 404
             assert (await c.get("/raw/files/fresh")).status_code == 200
+    finally:
+        await depot.shutdown()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Eviction's keyset paging compares row values: both databases must accept it."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/depot.db"
+    return request.getfixturevalue("postgres_url")
+
+
+async def test_a_dry_run_over_age_and_size_reports_what_the_real_run_evicts(
+    tmp_path: Path, database_url: str
+) -> None:
+    app = create_app(
+        plugins=load_plugins(extra=(CachePlugin(),)),
+        store_path=tmp_path / "store",
+        database_url=database_url,
+        cache_max_age="1h",
+        cache_max_size="500",
+    )
+    depot = app.state.depot
+    await depot.startup()
+    ctx = depot.context("raw")
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://t"
+        ) as c:
+            # "stale" goes by age; then "older" (300) brings the rest (700) under 500 bytes.
+            for name, size, age in (("stale", 1000, 7200), ("older", 300, 60), ("newer", 400, 0)):
+                assert (await c.put(f"/raw/files/{name}", content=name.encode())).status_code == 201
+                await ctx.cache_stored(name, size)
+                await depot.database.execute(
+                    cache_items.update()
+                    .where(cache_items.c.item == name)
+                    .values(last_used=time.time() - age)
+                )
+            dry = await collect(depot, grace=3600, dry_run=True)
+            assert (dry.evicted["raw"].items, dry.evicted["raw"].bytes) == (2, 1300)
+            assert (await c.get("/raw/files/stale")).status_code == 200  # nothing evicted
+            report = await collect(depot, grace=3600)
+            assert (report.evicted["raw"].items, report.evicted["raw"].bytes) == (2, 1300)
+            status = {
+                n: (await c.get(f"/raw/files/{n}")).status_code for n in ("stale", "older", "newer")
+            }
+            assert status == {"stale": 404, "older": 404, "newer": 200}
     finally:
         await depot.shutdown()

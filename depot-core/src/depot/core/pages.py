@@ -186,6 +186,7 @@ async def _retention_section(depot: Depot) -> str:
         "<tr><td>grace period</td><td>unreferenced blobs younger than "
         f"{format_duration(settings.gc_grace)} are kept</td></tr>",
     ]
+    rows += await _cache_rows(depot)
     last = await last_collection(depot.database)
     if last is None:
         rows.append("<tr><td>last collection</td><td>none yet</td></tr>")
@@ -202,6 +203,31 @@ async def _retention_section(depot: Depot) -> str:
             )
     table = "".join(rows)
     return f'<section id="retention"><h2>Storage and retention</h2><table>{table}</table></section>'
+
+
+async def _cache_rows(depot: Depot) -> list[str]:
+    """The retention of content cached from upstreams: its limits and what is held now."""
+    from depot.core.retention import cached_totals
+    from depot.core.units import format_duration
+
+    settings = depot.settings
+    limits = []
+    if settings.cache_max_size is not None:
+        limits.append(f"least recently used first above {human_size(settings.cache_max_size)}")
+    if settings.cache_max_age is not None:
+        limits.append(f"unused for {format_duration(settings.cache_max_age)}")
+    evicted = (
+        "; ".join(limits) + ", at each collection (published content never)"
+        if limits
+        else "never (no --cache-max-size or --cache-max-age)"
+    )
+    rows = [f"<tr><td>content cached from upstreams evicted</td><td>{evicted}</td></tr>"]
+    for name, (items, size) in (await cached_totals(depot.database)).items():
+        rows.append(
+            f"<tr><td>cached from upstream: {html.escape(name)}</td><td>{items} items, "
+            f"{human_size(size)}</td></tr>"
+        )
+    return rows
 
 
 async def browse(request: Request) -> Response:

@@ -15,9 +15,9 @@ maximum age, then, while the cached total exceeds the maximum size, the least re
 page of :data:`PAGE` at a time. The ecosystem removes each item through the
 ``depot_cached_content`` hook (its rows, then ``ctx.release_blobs``); the core then forgets it.
 
-Status: the core side only. No ecosystem caches upstream content yet (pull-through caches are
-being built separately); each will call ``cache_stored`` when it stores a fetched item,
-``record_use`` when it serves one, and implement ``depot_cached_content``.
+The built-in ecosystems declare what their pull-through caches (``--npm-upstream``,
+``--pypi-upstream``, ``--nix-upstream``) store: npm tarballs and packuments, Python files and
+project pages, Nix store paths (narinfo with its NAR); see each one's ``retention`` module.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -104,6 +104,15 @@ async def cache_stored(db: Database, ecosystem: str, item: str, size: int) -> No
     )
 
 
+async def cached_totals(db: Database) -> dict[str, tuple[int, int]]:
+    """Items and bytes of cached content per ecosystem, as declared (for the ``/`` page)."""
+    size = sa.func.coalesce(sa.func.sum(cache_items.c.size), 0)
+    rows = await db.fetch_all(
+        sa.select(cache_items.c.ecosystem, sa.func.count(), size).group_by(cache_items.c.ecosystem)
+    )
+    return {row[0]: (int(row[1]), int(row[2])) for row in rows}
+
+
 async def evict(
     depot: Depot, max_size: int | None, max_age: float | None, dry_run: bool = False
 ) -> dict[str, EvictionReport]:
@@ -122,32 +131,50 @@ async def evict(
     known = cache_items.c.ecosystem.in_(list(evictors))
 
     async def take(rows: Sequence[sa.Row]) -> None:
-        by_ecosystem: dict[str, list[tuple[str, int]]] = {}
+        by_ecosystem: dict[str, list[sa.Row]] = {}
         for row in rows:
-            by_ecosystem.setdefault(row.ecosystem, []).append((row.item, row.size))
+            by_ecosystem.setdefault(row.ecosystem, []).append(row)
         for ecosystem, items in by_ecosystem.items():
             if not dry_run:
-                await evictors[ecosystem].evict([item for item, _ in items])
+                await evictors[ecosystem].evict([row.item for row in items])
+                # An item stored again or used meanwhile (another process, a use flushed) has
+                # a newer last use: its entry stays, so what was fetched again stays evictable.
                 await db.execute(
                     cache_items.delete().where(
                         cache_items.c.ecosystem == ecosystem,
-                        cache_items.c.item.in_([item for item, _ in items]),
+                        sa.tuple_(cache_items.c.item, cache_items.c.last_used).in_(
+                            [(row.item, row.last_used) for row in items]
+                        ),
                     )
                 )
             before = report.get(ecosystem, EvictionReport())
             report[ecosystem] = EvictionReport(
-                before.items + len(items), before.bytes + sum(size for _, size in items)
+                before.items + len(items), before.bytes + sum(row.size for row in items)
             )
 
-    columns = (cache_items.c.ecosystem, cache_items.c.item, cache_items.c.size)
-    if max_age is not None:
-        old = sa.select(*columns).where(known, cache_items.c.last_used < time.time() - max_age)
-        offset = 0
-        while rows := await db.fetch_all(
-            old.order_by(cache_items.c.last_used).limit(PAGE).offset(offset)
-        ):
+    columns = (
+        cache_items.c.ecosystem, cache_items.c.item, cache_items.c.size, cache_items.c.last_used,
+    )  # fmt: skip
+    order = (cache_items.c.last_used, cache_items.c.ecosystem, cache_items.c.item)
+
+    async def pages(condition: sa.ColumnElement[bool]) -> AsyncIterator[Sequence[sa.Row]]:
+        """Items matching ``condition``, least recently used first, a page at a time; each page
+        starts after the last item of the previous one, so evicted or not, none is seen twice."""
+        after: tuple[float, str, str] | None = None
+        while True:
+            query = sa.select(*columns).where(known, condition)
+            if after is not None:
+                query = query.where(sa.tuple_(*order) > sa.tuple_(*map(sa.literal, after)))
+            rows = await db.fetch_all(query.order_by(*order).limit(PAGE))
+            if not rows:
+                return
+            yield rows
+            after = (rows[-1].last_used, rows[-1].ecosystem, rows[-1].item)
+
+    cutoff = None if max_age is None else time.time() - max_age
+    if cutoff is not None:
+        async for rows in pages(cache_items.c.last_used < cutoff):
             await take(rows)
-            offset += len(rows) if dry_run else 0
     if max_size is not None:
         total = int(
             await db.fetch_val(
@@ -157,18 +184,17 @@ async def evict(
         )
         if dry_run:
             total -= sum(r.bytes for r in report.values())
-        offset = 0
-        lru = sa.select(*columns).where(known).order_by(cache_items.c.last_used)
-        while total > max_size:
-            rows = await db.fetch_all(lru.limit(PAGE).offset(offset))
-            if not rows:
-                break
-            chosen = []
-            for row in rows:
+        # Items over the age are gone already (or, in a dry run, counted already).
+        younger = sa.true() if cutoff is None else cache_items.c.last_used >= cutoff
+        async with contextlib.aclosing(pages(younger)) as lru:
+            async for rows in lru:
                 if total <= max_size:
                     break
-                chosen.append(row)
-                total -= row.size
-            await take(chosen)
-            offset += len(rows) if dry_run else 0
+                chosen = []
+                for row in rows:
+                    if total <= max_size:
+                        break
+                    chosen.append(row)
+                    total -= row.size
+                await take(chosen)
     return report

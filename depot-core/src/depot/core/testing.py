@@ -159,6 +159,22 @@ def run(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
     return result
 
 
+def depot_gc(server: DepotServer, *args: str) -> subprocess.CompletedProcess[str]:
+    """``depot gc ARGS`` on ``server``'s store (its path, and the database and S3 flags it was
+    started with), as an operator runs it beside or after the depot; fails the test if it fails.
+    Its output lists what was removed and evicted."""
+    store_flags: list[str] = []
+    flags = list(server.args)
+    for i, flag in enumerate(flags):
+        if flag in ("--database-url", "--storage-type") or flag.startswith("--s3-"):
+            store_flags.append(flag)
+            if i + 1 < len(flags) and not flags[i + 1].startswith("--"):
+                store_flags.append(flags[i + 1])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEPOT_")}
+    cmd = [sys.executable, "-m", "depot.core", "gc", "--store-path", str(server.store_path)]
+    return run([*cmd, *store_flags, *args], env=env)
+
+
 def start_depot_with_auth(directory: Path, *auth_lines: str) -> DepotServer:
     """``depot serve --auth-file`` on ``directory / "store"``, the file ``directory / "auth.keys"``
     holding ``auth_lines``, one a line. The caller stops it."""

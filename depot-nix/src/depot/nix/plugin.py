@@ -109,6 +109,13 @@ def depot_blob_references(depot: Depot) -> Sequence[object]:
 
 
 @hookimpl
+def depot_cached_content(depot: Depot) -> Sequence[object]:
+    from depot.nix.retention import NixCachedContent
+
+    return [NixCachedContent(depot.context(ECOSYSTEM.name))]
+
+
+@hookimpl
 def depot_index_sections(depot: Depot, request: Request) -> Sequence[object]:
     """How to point nix at this cache, with the public key when the depot signs."""
     import html

@@ -71,6 +71,7 @@ class NixUpstreams:
         row = await self._row(tables.upstream_narinfos.c.hash_part == hash_part)
         if row is not None:
             client.hit(row["upstream_url"])
+            self.used(hash_part)
             return narinfo.parse(row["narinfo"])
         if client.known_missing(("narinfo", hash_part)):
             return None
@@ -96,17 +97,25 @@ class NixUpstreams:
             if fetched.status != 200:
                 continue
             info = self._verified(upstream, hash_part, fetched.body)
-            await self.ctx.db.execute(
-                self.ctx.db.insert_or_ignore(tables.upstream_narinfos).values(
-                    hash_part=hash_part, upstream_url=upstream, narinfo=narinfo.format(info),
-                    nar_url=info.url, fetched_at=time.time(),
-                )
-            )  # fmt: skip
+            text = narinfo.format(info)
+            async with self.ctx.db.transaction():
+                await self.ctx.db.execute(
+                    self.ctx.db.insert_or_ignore(tables.upstream_narinfos).values(
+                        hash_part=hash_part, upstream_url=upstream, narinfo=text,
+                        nar_url=info.url, fetched_at=time.time(),
+                    )
+                )  # fmt: skip
+                # Evictable (--cache-max-size/-age); the NAR adds its size once stored.
+                await self.ctx.cache_stored(hash_part, len(text))
             return info
         if failure is not None:
             raise failure
         client.remember_missing(("narinfo", hash_part))
         return None
+
+    def used(self, hash_part: str) -> None:
+        """Note that the cached path was served (batched by the core, no write per request)."""
+        self.ctx.record_use(hash_part)
 
     def _verified(self, upstream: str, hash_part: str, body: bytes) -> NarInfo:
         """The upstream's narinfo, or a 502 saying why it cannot be trusted."""
@@ -153,6 +162,7 @@ class NixUpstreams:
                 pass  # the blob is gone: fetch it again
             else:
                 client.hit(upstream)
+                self.used(row["hash_part"])
                 return response
         info = narinfo.parse(row["narinfo"])
 
@@ -176,6 +186,7 @@ class NixUpstreams:
                     .where(tables.upstream_narinfos.c.nar_url == key)
                     .values(nar_key=stored_key, listing_key=listing_key)
                 )
+                await self.ctx.cache_stored(row["hash_part"], upload.size + len(row["narinfo"]))
             self.ctx.artifact_stored(stored_key, upload.size, request)
 
         return await client.fetch_blob(

@@ -70,6 +70,9 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
     # narinfos are kept a few seconds only.
     narinfos = RenderedCache()
     absent: dict[str, int] = {}
+    # Hash parts whose kept narinfo came from an upstream: a hit on one is a use of the cached
+    # path (--cache-max-size/-age). Bounded like ``absent``; forgetting one only skips a use.
+    from_upstream: set[str] = set()
     local_narinfos = HotCache()
     extra = ctx.settings.extra
     priority = int(extra.get("nix_priority") or 30)
@@ -98,12 +101,15 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         generation = ctx.changes.generation(hash_part)  # before reading the row
         cached = narinfos.get(hash_part, generation)
         if cached is not None:
+            if hash_part in from_upstream and upstreams is not None:
+                upstreams.used(hash_part)
             return cached
         if absent.get(hash_part) == generation:
             return None
         found = await store.get_narinfo(ctx.db, hash_part)
         if found is not None:
             absent.pop(hash_part, None)
+            from_upstream.discard(hash_part)
             return narinfos.put(hash_part, generation, render_narinfo(found[0]))
         if local is not None:
             text = local_narinfos.get(hash_part)
@@ -119,6 +125,9 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
             fetched = await upstreams.narinfo(hash_part)
             if fetched is None:
                 return None
+            if len(from_upstream) >= MAX_ABSENT:
+                from_upstream.clear()
+            from_upstream.add(hash_part)
             return narinfos.put(hash_part, generation, render_narinfo(fetched))
         if local is None:
             if len(absent) >= MAX_ABSENT:

@@ -81,6 +81,13 @@ def depot_blob_references(depot: Depot) -> Sequence[object]:
 
 
 @hookimpl
+def depot_cached_content(depot: Depot) -> Sequence[object]:
+    from depot.npm.retention import NpmCachedContent
+
+    return [NpmCachedContent(depot.context(ECOSYSTEM.name))]
+
+
+@hookimpl
 def depot_commands() -> Sequence[click.Command]:
     from depot.npm.cli import npm
 

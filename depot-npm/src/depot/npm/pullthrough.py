@@ -34,6 +34,7 @@ from depot.npm.integrity import ALGORITHMS, IntegrityError, sri, verify
 from depot.npm.names import InvalidName, escape_name, tarball_filename, version_from_filename
 from depot.npm.packument import ABBREVIATED_FIELDS, encode, etag
 from depot.npm.registry import PackumentCache, Rendered
+from depot.npm.retention import packument_item, tarball_item
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -65,6 +66,8 @@ class NpmUpstream:
         """The held packument row, fetched or revalidated as freshness requires."""
         client = self.ctx.upstream
         row = await store.held_packument(self.ctx.db, name)
+        if row is not None:
+            self.ctx.record_use(packument_item(name))  # --cache-max-size/-age: batched, no write
         missing_version = (
             want_version is not None
             and row is not None
@@ -120,6 +123,8 @@ class NpmUpstream:
             await store.hold_packument(
                 self.ctx.db, name, self.label, key, fetched.etag, fetched.last_modified, now
             )
+            # Evictable (--cache-max-size/-age), committed with the row.
+            await self.ctx.cache_stored(packument_item(name), len(fetched.body))
         self.documents[key] = (key, document)
         return await store.held_packument(self.ctx.db, name)
 
@@ -167,6 +172,7 @@ class NpmUpstream:
                 await store.forget_cached_tarball(self.ctx.db, name, filename)
             else:
                 client.hit(self.label)
+                self.ctx.record_use(tarball_item(name, filename))
                 return response
         try:
             version = version_from_filename(name, filename)
@@ -199,6 +205,7 @@ class NpmUpstream:
                     self.ctx.db, name, filename, self.label, source, key, upload.size,
                     sri("sha512", digests["sha512"]),
                 )  # fmt: skip
+                await self.ctx.cache_stored(tarball_item(name, filename), upload.size)
             self.ctx.artifact_stored(key, upload.size, request)
 
         return await client.fetch_blob(

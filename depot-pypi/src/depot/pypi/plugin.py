@@ -78,6 +78,13 @@ def depot_blob_references(depot: Depot) -> Sequence[object]:
 
 
 @hookimpl
+def depot_cached_content(depot: Depot) -> Sequence[object]:
+    from depot.pypi.retention import PypiCachedContent
+
+    return [PypiCachedContent(depot.context(ECOSYSTEM.name))]
+
+
+@hookimpl
 def depot_index_sections(depot: Depot, request: Request) -> Sequence[object]:
     from depot.core.pages import Section
 

@@ -35,6 +35,7 @@ from depot.core.rendered import Rendered, RenderedCache
 from depot.core.upstream import Unverified, UpstreamError
 from depot.pypi import simple
 from depot.pypi.names import InvalidFilename, parse_filename
+from depot.pypi.retention import file_item, page_item
 from depot.pypi.schema import cached_files, upstream_pages
 from starlette.requests import Request
 from starlette.responses import Response
@@ -79,6 +80,7 @@ class PypiUpstreams:
         if row is None:
             client.miss(self.urls[0])
             return await client.single_flight(("page", project), lambda: self._fetch(project))
+        self.ctx.record_use(page_item(project))  # --cache-max-size/-age: batched, no write
         upstream = row["upstream_url"]
         if client.is_fresh(row["checked_at"]):
             client.hit(upstream)
@@ -155,6 +157,8 @@ class PypiUpstreams:
                     last_modified=fetched.last_modified, fetched_at=now, checked_at=now,
                 )
             )  # fmt: skip
+            # Evictable (--cache-max-size/-age), committed with the row.
+            await self.ctx.cache_stored(page_item(project), len(body))
         self.documents[key] = document
         return await self._row(project)
 
@@ -190,6 +194,7 @@ class PypiUpstreams:
                 pass  # the blob is gone: fetch it again
             else:
                 client.hit(row["upstream_url"])
+                self.ctx.record_use(file_item(project, filename))
                 return response
         page_row = await self.held(project)
         document = await self._document(page_row["blob_key"])
@@ -212,6 +217,7 @@ class PypiUpstreams:
                         fetched_at=time.time(),
                     )
                 )  # fmt: skip
+                await self.ctx.cache_stored(file_item(project, filename), upload.size)
             self.ctx.artifact_stored(key, upload.size, request)
 
         return await client.fetch_blob(

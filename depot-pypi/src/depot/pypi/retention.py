@@ -1,0 +1,62 @@
+"""What Python content ``--cache-max-size``/``--cache-max-age`` may evict: what came from upstream.
+
+Two kinds of cached item, each declared to the core (``ctx.cache_stored``) when it is verified
+and stored by :mod:`depot.pypi.pullthrough`, and marked used (``ctx.record_use``) when served:
+
+- a file (wheel or sdist), item ``<project>/<filename>``, sized by the file;
+- a project page (the upstream's file list), item ``<project>``, sized by the kept list.
+
+They are evicted separately, least recently used first (:mod:`depot.core.retention`). A file
+evicted while its project's page is held is fetched again through that page's URL and sha256
+the next time it is asked for; an evicted page is fetched again from the upstreams on the next
+install, while the files still held are served as before. Uploaded and pushed files live in
+``pypi_files`` and are never declared, so they are never evicted. Normalised project names
+contain no ``/``, so the two kinds cannot be confused.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from depot.pypi.schema import cached_files, upstream_pages
+
+
+def page_item(project: str) -> str:
+    return project
+
+
+def file_item(project: str, filename: str) -> str:
+    return f"{project}/{filename}"
+
+
+class PypiCachedContent:
+    """The pypi ecosystem's evictor for the core (``depot_cached_content``)."""
+
+    ecosystem = "pypi"
+
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+
+    async def evict(self, items: Sequence[str]) -> None:
+        """Delete the items' rows (one transaction), then release the blobs they named: no row
+        ever points at a removed blob, and a blob another row shares stays."""
+        db = self.ctx.db
+        projects = [i for i in items if "/" not in i]
+        filenames = [i.split("/", 1)[1] for i in items if "/" in i]
+        since = time.time()  # a blob stored again from now on is kept by the release
+        keys: list[str] = []
+        async with db.transaction():
+            for table, column, values in (
+                (upstream_pages, upstream_pages.c.project, projects),
+                (cached_files, cached_files.c.filename, filenames),
+            ):
+                if not values:
+                    continue
+                chosen = column.in_(values)
+                rows = await db.fetch_all(sa.select(table.c.blob_key).where(chosen))
+                keys += [row[0] for row in rows]
+                await db.execute(table.delete().where(chosen))
+        await self.ctx.release_blobs(keys, since)
