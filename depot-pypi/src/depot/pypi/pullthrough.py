@@ -10,11 +10,20 @@ with anything uploaded or pushed here is served from depot only: dependency conf
   as a blob with a row, served in the client's format with every link pointing at depot;
 - file: held -> served; else the upstream URL from the held page -> streamed to the client while
   it is stored (:meth:`depot.core.upstream.UpstreamClient.fetch_blob`), verified against the
-  page's sha256 before it is committed. Files an upstream lists without a sha256 are left out:
-  nothing unverifiable is served.
+  page's sha256 before its last byte is sent and before it is committed. Files an upstream
+  lists without a sha256 are left out: nothing unverifiable is served.
+- core metadata (PEP 658/714): a file the upstream page offers ``<file>.metadata`` for, with a
+  sha256, is offered on depot's page too; ``<file>.metadata`` is fetched, verified and cached
+  like any file (a cached file of its own, evicted on its own). pip and uv then resolve from
+  the metadata and download each wheel once, at the end; so that the download finds the wheel
+  held, asking for a file's metadata starts fetching the file itself in the background
+  (:meth:`depot.core.upstream.UpstreamClient.prefetch_blob`), up to :data:`PREFETCH_MAX` bytes.
 
-Core metadata (PEP 658) is not proxied: the pages served for upstream projects carry none, so
-pip and uv read the metadata from the wheel itself.
+Held pages and file rows are remembered per process and answered without a database query;
+eviction (:mod:`depot.pypi.retention`) announces the projects it touched through the core's
+change notification (topic ``upstream/<project>``), so every process forgets them within the
+notification's bound. Revalidation needs no announcement: each process revalidates the copy it
+holds after ``--upstream-max-age``.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import quote, urldefrag, urljoin, urlsplit
@@ -35,7 +44,7 @@ from depot.core.rendered import Rendered, RenderedCache
 from depot.core.upstream import Unverified, UpstreamError
 from depot.pypi import simple
 from depot.pypi.names import InvalidFilename, parse_filename
-from depot.pypi.retention import file_item, page_item
+from depot.pypi.retention import file_item, page_item, topic
 from depot.pypi.schema import cached_files, upstream_pages
 from starlette.requests import Request
 from starlette.responses import Response
@@ -43,6 +52,13 @@ from starlette.responses import Response
 #: What depot asks an upstream for: PEP 691 JSON first, HTML understood.
 ACCEPT = f"{simple.JSON_V1}, {simple.HTML_V1};q=0.2, {simple.TEXT_HTML};q=0.1"
 MAX_PAGE = 64 * 1024 * 1024
+#: A file whose metadata is asked for is prefetched if the page gives its size and it is no
+#: larger than this (pip backtracking over the versions of a huge wheel reads each version's
+#: metadata and downloads one).
+PREFETCH_MAX = 64 * 1024 * 1024
+#: Rows remembered per process (held pages and cached files).
+REMEMBERED = 100_000
+METADATA_SUFFIX = ".metadata"
 
 
 class PypiUpstreams:
@@ -58,6 +74,11 @@ class PypiUpstreams:
         self.urls = [url.rstrip("/") + "/" for url in urls]
         self.pages = RenderedCache()
         self.documents: dict[str, dict[str, Any]] = {}
+        # project -> (generation, held page row); filename -> (generation, cached file row)
+        self.page_rows: dict[str, tuple[int, Any]] = {}
+        self.file_rows: dict[str, tuple[int, Any]] = {}
+        # At start-up, not during the first install through the cache (about 0.2 s).
+        import aiohttp  # noqa: F401
 
     # -- project pages ---------------------------------------------------------------------
 
@@ -98,9 +119,26 @@ class PypiUpstreams:
             return row
 
     async def _row(self, project: str) -> Any:
-        return await self.ctx.db.fetch_one(
+        """The held page row, remembered while its project's upstream topic stands."""
+        generation = self.ctx.changes.generation(topic(project))
+        remembered = self.page_rows.get(project)
+        if remembered is not None and remembered[0] == generation:
+            return remembered[1]
+        row = await self.ctx.db.fetch_one(
             upstream_pages.select().where(upstream_pages.c.project == project)
         )
+        if row is None:
+            return None
+        row = dict(row._mapping)  # type: ignore[attr-defined]
+        return self._remember(self.page_rows, project, generation, row)
+
+    def _remember(
+        self, rows: dict[str, tuple[int, Any]], key: str, generation: int, row: Any
+    ) -> Any:
+        if len(rows) >= REMEMBERED:
+            rows.clear()
+        rows[key] = (generation, row)
+        return row
 
     async def _fetch(self, project: str) -> Any:
         """The first upstream that has the project wins; 404 if none has it."""
@@ -126,17 +164,20 @@ class PypiUpstreams:
             last_modified=row["last_modified"], limit=MAX_PAGE,
         )  # fmt: skip
         if fetched.status == 304:
+            generation = self.ctx.changes.generation(topic(project))
+            now = time.time()
             await self.ctx.db.execute(
                 upstream_pages.update()
                 .where(upstream_pages.c.project == project)
-                .values(checked_at=time.time())
+                .values(checked_at=now)
             )
-            return await self._row(project)
+            return self._remember(self.page_rows, project, generation, {**row, "checked_at": now})
         if fetched.status != 200:
             raise NotFound(f"project {project} is no longer at {upstream}")
         return await self._store(project, upstream, fetched)
 
     async def _store(self, project: str, upstream: str, fetched: Any) -> Any:
+        generation = self.ctx.changes.generation(topic(project))
         try:
             files = parse_page(fetched.body, fetched.content_type, fetched.url)
         except ValueError as exc:
@@ -160,7 +201,11 @@ class PypiUpstreams:
             # Evictable (--cache-max-size/-age), committed with the row.
             await self.ctx.cache_stored(page_item(project), len(body))
         self.documents[key] = document
-        return await self._row(project)
+        row = {
+            "project": project, "upstream_url": upstream, "blob_key": key, "etag": fetched.etag,
+            "last_modified": fetched.last_modified, "fetched_at": now, "checked_at": now,
+        }  # fmt: skip
+        return self._remember(self.page_rows, project, generation, row)
 
     async def _document(self, key: str) -> dict[str, Any]:
         document = self.documents.get(key)
@@ -177,49 +222,44 @@ class PypiUpstreams:
     # -- files -----------------------------------------------------------------------------
 
     async def file(self, request: Request, project: str, filename: str) -> Response:
+        """A file of an upstream project, or its core metadata (``<file>.metadata``)."""
         client = self.ctx.upstream
-        row = await self.ctx.db.fetch_one(
-            cached_files.select().where(cached_files.c.filename == filename)
-        )
-        if row is not None and row["project"] == project:
+        row = await self._file_row(project, filename)
+        if row is not None:
             key = row["blob_key"]
             try:
                 response = await blob_response(
                     self.ctx.blobs, key, request,
+                    "text/plain; charset=utf-8" if filename.endswith(METADATA_SUFFIX)
+                    else "application/octet-stream",
                     headers={"ETag": f'"{row["sha256"]}"',
                              "Cache-Control": "public, max-age=31536000, immutable"},
                     on_start=lambda size: self.ctx.artifact_served(key, size, request),
                 )  # fmt: skip
             except NotFound:
-                pass  # the blob is gone: fetch it again
+                self.file_rows.pop(filename, None)  # the blob is gone: fetch it again
             else:
                 client.hit(row["upstream_url"])
                 self.ctx.record_use(file_item(project, filename))
                 return response
         page_row = await self.held(project)
         document = await self._document(page_row["blob_key"])
-        entry = next((f for f in document["files"] if f["filename"] == filename), None)
-        if entry is None:
-            raise NotFound(f"{filename} not found here nor at {page_row['upstream_url']}")
-        upstream, source, expected = page_row["upstream_url"], entry["url"], entry["sha256"]
-
-        async def finish(upload: BlobUpload) -> None:
-            digest = upload.hexdigest("sha256")
-            if digest != expected:
-                raise Unverified(f"{filename} has sha256 {digest}, the index says {expected}")
-            key = f"upstream/files/{digest}"
-            await upload.commit(key)
-            async with self.ctx.reference_blobs(key):
-                await self.ctx.db.execute(
-                    self.ctx.db.insert_or_ignore(cached_files).values(
-                        filename=filename, project=project, upstream_url=upstream,
-                        source_url=source, blob_key=key, sha256=digest, size=upload.size,
-                        fetched_at=time.time(),
-                    )
-                )  # fmt: skip
-                await self.ctx.cache_stored(file_item(project, filename), upload.size)
-            self.ctx.artifact_stored(key, upload.size, request)
-
+        upstream = page_row["upstream_url"]
+        if filename.endswith(METADATA_SUFFIX):
+            wheel = filename.removesuffix(METADATA_SUFFIX)
+            entry = next((f for f in document["files"] if f["filename"] == wheel), None)
+            if entry is None or not entry.get("metadata-sha256"):
+                raise NotFound(f"{filename} not found here nor at {upstream}")
+            source, expected = entry["url"] + METADATA_SUFFIX, entry["metadata-sha256"]
+            await self._prefetch(request, project, upstream, entry)
+        else:
+            entry = next((f for f in document["files"] if f["filename"] == filename), None)
+            if entry is None:
+                raise NotFound(f"{filename} not found here nor at {upstream}")
+            source, expected = entry["url"], entry["sha256"]
+        verify, finish = self._verified_storing(
+            request, project, filename, upstream, source, expected
+        )
         return await client.fetch_blob(
             request,
             key=("file", filename),
@@ -227,7 +267,82 @@ class PypiUpstreams:
             url=source,
             open_upload=lambda: self.ctx.blobs.upload(f"incoming/{uuid.uuid4().hex}"),
             finish=finish,
+            verify=verify,
+            media_type="text/plain; charset=utf-8"
+            if filename.endswith(METADATA_SUFFIX)
+            else "application/octet-stream",
         )
+
+    async def _file_row(self, project: str, filename: str) -> Any:
+        """The cached file's row, remembered while its project's upstream topic stands."""
+        generation = self.ctx.changes.generation(topic(project))
+        remembered = self.file_rows.get(filename)
+        if remembered is not None and remembered[0] == generation:
+            return remembered[1]
+        row = await self.ctx.db.fetch_one(
+            cached_files.select().where(cached_files.c.filename == filename)
+        )
+        if row is None or row["project"] != project:
+            return None
+        row = dict(row._mapping)  # type: ignore[attr-defined]
+        return self._remember(self.file_rows, filename, generation, row)
+
+    async def _prefetch(
+        self, request: Request, project: str, upstream: str, entry: dict[str, Any]
+    ) -> None:
+        """Start fetching the file whose metadata a client reads: it downloads it next."""
+        filename = entry["filename"]
+        size = entry.get("size")
+        if not isinstance(size, int) or size > PREFETCH_MAX:
+            return
+        if await self._file_row(project, filename) is not None:
+            return
+        verify, finish = self._verified_storing(
+            None, project, filename, upstream, entry["url"], entry["sha256"]
+        )
+        self.ctx.upstream.prefetch_blob(
+            key=("file", filename),
+            upstream=upstream,
+            url=entry["url"],
+            open_upload=lambda: self.ctx.blobs.upload(f"incoming/{uuid.uuid4().hex}"),
+            finish=finish,
+            verify=verify,
+        )
+
+    def _verified_storing(
+        self,
+        request: Request | None,
+        project: str,
+        filename: str,
+        upstream: str,
+        source: str,
+        expected: str,
+    ) -> tuple[Callable[[BlobUpload], None], Callable[[BlobUpload], Awaitable[None]]]:
+        """``verify`` (the page's sha256) and ``finish`` (commit, row) of one fetched file."""
+        generation = self.ctx.changes.generation(topic(project))
+
+        def verify(upload: BlobUpload) -> None:
+            digest = upload.hexdigest("sha256")
+            if digest != expected:
+                raise Unverified(f"{filename} has sha256 {digest}, the index says {expected}")
+
+        async def finish(upload: BlobUpload) -> None:
+            verify(upload)
+            digest = upload.hexdigest("sha256")
+            key = f"upstream/files/{digest}"
+            await upload.commit(key)
+            row = {
+                "filename": filename, "project": project, "upstream_url": upstream,
+                "source_url": source, "blob_key": key, "sha256": digest, "size": upload.size,
+                "fetched_at": time.time(),
+            }  # fmt: skip
+            async with self.ctx.reference_blobs(key):
+                await self.ctx.db.execute(self.ctx.db.insert_or_ignore(cached_files).values(**row))
+                await self.ctx.cache_stored(file_item(project, filename), upload.size)
+            self._remember(self.file_rows, filename, generation, row)
+            self.ctx.artifact_stored(key, upload.size, request)
+
+        return verify, finish
 
 
 def render(document: dict[str, Any], media_type: str, files_url: str) -> bytes:
@@ -240,7 +355,7 @@ def render(document: dict[str, Any], media_type: str, files_url: str) -> bytes:
             f.get("size") or 0,
             f.get("upload-time") or "",
             f.get("requires-python"),
-            None,
+            f.get("metadata-sha256"),
             f.get("yanked"),
         )  # fmt: skip
         for f in document["files"]
@@ -277,12 +392,15 @@ def parse_page(body: bytes, content_type: str, url: str) -> list[dict[str, Any]]
             ):
                 continue
             yanked = entry.get("yanked")
+            # PEP 714 names it core-metadata; PEP 658's dist-info-metadata is the older key.
+            metadata = entry.get("core-metadata", entry.get("dist-info-metadata"))
             files.append({
                 "filename": filename, "url": urldefrag(urljoin(url, href))[0],
                 "sha256": sha256.lower(), "size": entry.get("size"),
                 "upload-time": entry.get("upload-time"),
                 "requires-python": entry.get("requires-python"),
                 "yanked": None if yanked in (None, False) else ("" if yanked is True else yanked),
+                "metadata-sha256": _metadata_sha256(metadata),
             })  # fmt: skip
         return files
     parser = _Links()
@@ -302,8 +420,32 @@ def parse_page(body: bytes, content_type: str, url: str) -> list[dict[str, Any]]
             "filename": filename, "url": target, "sha256": digest.lower(), "size": None,
             "upload-time": None, "requires-python": attrs.get("data-requires-python"),
             "yanked": (attrs["data-yanked"] or "") if "data-yanked" in attrs else None,
+            "metadata-sha256": _metadata_sha256(
+                attrs.get("data-core-metadata", attrs.get("data-dist-info-metadata"))
+            ),
         })  # fmt: skip
     return files
+
+
+def _metadata_sha256(value: Any) -> str | None:
+    """The sha256 of a file's core metadata from a PEP 691 ``core-metadata`` value (a dict of
+    hashes, or true/false) or a PEP 503 ``data-core-metadata`` attribute (``sha256=<hex>`` or
+    ``true``). Metadata offered without a sha256 is not offered again: it could not be checked."""
+    if isinstance(value, dict):
+        digest = value.get("sha256")
+    elif isinstance(value, str):
+        algorithm, _, digest = value.partition("=")
+        if algorithm != "sha256":
+            return None
+    else:
+        return None
+    if not isinstance(digest, str) or len(digest) != 64:
+        return None
+    try:
+        int(digest, 16)
+    except ValueError:
+        return None
+    return digest.lower()
 
 
 class _Links(HTMLParser):
