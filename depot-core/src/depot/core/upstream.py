@@ -338,6 +338,20 @@ class UpstreamClient:
             task.add_done_callback(lambda _: self._documents.pop(key, None))
         return await asyncio.shield(task)
 
+    def background(self, coroutine: Awaitable[Any], what: str) -> None:
+        """Run ``coroutine`` in a task of its own (a prefetch of what a client will ask for
+        next), cancelled at shutdown; a failure is logged with ``what``, never raised."""
+
+        async def run() -> None:
+            try:
+                await coroutine
+            except (HTTPError, Unverified) as exc:
+                log.info("prefetch failed", extra={"object": what, "reason": str(exc)})
+            except Exception:
+                log.exception("prefetch failed", extra={"object": what})
+
+        self._spawn(run())
+
     def _spawn(self, coroutine: Awaitable[T]) -> asyncio.Task[T]:
         task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)

@@ -17,7 +17,10 @@ with anything uploaded or pushed here is served from depot only: dependency conf
   like any file (a cached file of its own, evicted on its own). pip and uv then resolve from
   the metadata and download each wheel once, at the end; so that the download finds the wheel
   held, asking for a file's metadata starts fetching the file itself in the background
-  (:meth:`depot.core.upstream.UpstreamClient.prefetch_blob`), up to :data:`PREFETCH_MAX` bytes.
+  (:meth:`depot.core.upstream.UpstreamClient.prefetch_blob`), up to :data:`PREFETCH_MAX` bytes,
+  and the metadata's ``Requires-Dist`` names the projects whose pages the client asks for next:
+  those not held are fetched in the background too (at most :data:`PREFETCH_PAGES`, extras left
+  out), so a cold install waits on upstream for about one request per project, not three.
 
 Held pages and file rows are remembered per process and answered without a database query;
 eviction (:mod:`depot.pypi.retention`) announces the projects it touched through the core's
@@ -43,7 +46,7 @@ from depot.core.http import blob_response
 from depot.core.rendered import Rendered, RenderedCache
 from depot.core.upstream import Unverified, UpstreamError
 from depot.pypi import simple
-from depot.pypi.names import InvalidFilename, parse_filename
+from depot.pypi.names import InvalidFilename, normalize, parse_filename
 from depot.pypi.retention import file_item, page_item, topic
 from depot.pypi.schema import cached_files, upstream_pages
 from starlette.requests import Request
@@ -56,6 +59,10 @@ MAX_PAGE = 64 * 1024 * 1024
 #: larger than this (pip backtracking over the versions of a huge wheel reads each version's
 #: metadata and downloads one).
 PREFETCH_MAX = 64 * 1024 * 1024
+#: Dependencies of one core metadata file whose pages are prefetched, at most.
+PREFETCH_PAGES = 100
+#: Core metadata larger than this is not read for dependencies.
+MAX_METADATA = 1024 * 1024
 #: Rows remembered per process (held pages and cached files).
 REMEMBERED = 100_000
 METADATA_SUFFIX = ".metadata"
@@ -64,7 +71,12 @@ METADATA_SUFFIX = ".metadata"
 class PypiUpstreams:
     """The pull-through side of the index, over the ``--pypi-upstream`` URLs in order."""
 
-    def __init__(self, ctx: EcosystemContext, urls: Sequence[str] | str) -> None:
+    def __init__(
+        self,
+        ctx: EcosystemContext,
+        urls: Sequence[str] | str,
+        is_local: Callable[[str], Awaitable[bool]] | None = None,
+    ) -> None:
         urls = [urls] if isinstance(urls, str) else list(urls)  # create_app(pypi_upstream="...")
         for url in urls:
             parts = urlsplit(url)
@@ -72,6 +84,8 @@ class PypiUpstreams:
                 raise ConfigError(f"--pypi-upstream {url!r} is not an http(s) URL")
         self.ctx = ctx
         self.urls = [url.rstrip("/") + "/" for url in urls]
+        # Whether a project has anything uploaded here (then upstream is never asked for it).
+        self.is_local = is_local
         self.pages = RenderedCache()
         self.documents: dict[str, dict[str, Any]] = {}
         # project -> (generation, held page row); filename -> (generation, cached file row)
@@ -251,7 +265,8 @@ class PypiUpstreams:
             if entry is None or not entry.get("metadata-sha256"):
                 raise NotFound(f"{filename} not found here nor at {upstream}")
             source, expected = entry["url"] + METADATA_SUFFIX, entry["metadata-sha256"]
-            await self._prefetch(request, project, upstream, entry)
+            # After the metadata's own request is on its way (this task runs on when it waits).
+            client.background(self._prefetch(project, upstream, entry), f"{wheel}")
         else:
             entry = next((f for f in document["files"] if f["filename"] == filename), None)
             if entry is None:
@@ -260,6 +275,9 @@ class PypiUpstreams:
         verify, finish = self._verified_storing(
             request, project, filename, upstream, source, expected
         )
+        on_chunk = None
+        if filename.endswith(METADATA_SUFFIX):
+            verify, on_chunk = self._reading_requirements(verify)
         return await client.fetch_blob(
             request,
             key=("file", filename),
@@ -268,6 +286,7 @@ class PypiUpstreams:
             open_upload=lambda: self.ctx.blobs.upload(f"incoming/{uuid.uuid4().hex}"),
             finish=finish,
             verify=verify,
+            on_chunk=on_chunk,
             media_type="text/plain; charset=utf-8"
             if filename.endswith(METADATA_SUFFIX)
             else "application/octet-stream",
@@ -287,9 +306,7 @@ class PypiUpstreams:
         row = dict(row._mapping)  # type: ignore[attr-defined]
         return self._remember(self.file_rows, filename, generation, row)
 
-    async def _prefetch(
-        self, request: Request, project: str, upstream: str, entry: dict[str, Any]
-    ) -> None:
+    async def _prefetch(self, project: str, upstream: str, entry: dict[str, Any]) -> None:
         """Start fetching the file whose metadata a client reads: it downloads it next."""
         filename = entry["filename"]
         size = entry.get("size")
@@ -308,6 +325,41 @@ class PypiUpstreams:
             finish=finish,
             verify=verify,
         )
+
+    def _reading_requirements(
+        self, verify: Callable[[BlobUpload], None]
+    ) -> tuple[Callable[[BlobUpload], None], Callable[[bytes], None]]:
+        """``verify`` that, once core metadata passed it, prefetches the pages it requires; and
+        the ``on_chunk`` collecting the metadata's bytes for it."""
+        metadata = bytearray()
+
+        def collect(chunk: bytes) -> None:
+            if len(metadata) <= MAX_METADATA:
+                metadata.extend(chunk)
+
+        def verify_and_prefetch(upload: BlobUpload) -> None:
+            verify(upload)
+            self._prefetch_pages(bytes(metadata))
+
+        return verify_and_prefetch, collect
+
+    def _prefetch_pages(self, metadata: bytes) -> None:
+        """Fetch in the background the pages of the projects verified core metadata requires
+        (not those of extras), unless held or uploaded here: the client asks for them next."""
+        if len(metadata) > MAX_METADATA:
+            return
+        names = []
+        for requirement in requirements(metadata):
+            if requirement not in names:
+                names.append(requirement)
+        for name in names[:PREFETCH_PAGES]:
+            self.ctx.upstream.background(self._prefetch_page(name), f"page of {name}")
+
+    async def _prefetch_page(self, project: str) -> None:
+        if self.is_local is not None and await self.is_local(project):
+            return
+        if await self._row(project) is None:
+            await self.held(project)
 
     def _verified_storing(
         self,
@@ -343,6 +395,24 @@ class PypiUpstreams:
             self.ctx.artifact_stored(key, upload.size, request)
 
         return verify, finish
+
+
+def requirements(metadata: bytes) -> list[str]:
+    """The normalised project names a core metadata file requires outside extras, in order."""
+    from email.parser import BytesHeaderParser
+
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    names = []
+    for value in BytesHeaderParser().parsebytes(metadata).get_all("Requires-Dist") or []:
+        try:
+            requirement = Requirement(value)
+        except InvalidRequirement:
+            continue
+        if requirement.marker is not None and "extra" in str(requirement.marker):
+            continue
+        names.append(normalize(requirement.name))
+    return names
 
 
 def render(document: dict[str, Any], media_type: str, files_url: str) -> bytes:

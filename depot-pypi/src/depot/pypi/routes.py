@@ -65,11 +65,6 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
     # project -> (generation, whether anything is uploaded here): the dependency-confusion
     # check before every upstream answer, without a query while the project is unchanged.
     local_projects: dict[str, tuple[int, bool]] = {}
-    upstreams: PypiUpstreams | None = None
-    if ctx.settings.extra.get("pypi_upstream"):
-        from depot.pypi.pullthrough import PypiUpstreams
-
-        upstreams = PypiUpstreams(ctx, ctx.settings.extra["pypi_upstream"])
 
     async def upload_page(request: Request) -> Response:
         return HTMLResponse(
@@ -157,22 +152,27 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         local_projects[project] = (generation, local)
         return local
 
+    upstreams: PypiUpstreams | None = None
+    if ctx.settings.extra.get("pypi_upstream"):
+        from depot.pypi.pullthrough import PypiUpstreams
+
+        upstreams = PypiUpstreams(ctx, ctx.settings.extra["pypi_upstream"], is_local)
+
     async def get_file(request: Request) -> Response:
         project = request.path_params["project"]
         filename = request.path_params["filename"]
+        if upstreams is not None and not await is_local(project):
+            # Nothing uploaded here under this name: a file (or core metadata) from upstream.
+            # A project with anything uploaded here never reaches the upstream.
+            return await upstreams.file(request, project, filename)
         if filename.endswith(".metadata"):
             row = await file_row(project, filename.removesuffix(".metadata"))
-            if row is None and upstreams is not None and not await is_local(project):
-                return await upstreams.file(request, project, filename)
             if row is None or not row["metadata_sha256"]:
                 raise NotFound(f"{filename} not found")
             sha256, media_type = row["metadata_sha256"], "text/plain; charset=utf-8"
         else:
             row = await file_row(project, filename)
             if row is None:
-                # A project with anything uploaded here never reaches the upstream.
-                if upstreams is not None and not await is_local(project):
-                    return await upstreams.file(request, project, filename)
                 raise NotFound(f"{filename} not found")
             sha256, media_type = row["sha256"], "application/octet-stream"
         key = blob_key(sha256)
