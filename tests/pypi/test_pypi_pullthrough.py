@@ -178,7 +178,8 @@ def test_tampered_core_metadata_is_refused_and_not_stored(
 ) -> None:
     caching = make_depot_server("--pypi-upstream", index)
     proxy.add("tamper", r"/gamma-1\.0-py3-none-any\.whl\.metadata$")
-    _, result = clients.pip_install(caching.url + "/python/simple/", "gamma", check=False)
+    local_index = caching.url + "/python/simple/"
+    _, result = clients.pip_install(local_index, "--retries", "0", "gamma", check=False)
     assert result.returncode != 0
     answer = httpx.get(caching.url + "/python/files/gamma/gamma-1.0-py3-none-any.whl.metadata")
     assert answer.status_code == 502 and "the index says" in answer.text
