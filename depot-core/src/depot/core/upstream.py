@@ -402,6 +402,7 @@ class UpstreamClient:
         open_upload: Callable[[], AbstractAsyncContextManager[BlobUpload]],
         finish: Callable[[BlobUpload], Awaitable[None]],
         verify: Callable[[BlobUpload], None] | None = None,
+        on_chunk: Callable[[bytes], None] | None = None,
     ) -> None:
         """Start storing ``url`` in the background, as :meth:`fetch_blob` would, with no client
         waiting: a client asking for ``key`` meanwhile joins the fetch. For an artifact a client
@@ -410,7 +411,7 @@ class UpstreamClient:
         remembered = self._failures.get(key)
         if key in self._blobs or (remembered is not None and remembered[0] > time.monotonic()):
             return
-        self._flight(key, upstream, url, open_upload, finish, None, verify)
+        self._flight(key, upstream, url, open_upload, finish, on_chunk, verify)
 
     def _flight(
         self,

@@ -20,7 +20,9 @@ with anything uploaded or pushed here is served from depot only: dependency conf
   (:meth:`depot.core.upstream.UpstreamClient.prefetch_blob`), up to :data:`PREFETCH_MAX` bytes,
   and the metadata's ``Requires-Dist`` names the projects whose pages the client asks for next:
   those not held are fetched in the background too (at most :data:`PREFETCH_PAGES`, extras left
-  out), so a cold install waits on upstream for about one request per project, not three.
+  out), each with the core metadata of the version a resolver most likely picks
+  (:func:`likely_choice`), whose requirements are prefetched in turn: a cold install finds most
+  pages and metadata held or on their way instead of waiting on upstream for each in sequence.
 
 Held pages and file rows are remembered per process and answered without a database query;
 eviction (:mod:`depot.pypi.retention`) announces the projects it touched through the core's
@@ -32,9 +34,11 @@ holds after ``--upstream-max-age``.
 from __future__ import annotations
 
 import json
+import platform
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from email.parser import BytesHeaderParser
 from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import quote, urldefrag, urljoin, urlsplit
@@ -49,6 +53,9 @@ from depot.pypi import simple
 from depot.pypi.names import InvalidFilename, normalize, parse_filename
 from depot.pypi.retention import file_item, page_item, topic
 from depot.pypi.schema import cached_files, upstream_pages
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import Version
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -96,7 +103,9 @@ class PypiUpstreams:
 
     # -- project pages ---------------------------------------------------------------------
 
-    async def page(self, request: Request, project: str, media_type: str, files_url: str) -> bytes:
+    async def page(
+        self, request: Request, project: str, media_type: str, files_url: str
+    ) -> Rendered:
         row = await self.held(project)
         key = (project, media_type, files_url)
         # Keyed by the held page's blob (content-addressed): a revalidation that changed it
@@ -106,7 +115,7 @@ class PypiUpstreams:
             document = await self._document(row["blob_key"])
             page = Rendered.of(render(document, media_type, files_url))
             self.pages.put(key, row["blob_key"], page)  # type: ignore[arg-type]
-        return page.body
+        return page
 
     async def held(self, project: str) -> Any:
         """The held page row, fetched or revalidated as freshness requires."""
@@ -255,6 +264,10 @@ class PypiUpstreams:
             else:
                 client.hit(row["upstream_url"])
                 self.ctx.record_use(file_item(project, filename))
+                wheel = filename.removesuffix(METADATA_SUFFIX)
+                if wheel != filename and wheel not in self.file_rows:
+                    # Metadata prefetched with its project's page: the wheel comes next.
+                    client.background(self._prefetch_file(project, wheel), wheel)
                 return response
         page_row = await self.held(project)
         document = await self._document(page_row["blob_key"])
@@ -306,6 +319,15 @@ class PypiUpstreams:
         row = dict(row._mapping)  # type: ignore[attr-defined]
         return self._remember(self.file_rows, filename, generation, row)
 
+    async def _prefetch_file(self, project: str, filename: str) -> None:
+        if await self._file_row(project, filename) is not None:
+            return
+        page_row = await self.held(project)
+        document = await self._document(page_row["blob_key"])
+        entry = next((f for f in document["files"] if f["filename"] == filename), None)
+        if entry is not None:
+            await self._prefetch(project, page_row["upstream_url"], entry)
+
     async def _prefetch(self, project: str, upstream: str, entry: dict[str, Any]) -> None:
         """Start fetching the file whose metadata a client reads: it downloads it next."""
         filename = entry["filename"]
@@ -348,18 +370,44 @@ class PypiUpstreams:
         (not those of extras), unless held or uploaded here: the client asks for them next."""
         if len(metadata) > MAX_METADATA:
             return
-        names = []
-        for requirement in requirements(metadata):
-            if requirement not in names:
-                names.append(requirement)
-        for name in names[:PREFETCH_PAGES]:
-            self.ctx.upstream.background(self._prefetch_page(name), f"page of {name}")
+        seen = set()
+        for name, specifier in requirements(metadata):
+            if name in seen or len(seen) >= PREFETCH_PAGES:
+                continue
+            seen.add(name)
+            self.ctx.upstream.background(self._prefetch_page(name, specifier), f"page of {name}")
 
-    async def _prefetch_page(self, project: str) -> None:
+    async def _prefetch_page(self, project: str, specifier: SpecifierSet) -> None:
+        """The page of a required project; if it was not held, the core metadata of the
+        version a client most likely picks (:func:`likely_choice`), which prefetches its own
+        requirements' pages in turn: the closure a resolver walks one request at a time is
+        fetched concurrently."""
         if self.is_local is not None and await self.is_local(project):
             return
-        if await self._row(project) is None:
-            await self.held(project)
+        if await self._row(project) is not None:
+            return
+        row = await self.held(project)
+        entry = likely_choice((await self._document(row["blob_key"]))["files"], specifier)
+        if entry is None:
+            return
+        filename = entry["filename"] + METADATA_SUFFIX
+        if await self._file_row(project, filename) is not None:
+            return
+        upstream = row["upstream_url"]
+        verify, finish = self._verified_storing(
+            None, project, filename, upstream, entry["url"] + METADATA_SUFFIX,
+            entry["metadata-sha256"],
+        )  # fmt: skip
+        verify, on_chunk = self._reading_requirements(verify)
+        self.ctx.upstream.prefetch_blob(
+            key=("file", filename),
+            upstream=upstream,
+            url=entry["url"] + METADATA_SUFFIX,
+            open_upload=lambda: self.ctx.blobs.upload(f"incoming/{uuid.uuid4().hex}"),
+            finish=finish,
+            verify=verify,
+            on_chunk=on_chunk,
+        )
 
     def _verified_storing(
         self,
@@ -397,13 +445,10 @@ class PypiUpstreams:
         return verify, finish
 
 
-def requirements(metadata: bytes) -> list[str]:
-    """The normalised project names a core metadata file requires outside extras, in order."""
-    from email.parser import BytesHeaderParser
-
-    from packaging.requirements import InvalidRequirement, Requirement
-
-    names = []
+def requirements(metadata: bytes) -> list[tuple[str, SpecifierSet]]:
+    """The normalised names and version specifiers a core metadata file requires outside
+    extras, in order."""
+    found = []
     for value in BytesHeaderParser().parsebytes(metadata).get_all("Requires-Dist") or []:
         try:
             requirement = Requirement(value)
@@ -411,8 +456,34 @@ def requirements(metadata: bytes) -> list[str]:
             continue
         if requirement.marker is not None and "extra" in str(requirement.marker):
             continue
-        names.append(normalize(requirement.name))
-    return names
+        found.append((normalize(requirement.name), requirement.specifier))
+    return found
+
+
+def likely_choice(files: list[dict[str, Any]], specifier: SpecifierSet) -> dict[str, Any] | None:
+    """The file whose core metadata a resolver most likely reads for ``specifier``: the newest
+    final release it allows with a pure-Python wheel (``*-none-any.whl``, the same for every
+    client) offering verifiable metadata and not yanked, whose Requires-Python admits the
+    Python depot runs on (a client's is usually alike). None when nothing fits."""
+    python = platform.python_version()
+    best: tuple[Version, dict[str, Any]] | None = None
+    for entry in files:
+        if not entry["filename"].endswith("-none-any.whl") or not entry.get("metadata-sha256"):
+            continue
+        if entry.get("yanked") is not None:
+            continue
+        try:
+            version = parse_filename(entry["filename"]).version
+            requires_python = entry.get("requires-python")
+            if requires_python and not SpecifierSet(requires_python).contains(python, True):
+                continue
+        except (InvalidFilename, InvalidSpecifier):
+            continue
+        if version.is_prerelease or not specifier.contains(version):
+            continue
+        if best is None or version > best[0]:
+            best = (version, entry)
+    return None if best is None else best[1]
 
 
 def render(document: dict[str, Any], media_type: str, files_url: str) -> bytes:

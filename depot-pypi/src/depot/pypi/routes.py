@@ -109,14 +109,14 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
             if upstreams is not None and not await is_local(project):
                 # Nothing uploaded here under this name: the upstream's page, never merged (not
                 # kept in ``pages``: a revalidation may change it without a local change).
-                body = await upstreams.page(request, project, media_type, files_url)
-                return _page(Rendered.of(body), media_type, request, ctx.document_cache_control)
+                held = await upstreams.page(request, project, media_type, files_url)
+                return _page(held, media_type, request, ctx.document_cache_control)
             rows = await store.project_files(ctx, project)
             if not rows:
                 if upstreams is None:
                     raise NotFound(f"project {project} not found")
-                body = await upstreams.page(request, project, media_type, files_url)
-                return _page(Rendered.of(body), media_type, request, ctx.document_cache_control)
+                held = await upstreams.page(request, project, media_type, files_url)
+                return _page(held, media_type, request, ctx.document_cache_control)
             body = _render_project(project, media_type, files_url, rows)
             page = pages.put(key, generation, Rendered.of(body))
         return _page(page, media_type, request, ctx.document_cache_control)
