@@ -5,6 +5,11 @@ each version's files with size, sha256 and Requires-Python, the description from
 rendered as PyPI renders it (readme_renderer: reStructuredText, Markdown or plain text by its
 Description-Content-Type), Requires-Dist linking to the projects this index holds, and the pip and
 uv lines. ``?version=`` selects the version whose metadata is shown (the newest release by default).
+
+Where it came from: a project with files uploaded here is marked published (and never merged with
+an upstream's files, see :mod:`depot.pypi.pullthrough`); a project depot holds only as a
+``--pypi-upstream`` cache gets its page from the upstream page it holds, each file marked cached
+(fetched when) or not fetched yet.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import email.message
 import email.parser
 import email.policy
 import io
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,10 +32,18 @@ from depot.core import EcosystemContext
 from depot.core.database import json_value
 from depot.core.errors import NotFound
 from depot.core.markup import Markup, code, escape, link, readme, safe_url, table, tag
-from depot.core.packagepages import PackagePage, PageSection
+from depot.core.packagepages import (
+    AT_UPSTREAM,
+    CACHED,
+    PUBLISHED,
+    PackagePage,
+    PageSection,
+    Provenance,
+    provenance_label,
+)
 from depot.core.pages import human_size
-from depot.pypi.names import normalize
-from depot.pypi.schema import blob_key, pypi_files
+from depot.pypi.names import InvalidFilename, normalize, parse_filename
+from depot.pypi.schema import blob_key, cached_files, pypi_files, upstream_pages
 from depot.pypi.simple import sort_versions
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
@@ -62,6 +76,7 @@ class PypiPages:
     def __init__(self, ctx: EcosystemContext) -> None:
         self.ctx = ctx
         self.ecosystem = ctx.name
+        self.documents: dict[str, dict[str, Any]] = {}
 
     async def page(self, name: str, request: Request) -> PackagePage | None:
         project = normalize(name)
@@ -73,17 +88,79 @@ class PypiPages:
             .order_by(f.filename)
         )  # fmt: skip
         # Plain tuples: a databases Record looks its column up by name on every access.
-        rows = [tuple(r._mapping) for r in await self.ctx.db.fetch_all(query)]
+        rows = [(*r._mapping, _UPLOADED) for r in await self.ctx.db.fetch_all(query)]
+        if not rows:
+            # A project with a file uploaded here never shows upstream files (dependency
+            # confusion); one that depot holds only as a cache gets its page from the cache.
+            return await self._cached_page(project, request)
+        files = _by_version(rows)
+        selected = _selected(request, project, files)
+        metadata = await self._metadata(files[selected])
+        return await self._build(project, request, files, selected, metadata, _UPLOADED)
+
+    async def _cached_page(self, project: str, request: Request) -> PackagePage | None:
+        """The page of a project held only as a cache of a ``--pypi-upstream``: the files of
+        the upstream page depot holds, each marked cached (fetched when) or not fetched yet.
+        Upstream pages carry no core metadata, so there is no description or Requires-Dist."""
+        held = await self.ctx.db.fetch_one(
+            upstream_pages.select().where(upstream_pages.c.project == project)
+        )
+        if held is None:
+            return None
+        upstream = held["upstream_url"]
+        document = await self._document(held["blob_key"])
+        c = cached_files.c
+        fetched = {
+            r[0]: r[1]
+            for r in await self.ctx.db.fetch_all(
+                sa.select(c.filename, c.fetched_at).where(c.project == project)
+            )
+        }
+        not_fetched = Provenance(AT_UPSTREAM, upstream)
+        rows = []
+        for entry in document.get("files") or ():
+            try:
+                parsed = parse_filename(entry["filename"])
+            except (InvalidFilename, KeyError, TypeError):
+                continue
+            when = fetched.get(entry["filename"])
+            rows.append((
+                entry["filename"], str(parsed.version), parsed.packagetype, entry["sha256"],
+                entry.get("size"), entry.get("requires-python"), None,
+                entry.get("upload-time") or "", entry.get("yanked"),
+                Provenance(CACHED, upstream, when) if when is not None else not_fetched,
+            ))  # fmt: skip
         if not rows:
             return None
-        files: dict[str, list[Any]] = {}
-        for row in rows:
-            files.setdefault(row[1], []).append(row)
+        rows.sort(key=lambda r: r[0])
+        files = _by_version(rows)
+        selected = _selected(request, project, files)
+        metadata = ProjectMetadata(name=str(document.get("name") or project))
+        provenance = Provenance(CACHED, upstream, held["fetched_at"])
+        return await self._build(project, request, files, selected, metadata, provenance)
+
+    async def _document(self, key: str) -> dict[str, Any]:
+        """A held upstream page (content-addressed: one key, one document), parsed in a thread."""
+        document = self.documents.get(key)
+        if document is None:
+            body = b"".join([chunk async for chunk in self.ctx.blobs.read(key)])
+            document = await asyncio.to_thread(json.loads, body)
+            if len(self.documents) >= 64:
+                self.documents.pop(next(iter(self.documents)))
+            self.documents[key] = document
+        return document
+
+    async def _build(
+        self,
+        project: str,
+        request: Request,
+        files: Mapping[str, Sequence[Any]],
+        selected: str,
+        metadata: ProjectMetadata,
+        provenance: Provenance,
+    ) -> PackagePage:
+        """The page from the file rows by version, uploaded or cached alike."""
         ordered = sort_versions(files)[::-1]
-        selected = request.query_params.get("version") or _default_version(ordered, files)
-        if selected not in files:
-            raise NotFound(f"{project} has no version {selected!r}")
-        metadata = await self._metadata(files[selected])
         held = await self._held({_requirement_name(r) for r in metadata.requires_dist} - {""})
 
         page_url = self.ctx.page_url(request, project)
@@ -98,21 +175,25 @@ class PypiPages:
                 render_description, description, metadata.description_content_type
             )
             sections.append(PageSection("Description", body, "description"))
-        sections += [
-            PageSection(
-                f"Requires-Dist of {selected}",
-                self._requirements(metadata.requires_dist, held, request),
-                "requires-dist",
-            ),
+        if not provenance.cached:
+            sections.append(
+                PageSection(
+                    f"Requires-Dist of {selected}",
+                    self._requirements(metadata.requires_dist, held, request),
+                    "requires-dist",
+                )
+            )
+        sections.append(
             PageSection(
                 f"Versions ({len(ordered)})",
                 _versions_table(ordered, files, selected, page_url, files_url),
                 "versions",
-            ),
-        ]
+            )
+        )
         facts: list[tuple[str, object]] = [
             ("version", _version_fact(selected, yanked)),
-            ("uploaded", _when(max(r[7] for r in files[selected]))),
+            ("uploaded", _when(max(r[7] or "" for r in files[selected]))),
+            ("source", _sources(files[selected])),
             ("Requires-Python", _requires_python(files[selected])),
             ("license", metadata.license),
             ("author", metadata.author),
@@ -127,6 +208,7 @@ class PypiPages:
             ),
             facts=facts,
             sections=sections,
+            provenance=provenance,
         )
 
     async def _metadata(self, version_files: Sequence[Any]) -> ProjectMetadata:
@@ -151,12 +233,13 @@ class PypiPages:
         return b"".join([chunk async for chunk in self.ctx.blobs.read(key)])
 
     async def _held(self, projects: set[str]) -> set[str]:
+        """Which of ``projects`` this index holds, uploaded or cached (so they have a page)."""
         if not projects:
             return set()
-        query = (
-            sa.select(pypi_files.c.project)
-            .where(pypi_files.c.project.in_(sorted(projects)))
-            .distinct()
+        wanted = sorted(projects)
+        query = sa.union(
+            sa.select(pypi_files.c.project).where(pypi_files.c.project.in_(wanted)),
+            sa.select(upstream_pages.c.project).where(upstream_pages.c.project.in_(wanted)),
         )
         return {r[0] for r in await self.ctx.db.fetch_all(query)}
 
@@ -169,6 +252,34 @@ class PypiPages:
             url = self.ctx.page_url(request, name) if name in held else None
             rows.append((link(url, name or text), code(text)))
         return table(("project", "requirement"), rows)
+
+
+#: Every file in ``pypi_files`` came through the upload API (``twine upload``, ``depot python
+#: push``): the provenance of each row of a project that is not a cache.
+_UPLOADED = Provenance(PUBLISHED)
+
+
+def _by_version(rows: Sequence[Any]) -> dict[str, list[Any]]:
+    files: dict[str, list[Any]] = {}
+    for row in rows:
+        files.setdefault(row[1], []).append(row)
+    return files
+
+
+def _selected(request: Request, project: str, files: Mapping[str, Sequence[Any]]) -> str:
+    """``?version=``, else what PyPI shows first; 404 for a version the project lacks."""
+    selected = request.query_params.get("version") or _default_version(
+        sort_versions(files)[::-1], files
+    )
+    if selected not in files:
+        raise NotFound(f"{project} has no version {selected!r}")
+    return selected
+
+
+def _sources(version_files: Sequence[Any]) -> Markup:
+    """The provenance of a version's files, each distinct label once."""
+    labels = dict.fromkeys(provenance_label(r[9]) for r in version_files)
+    return Markup("<br>").join(labels)
 
 
 def _default_version(ordered: Sequence[str], files: Mapping[str, Sequence[Any]]) -> str:
@@ -211,22 +322,25 @@ def _versions_table(
             if yanked is not None
             else ""
         )
-        rows.append(Markup(f'<tr class="group"><td colspan="5">{label} {state}</td></tr>'))
+        rows.append(Markup(f'<tr class="group"><td colspan="6">{label} {state}</td></tr>'))
         for row in files[version]:
-            filename, sha256, size, requires_python, uploaded = (
+            filename, sha256, size, requires_python, uploaded, source = (
                 row[0],
                 row[3],
                 row[4],
                 row[5],
                 row[7],
+                row[9],
             )
             href = files_url + (filename if _URL_SAFE.fullmatch(filename) else quote(filename))
             rows.append(Markup(
                 f'<tr><td><a href="{escape(href)}">{escape(filename)}</a></td>'
                 f"<td>{human_size(size)}</td><td><code>{escape(sha256)}</code></td>"
-                f"<td>{escape(requires_python or '')}</td><td>{_when(uploaded)}</td></tr>"
+                f"<td>{escape(requires_python or '')}</td><td>{_when(uploaded)}</td>"
+                f"<td>{provenance_label(source)}</td></tr>"
             ))  # fmt: skip
-    return table(("file", "size", "sha256", "Requires-Python", "uploaded"), rows, "files")
+    return table(("file", "size", "sha256", "Requires-Python", "uploaded", "source"), rows,
+                 "files")  # fmt: skip
 
 
 #: Distribution file names that need no percent-encoding in a URL path (nearly all of them).
