@@ -223,7 +223,8 @@ class NpmPages:
         async for chunk in self.ctx.blobs.read(blob_key):
             body += chunk
         document = await asyncio.to_thread(json.loads, body)
-        if len(self.documents) >= 16:
+        # Few: a public packument parses to megabytes, and the rendered page is kept anyway.
+        if len(self.documents) >= 4:
             self.documents.pop(next(iter(self.documents)))
         self.documents[blob_key] = document = _mapping(document)  # type: ignore[assignment]
         return document  # type: ignore[return-value]
