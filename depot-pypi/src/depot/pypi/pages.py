@@ -94,9 +94,10 @@ class PypiPages:
             # confusion); one that depot holds only as a cache gets its page from the cache.
             return await self._cached_page(project, request)
         files = _by_version(rows)
-        selected = _selected(request, project, files)
+        ordered = sort_versions(files)[::-1]
+        selected = _selected(request, project, ordered, files)
         metadata = await self._metadata(files[selected])
-        return await self._build(project, request, files, selected, metadata, _UPLOADED)
+        return await self._build(project, request, ordered, files, selected, metadata, _UPLOADED)
 
     async def _cached_page(self, project: str, request: Request) -> PackagePage | None:
         """The page of a project held only as a cache of a ``--pypi-upstream``: the files of
@@ -134,10 +135,11 @@ class PypiPages:
             return None
         rows.sort(key=lambda r: r[0])
         files = _by_version(rows)
-        selected = _selected(request, project, files)
+        ordered = sort_versions(files)[::-1]
+        selected = _selected(request, project, ordered, files)
         metadata = ProjectMetadata(name=str(document.get("name") or project))
         provenance = Provenance(CACHED, upstream, held["fetched_at"])
-        return await self._build(project, request, files, selected, metadata, provenance)
+        return await self._build(project, request, ordered, files, selected, metadata, provenance)
 
     async def _document(self, key: str) -> dict[str, Any]:
         """A held upstream page (content-addressed: one key, one document), parsed in a thread."""
@@ -154,13 +156,14 @@ class PypiPages:
         self,
         project: str,
         request: Request,
+        ordered: Sequence[str],
         files: Mapping[str, Sequence[Any]],
         selected: str,
         metadata: ProjectMetadata,
         provenance: Provenance,
     ) -> PackagePage:
-        """The page from the file rows by version, uploaded or cached alike."""
-        ordered = sort_versions(files)[::-1]
+        """The page from the file rows by version (``ordered`` newest first), uploaded or
+        cached alike."""
         held = await self._held({_requirement_name(r) for r in metadata.requires_dist} - {""})
 
         page_url = self.ctx.page_url(request, project)
@@ -266,11 +269,11 @@ def _by_version(rows: Sequence[Any]) -> dict[str, list[Any]]:
     return files
 
 
-def _selected(request: Request, project: str, files: Mapping[str, Sequence[Any]]) -> str:
+def _selected(
+    request: Request, project: str, ordered: Sequence[str], files: Mapping[str, Sequence[Any]]
+) -> str:
     """``?version=``, else what PyPI shows first; 404 for a version the project lacks."""
-    selected = request.query_params.get("version") or _default_version(
-        sort_versions(files)[::-1], files
-    )
+    selected = request.query_params.get("version") or _default_version(ordered, files)
     if selected not in files:
         raise NotFound(f"{project} has no version {selected!r}")
     return selected
