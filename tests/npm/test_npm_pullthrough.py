@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from depot.core.testing import Chromium, DepotServer, metric
+from depot.core.testing import HOSTILE_README, Chromium, DepotServer, metric, scan_dom
 from depot.core.testing_upstream import FaultProxy
 
 from .conftest import Npm
@@ -299,3 +299,27 @@ def test_pages_show_cached_versions_apart_from_published_ones(
     assert "pt-local" in published_part and "pt-leaf" not in published_part
     assert "pt-leaf" in cached_part and "@pt/mid" in cached_part
     assert f"cached from {upstream_label}" in cached_part
+
+
+def test_a_cached_packages_hostile_readme_runs_nothing(
+    upstream: DepotServer,
+    proxy: FaultProxy,
+    publisher: Npm,
+    make_depot_server: Callable[..., DepotServer],
+    npm: Npm,
+    make_package: Callable[..., Path],
+    chromium: Chromium,
+) -> None:
+    """A readme from an upstream is as untrusted as a published one: the cached package's page
+    renders it through the same sanitiser."""
+    publisher.login(upstream.url + "/npm/")
+    folder = make_package("pt-hostile", "1.0.0")
+    (folder / "README.md").write_text(HOSTILE_README)
+    publisher(upstream.url + "/npm/", "publish", cwd=folder)
+    caching = make_depot_server("--npm-upstream", proxy.url + "/npm/")
+    npm(caching.url + "/npm/", "view", "pt-hostile", "version")
+    dom = chromium.dom(caching.url + "/-/browse/npm/pt-hostile")
+    title, dangers = scan_dom(dom)
+    assert title == "pt-hostile - npm registry - depot"
+    assert dangers == []
+    assert "<h1>Hostile readme</h1>" in dom and f"Cached from {proxy.url}/npm/" in dom
