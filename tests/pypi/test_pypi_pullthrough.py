@@ -160,6 +160,8 @@ def test_pages_show_cached_files_apart_from_uploaded_ones(
     sdist_row = alpha.split("alpha-1.0.tar.gz</a>", 1)[1].split("</tr>", 1)[0]
     assert f"at {index}, not fetched yet" in sdist_row
     assert "Published to this depot" not in alpha
+    # Requires-Dist from the cached wheel's METADATA, linked to the cached dependency's page.
+    assert f'href="{pages}beta-pkg"' in alpha
 
     clients.twine_upload(caching.url, [dists / "gamma-1.0-py3-none-any.whl"])
     gamma = chromium.dom(pages + "gamma")

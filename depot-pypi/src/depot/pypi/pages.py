@@ -21,6 +21,7 @@ import email.policy
 import io
 import json
 import re
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -51,6 +52,9 @@ from starlette.requests import Request
 
 #: Core metadata larger than this is not read for the page (PyPI itself caps descriptions lower).
 MAX_METADATA = 4 * 1024 * 1024
+#: A cached wheel is opened for its METADATA (upstream pages carry no PEP 658 metadata) only
+#: up to this size: the whole wheel is read, and the page is kept once rendered.
+MAX_CACHED_WHEEL = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -102,7 +106,8 @@ class PypiPages:
     async def _cached_page(self, project: str, request: Request) -> PackagePage | None:
         """The page of a project held only as a cache of a ``--pypi-upstream``: the files of
         the upstream page depot holds, each marked cached (fetched when) or not fetched yet.
-        Upstream pages carry no core metadata, so there is no description or Requires-Dist."""
+        Upstream pages carry no core metadata: the summary, description and Requires-Dist come
+        from a cached wheel of the selected version, when depot holds one."""
         held = await self.ctx.db.fetch_one(
             upstream_pages.select().where(upstream_pages.c.project == project)
         )
@@ -112,9 +117,9 @@ class PypiPages:
         document = await self._document(held["blob_key"])
         c = cached_files.c
         fetched = {
-            r[0]: r[1]
+            r[0]: (r[1], r[2], r[3])
             for r in await self.ctx.db.fetch_all(
-                sa.select(c.filename, c.fetched_at).where(c.project == project)
+                sa.select(c.filename, c.fetched_at, c.blob_key, c.size).where(c.project == project)
             )
         }
         not_fetched = Provenance(AT_UPSTREAM, upstream)
@@ -124,7 +129,8 @@ class PypiPages:
                 parsed = parse_filename(entry["filename"])
             except (InvalidFilename, KeyError, TypeError):
                 continue
-            when = fetched.get(entry["filename"])
+            held_file = fetched.get(entry["filename"])
+            when = held_file[0] if held_file is not None else None
             rows.append((
                 entry["filename"], str(parsed.version), parsed.packagetype, entry["sha256"],
                 entry.get("size"), entry.get("requires-python"), None,
@@ -137,9 +143,28 @@ class PypiPages:
         files = _by_version(rows)
         ordered = sort_versions(files)[::-1]
         selected = _selected(request, project, ordered, files)
-        metadata = ProjectMetadata(name=str(document.get("name") or project))
+        metadata = await self._cached_metadata(files[selected], fetched)
+        if not metadata.name:
+            metadata = ProjectMetadata(name=str(document.get("name") or project))
         provenance = Provenance(CACHED, upstream, held["fetched_at"])
         return await self._build(project, request, ordered, files, selected, metadata, provenance)
+
+    async def _cached_metadata(
+        self, version_files: Sequence[Any], fetched: Mapping[str, tuple[Any, ...]]
+    ) -> ProjectMetadata:
+        """The core metadata inside a cached wheel of the version (upstream pages carry none),
+        read in a thread from wheels up to :data:`MAX_CACHED_WHEEL`; empty if none is held."""
+        for row in version_files:
+            held = fetched.get(row[0])
+            if row[2] != "bdist_wheel" or held is None or held[2] > MAX_CACHED_WHEEL:
+                continue
+            raw = await self._read_blob(held[1], limit=MAX_CACHED_WHEEL)
+            if raw is None:
+                continue
+            metadata = await asyncio.to_thread(_wheel_metadata, raw)
+            if metadata is not None:
+                return metadata
+        return ProjectMetadata()
 
     async def _document(self, key: str) -> dict[str, Any]:
         """A held upstream page (content-addressed: one key, one document), parsed in a thread."""
@@ -178,14 +203,15 @@ class PypiPages:
                 render_description, description, metadata.description_content_type
             )
             sections.append(PageSection("Description", body, "description"))
-        if not provenance.cached:
-            sections.append(
-                PageSection(
-                    f"Requires-Dist of {selected}",
-                    self._requirements(metadata.requires_dist, held, request),
-                    "requires-dist",
-                )
+        sections.append(
+            PageSection(
+                f"Requires-Dist of {selected}",
+                self._requirements(metadata.requires_dist, held, request)
+                if metadata.requires_dist or not provenance.cached
+                else Markup("<p>Not known until a wheel of this version is fetched.</p>"),
+                "requires-dist",
             )
+        )
         sections.append(
             PageSection(
                 f"Versions ({len(ordered)})",
@@ -229,9 +255,9 @@ class PypiPages:
         )
         return metadata_from_form(json_value(row[0]) if row is not None else None)
 
-    async def _read_blob(self, key: str) -> bytes | None:
+    async def _read_blob(self, key: str, limit: int = MAX_METADATA) -> bytes | None:
         stat = await self.ctx.blobs.stat(key)
-        if stat is None or stat.size > MAX_METADATA:
+        if stat is None or stat.size > limit:
             return None
         return b"".join([chunk async for chunk in self.ctx.blobs.read(key)])
 
@@ -348,6 +374,22 @@ def _versions_table(
 
 #: Distribution file names that need no percent-encoding in a URL path (nearly all of them).
 _URL_SAFE = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def _wheel_metadata(wheel: bytes) -> ProjectMetadata | None:
+    """The parsed ``*.dist-info/METADATA`` of a wheel's bytes, or None if it has none."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(wheel)) as archive:
+            name = next(
+                (n for n in archive.namelist() if n.count("/") == 1
+                 and n.endswith(".dist-info/METADATA")),
+                None,
+            )  # fmt: skip
+            if name is None or archive.getinfo(name).file_size > MAX_METADATA:
+                return None
+            return parse_metadata(archive.read(name))
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return None
 
 
 def parse_metadata(raw: bytes) -> ProjectMetadata:
