@@ -223,6 +223,9 @@ class PypiUpstreams:
             )  # fmt: skip
             # Evictable (--cache-max-size/-age), committed with the row.
             await self.ctx.cache_stored(page_item(project), len(body))
+        # The project page and the search page show what is held: they follow this as they
+        # follow uploads.
+        await self.ctx.changes.notify(project)
         self.documents[key] = document
         row = {
             "project": project, "upstream_url": upstream, "blob_key": key, "etag": fetched.etag,
@@ -271,6 +274,7 @@ class PypiUpstreams:
                 return response
         page_row = await self.held(project)
         document = await self._document(page_row["blob_key"])
+<<<<<<< HEAD
         upstream = page_row["upstream_url"]
         if filename.endswith(METADATA_SUFFIX):
             wheel = filename.removesuffix(METADATA_SUFFIX)
@@ -291,6 +295,31 @@ class PypiUpstreams:
         on_chunk = None
         if filename.endswith(METADATA_SUFFIX):
             verify, on_chunk = self._reading_requirements(verify)
+=======
+        entry = next((f for f in document["files"] if f["filename"] == filename), None)
+        if entry is None:
+            raise NotFound(f"{filename} not found here nor at {page_row['upstream_url']}")
+        upstream, source, expected = page_row["upstream_url"], entry["url"], entry["sha256"]
+
+        async def finish(upload: BlobUpload) -> None:
+            digest = upload.hexdigest("sha256")
+            if digest != expected:
+                raise Unverified(f"{filename} has sha256 {digest}, the index says {expected}")
+            key = f"upstream/files/{digest}"
+            await upload.commit(key)
+            async with self.ctx.reference_blobs(key):
+                await self.ctx.db.execute(
+                    self.ctx.db.insert_or_ignore(cached_files).values(
+                        filename=filename, project=project, upstream_url=upstream,
+                        source_url=source, blob_key=key, sha256=digest, size=upload.size,
+                        fetched_at=time.time(),
+                    )
+                )  # fmt: skip
+                await self.ctx.cache_stored(file_item(project, filename), upload.size)
+            await self.ctx.changes.notify(project)  # the page marks the file cached
+            self.ctx.artifact_stored(key, upload.size, request)
+
+>>>>>>> main
         return await client.fetch_blob(
             request,
             key=("file", filename),

@@ -64,8 +64,9 @@ class PypiCachedContent:
                 rows = await db.fetch_all(sa.select(table.c.blob_key).where(chosen))
                 keys += [row[0] for row in rows]
                 await db.execute(table.delete().where(chosen))
-        # Processes remember held pages and file rows (depot.pypi.pullthrough): they forget the
+        # The pages of these projects change (a file no longer cached, or no page at all), and
+        # processes remember held pages and file rows (depot.pypi.pullthrough): they forget the
         # evicted ones within the change notification's bound.
-        touched = {item.split("/", 1)[0] for item in items}
-        await self.ctx.changes.notify(*(topic(project) for project in sorted(touched)))
+        touched = sorted({item.split("/", 1)[0] for item in items})
+        await self.ctx.changes.notify(*touched, *(topic(project) for project in touched))
         await self.ctx.release_blobs(keys, since)
