@@ -274,7 +274,6 @@ class PypiUpstreams:
                 return response
         page_row = await self.held(project)
         document = await self._document(page_row["blob_key"])
-<<<<<<< HEAD
         upstream = page_row["upstream_url"]
         if filename.endswith(METADATA_SUFFIX):
             wheel = filename.removesuffix(METADATA_SUFFIX)
@@ -295,31 +294,6 @@ class PypiUpstreams:
         on_chunk = None
         if filename.endswith(METADATA_SUFFIX):
             verify, on_chunk = self._reading_requirements(verify)
-=======
-        entry = next((f for f in document["files"] if f["filename"] == filename), None)
-        if entry is None:
-            raise NotFound(f"{filename} not found here nor at {page_row['upstream_url']}")
-        upstream, source, expected = page_row["upstream_url"], entry["url"], entry["sha256"]
-
-        async def finish(upload: BlobUpload) -> None:
-            digest = upload.hexdigest("sha256")
-            if digest != expected:
-                raise Unverified(f"{filename} has sha256 {digest}, the index says {expected}")
-            key = f"upstream/files/{digest}"
-            await upload.commit(key)
-            async with self.ctx.reference_blobs(key):
-                await self.ctx.db.execute(
-                    self.ctx.db.insert_or_ignore(cached_files).values(
-                        filename=filename, project=project, upstream_url=upstream,
-                        source_url=source, blob_key=key, sha256=digest, size=upload.size,
-                        fetched_at=time.time(),
-                    )
-                )  # fmt: skip
-                await self.ctx.cache_stored(file_item(project, filename), upload.size)
-            await self.ctx.changes.notify(project)  # the page marks the file cached
-            self.ctx.artifact_stored(key, upload.size, request)
-
->>>>>>> main
         return await client.fetch_blob(
             request,
             key=("file", filename),
@@ -469,6 +443,8 @@ class PypiUpstreams:
                 await self.ctx.db.execute(self.ctx.db.insert_or_ignore(cached_files).values(**row))
                 await self.ctx.cache_stored(file_item(project, filename), upload.size)
             self._remember(self.file_rows, filename, generation, row)
+            if not filename.endswith(METADATA_SUFFIX):
+                await self.ctx.changes.notify(project)  # the package page marks it cached
             self.ctx.artifact_stored(key, upload.size, request)
 
         return verify, finish
