@@ -21,6 +21,7 @@ import hashlib
 import io
 import logging
 import pstats
+import shutil
 import sys
 import tempfile
 import time
@@ -187,6 +188,7 @@ async def main() -> None:
                 stream.truncate()
         print(f"{label:<18} {size:>8} {depot_s * 1e6:>9.1f} {floor_s * 1e6:>9.1f}")
     await app.state.depot.shutdown()
+    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
