@@ -249,7 +249,8 @@ class Changes:
         insert = changes_table.insert().values(topic=topic, at=now)
         if database.dialect_name != "postgresql":
             # SQLite has one writer at a time: ids are committed in the order they are given.
-            return await database.execute(insert)
+            # The row joins the group commit of whatever else is being written.
+            return await database.write(lambda: database.execute(insert))
         # Sequence values are taken before commit, so without the lock a reader could see id 6
         # commit before id 5 and, reading "after 6" next, never see 5. Under the lock, ids commit
         # in order; NOTIFY is delivered at commit.

@@ -4,24 +4,41 @@ Each plugin contributes a :class:`Schema` through the ``depot_schemas`` hook; at
 missing tables are created, pending migrations run in order and each schema's version is recorded
 in ``depot_schema_versions``. Rows reference blobs: write and verify the blob first, then insert
 the row, so nothing points at bytes that are not there.
+
+Writes that a request waits for go through :meth:`Database.write`: one transaction per write, and
+on SQLite, which has one writer and makes every commit durable with an fsync, *group commit*:
+the writes waiting at the same moment run one after another on one connection, each inside a
+savepoint of a shared transaction, which then commits once. Each writer is answered only after
+that commit, so an acknowledged write is as durable as before; a write that fails rolls back to
+its savepoint and fails alone.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import Mapping, Sequence
+import sqlite3
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import aiosqlite
 import databases
 import sqlalchemy as sa
 from databases import DatabaseURL
-from databases.backends.sqlite import SQLiteBackend, SQLitePool
+from databases.backends.common.records import Record, Row, create_column_maps
+from databases.backends.sqlite import (
+    SQLiteBackend,
+    SQLiteConnection,
+    SQLitePool,
+    SQLiteTransaction,
+)
 from depot.core.errors import ConfigError
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine.cursor import CursorResultMetaData
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 log = logging.getLogger("depot.core.database")
@@ -32,6 +49,10 @@ logging.getLogger("asyncpg.pool").setLevel(logging.ERROR)
 
 #: SQLite waits this long (seconds) for another writer's lock before failing.
 SQLITE_BUSY_TIMEOUT = 30.0
+#: At most this many writes share one SQLite commit (see :class:`GroupCommit`).
+GROUP_COMMIT_MAX = 64
+
+T = TypeVar("T")
 
 core_metadata = sa.MetaData()
 
@@ -108,6 +129,186 @@ class _ReusingSQLitePool(SQLitePool):
             await super().release(self._idle.pop())
 
 
+def _run_script(connection: sqlite3.Connection, sql: str) -> None:
+    connection.execute(sql).close()
+
+
+class _SQLiteTransaction(SQLiteTransaction):
+    """A transaction or savepoint, each step one call into the connection's thread.
+
+    ``db.transaction(immediate=True)`` begins with ``BEGIN IMMEDIATE``: the write lock is taken
+    (or waited for, within the busy timeout) at once, so a transaction that reads before it
+    writes cannot fail half-way because another process wrote meanwhile.
+    """
+
+    async def _run(self, sql: str) -> None:
+        connection = self._connection._connection
+        assert connection is not None, "Connection is not acquired"
+        await connection._execute(_run_script, connection._conn, sql)
+
+    async def start(self, is_root: bool, extra_options: dict[Any, Any]) -> None:
+        self._is_root = is_root
+        if is_root:
+            await self._run("BEGIN IMMEDIATE" if extra_options.get("immediate") else "BEGIN")
+        else:
+            self._savepoint_name = f"depot_savepoint_{uuid.uuid4().hex}"
+            await self._run(f"SAVEPOINT {self._savepoint_name}")
+
+    async def commit(self) -> None:
+        await self._run("COMMIT" if self._is_root else f"RELEASE SAVEPOINT {self._savepoint_name}")
+
+    async def rollback(self) -> None:
+        await self._run(
+            "ROLLBACK" if self._is_root else f"ROLLBACK TO SAVEPOINT {self._savepoint_name}"
+        )
+
+
+def _fetch(
+    connection: sqlite3.Connection, sql: str, args: list[Any], one: bool
+) -> tuple[Any, list[Any]]:
+    cursor = connection.execute(sql, args)
+    try:
+        if one:
+            row = cursor.fetchone()
+            return cursor.description, [] if row is None else [row]
+        return cursor.description, cursor.fetchall()
+    finally:
+        cursor.close()
+
+
+def _execute(connection: sqlite3.Connection, sql: str, args: list[Any]) -> Any:
+    cursor = connection.cursor()
+    try:
+        cursor.execute(sql, args)
+        return cursor.rowcount if cursor.lastrowid == 0 else cursor.lastrowid
+    finally:
+        cursor.close()
+
+
+class _SQLiteConnection(SQLiteConnection):
+    """``databases``' SQLite connection, each statement one call into the connection's thread.
+
+    ``databases`` makes three (open a cursor, execute, close it) and each costs a turn of the
+    event loop, which under load is several milliseconds: for a write holding the database's
+    single write lock, that time is everyone's.
+    """
+
+    def transaction(self) -> _SQLiteTransaction:
+        return _SQLiteTransaction(self)
+
+    async def _fetch(self, query: Any, one: bool) -> list[Record]:
+        connection = self._connection
+        assert connection is not None, "Connection is not acquired"
+        sql, args, result_columns, context = self._compile(query)
+        description, rows = await connection._execute(_fetch, connection._conn, sql, args, one)
+        column_maps = create_column_maps(result_columns)
+        metadata = CursorResultMetaData(context, description)
+        return [
+            Record(
+                Row(metadata, metadata._processors, metadata._keymap, row),
+                result_columns,
+                self._dialect,
+                column_maps,
+            )
+            for row in rows
+        ]
+
+    async def fetch_all(self, query: Any) -> list[Record]:
+        return await self._fetch(query, one=False)
+
+    async def fetch_one(self, query: Any) -> Record | None:
+        rows = await self._fetch(query, one=True)
+        return rows[0] if rows else None
+
+    async def execute(self, query: Any) -> Any:
+        connection = self._connection
+        assert connection is not None, "Connection is not acquired"
+        sql, args, _, _ = self._compile(query)
+        return await connection._execute(_execute, connection._conn, sql, args)
+
+
+class GroupCommit:
+    """Runs SQLite writes in shared transactions: one commit, one fsync, for all that wait.
+
+    :meth:`submit` queues a write and waits for its result. One task (started when a write
+    arrives, ended when none waits) takes every queued write, opens a ``BEGIN IMMEDIATE``
+    transaction on its own connection, runs each write in a savepoint (a write that raises is
+    rolled back to it and answered with its exception; the others go on) and commits. Writes
+    that arrive during a commit form the next group, so the group grows with the load and a lone
+    write waits for nothing. A failed ``BEGIN`` or ``COMMIT`` fails the whole group: nothing of
+    it was committed.
+
+    A write runs in this task, so its ``db.execute()`` calls use the shared connection: it must
+    only query the database (and, for ``reference_blobs``, check a blob exists), never stream
+    bytes or wait on the network, which would hold up every write queued behind it.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._queue: list[tuple[Callable[[], Awaitable[Any]], asyncio.Future[Any]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def submit(self, write: Callable[[], Awaitable[T]]) -> T:
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.append((write, future))
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="depot-group-commit")
+        return await future
+
+    async def drain(self) -> None:
+        """Wait until every queued write is committed or failed."""
+        while self._task is not None:
+            await asyncio.wait({self._task})
+
+    async def _run(self) -> None:
+        try:
+            while self._queue:
+                group = self._queue[:GROUP_COMMIT_MAX]
+                del self._queue[:GROUP_COMMIT_MAX]
+                await self._commit(group)
+        finally:
+            # No await between the empty check and this: a write queued later starts a new task.
+            self._task = None
+            for _, future in self._queue:  # only when this task itself was cancelled
+                future.cancel()
+            self._queue.clear()
+
+    async def _commit(
+        self, group: list[tuple[Callable[[], Awaitable[Any]], asyncio.Future[Any]]]
+    ) -> None:
+        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        try:
+            async with self.db.connection() as conn, conn.transaction(immediate=True):
+                for write, future in group:
+                    if future.cancelled():
+                        continue  # its caller stopped waiting before it began: not written
+                    try:
+                        async with conn.transaction():
+                            result = await write()
+                    except Exception as exc:
+                        outcomes.append((future, None, exc))
+                    else:
+                        outcomes.append((future, result, None))
+        except BaseException as exc:
+            for _, future in group:
+                if future.done():
+                    continue
+                if isinstance(exc, Exception):
+                    future.set_exception(exc)
+                else:
+                    future.cancel()
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for future, result, error in outcomes:
+            if future.done():
+                continue
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+
+
 class Database(databases.Database):
     """``databases.Database`` that knows its dialect and depot's conventions."""
 
@@ -135,8 +336,27 @@ class Database(databases.Database):
             assert isinstance(backend, SQLiteBackend)
             self._sqlite_pool = _ReusingSQLitePool(backend._database_url, **options)
             backend._pool = self._sqlite_pool
+            pool, dialect = self._sqlite_pool, backend._dialect
+            backend.connection = lambda: _SQLiteConnection(pool, dialect)  # type: ignore[method-assign]
+        self._group_commit = GroupCommit(self)
+
+    async def write(self, write: Callable[[], Awaitable[T]]) -> T:
+        """Run ``write`` (an ``async`` function of database statements through this object) in a
+        transaction and return its result once that transaction is committed.
+
+        On SQLite the write joins a group commit (:class:`GroupCommit`): it runs in another task
+        on a shared connection, so it must only query the database. Already inside a
+        transaction, it runs there, as part of it.
+        """
+        if self.connection()._transaction_stack:
+            return await write()
+        if self._sqlite_pool is None:
+            async with self.transaction():
+                return await write()
+        return await self._group_commit.submit(write)
 
     async def disconnect(self) -> None:
+        await self._group_commit.drain()
         await super().disconnect()
         if self._sqlite_pool is not None:
             await self._sqlite_pool.close_idle()

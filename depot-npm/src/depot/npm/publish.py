@@ -31,7 +31,7 @@ from depot.npm.packument import (
 from depot.npm.publish_body import PublishBody, read_publish_body
 from depot.npm.registry import Registry
 from depot.npm.responses import json_object, json_ok, read_json
-from depot.npm.uploads import receive_tarball, record_tarball, require_new_tarball
+from depot.npm.uploads import add_tarball_row, receive_tarball, require_new_tarball
 from depot.npm.versions import choose_latest
 from starlette.requests import Request
 from starlette.responses import Response
@@ -107,26 +107,39 @@ async def publish(reg: Registry, request: Request, name: str, body: PublishBody)
             shasum=dist.get("shasum"),
             length=length,
         )
-    before = await store.version_numbers(reg.ctx.db, name)
-    published = []
-    for received in body.attachments.values():
-        stored = await received.tarball.commit()
-        await record_tarball(reg.ctx, name, stored)
-        reg.ctx.artifact_stored(stored.key, stored.size, request)
-        manifest = manifests[received.version]
-        await _add_version(
-            reg,
-            name,
-            manifest,
-            stored.filename,
-            stored.integrity,
-            stored.sha1,
-            fields=publish_fields(document, manifest),
-        )
-        published.append(received.version)
-    await _apply_publish_tags(reg, name, tags, before)
-    await store.touch(reg.ctx.db, name)
+    committed = [
+        (received, await received.tarball.commit()) for received in body.attachments.values()
+    ]
+
+    async def record() -> list[str]:
+        """Every row of the publish, in one transaction (one commit shared with other writes)."""
+        before = await store.version_numbers(reg.ctx.db, name)
+        for received, stored in committed:
+            await add_tarball_row(reg.ctx, name, stored)
+            manifest = manifests[received.version]
+            await _add_version(
+                reg,
+                name,
+                manifest,
+                stored.filename,
+                stored.integrity,
+                stored.sha1,
+                fields=publish_fields(document, manifest),
+            )
+        await _apply_publish_tags(reg, name, tags, before)
+        await store.touch(reg.ctx.db, name)
+        return [received.version for received, _ in committed]
+
+    try:
+        published = await reg.ctx.db.write(record)
+    except Exception:
+        # Nothing of the publish was committed: its tarballs are referenced by no row.
+        for _, stored in committed:
+            await reg.ctx.blobs.delete(stored.key)
+        raise
     await reg.changed(name)
+    for _, stored in committed:
+        reg.ctx.artifact_stored(stored.key, stored.size, request)
     return json_ok({"ok": True, "id": name, "versions": published}, 201)
 
 
@@ -288,24 +301,31 @@ async def push_version(reg: Registry, request: Request, name: str, version: str)
         verify(digests, dist.get("integrity"), dist.get("shasum"))
     except IntegrityError as exc:
         raise BadRequest(f"{filename}: {exc}") from exc
-    existing = await store.get_version(reg.ctx.db, name, version)
-    if existing is not None:
-        if existing.integrity == tarball["sha512"]:
-            return json_ok({"ok": True, "id": name, "existing": True})
-        raise Conflict(f"cannot publish over the previously published version {name}@{version}")
     deprecated = manifest.get("deprecated")
-    await _add_version(
-        reg,
-        name,
-        manifest,
-        filename,
-        tarball["sha512"],
-        tarball["sha1"],
-        fields=package_fields(manifest),
-        deprecated=deprecated if isinstance(deprecated, str) else None,
-        provenance="pushed",
-    )
-    await store.touch(reg.ctx.db, name)
+
+    async def record() -> bool:
+        """False if the same version is already published (from the same tarball)."""
+        existing = await store.get_version(reg.ctx.db, name, version)
+        if existing is not None:
+            if existing.integrity == tarball["sha512"]:
+                return False
+            raise Conflict(f"cannot publish over the previously published version {name}@{version}")
+        await _add_version(
+            reg,
+            name,
+            manifest,
+            filename,
+            tarball["sha512"],
+            tarball["sha1"],
+            fields=package_fields(manifest),
+            deprecated=deprecated if isinstance(deprecated, str) else None,
+            provenance="pushed",
+        )
+        await store.touch(reg.ctx.db, name)
+        return True
+
+    if not await reg.ctx.db.write(record):
+        return json_ok({"ok": True, "id": name, "existing": True})
     await reg.changed(name)
     return json_ok({"ok": True, "id": name}, 201)
 

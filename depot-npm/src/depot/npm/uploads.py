@@ -160,10 +160,13 @@ async def open_tarball(
         yield IncomingTarball(upload, key, filename)
 
 
-async def record_tarball(
+async def add_tarball_row(
     ctx: EcosystemContext, name: str, stored: StoredTarball, provenance: str = "published"
 ) -> None:
-    """The tarball row, written after its blob is committed; 409 if a concurrent upload won."""
+    """The tarball row of a committed blob; 409 if a concurrent upload recorded the file first.
+
+    Run it inside a write (``ctx.db.write``); whoever runs it deletes the blob if it fails.
+    """
     async with ctx.reference_blobs(stored.key):
         recorded = await store.add_tarball(
             ctx.db,
@@ -176,10 +179,20 @@ async def record_tarball(
             provenance,
         )
     if not recorded:
-        await ctx.blobs.delete(stored.key)
         raise Conflict(
             f"{name}: tarball {stored.filename} already exists; published files never change"
         )
+
+
+async def record_tarball(
+    ctx: EcosystemContext, name: str, stored: StoredTarball, provenance: str = "published"
+) -> None:
+    """The tarball row, written after its blob is committed; 409 if a concurrent upload won."""
+    try:
+        await ctx.db.write(lambda: add_tarball_row(ctx, name, stored, provenance))
+    except Exception:
+        await ctx.blobs.delete(stored.key)
+        raise
 
 
 async def receive_tarball(

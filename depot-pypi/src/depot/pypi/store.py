@@ -167,15 +167,22 @@ async def publish(
         "requires_python": metadata.requires_python,
         "metadata_sha256": metadata_sha256,
         "upload_time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        "yanked": await yank.release_state(ctx, dist.project, dist.version),
         "md5": received.digests["md5_digest"],
         "blake2_256": received.digests["blake2_256_digest"],
         "fields": dict(fields or {}),
     }
     keys = [blob_key(sha256)] + ([blob_key(metadata_sha256)] if metadata_sha256 else [])
-    async with ctx.reference_blobs(*keys):
-        await ctx.db.execute(ctx.db.insert_or_ignore(pypi_files).values(**row))
-    winner = await file_row(ctx, dist.filename)
+
+    async def record() -> Mapping[str, Any] | None:
+        """The file's row (one transaction, its commit shared with other writes); the row that
+        holds the filename afterwards, which is another upload's if that one came first."""
+        # Read in the transaction: a yank of the release committed before this row is not lost.
+        row["yanked"] = await yank.release_state(ctx, dist.project, dist.version)
+        async with ctx.reference_blobs(*keys):
+            await ctx.db.execute(ctx.db.insert_or_ignore(pypi_files).values(**row))
+        return await file_row(ctx, dist.filename)
+
+    winner = await ctx.db.write(record)
     if winner is None or winner["sha256"] != sha256:
         raise Conflict(f"File already exists: {dist.filename} was published with other content")
     await ctx.changes.notify(dist.project)
