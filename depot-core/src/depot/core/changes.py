@@ -33,6 +33,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -74,6 +75,13 @@ changes_table = sa.Table(
 CHANGES_SCHEMA = Schema(name="depot-core-changes", version=1, tables=[changes_table])
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """The change-log rows :meth:`Changes.record` added (None: nothing was, notify writes)."""
+
+    ids: list[int] | None
+
+
 def scope_of(topic: str) -> str:
     """``"npm:left-pad"`` -> ``"npm:"``; a topic without a scope is its own scope."""
     head, sep, _ = topic.partition(":")
@@ -107,11 +115,12 @@ class Changes:
         generation = self._generations.get(topic, 0)
         return generation if generation > self._floor else self._floor
 
-    async def notify(self, *topics: str) -> None:
+    async def notify(self, *topics: str, recorded: Recorded | None = None) -> None:
         """Announce that ``topics`` changed; call it after the write is committed.
 
         This process sees the change at once; every other process sharing the database within
-        :data:`BOUND` seconds.
+        :data:`BOUND` seconds. ``recorded``: what :meth:`record` wrote in the write's own
+        transaction, which then needs no write of its own here.
         """
         if not topics:
             return
@@ -119,11 +128,31 @@ class Changes:
         database = self._database
         if database is None:
             return  # not started: no other process can have cached anything of ours yet
+        if recorded is not None and recorded.ids is not None:
+            self._own.update(i for i in recorded.ids if i > self._last_seen)
+            return
         now = time.time()
         for topic in topics:
             own = await self._record(database, topic, now)
             if own is not None and own > self._last_seen:
                 self._own.add(own)
+
+    async def record(self, *topics: str) -> Recorded:
+        """Inside a write's transaction (``db.write``): add the change-log rows of ``topics``
+        there, so they commit with the write instead of in a commit of their own; pass the
+        result to :meth:`notify` after the commit.
+
+        On SQLite only: on PostgreSQL change ids must commit in order, under a lock that a
+        whole write should not hold, so :meth:`notify` writes them as usual.
+        """
+        database = self._database
+        if database is None or database.dialect_name == "postgresql":
+            return Recorded(None)
+        now = time.time()
+        ids = [
+            await database.execute(changes_table.insert().values(topic=t, at=now)) for t in topics
+        ]
+        return Recorded(ids)
 
     def invalidate_all(self) -> None:
         """Move every generation (a cache of this process can no longer be trusted)."""
@@ -279,5 +308,9 @@ class TopicFeed:
     def generation(self, name: str = "") -> int:
         return self.changes.generation(self.scope + name)
 
-    async def notify(self, *names: str) -> None:
-        await self.changes.notify(*(self.scope + name for name in names))
+    async def notify(self, *names: str, recorded: Recorded | None = None) -> None:
+        await self.changes.notify(*(self.scope + name for name in names), recorded=recorded)
+
+    async def record(self, *names: str) -> Recorded:
+        """Inside a write: see :meth:`Changes.record`."""
+        return await self.changes.record(*(self.scope + name for name in names))

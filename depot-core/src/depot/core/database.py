@@ -16,11 +16,13 @@ its savepoint and fails alone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sqlite3
+import threading
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
@@ -226,37 +228,156 @@ class _SQLiteConnection(SQLiteConnection):
         sql, args, _, _ = self._compile(query)
         return await connection._execute(_execute, connection._conn, sql, args)
 
+    async def iterate(self, query: Any) -> AsyncIterator[Record]:
+        for record in await self._fetch(query, one=False):
+            yield record
+
+
+class _DirectSQLite:
+    """Stands in for an aiosqlite connection on the group-commit thread: calls run inline.
+
+    That thread exists to run writes; blocking it on SQLite is what it is for, and each
+    statement then costs no handover between threads.
+    """
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._conn = connection
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._conn.in_transaction
+
+    async def _execute(self, fn: Callable[..., T], *args: Any) -> T:
+        return fn(*args)
+
+
+class _DirectPool:
+    def __init__(self, connection: _DirectSQLite) -> None:
+        self.connection = connection
+
+    async def acquire(self) -> _DirectSQLite:
+        return self.connection
+
+    async def release(self, connection: _DirectSQLite) -> None:
+        pass
+
+
+_Pending = tuple[Callable[[], Awaitable[Any]], asyncio.Future[Any], asyncio.AbstractEventLoop]
+
+
+def _settle(
+    pending: _Pending, result: Any = None, error: BaseException | None = None, cancel: bool = False
+) -> None:
+    """Answer a waiting writer on its own event loop."""
+    _, future, loop = pending
+
+    def answer() -> None:
+        if future.done():
+            return
+        if cancel:
+            future.cancel()
+        elif error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    # A closed loop raises RuntimeError: nobody waits for the answer any more.
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(answer)
+
 
 class GroupCommit:
     """Runs SQLite writes in shared transactions: one commit, one fsync, for all that wait.
 
-    :meth:`submit` queues a write and waits for its result. One task (started when a write
-    arrives, ended when none waits) takes every queued write, opens a ``BEGIN IMMEDIATE``
-    transaction on its own connection, runs each write in a savepoint (a write that raises is
-    rolled back to it and answered with its exception; the others go on) and commits. Writes
-    that arrive during a commit form the next group, so the group grows with the load and a lone
-    write waits for nothing. A failed ``BEGIN`` or ``COMMIT`` fails the whole group: nothing of
-    it was committed.
+    :meth:`submit` queues a write and waits for its result. A thread with an event loop of its
+    own takes every queued write, opens a ``BEGIN IMMEDIATE`` transaction on its connection,
+    runs each write in a savepoint (a write that raises is rolled back to it and answered with
+    its exception; the others go on) and commits; then answers each writer. Writes that arrive
+    during a commit form the next group, so the group grows with the load and a lone write
+    waits for nothing. A failed ``BEGIN`` or ``COMMIT`` fails the whole group: nothing of it
+    was committed.
 
-    A write runs in this task, so its ``db.execute()`` calls use the shared connection: it must
+    Why a loop of its own: every statement is a round trip to SQLite's thread, and on the
+    serving loop each one waits for a whole turn of that loop, which under load is milliseconds
+    of other requests' work; the write lock is held meanwhile, so that time was every writer's.
+
+    A write runs on that loop, so its ``db.execute()`` calls use the shared connection. It must
     only query the database (and, for ``reference_blobs``, check a blob exists), never stream
-    bytes or wait on the network, which would hold up every write queued behind it.
+    bytes, wait on the network or touch objects bound to the serving loop.
     """
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._queue: list[tuple[Callable[[], Awaitable[Any]], asyncio.Future[Any]]] = []
+        self._queue: list[_Pending] = []  # touched on the writer loop only
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._local = threading.local()  # the writer thread's connection
 
     async def submit(self, write: Callable[[], Awaitable[T]]) -> T:
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.append((write, future))
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="depot-group-commit")
+        caller = asyncio.get_running_loop()
+        future: asyncio.Future[T] = caller.create_future()
+        self._writer_loop().call_soon_threadsafe(self._enqueue, (write, future, caller))
         return await future
 
-    async def drain(self) -> None:
-        """Wait until every queued write is committed or failed."""
+    async def close(self) -> None:
+        """Commit (or fail) what is queued, then end the thread; a later write starts anew."""
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        if loop is None or thread is None:
+            return
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._drain(), loop))
+        loop.call_soon_threadsafe(loop.stop)
+        await asyncio.to_thread(thread.join)
+
+    def _writer_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(
+                    target=self._serve, args=(loop,), name="depot-group-commit", daemon=True
+                )
+                thread.start()
+                self._loop, self._thread = loop, thread
+            return self._loop
+
+    def _serve(self, loop: asyncio.AbstractEventLoop) -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_forever()
+            loop.run_until_complete(self._drain())  # writes queued while it was stopping
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            loop.close()
+            connection = getattr(self._local, "sqlite", None)
+            if connection is not None:
+                connection.close()
+
+    def _writer_connection(self) -> databases.core.Connection:
+        """The thread's own SQLite connection, as the current task's ``databases`` connection
+        (so that a write's ``db.execute()`` runs on it)."""
+        local = self._local
+        if getattr(local, "connection", None) is None:
+            pool = self.db._sqlite_pool
+            assert pool is not None
+            local.sqlite = sqlite3.connect(pool._database, isolation_level=None, **pool._options)
+            local.connection = databases.core.Connection(self.db, self.db._backend)
+            local.connection._connection = _SQLiteConnection(
+                _DirectPool(_DirectSQLite(local.sqlite)),  # type: ignore[arg-type]
+                self.db._backend._dialect,  # type: ignore[attr-defined]
+            )
+        self.db._connection = local.connection
+        connection: databases.core.Connection = local.connection
+        return connection
+
+    def _enqueue(self, pending: _Pending) -> None:
+        self._queue.append(pending)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _drain(self) -> None:
         while self._task is not None:
             await asyncio.wait({self._task})
 
@@ -269,44 +390,37 @@ class GroupCommit:
         finally:
             # No await between the empty check and this: a write queued later starts a new task.
             self._task = None
-            for _, future in self._queue:  # only when this task itself was cancelled
-                future.cancel()
+            for pending in self._queue:  # only when this task itself was cancelled
+                _settle(pending, cancel=True)
             self._queue.clear()
 
-    async def _commit(
-        self, group: list[tuple[Callable[[], Awaitable[Any]], asyncio.Future[Any]]]
-    ) -> None:
-        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+    async def _commit(self, group: list[_Pending]) -> None:
+        outcomes: list[tuple[_Pending, Any, BaseException | None]] = []
         try:
-            async with self.db.connection() as conn, conn.transaction(immediate=True):
-                for write, future in group:
+            conn = self._writer_connection()
+            async with conn, conn.transaction(immediate=True):
+                for pending in group:
+                    write, future, _ = pending
                     if future.cancelled():
                         continue  # its caller stopped waiting before it began: not written
                     try:
                         async with conn.transaction():
                             result = await write()
                     except Exception as exc:
-                        outcomes.append((future, None, exc))
+                        outcomes.append((pending, None, exc))
                     else:
-                        outcomes.append((future, result, None))
+                        outcomes.append((pending, result, None))
         except BaseException as exc:
-            for _, future in group:
-                if future.done():
-                    continue
+            for pending in group:
                 if isinstance(exc, Exception):
-                    future.set_exception(exc)
+                    _settle(pending, error=exc)
                 else:
-                    future.cancel()
+                    _settle(pending, cancel=True)
             if not isinstance(exc, Exception):
                 raise
             return
-        for future, result, error in outcomes:
-            if future.done():
-                continue
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(result)
+        for pending, result, error in outcomes:
+            _settle(pending, result, error)
 
 
 class Database(databases.Database):
@@ -356,7 +470,7 @@ class Database(databases.Database):
         return await self._group_commit.submit(write)
 
     async def disconnect(self) -> None:
-        await self._group_commit.drain()
+        await self._group_commit.close()
         await super().disconnect()
         if self._sqlite_pool is not None:
             await self._sqlite_pool.close_idle()

@@ -13,6 +13,7 @@ import time
 from contextlib import AsyncExitStack
 from typing import Any
 
+from depot.core.changes import Recorded
 from depot.core.errors import BadRequest, Conflict, NotFound
 from depot.npm import store
 from depot.npm.integrity import IntegrityError, sri_digest, verify
@@ -111,8 +112,9 @@ async def publish(reg: Registry, request: Request, name: str, body: PublishBody)
         (received, await received.tarball.commit()) for received in body.attachments.values()
     ]
 
-    async def record() -> list[str]:
-        """Every row of the publish, in one transaction (one commit shared with other writes)."""
+    async def record() -> tuple[list[str], Recorded]:
+        """Every row of the publish and its change-log row, in one transaction (one commit
+        shared with other writes)."""
         before = await store.version_numbers(reg.ctx.db, name)
         for received, stored in committed:
             await add_tarball_row(reg.ctx, name, stored)
@@ -128,16 +130,16 @@ async def publish(reg: Registry, request: Request, name: str, body: PublishBody)
             )
         await _apply_publish_tags(reg, name, tags, before)
         await store.touch(reg.ctx.db, name)
-        return [received.version for received, _ in committed]
+        return [received.version for received, _ in committed], await reg.ctx.changes.record(name)
 
     try:
-        published = await reg.ctx.db.write(record)
+        published, recorded = await reg.ctx.db.write(record)
     except Exception:
         # Nothing of the publish was committed: its tarballs are referenced by no row.
         for _, stored in committed:
             await reg.ctx.blobs.delete(stored.key)
         raise
-    await reg.changed(name)
+    await reg.changed(name, recorded)
     for _, stored in committed:
         reg.ctx.artifact_stored(stored.key, stored.size, request)
     return json_ok({"ok": True, "id": name, "versions": published}, 201)
@@ -303,12 +305,12 @@ async def push_version(reg: Registry, request: Request, name: str, version: str)
         raise BadRequest(f"{filename}: {exc}") from exc
     deprecated = manifest.get("deprecated")
 
-    async def record() -> bool:
-        """False if the same version is already published (from the same tarball)."""
+    async def record() -> Recorded | None:
+        """None if the same version is already published (from the same tarball)."""
         existing = await store.get_version(reg.ctx.db, name, version)
         if existing is not None:
             if existing.integrity == tarball["sha512"]:
-                return False
+                return None
             raise Conflict(f"cannot publish over the previously published version {name}@{version}")
         await _add_version(
             reg,
@@ -322,11 +324,12 @@ async def push_version(reg: Registry, request: Request, name: str, version: str)
             provenance="pushed",
         )
         await store.touch(reg.ctx.db, name)
-        return True
+        return await reg.ctx.changes.record(name)
 
-    if not await reg.ctx.db.write(record):
+    recorded = await reg.ctx.db.write(record)
+    if recorded is None:
         return json_ok({"ok": True, "id": name, "existing": True})
-    await reg.changed(name)
+    await reg.changed(name, recorded)
     return json_ok({"ok": True, "id": name}, 201)
 
 
