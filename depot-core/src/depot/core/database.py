@@ -33,6 +33,7 @@ import sqlalchemy as sa
 from databases import DatabaseURL
 from databases.backends.common.records import Record, Row, create_column_maps
 from databases.backends.sqlite import (
+    CompilationContext,
     SQLiteBackend,
     SQLiteConnection,
     SQLitePool,
@@ -42,6 +43,7 @@ from depot.core.errors import ConfigError
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine.cursor import CursorResultMetaData
 from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlalchemy.sql.ddl import DDLElement
 
 log = logging.getLogger("depot.core.database")
 
@@ -53,6 +55,8 @@ logging.getLogger("asyncpg.pool").setLevel(logging.ERROR)
 SQLITE_BUSY_TIMEOUT = 30.0
 #: At most this many writes share one SQLite commit (see :class:`GroupCommit`).
 GROUP_COMMIT_MAX = 64
+#: Compiled statement shapes kept per database (the cache starts over when full).
+COMPILED_CACHE_SIZE = 1000
 
 T = TypeVar("T")
 
@@ -187,6 +191,15 @@ def _execute(connection: sqlite3.Connection, sql: str, args: list[Any]) -> Any:
         cursor.close()
 
 
+def _compiled_statements(dialect: sa.engine.Dialect) -> dict[Any, Any]:
+    """The compiled-statement cache of one dialect object (one per database)."""
+    cache: dict[Any, Any] | None = getattr(dialect, "_depot_compiled", None)
+    if cache is None:
+        cache = {}
+        dialect._depot_compiled = cache  # type: ignore[attr-defined]
+    return cache
+
+
 class _SQLiteConnection(SQLiteConnection):
     """``databases``' SQLite connection, each statement one call into the connection's thread.
 
@@ -197,6 +210,50 @@ class _SQLiteConnection(SQLiteConnection):
 
     def transaction(self) -> _SQLiteTransaction:
         return _SQLiteTransaction(self)
+
+    def _compile(self, query: Any) -> tuple[str, list[Any], Any, Any]:
+        """``databases``' compilation, reusing the SQL compiled for the same statement shape.
+
+        SQLAlchemy's cache key names a statement's structure apart from its literal values:
+        a cached compilation takes the new values (``extracted_parameters``) as SQLAlchemy's
+        own engine does. Compiling costs about twice as much as keying, on the event loop, for
+        every query. Statements with values rendered into the SQL (``IN`` lists, literal
+        binds) are compiled every time.
+        """
+        if isinstance(query, DDLElement):
+            return super()._compile(query)
+        key = query._generate_cache_key()
+        if key is None:
+            return super()._compile(query)
+        cache: dict[Any, Any] = _compiled_statements(self._dialect)
+        compiled = cache.get(key.key)
+        if compiled is None:
+            compiled = query.compile(
+                dialect=self._dialect, cache_key=key, compile_kwargs={"render_postcompile": True}
+            )
+            if any(b.expanding or b.literal_execute for b in compiled.binds.values()):
+                compiled = False
+            if len(cache) >= COMPILED_CACHE_SIZE:
+                cache.clear()
+            cache[key.key] = compiled
+        if compiled is False:
+            return super()._compile(query)
+        params = compiled.construct_params(extracted_parameters=key.bindparams)
+        processors = compiled._bind_processors
+        args = [
+            processors[name](params[name]) if name in processors else params[name]
+            for name in compiled.positiontup
+        ]
+        context = self._dialect.execution_ctx_cls()
+        context.dialect = self._dialect
+        context.result_column_struct = (
+            compiled._result_columns,
+            compiled._ordered_columns,
+            compiled._textual_ordered_columns,
+            compiled._ad_hoc_textual,
+            compiled._loose_column_name_matching,
+        )
+        return compiled.string, args, compiled._result_columns, CompilationContext(context)
 
     async def _fetch(self, query: Any, one: bool) -> list[Record]:
         connection = self._connection
