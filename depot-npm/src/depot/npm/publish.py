@@ -32,7 +32,7 @@ from depot.npm.packument import (
 from depot.npm.publish_body import PublishBody, read_publish_body
 from depot.npm.registry import Registry
 from depot.npm.responses import json_object, json_ok, read_json
-from depot.npm.uploads import add_tarball_row, receive_tarball, require_new_tarball
+from depot.npm.uploads import add_tarball_row, receive_tarball
 from depot.npm.versions import choose_latest
 from starlette.requests import Request
 from starlette.responses import Response
@@ -88,9 +88,6 @@ async def publish(reg: Registry, request: Request, name: str, body: PublishBody)
     for version in manifests:
         if version not in carried:
             raise BadRequest(f"versions[{version!r}] has no attachment: nothing to publish it from")
-    existing = [v for v in manifests if await store.get_version(reg.ctx.db, name, v)]
-    if existing:
-        raise Conflict(f"cannot publish over the previously published version {name}@{existing[0]}")
     # Verify every tarball before committing any, so a bad one leaves nothing stored.
     for filename, received in body.attachments.items():
         if received.version not in manifests:
@@ -100,7 +97,6 @@ async def publish(reg: Registry, request: Request, name: str, body: PublishBody)
         length = attachment.get("length")
         if length is not None and (not isinstance(length, int) or isinstance(length, bool)):
             raise BadRequest(f"_attachments[{filename!r}].length must be a number of bytes")
-        await require_new_tarball(reg.ctx, name, received.tarball.filename)
         received.tarball.verify(
             name,
             received.version,
@@ -114,8 +110,14 @@ async def publish(reg: Registry, request: Request, name: str, body: PublishBody)
 
     async def record() -> tuple[list[str], Recorded]:
         """Every row of the publish and its change-log row, in one transaction (one commit
-        shared with other writes)."""
+        shared with other writes). A version or tarball published already is refused here,
+        in the transaction, instead of in queries of their own beforehand."""
         before = await store.version_numbers(reg.ctx.db, name)
+        existing = [v for v in manifests if v in before]
+        if existing:
+            raise Conflict(
+                f"cannot publish over the previously published version {name}@{existing[0]}"
+            )
         for received, stored in committed:
             await add_tarball_row(reg.ctx, name, stored)
             manifest = manifests[received.version]
