@@ -125,6 +125,9 @@ class NpmUpstream:
             )
             # Evictable (--cache-max-size/-age), committed with the row.
             await self.ctx.cache_stored(packument_item(name), len(fetched.body))
+        # The package page (and the search page) show what is held: they follow this as they
+        # follow publishes.
+        await self.ctx.changes.notify(name)
         self.documents[key] = (key, document)
         return await store.held_packument(self.ctx.db, name)
 
@@ -206,6 +209,7 @@ class NpmUpstream:
                     sri("sha512", digests["sha512"]),
                 )  # fmt: skip
                 await self.ctx.cache_stored(tarball_item(name, filename), upload.size)
+            await self.ctx.changes.notify(name)  # the page marks the version cached
             self.ctx.artifact_stored(key, upload.size, request)
 
         return await client.fetch_blob(
