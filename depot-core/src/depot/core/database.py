@@ -511,6 +511,10 @@ class Database(databases.Database):
             backend.connection = lambda: _SQLiteConnection(pool, dialect)  # type: ignore[method-assign]
         self._group_commit = GroupCommit(self)
 
+    def in_transaction(self) -> bool:
+        """Whether the current task is inside a transaction (``db.transaction()``, a write)."""
+        return bool(self.connection()._transaction_stack)
+
     async def write(self, write: Callable[[], Awaitable[T]]) -> T:
         """Run ``write`` (an ``async`` function of database statements through this object) in a
         transaction and return its result once that transaction is committed.
@@ -519,7 +523,7 @@ class Database(databases.Database):
         on a shared connection, so it must only query the database. Already inside a
         transaction, it runs there, as part of it.
         """
-        if self.connection()._transaction_stack:
+        if self.in_transaction():
             return await write()
         if self._sqlite_pool is None:
             async with self.transaction():
