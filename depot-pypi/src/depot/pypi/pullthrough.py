@@ -50,7 +50,7 @@ from depot.core.http import blob_response
 from depot.core.rendered import Rendered, RenderedCache
 from depot.core.upstream import Unverified, UpstreamError
 from depot.pypi import simple
-from depot.pypi.names import InvalidFilename, normalize, parse_filename
+from depot.pypi.names import METADATA_SUFFIX, InvalidFilename, normalize, parse_filename
 from depot.pypi.retention import file_item, page_item, topic
 from depot.pypi.schema import cached_files, upstream_pages
 from packaging.requirements import InvalidRequirement, Requirement
@@ -72,7 +72,6 @@ PREFETCH_PAGES = 100
 MAX_METADATA = 1024 * 1024
 #: Rows remembered per process (held pages and cached files).
 REMEMBERED = 100_000
-METADATA_SUFFIX = ".metadata"
 
 
 class PypiUpstreams:
