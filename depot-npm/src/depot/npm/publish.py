@@ -301,6 +301,9 @@ async def push_version(reg: Registry, request: Request, name: str, version: str)
         "sha1": bytes.fromhex(tarball["sha1"]),
         "sha512": sri_digest(tarball["sha512"]),
     }
+    for field in ("integrity", "shasum"):
+        if dist.get(field) is not None and not isinstance(dist.get(field), str):
+            raise BadRequest(f"{filename}: dist.{field} must be a string")
     try:
         verify(digests, dist.get("integrity"), dist.get("shasum"))
     except IntegrityError as exc:
