@@ -15,7 +15,7 @@ import inspect
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -27,6 +27,7 @@ from depot.core.database import Database
 from depot.core.ecosystem import Ecosystem
 from depot.core.errors import BadRequest, ConfigError, HTTPError, ServiceUnavailable
 from depot.core.faults import OUTAGE_TYPES, is_backend_outage, storage_refusal
+from depot.core.groupcommit import GroupCommit
 from depot.core.http import ErrorRenderer, external_base, plain_error
 from depot.core.lifespan import running
 from depot.core.logs import configure_logging
@@ -131,6 +132,23 @@ class EcosystemContext:
                     raise BlobMissing(key)
             yield
 
+    async def group_commit(
+        self,
+        write: Callable[[], Awaitable[None]],
+        *,
+        keys: Sequence[str] = (),
+        cached: Sequence[tuple[str, int]] = (),
+    ) -> None:
+        """Run ``write()`` (statements through ``ctx.db``, no tasks) in a transaction shared
+        with the other writes waiting at this moment (:mod:`depot.core.groupcommit`): one lock
+        and one commit for all of them. As with :meth:`reference_blobs`, the blobs ``keys``
+        must exist (else :class:`BlobMissing`); ``cached`` items ``(item, size)`` are declared
+        evictable (:meth:`cache_stored`) in the same transaction. Returns once committed; for
+        the many small writes of a filling pull-through cache."""
+        await self.depot.group_commit.write(
+            write, ecosystem=self.name, blobs=self.blobs, keys=keys, cached=cached
+        )
+
     async def release_blobs(
         self, keys: Sequence[str], since: float | None = None
     ) -> list[BlobEntry]:
@@ -218,6 +236,7 @@ class Depot:
         from depot.core.retention import UseRecorder
 
         self.use_recorder = UseRecorder(self.database)
+        self.group_commit = GroupCommit(self)
 
     def context(self, ecosystem: str) -> EcosystemContext:
         """The context of a declared ecosystem."""
@@ -319,6 +338,7 @@ class Depot:
             schemas = [s for found in self.plugins.hook.depot_schemas() for s in found or ()]
             await self.database.migrate([CORE_SCHEMA, CHANGES_SCHEMA, *schemas])
             await ensure_lock_row(self.database)
+            self.exit_stack.push_async_callback(self.group_commit.close)
             await self.changes.start(self.database)
             self.exit_stack.push_async_callback(self.changes.stop)
             authenticator = self.plugins.hook.depot_authenticator(settings=self.settings)
