@@ -15,7 +15,7 @@ import inspect
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -27,7 +27,7 @@ from depot.core.database import Database
 from depot.core.ecosystem import Ecosystem
 from depot.core.errors import BadRequest, ConfigError, HTTPError, ServiceUnavailable
 from depot.core.faults import OUTAGE_TYPES, is_backend_outage, storage_refusal
-from depot.core.groupcommit import GroupCommit
+from depot.core.groupcommit import GroupCommit, Row
 from depot.core.http import ErrorRenderer, external_base, plain_error
 from depot.core.lifespan import running
 from depot.core.logs import configure_logging
@@ -134,19 +134,21 @@ class EcosystemContext:
 
     async def group_commit(
         self,
-        write: Callable[[], Awaitable[None]],
+        rows: Sequence[Row],
         *,
         keys: Sequence[str] = (),
         cached: Sequence[tuple[str, int]] = (),
     ) -> None:
-        """Run ``write()`` (statements through ``ctx.db``, no tasks) in a transaction shared
-        with the other writes waiting at this moment (:mod:`depot.core.groupcommit`): one lock
-        and one commit for all of them. As with :meth:`reference_blobs`, the blobs ``keys``
-        must exist (else :class:`BlobMissing`); ``cached`` items ``(item, size)`` are declared
-        evictable (:meth:`cache_stored`) in the same transaction. Returns once committed; for
-        the many small writes of a filling pull-through cache."""
+        """Write ``rows`` (``(statement template, parameters)``: ``ctx.db.insert_or_ignore(t)``
+        or ``ctx.db.upsert(...)`` without ``.values()``) in a transaction shared with the other
+        writes waiting at this moment (:mod:`depot.core.groupcommit`): one lock, one commit and
+        one compilation per template for all of them. As with :meth:`reference_blobs`, the
+        blobs ``keys`` must exist (else :class:`BlobMissing`; a blob committed just now needs no
+        check: it is younger than any grace period). ``cached`` items ``(item, size)`` are
+        declared evictable (:meth:`cache_stored`) in the same transaction. Returns once
+        committed; for the many small writes of a filling pull-through cache."""
         await self.depot.group_commit.write(
-            write, ecosystem=self.name, blobs=self.blobs, keys=keys, cached=cached
+            rows, ecosystem=self.name, blobs=self.blobs, keys=keys, cached=cached
         )
 
     async def release_blobs(

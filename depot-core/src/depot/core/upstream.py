@@ -149,6 +149,8 @@ class UpstreamClient:
     """The upstream client of one ecosystem (``ctx.upstream``); see the module docstring."""
 
     def __init__(self, depot: Depot, ecosystem: str) -> None:
+        import aiohttp  # noqa: F401 - here, at start-up, rather than in the first cold request
+
         self.depot = depot
         self.ecosystem = ecosystem
         extra = depot.settings.extra

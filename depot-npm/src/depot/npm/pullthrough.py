@@ -55,6 +55,7 @@ class NpmUpstream:
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ConfigError(f"--npm-upstream {url!r} is not an http(s) URL")
         self.ctx = ctx
+        ctx.upstream  # noqa: B018 - the client made (and aiohttp imported) at start-up
         self.url = url.rstrip("/") + "/"
         self.label = self.url
         self.rendered = PackumentCache()
@@ -132,11 +133,13 @@ class NpmUpstream:
         # The row, and its retention entry (evictable by --cache-max-size/-age), committed
         # together with the other writes of this moment. The blob the previous row named is
         # left for the collector: another replica may still be about to point at it.
+        # (The blob was committed just now: younger than any grace period, it needs no check.)
         await self.ctx.group_commit(
-            lambda: store.hold_packument(
-                self.ctx.db, name, self.label, key, fetched.etag, fetched.last_modified, now
-            ),
-            keys=[key],
+            [
+                store.packument_row(
+                    self.ctx.db, name, self.label, key, fetched.etag, fetched.last_modified, now
+                )
+            ],
             cached=[(packument_item(name), len(fetched.body))],
         )
         self.documents[key] = (key, document)
@@ -302,13 +305,11 @@ class NpmUpstream:
             key = f"upstream/tarballs/{digests['sha512'].hex()}.tgz"
             await upload.commit(key)
             integrity = sri("sha512", digests["sha512"])
-            await self.ctx.group_commit(
-                lambda: store.hold_tarball(
-                    self.ctx.db, name, filename, self.label, source, key, upload.size, integrity
-                ),
-                keys=[key],
-                cached=[(tarball_item(name, filename), upload.size)],
+            row = store.tarball_row(
+                self.ctx.db, name, filename, self.label, source, key, upload.size, integrity
             )
+            # Committed just now, the blob is younger than any grace period: no check needed.
+            await self.ctx.group_commit([row], cached=[(tarball_item(name, filename), upload.size)])
             self.ctx.artifact_stored(key, upload.size, request)
 
         return finish
