@@ -17,6 +17,7 @@ with anything published or pushed here is served from depot only: dependency con
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -222,19 +223,22 @@ class NpmUpstream:
         except InvalidName:
             raise NotFound(f"{name}: tarball {filename} not found") from None
         packument_row = await store.held_packument(self.ctx.db, name)
-        ahead = None
+        ahead = learning = None
         if packument_row is None or await self._lacks(packument_row, version):
             # The integrity to verify against is in the packument, which must come from
             # upstream first: fetch the tarball at the same time, from where registries serve
             # it. It is verified against the packument before any of it is stored or its last
             # byte sent; if the packument names another URL it is dropped unstored.
+            learning = asyncio.ensure_future(self._learn_dist(name, version, packument_row))
+            learning.add_done_callback(_retrieved)
             ahead = self._start_tarball(
-                name, filename, version, self.url + f"{name}/-/{filename}", None, request
+                name, filename, version, self.url + f"{name}/-/{filename}", learning, request
             )
         try:
-            packument_row = await self.held(name, want_version=version, row=packument_row)
-            _, document = await self._document(packument_row)
-            dist = _dist(self.label, name, version, document["versions"].get(version))
+            if learning is None:
+                dist = await self._learn_dist(name, version, packument_row)
+            else:
+                dist = await asyncio.shield(learning)
         except BaseException:
             if ahead is not None:
                 ahead.release()
@@ -247,17 +251,23 @@ class NpmUpstream:
         assert flight is not None
         return await client.respond(flight, request)
 
+    async def _learn_dist(self, name: str, version: str, row: Any) -> Dist:
+        """The version's ``dist`` from the packument, fetched or revalidated as needed."""
+        row = await self.held(name, want_version=version, row=row)
+        _, document = await self._document(row)
+        return _dist(self.label, name, version, document["versions"].get(version))
+
     def _start_tarball(
         self,
         name: str,
         filename: str,
         version: str,
         source: str,
-        dist: Dist | None,
+        dist: Dist | asyncio.Future[Dist],
         request: Request | None,
     ) -> BlobFlight | None:
         """The flight fetching ``source`` into the store, held for the caller; None when
-        fetching ahead (``dist`` not known yet) is refused by a remembered failure."""
+        fetching ahead (``dist`` still being learnt) is refused by a remembered failure."""
         try:
             return self.ctx.upstream.start_blob(
                 key=("tarball", name, filename, source),
@@ -267,7 +277,7 @@ class NpmUpstream:
                 finish=self._tarball_finish(name, filename, version, source, dist, request),
             )
         except HTTPError:
-            if dist is None:
+            if not isinstance(dist, Dist):
                 return None
             raise
 
@@ -280,19 +290,18 @@ class NpmUpstream:
         filename: str,
         version: str,
         source: str,
-        dist: Dist | None,
+        dist: Dist | asyncio.Future[Dist],
         request: Request | None,
     ) -> Callable[[BlobUpload], Awaitable[None]]:
         """Verify the fetched bytes against the packument's integrity (waiting for the
-        packument when ``dist`` is not known yet), then commit the blob and its rows."""
+        packument when ``dist`` is still being learnt), then commit the blob and its rows."""
 
         async def finish(upload: BlobUpload) -> None:
-            known = dist
-            if known is None:
+            if isinstance(dist, Dist):
+                known = dist
+            else:
                 try:
-                    row = await self.held(name, want_version=version)
-                    _, document = await self._document(row)
-                    known = _dist(self.label, name, version, document["versions"].get(version))
+                    known = await asyncio.shield(dist)  # the packument fetched meanwhile
                 except HTTPError as exc:
                     raise Abandoned(f"no packument to verify against: {exc.reason}") from exc
                 if known.source != source:
@@ -338,6 +347,11 @@ def _dist(upstream: str, name: str, version: str, manifest: Any) -> Dist:
     if not integrity and not shasum:
         raise UpstreamError(upstream, f"{name}@{version} has no integrity to verify")
     return Dist(source, integrity, shasum)
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # seen by whoever awaits it; never "never retrieved" if nobody does
 
 
 def _parse_packument(upstream: str, name: str, body: bytes) -> dict[str, Any]:
