@@ -8,9 +8,12 @@ the row, so nothing points at bytes that are not there.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import queue
 import sqlite3
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +24,12 @@ import databases
 import sqlalchemy as sa
 from databases import DatabaseURL
 from databases.backends.common.records import Record, Row, create_column_maps
-from databases.backends.sqlite import SQLiteBackend, SQLiteConnection, SQLitePool
+from databases.backends.sqlite import (
+    CompilationContext,
+    SQLiteBackend,
+    SQLiteConnection,
+    SQLitePool,
+)
 from depot.core.errors import ConfigError
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine.cursor import CursorResultMetaData
@@ -122,21 +130,130 @@ def _fetch_sync(
         cursor.close()
 
 
-class _OneHopSQLiteConnection(SQLiteConnection):
-    """Reads in one hop to the connection's thread instead of three.
+class _SQLiteReader:
+    """Reads outside transactions, gathered: one thread with a connection of its own, and one
+    hop there for all the reads of an event-loop turn.
 
     ``databases`` runs execute, fetch and close of a query's cursor as three calls into
-    aiosqlite's thread, each a queue put, a thread wake-up and a wake-up of the event loop back:
-    on a busy depot those hops, not SQLite, are most of a lookup's cost. Here the three run as
-    one call there (aiosqlite's ``_execute``, the method all its calls go through); on an
-    aiosqlite without it, as ``databases`` does.
+    aiosqlite's thread, each a queue put, a thread wake-up and a wake-up of the event loop back;
+    on a busy depot (a cold pull-through cache answering fifteen requests at once) those hops,
+    not SQLite, were most of a lookup's cost. Here the reads submitted during one loop turn go
+    to the reader thread in one put, run there one after the other (each statement its own
+    read transaction in WAL mode, so it sees every commit made before it was submitted), and
+    come back in one wake-up of the loop.
     """
 
-    async def _rows(self, query: ClauseElement, one: bool) -> list[Record]:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._queue: queue.SimpleQueue[list[Any] | None] = queue.SimpleQueue()
+        self._gathered: list[tuple[str, Sequence[Any], bool, asyncio.Future[Any]]] = []
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def read(self, sql: str, args: Sequence[Any], one: bool) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        if self._thread is None or self._loop is not loop or not self._thread.is_alive():
+            self._queue.put(None)  # a reader started under another event loop ends
+            self._queue, self._gathered, self._loop = queue.SimpleQueue(), [], loop
+            self._thread = threading.Thread(
+                target=self._serve, args=(self._queue, loop), name="depot-sqlite-reader",
+                daemon=True,
+            )  # fmt: skip
+            self._thread.start()
+        future = loop.create_future()
+        if not self._gathered:
+            loop.call_soon(self._send)
+        self._gathered.append((sql, args, one, future))
+        return future
+
+    def _send(self) -> None:
+        gathered, self._gathered = self._gathered, []
+        self._queue.put(gathered)
+
+    def _serve(
+        self, requests: queue.SimpleQueue[list[Any] | None], loop: asyncio.AbstractEventLoop
+    ) -> None:
+        connection = sqlite3.connect(
+            self.path, timeout=SQLITE_BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+        )
+        try:
+            while (gathered := requests.get()) is not None:
+                results: list[tuple[bool, Any]] = []
+                for sql, args, one, _ in gathered:
+                    try:
+                        results.append((True, _fetch_sync(connection, sql, args, one)))
+                    except Exception as exc:
+                        results.append((False, exc))
+                try:
+                    loop.call_soon_threadsafe(self._deliver, gathered, results)
+                except RuntimeError:  # the loop is closed: nobody waits any more
+                    return
+        finally:
+            connection.close()
+
+    @staticmethod
+    def _deliver(gathered: list[Any], results: list[tuple[bool, Any]]) -> None:
+        for (_, _, _, future), (ok, value) in zip(gathered, results, strict=True):
+            if future.done():
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+
+    async def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+
+
+class _GatheringSQLiteConnection(SQLiteConnection):
+    """Reads outside a transaction go to the :class:`_SQLiteReader`; inside one (where they
+    must see the transaction's own writes), to the connection as ``databases`` sends them."""
+
+    reader: _SQLiteReader
+    #: SELECTs compiled once per shape (SQLAlchemy's cache key, as its engines cache them):
+    #: compiling was most of the remaining cost of a lookup. Shared by the connections.
+    compiled: dict[Any, Any]
+
+    def _compile(self, query: ClauseElement) -> tuple[str, list[Any], Any, Any]:
+        cache_key = query._generate_cache_key() if isinstance(query, sa.Select) else None
+        if cache_key is None:
+            return super()._compile(query)
+        compiled = self.compiled.get(cache_key.key)
+        if compiled is None:
+            compiled = query.compile(
+                dialect=self._dialect, cache_key=cache_key,
+                compile_kwargs={"render_postcompile": True},
+            )  # fmt: skip
+            if compiled.post_compile_params or compiled.literal_execute_params:
+                return super()._compile(query)  # IN (...) rendered per length: not reusable
+            if len(self.compiled) >= 2000:
+                self.compiled.clear()
+            self.compiled[cache_key.key] = compiled
+        params = compiled.construct_params(extracted_parameters=cache_key.bindparams)
+        processors = compiled._bind_processors
+        args = [
+            processors[key](params[key]) if key in processors else params[key]
+            for key in compiled.positiontup
+        ]
+        context = self._dialect.execution_ctx_cls()
+        context.dialect = self._dialect
+        context.result_column_struct = (
+            compiled._result_columns, compiled._ordered_columns,
+            compiled._textual_ordered_columns, compiled._ad_hoc_textual,
+            compiled._loose_column_name_matching,
+        )  # fmt: skip
+        return compiled.string, args, compiled._result_columns, CompilationContext(context)
+
+    async def _rows(self, query: ClauseElement, one: bool) -> list[Record] | None:
+        raw = self._connection
+        if raw is None or raw._conn.in_transaction:
+            return None
         query_str, args, result_columns, context = self._compile(query)
         column_maps = create_column_maps(result_columns)
-        raw = self._connection
-        rows, description = await raw._execute(_fetch_sync, raw._conn, query_str, args, one)
+        rows, description = await self.reader.read(query_str, args, one)
         metadata = CursorResultMetaData(context, description)
         return [
             Record(
@@ -149,10 +266,13 @@ class _OneHopSQLiteConnection(SQLiteConnection):
         ]
 
     async def fetch_all(self, query: ClauseElement) -> list[Record]:
-        return await self._rows(query, one=False)
+        rows = await self._rows(query, one=False)
+        return await super().fetch_all(query) if rows is None else rows
 
     async def fetch_one(self, query: ClauseElement) -> Record | None:
         rows = await self._rows(query, one=True)
+        if rows is None:
+            return await super().fetch_one(query)
         return rows[0] if rows else None
 
 
@@ -178,14 +298,21 @@ class Database(databases.Database):
                 options["ssl"] = query["sslmode"]
         super().__init__(url, **options)
         self._sqlite_pool: _ReusingSQLitePool | None = None
+        self._sqlite_reader: _SQLiteReader | None = None
         self._templates: dict[tuple[Any, ...], Any] = {}
         if self.dialect_name == "sqlite":
             backend = self._backend
             assert isinstance(backend, SQLiteBackend)
             self._sqlite_pool = _ReusingSQLitePool(backend._database_url, **options)
             backend._pool = self._sqlite_pool
-            if hasattr(aiosqlite.Connection, "_execute") and hasattr(aiosqlite.Connection, "_conn"):
-                backend.connection = lambda: _OneHopSQLiteConnection(  # type: ignore[method-assign]
+            path = DatabaseURL(url).database
+            if path and path != ":memory:" and hasattr(aiosqlite.Connection, "_conn"):
+                self._sqlite_reader = _SQLiteReader(path)
+                connection_class = type(
+                    "SQLiteConnection", (_GatheringSQLiteConnection,),
+                    {"reader": self._sqlite_reader, "compiled": {}},
+                )  # fmt: skip
+                backend.connection = lambda: connection_class(  # type: ignore[method-assign]
                     backend._pool, backend._dialect
                 )
 
@@ -193,6 +320,8 @@ class Database(databases.Database):
         await super().disconnect()
         if self._sqlite_pool is not None:
             await self._sqlite_pool.close_idle()
+        if self._sqlite_reader is not None:
+            await self._sqlite_reader.close()
 
     async def connect_raw(self) -> Any:
         """A PostgreSQL connection of its own, outside the pool (for ``LISTEN``); the caller
