@@ -18,6 +18,7 @@ import pytest
 from depot.core import create_app
 from depot.core.app import BlobMissing, Depot
 from depot.core.collector import collect, last_collection
+from depot.core.reachability import collector_lock
 
 TWO_HOURS_AGO = time.time() - 7200
 
@@ -134,11 +135,26 @@ async def test_a_row_never_points_at_a_blob_a_collection_removed(depot: Any) -> 
 
 async def test_only_one_collection_runs_at_a_time(depot: Any) -> None:
     depot, _ = depot
-    for i in range(3000):  # enough blobs that the first is still listing when the second asks
-        orphan(depot, f"raw/sha256/{i:064x}", size=1, old=False)
-    reports = await asyncio.gather(collect(depot, grace=3600), collect(depot, grace=3600))
-    assert sorted(r.skipped for r in reports) == [False, True]
-    assert (await collect(depot, grace=3600)).skipped is False  # the lock was released
+    orphan(depot, "raw/sha256/" + "e" * 64, size=1, old=True)
+    holding, finished = asyncio.Event(), asyncio.Event()
+
+    async def another_collector() -> None:  # a task of its own: its own database connection
+        async with depot.database.connection(), collector_lock(depot.database) as acquired:
+            assert acquired
+            holding.set()
+            await finished.wait()
+
+    # Another collector is running...
+    other = asyncio.create_task(another_collector())
+    await holding.wait()
+    report = await collect(depot, grace=3600)
+    finished.set()
+    await other
+    # ...so this one skips and removes nothing;
+    assert report.skipped and report.removed == 0 and blob_files(depot)
+    # once that collector has finished, the next collection runs.
+    report = await collect(depot, grace=3600)
+    assert not report.skipped and report.removed == 1 and not blob_files(depot)
 
 
 async def test_removal_on_purpose_keeps_a_blob_another_row_shares(depot: Any) -> None:

@@ -13,6 +13,16 @@ from pathlib import Path
 import httpx
 from depot.core import create_app
 from depot.core.markup import readme
+from depot.core.packagepages import (
+    AT_UPSTREAM,
+    CACHED,
+    PUBLISHED,
+    PUSHED,
+    PackagePage,
+    Provenance,
+    provenance_label,
+    render,
+)
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
@@ -73,3 +83,19 @@ def test_readme_sanitiser_keeps_text_and_drops_what_runs() -> None:
     assert "onclick" not in cleaned and "onerror" not in cleaned and "<script" not in cleaned
     assert "javascript:" not in cleaned
     assert 'href="https://example.org/"' in cleaned and 'align="center"' in cleaned
+
+
+def test_provenance_is_said_the_same_way_for_every_ecosystem_and_escaped() -> None:
+    hostile = 'https://up.example/"><script>x()</script>'
+    cached = Provenance(CACHED, hostile, 0.0)
+    label = provenance_label(cached)
+    assert "<script>" not in label and "&lt;script&gt;" in label
+    assert "cached from https://up.example/" in label and "1970-01-01 00:00 UTC" in label
+    assert "not fetched yet" in provenance_label(Provenance(AT_UPSTREAM, "https://up.example/"))
+    assert "published here" in provenance_label(Provenance(PUBLISHED))
+    assert "pushed here" in provenance_label(Provenance(PUSHED))
+    page = render(PackagePage(title="left-pad", provenance=cached))
+    assert "Cached from https://up.example/" in page and "<script>" not in page
+    page = render(PackagePage(title="mine", provenance=Provenance(PUBLISHED)))
+    assert "Published to this depot" in page and "never merged" in page
+    assert "Cached" not in render(PackagePage(title="no upstreams here"))

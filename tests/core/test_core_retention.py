@@ -91,6 +91,10 @@ async def test_lru_eviction_over_max_size_never_touches_published_content(tmp_pa
             assert status == {
                 "published": 200, "cached-old": 200, "cached-used": 200, "cached-new": 404,
             }  # fmt: skip
+            # The operator sees what retention dropped (the dry run counted nothing).
+            metrics = (await client.get("/metrics")).text
+            assert 'depot_cache_evicted_items{ecosystem="raw"} 1.0' in metrics
+            assert 'depot_cache_evicted_bytes{ecosystem="raw"} 1000.0' in metrics
     finally:
         await depot.shutdown()
 

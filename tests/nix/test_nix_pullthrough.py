@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from depot.core.testing import DepotServer, metric
+from depot.core.testing import Chromium, DepotServer, metric
 from depot.core.testing_upstream import FaultProxy
 from depot.nix import narinfo
 from depot.nix.signing import SecretKey
@@ -161,3 +161,45 @@ def test_misses_are_remembered_briefly(proxy: FaultProxy, caching: DepotServer) 
         answer = httpx.get(f"{caching.url}/nix/{'1' * 32}.narinfo")
         assert answer.status_code == 404
     assert proxy.count(r"/nix/1{32}\.narinfo$") == 1
+
+
+def test_pages_show_cached_paths_apart_from_pushed_ones(
+    built: Closure,
+    proxy: FaultProxy,
+    caching: DepotServer,
+    cache_key: SecretKey,
+    nix: Nix,
+    make_closure: Callable[[], Closure],
+    chromium: Chromium,
+    tmp_path: Path,
+) -> None:
+    """A path depot looked up through its upstream has a page saying so (and whether its NAR is
+    held yet, which a ``nix copy --from`` changes); a path pushed to it says pushed."""
+    upstream_label = proxy.url + "/nix"
+    app_hash = Path(built.app).name[:32]
+    page = f"{caching.url}/-/browse/nix/{app_hash}"
+    assert httpx.get(page).status_code == 404  # nothing held yet
+    assert httpx.get(f"{caching.url}/nix/{app_hash}.narinfo").status_code == 200
+    dom = chromium.dom(page)
+    assert f"Cached from {upstream_label}" in dom
+    assert "not fetched yet" in dom  # the narinfo is held, its NAR not
+
+    copy_from(nix, caching, cache_key, tmp_path / "copied", built.app)
+    dom = chromium.dom(page)  # the kept page moved with the NAR's fetch
+    assert f"cached from {upstream_label}, fetched " in dom
+    assert "fetched and verified" in dom and "not fetched yet" not in dom
+    lib_row = dom.split(Path(built.lib).name + "</a>", 1)[1].split("</tr>", 1)[0]
+    assert "cached from" in lib_row  # the reference is held, as a cached path
+    assert "Pushed to this depot" not in dom
+
+    pushed = make_closure()
+    nix("nix", "copy", "--to", f"{caching.url}/nix", pushed.app)
+    mine = chromium.dom(f"{caching.url}/-/browse/nix/{Path(pushed.app).name[:32]}")
+    assert "Pushed to this depot" in mine and "pushed here" in mine
+    assert "cached from" not in mine.lower()
+
+    search = chromium.dom(caching.url + "/-/browse/nix")
+    published_part, _, cached_part = search.partition("Cached from upstreams")
+    assert pushed.app in published_part and built.app not in published_part
+    assert built.app in cached_part and built.lib in cached_part
+    assert f"cached from {upstream_label}" in cached_part

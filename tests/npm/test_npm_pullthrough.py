@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from depot.core.testing import DepotServer, metric
+from depot.core.testing import HOSTILE_README, Chromium, DepotServer, metric, scan_dom
 from depot.core.testing_upstream import FaultProxy
 
 from .conftest import Npm
@@ -309,3 +309,74 @@ def test_the_tarball_of_the_latest_version_is_fetched_with_the_packument(
     assert httpx.get(caching.url + "/npm/pt-leaf/-/pt-leaf-1.1.0.tgz").content == expected
     # Only the version a dist-tag names was fetched ahead.
     assert httpx.get(caching.url + "/npm/pt-leaf/-/pt-leaf-1.0.0.tgz").status_code >= 500
+
+
+def test_pages_show_cached_versions_apart_from_published_ones(
+    published: None,
+    proxy: FaultProxy,
+    make_depot_server: Callable[..., DepotServer],
+    npm: Npm,
+    make_package: Callable[..., Path],
+    chromium: Chromium,
+    tmp_path: Path,
+) -> None:
+    """After ``npm view`` and ``npm install`` through the caching depot, its pages show each
+    version as cached from the upstream (when its tarball was fetched) or not fetched yet; a
+    package published to the caching depot itself says published."""
+    caching = make_depot_server("--npm-upstream", proxy.url + "/npm/")
+    registry = caching.url + "/npm/"
+    upstream_label = proxy.url + "/npm/"
+    pages = caching.url + "/-/browse/npm/"
+    assert httpx.get(pages + "pt-leaf").status_code == 404  # nothing held yet
+
+    npm(registry, "view", "pt-leaf", "versions")  # the packument only
+    dom = chromium.dom(pages + "pt-leaf")
+    assert f"Cached from {upstream_label}" in dom
+    # Both versions' rows, and the selected version's "source".
+    assert dom.count(f"at {upstream_label}, not fetched yet") == 3
+
+    npm(registry, "install", cwd=make_app(tmp_path))
+    # The install fetched pt-leaf 1.1.0: the kept page moved with that write.
+    dom = chromium.dom(pages + "pt-leaf")
+    assert dom.count(f"cached from {upstream_label}, fetched ") == 2  # 1.1.0: row and source
+    assert dom.count(f"at {upstream_label}, not fetched yet") == 1  # 1.0.0
+    mid = chromium.dom(pages + "@pt/mid")
+    assert f"cached from {upstream_label}, fetched " in mid
+    assert f'href="{pages}pt-leaf">pt-leaf</a>' in mid  # its cached dependency has a page
+
+    npm.login(registry)
+    npm(registry, "publish", cwd=make_package("pt-local", "3.0.0"))
+    local = chromium.dom(pages + "pt-local")
+    assert "Published to this depot" in local and "published here" in local
+    assert "Cached from" not in local
+
+    # The search page lists the cached packages apart, under their upstream.
+    search = chromium.dom(caching.url + "/-/browse/npm?q=pt")
+    published_part, _, cached_part = search.partition("Cached from upstreams")
+    assert "pt-local" in published_part and "pt-leaf" not in published_part
+    assert "pt-leaf" in cached_part and "@pt/mid" in cached_part
+    assert f"cached from {upstream_label}" in cached_part
+
+
+def test_a_cached_packages_hostile_readme_runs_nothing(
+    upstream: DepotServer,
+    proxy: FaultProxy,
+    publisher: Npm,
+    make_depot_server: Callable[..., DepotServer],
+    npm: Npm,
+    make_package: Callable[..., Path],
+    chromium: Chromium,
+) -> None:
+    """A readme from an upstream is as untrusted as a published one: the cached package's page
+    renders it through the same sanitiser."""
+    publisher.login(upstream.url + "/npm/")
+    folder = make_package("pt-hostile", "1.0.0")
+    (folder / "README.md").write_text(HOSTILE_README)
+    publisher(upstream.url + "/npm/", "publish", cwd=folder)
+    caching = make_depot_server("--npm-upstream", proxy.url + "/npm/")
+    npm(caching.url + "/npm/", "view", "pt-hostile", "version")
+    dom = chromium.dom(caching.url + "/-/browse/npm/pt-hostile")
+    title, dangers = scan_dom(dom)
+    assert title == "pt-hostile - npm registry - depot"
+    assert dangers == []
+    assert "<h1>Hostile readme</h1>" in dom and f"Cached from {proxy.url}/npm/" in dom

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from depot.core.testing import DepotServer, metric
+from depot.core.testing import Chromium, DepotServer, metric
 from depot.core.testing_upstream import FaultProxy
 
 from .conftest import Clients, installed
@@ -136,3 +136,40 @@ def test_install_through_pypi(
     assert installed(clients.uv_install(caching.url + "/python/simple/", "six==1.16.0")) == {
         "six": "1.16.0"
     }
+
+
+def test_pages_show_cached_files_apart_from_uploaded_ones(
+    index: str,
+    dists: Path,
+    make_depot_server: Callable[..., DepotServer],
+    clients: Clients,
+    chromium: Chromium,
+) -> None:
+    """After ``pip install`` through the caching depot, a project's page marks each file cached
+    from the upstream (the wheel pip fetched) or not fetched yet (the sdist); a project
+    uploaded to the caching depot itself says published."""
+    caching = make_depot_server("--pypi-upstream", index)
+    pages = caching.url + "/-/browse/pypi/"
+    assert httpx.get(pages + "alpha").status_code == 404  # nothing held yet
+    clients.pip_install(caching.url + "/python/simple/", "alpha")
+
+    alpha = chromium.dom(pages + "alpha")
+    assert f"Cached from {index}" in alpha
+    wheel_row = alpha.split("alpha-1.0-py3-none-any.whl</a>", 1)[1].split("</tr>", 1)[0]
+    assert f"cached from {index}, fetched " in wheel_row
+    sdist_row = alpha.split("alpha-1.0.tar.gz</a>", 1)[1].split("</tr>", 1)[0]
+    assert f"at {index}, not fetched yet" in sdist_row
+    assert "Published to this depot" not in alpha
+    # Requires-Dist from the cached wheel's METADATA, linked to the cached dependency's page.
+    assert f'href="{pages}beta-pkg"' in alpha
+
+    clients.twine_upload(caching.url, [dists / "gamma-1.0-py3-none-any.whl"])
+    gamma = chromium.dom(pages + "gamma")
+    assert "Published to this depot" in gamma and "published here" in gamma
+    assert "cached from" not in gamma.lower()
+
+    search = chromium.dom(caching.url + "/-/browse/pypi")
+    published_part, _, cached_part = search.partition("Cached from upstreams")
+    assert "gamma" in published_part and "alpha" not in published_part
+    assert "alpha" in cached_part and "beta-pkg" in cached_part
+    assert f"cached from {index}" in cached_part

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from depot.core.packagepages import Provenance
+
 
 @dataclass(frozen=True)
 class CatalogEntry:
@@ -22,6 +24,9 @@ class CatalogEntry:
     references, signatures); ``href`` is a path under the ecosystem's prefix, if it has one;
     ``page`` names the entry's package page (``/-/browse/<ecosystem>/<page>``, see
     :mod:`depot.core.packagepages`), which the ``/`` and browse pages link to when given.
+    ``provenance`` (:class:`depot.core.packagepages.Provenance`) marks an entry depot holds only
+    as a cache of an upstream: the browse page lists those apart, under their upstream. Entries
+    without it are content published or pushed here.
     """
 
     name: str
@@ -31,6 +36,7 @@ class CatalogEntry:
     href: str | None = None
     fields: Sequence[tuple[str, str]] = field(default_factory=tuple)
     page: str | None = None
+    provenance: Provenance | None = None
 
 
 @dataclass(frozen=True)
@@ -51,4 +57,8 @@ class Catalog(Protocol):
         """Stored objects, their bytes, and the ``newest`` most recent uploads."""
 
     async def search(self, query: str, limit: int = 50) -> Sequence[CatalogEntry]:
-        """Entries whose name contains ``query`` (all entries for an empty query)."""
+        """Entries whose name contains ``query`` (all entries for an empty query).
+
+        An ecosystem with a pull-through cache lists the names it holds only as cached after
+        the published ones (``limit`` counts both), each with its ``provenance``; ``stats``
+        (the ``/`` page's counts and newest uploads) counts published content only."""

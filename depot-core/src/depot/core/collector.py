@@ -59,6 +59,7 @@ PROGRESS_EVERY = 2.0
 
 LAST_COLLECTION = "last-collection"
 RECLAIMED_TOTAL = "reclaimed-total"
+EVICTED_TOTAL = "evicted-total"
 
 
 @dataclass
@@ -300,6 +301,15 @@ async def _record(db: Database, report: CollectionReport) -> None:
     total["objects"] += report.leftovers.objects
     total["bytes"] += report.leftovers.bytes
     await write_state(db, RECLAIMED_TOTAL, json.dumps(totals))
+    if report.evicted:
+        # Kept apart from the blobs: an evicted item's blobs are removed by the sweep that
+        # follows (and counted above); these are the cached items retention chose to drop.
+        evicted = json.loads(await read_state(db, EVICTED_TOTAL) or "{}")
+        for name, eviction in report.evicted.items():
+            total = evicted.setdefault(name, {"items": 0, "bytes": 0})
+            total["items"] += eviction.items
+            total["bytes"] += eviction.bytes
+        await write_state(db, EVICTED_TOTAL, json.dumps(evicted))
 
 
 async def last_collection(db: Database) -> CollectionReport | None:
@@ -311,6 +321,11 @@ async def last_collection(db: Database) -> CollectionReport | None:
 async def reclaimed_totals(db: Database) -> dict[str, dict[str, int]]:
     """Objects and bytes removed by all collections so far, per ecosystem (and ``leftovers``)."""
     return json.loads(await read_state(db, RECLAIMED_TOTAL) or "{}")
+
+
+async def evicted_totals(db: Database) -> dict[str, dict[str, int]]:
+    """Cached items and their bytes evicted by all collections so far, per ecosystem."""
+    return json.loads(await read_state(db, EVICTED_TOTAL) or "{}")
 
 
 async def collect_periodically(depot: Depot, interval: float, grace: float) -> None:

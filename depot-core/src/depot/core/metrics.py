@@ -149,6 +149,15 @@ class Metrics:
             "gc_reclaimed_bytes": (
                 "depot_gc_reclaimed_bytes", "Bytes removed by all collections", ["ecosystem"],
             ),
+            "cache_evicted_items": (
+                "depot_cache_evicted_items",
+                "Items cached from upstreams that retention evicted, all collections",
+                ["ecosystem"],
+            ),
+            "cache_evicted_bytes": (
+                "depot_cache_evicted_bytes",
+                "Bytes of cached items that retention evicted, all collections", ["ecosystem"],
+            ),
             "blob_store_objects": (
                 "depot_blob_store_objects", "Blobs in the store after the last collection",
                 ["ecosystem"],
@@ -207,7 +216,7 @@ class Metrics:
 
     async def refresh_collection(self, depot: Depot) -> None:
         """Set the garbage-collection gauges from what the last collector recorded."""
-        from depot.core.collector import last_collection, reclaimed_totals
+        from depot.core.collector import evicted_totals, last_collection, reclaimed_totals
 
         last = await last_collection(depot.database)
         if last is None:
@@ -220,6 +229,9 @@ class Metrics:
         for name, total in (await reclaimed_totals(depot.database)).items():
             self.gc_reclaimed_objects.labels(name).set(total["objects"])
             self.gc_reclaimed_bytes.labels(name).set(total["bytes"])
+        for name, total in (await evicted_totals(depot.database)).items():
+            self.cache_evicted_items.labels(name).set(total["items"])
+            self.cache_evicted_bytes.labels(name).set(total["bytes"])
 
 
 class ObserverMiddleware:

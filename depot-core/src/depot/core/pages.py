@@ -20,7 +20,7 @@ from depot.core.ecosystem import Ecosystem
 from depot.core.errors import NotFound
 from depot.core.http import Validators, external_base
 from depot.core.markup import Markup
-from depot.core.packagepages import package_page_url
+from depot.core.packagepages import package_page_url, provenance_label
 from depot.core.packagepages import render as render_package_page
 from depot.core.rendered import Rendered
 from starlette.requests import Request
@@ -52,7 +52,12 @@ nav{display:flex;flex-wrap:wrap;gap:.3rem 1rem;align-items:center}nav form{margi
 .facts dt{color:#666}.facts dd{margin:0;min-width:0}.facts code,pre{overflow-wrap:anywhere}
 .install{margin:.4rem 0}.install pre{margin:.2rem 0}
 .readme{border-top:1px solid #ddd;padding-top:.5rem}.readme img{max-width:100%;height:auto}
-.yanked,.deprecated{color:#a00}tr.group td{background:#f7f7f7;font-weight:600}
+.yanked,.deprecated{color:#a00}.provenance{white-space:nowrap;font-size:.85em;padding:0 .3rem;
+border-radius:3px}.provenance.cached,.provenance.upstream{background:#eef4ff;color:#124}
+.provenance.upstream{color:#666}.provenance.local{background:#eef8ee;color:#131}
+.provenance-note{border-left:4px solid #8a8;padding:.3rem .6rem;background:#f6fbf6}
+.provenance-note.cached{border-color:#88a;background:#f5f7ff}
+tr.group td{background:#f7f7f7;font-weight:600}
 input[type=search]{max-width:100%}
 @media (max-width:40rem){.facts{grid-template-columns:1fr}.facts dd{margin-bottom:.4rem}
 td,th{padding:.25rem .3rem}body{padding:0 .6rem}}"""
@@ -111,6 +116,8 @@ def _entry_rows(entries: Iterable[CatalogEntry], base: str, ecosystem: Ecosystem
             for label, value in e.fields
         )
         when = e.uploaded_at.strftime("%Y-%m-%d %H:%M") if e.uploaded_at else ""
+        if e.provenance is not None:
+            name += f" {provenance_label(e.provenance)}"
         rows.append(
             f"<tr><td>{name}<div class=muted>{html.escape(e.summary)}</div>{fields}</td>"
             f"<td>{human_size(e.size)}</td><td>{html.escape(when)}</td></tr>"
@@ -246,14 +253,29 @@ async def browse(request: Request) -> Response:
         f'placeholder="search {html.escape(ecosystem.title)}" autofocus> '
         "<button>Search</button></form>"
     )
-    result = (
-        f'<div class="scroll"><table><tr><th>name</th><th>size</th><th>uploaded</th></tr>'
-        f"{_entry_rows(entries, base, ecosystem)}</table></div>"
-        if entries
-        else f"<p>Nothing matches {html.escape(query)!s}.</p>"
-        if query
-        else "<p>Nothing stored yet.</p>"
-    )
+    # Published and cached names in two tables: what the team put here is what a search is
+    # mostly for, and a cached name is a copy of someone else's package, installable here
+    # (offline too) but not vouched for by anyone who published it.
+    published = [e for e in entries if e.provenance is None or not e.provenance.cached]
+    cached = [e for e in entries if e.provenance is not None and e.provenance.cached]
+    result = ""
+    if published:
+        result += (
+            '<div class="scroll"><table id="published"><tr><th>name</th><th>size</th>'
+            f"<th>uploaded</th></tr>{_entry_rows(published, base, ecosystem)}</table></div>"
+        )
+    if cached:
+        result += (
+            '<h2 id="cached">Cached from upstreams</h2><div class="scroll"><table>'
+            "<tr><th>name</th><th>size cached</th><th>fetched</th></tr>"
+            f"{_entry_rows(cached, base, ecosystem)}</table></div>"
+        )
+    if not entries:
+        result = (
+            f"<p>Nothing matches {html.escape(query)!s}.</p>"
+            if query
+            else "<p>Nothing stored yet.</p>"
+        )
     return page(
         f"{ecosystem.title} - depot", f"<h1>{html.escape(ecosystem.title)}</h1>{form}{result}", base
     )

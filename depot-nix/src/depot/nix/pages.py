@@ -4,6 +4,11 @@ What a person checks before substituting a path: the store path, its NAR size an
 size, references and referrers (linked when this cache holds them), the closure's size, each
 signature and whether it verifies against depot's own key, the deriver, and the ``nix copy
 --from`` / ``nix-store -r`` lines. Everything comes from the narinfo rows and their references.
+
+Where it came from: a path pushed here (``nix copy --to``) is marked pushed; one fetched from a
+``--nix-upstream`` says which and when, and whether its NAR is held yet (a narinfo is fetched on
+the first lookup, its NAR on the first download). References, referrers and the closure count
+both kinds, as the cache serves both.
 """
 
 from __future__ import annotations
@@ -15,9 +20,16 @@ import sqlalchemy as sa
 from depot.core import EcosystemContext
 from depot.core.database import contains
 from depot.core.markup import Markup, code, escape, link, table
-from depot.core.packagepages import PackagePage, PageSection
+from depot.core.packagepages import (
+    CACHED,
+    PUSHED,
+    PackagePage,
+    PageSection,
+    Provenance,
+    provenance_label,
+)
 from depot.core.pages import human_size
-from depot.nix import store, tables
+from depot.nix import narinfo, store, tables
 from depot.nix.keys import Signer
 from depot.nix.narinfo import NarInfo
 from depot.nix.storepath import HASH_PART_LENGTH, STORE_DIR, is_hash_part
@@ -52,9 +64,25 @@ class NixPages:
         if hash_part is None:
             return None
         found = await store.get_narinfo(self.ctx.db, hash_part)
-        if found is None:
-            return None
-        info = found[0]
+        nar_note = ""
+        if found is not None:
+            info, provenance = found[0], _PUSHED
+        else:
+            # Pushed paths win over cached ones, as when serving the narinfo.
+            cached = await self.ctx.db.fetch_one(
+                sa.select(tables.upstream_narinfos).where(
+                    tables.upstream_narinfos.c.hash_part == hash_part
+                )
+            )
+            if cached is None:
+                return None
+            info = narinfo.parse(cached["narinfo"])
+            provenance = Provenance(CACHED, cached["upstream_url"], cached["fetched_at"])
+            nar_note = (
+                "fetched and verified"
+                if cached["nar_key"] is not None
+                else "not fetched yet: the first nix copy or substitution fetches it"
+            )
         references = sorted(set(info.references))
         deriver_hash = (info.deriver or "")[:HASH_PART_LENGTH]
         held = await self._store_paths([*(r[:HASH_PART_LENGTH] for r in references), deriver_hash])
@@ -71,6 +99,8 @@ class NixPages:
             ("System", info.system or ""),
             ("CA", info.ca or ""),
             ("narinfo", link(f"{cache}/{hash_part}.narinfo", f"{hash_part}.narinfo")),
+            ("source", provenance_label(provenance)),
+            ("NAR", nar_note),
         ]
         sections = [
             PageSection("Signatures", self._signatures(info), "signatures"),
@@ -97,6 +127,7 @@ class NixPages:
             ),
             facts=facts,
             sections=sections,
+            provenance=provenance,
         )
 
     def _signatures(self, info: NarInfo) -> Markup:
@@ -146,23 +177,39 @@ class NixPages:
         if not base_names:
             return Markup("<p>None.</p>")
         pages = self.ctx.page_url(request, "")  # + hash part: built once for a thousand rows
+        cached = held.cached if isinstance(held, HeldPaths) else set()
+
+        def held_note(hash_part: str) -> Markup | str:
+            return provenance_label(_CACHED_HERE) if hash_part in cached else ""
+
         rows = []
         for base in base_names:
             hash_part = base[:HASH_PART_LENGTH]
             url = pages + hash_part if hash_part in held else None
-            note = "itself" if base == own else "" if hash_part in held else "not in this cache"
+            note = (
+                "itself" if base == own
+                else held_note(hash_part) if hash_part in held
+                else "not in this cache"
+            )  # fmt: skip
             rows.append((link(url, f"{STORE_DIR}/{base}"), note))
         return table(("store path", ""), rows)
 
-    async def _store_paths(self, hash_parts: Iterable[str]) -> dict[str, str]:
-        """{hash part: store path} of those this cache holds."""
+    async def _store_paths(self, hash_parts: Iterable[str]) -> HeldPaths:
+        """{hash part: store path} of those this cache holds, pushed or cached from an
+        upstream (``.cached`` names the latter)."""
         wanted = sorted(set(hash_parts))
-        found: dict[str, str] = {}
-        n = tables.narinfos
+        found = HeldPaths()
+        n, u = tables.narinfos, tables.upstream_narinfos
         for start in range(0, len(wanted), _BATCH):
             batch = wanted[start : start + _BATCH]
             query = sa.select(n.c.hash_part, n.c.store_path).where(n.c.hash_part.in_(batch))
             found.update((r[0], r[1]) for r in await self.ctx.db.fetch_all(query))
+            rest = [h for h in batch if h not in found]
+            if rest:
+                query = sa.select(u.c.hash_part, u.c.narinfo).where(u.c.hash_part.in_(rest))
+                for row in await self.ctx.db.fetch_all(query):
+                    found[row[0]] = _field(row[1], "StorePath")
+                    found.cached.add(row[0])
         return found
 
     async def _referrers(self, base_name: str) -> list[str]:
@@ -175,11 +222,18 @@ class NixPages:
         query = sa.select(n.c.store_path, n.c.references).where(
             contains(n.c.references, base_name[:HASH_PART_LENGTH])
         )
-        found = []
-        for row in [tuple(r._mapping) for r in await self.ctx.db.fetch_all(query)]:
+        rows = [tuple(r._mapping) for r in await self.ctx.db.fetch_all(query)]
+        u = tables.upstream_narinfos
+        cached = sa.select(u.c.narinfo).where(contains(u.c.narinfo, base_name))
+        rows += [
+            (_field(r[0], "StorePath"), _field(r[0], "References"))
+            for r in await self.ctx.db.fetch_all(cached)
+        ]
+        found = set()
+        for row in rows:
             referrer = row[0].rsplit("/", 1)[-1]
             if referrer != base_name and base_name in row[1].split():
-                found.append(referrer)
+                found.add(referrer)
         return sorted(found)
 
     async def _closure(self, info: NarInfo) -> Closure:
@@ -198,12 +252,43 @@ class NixPages:
                     n.c.hash_part.in_(batch)
                 )
                 rows = [tuple(r._mapping) for r in await self.ctx.db.fetch_all(query)]
+                rest = sorted(set(batch) - {r[0] for r in rows})
+                if rest:
+                    u = tables.upstream_narinfos
+                    query = sa.select(u.c.hash_part, u.c.narinfo).where(u.c.hash_part.in_(rest))
+                    rows += [
+                        (r[0], int(_field(r[1], "NarSize") or 0), _field(r[1], "References"))
+                        for r in await self.ctx.db.fetch_all(query)
+                    ]
                 missing += len(batch) - len(rows)
                 for row in rows:
                     size += int(row[1])
                     frontier |= {r[:HASH_PART_LENGTH] for r in row[2].split()}
             frontier -= seen
         return Closure(paths=len(seen) - missing, nar_size=size, missing=missing)
+
+
+class HeldPaths(dict[str, str]):
+    """{hash part: store path} held, and which of them are cached from an upstream."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cached: set[str] = set()
+
+
+#: The provenance of pushed paths (``nix copy --to``, ``depot nix push``) and the label of a
+#: cached path listed on another path's page (its own page says from where and when).
+_PUSHED = Provenance(PUSHED)
+_CACHED_HERE = Provenance(CACHED, "an upstream")
+
+
+def _field(text: str, name: str) -> str:
+    """One field of a narinfo's text (a cached narinfo is kept as the upstream signed it)."""
+    prefix = name + ": "
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            return line[len(prefix) :]
+    return ""
 
 
 def _hash_part(name: str) -> str | None:

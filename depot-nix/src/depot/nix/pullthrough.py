@@ -39,6 +39,15 @@ from starlette.responses import Response
 NAR_TYPE = "application/x-nix-nar"
 
 
+def page_topic(hash_part: str) -> str:
+    """What a fetch from upstream announces (:mod:`depot.core.changes`): it moves the
+    ecosystem's generation, which kept pages follow (the path's page and those referring to
+    it), but not the hash part's own topic. The narinfo served for the hash part is the one just
+    rendered from this very fetch; moving its topic would only make the next lookup render it
+    again."""
+    return f"upstream:{hash_part}"
+
+
 class NixUpstreams:
     """The pull-through side of the binary cache over ``--nix-upstream`` URLs, in order."""
 
@@ -107,6 +116,7 @@ class NixUpstreams:
                 )  # fmt: skip
                 # Evictable (--cache-max-size/-age); the NAR adds its size once stored.
                 await self.ctx.cache_stored(hash_part, len(text))
+            await self.ctx.changes.notify(page_topic(hash_part))
             return info
         if failure is not None:
             raise failure
@@ -187,6 +197,7 @@ class NixUpstreams:
                     .values(nar_key=stored_key, listing_key=listing_key)
                 )
                 await self.ctx.cache_stored(row["hash_part"], upload.size + len(row["narinfo"]))
+            await self.ctx.changes.notify(page_topic(row["hash_part"]))  # NAR held now
             self.ctx.artifact_stored(stored_key, upload.size, request)
 
         return await client.fetch_blob(

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from depot.core import EcosystemContext
 from depot.core.catalog import CatalogEntry, CatalogStats
 from depot.core.database import contains
-from depot.npm.store import packages, tarballs, versions
+from depot.core.packagepages import CACHED, Provenance
+from depot.npm.store import cached_tarballs, packages, tarballs, upstream_packuments, versions
 from depot.npm.versions import choose_latest
 
 
@@ -85,6 +86,47 @@ class NpmCatalog:
                     href=f"/{name}",
                     fields=(("latest", choose_latest(numbers) or ""),),
                     page=name,
+                )
+            )
+        if len(rows) < limit:
+            entries += await self._cached(query, limit - len(rows))
+        return entries
+
+    async def _cached(self, query: str, limit: int) -> list[CatalogEntry]:
+        """Packages held only as a cache of ``--npm-upstream`` (a name published here is never
+        served from upstream, so it is not listed twice), with the tarballs fetched so far."""
+        u, c = upstream_packuments.c, cached_tarballs.c
+        select = (
+            sa.select(u.name, u.upstream_url, u.fetched_at)
+            .where(u.name.not_in(sa.select(packages.c.name)))
+            .order_by(u.name)
+            .limit(limit)
+        )
+        if query:
+            select = select.where(contains(u.name, query))
+        rows = [tuple(r._mapping) for r in await self.ctx.db.fetch_all(select)]
+        if not rows:
+            return []
+        tallies = {
+            r[0]: (int(r[1]), int(r[2] or 0))
+            for r in await self.ctx.db.fetch_all(
+                sa.select(c.name, sa.func.count(), sa.func.sum(c.size))
+                .where(c.name.in_([r[0] for r in rows]))
+                .group_by(c.name)
+            )
+        }
+        entries = []
+        for name, upstream, fetched_at in rows:
+            count, size = tallies.get(name, (0, 0))
+            entries.append(
+                CatalogEntry(
+                    name=name,
+                    summary=f"{count} tarball(s) cached",
+                    size=size,
+                    uploaded_at=datetime.fromtimestamp(fetched_at, UTC),
+                    href=f"/{name}",
+                    page=name,
+                    provenance=Provenance(CACHED, upstream, fetched_at),
                 )
             )
         return entries

@@ -5,12 +5,19 @@ publish time and deprecation, the readme (of the latest publish, as on npm's own
 dependencies of the selected version (``?version=``, ``latest`` by default) linking to their own
 pages when this depot holds them, the tarball's size and integrity, and the install line for this
 depot. Read top to bottom: rows, then the page.
+
+Where it came from: a package published here is marked so (every version published or pushed,
+never merged with an upstream's, see :mod:`depot.npm.pullthrough`); a package depot holds only
+as a ``--npm-upstream`` cache gets its page from the packument it holds, each version marked
+cached (the tarball fetched, when) or not fetched yet.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 from urllib.parse import urlencode
@@ -21,11 +28,21 @@ from depot.core import EcosystemContext
 from depot.core.database import json_value
 from depot.core.errors import NotFound
 from depot.core.markup import Markup, code, escape, join, link, pre, readme, safe_url, table, tag
-from depot.core.packagepages import PackagePage, PageSection
+from depot.core.packagepages import (
+    AT_UPSTREAM,
+    CACHED,
+    PUBLISHED,
+    PUSHED,
+    PackagePage,
+    PageSection,
+    Provenance,
+    provenance_label,
+)
 from depot.core.pages import human_size
 from depot.npm import store
+from depot.npm.names import tarball_filename
 from depot.npm.packument import dist_tags
-from depot.npm.store import packages, tarballs, versions
+from depot.npm.store import cached_tarballs, packages, tarballs, upstream_packuments, versions
 from markdown_it import MarkdownIt
 from starlette.requests import Request
 
@@ -41,6 +58,38 @@ MAX_README = 512 * 1024
 _MARKDOWN_SUFFIXES = ("", ".md", ".markdown", ".mdown", ".mkd", ".mkdn")
 
 
+@dataclass(frozen=True)
+class _Shown:
+    """What a package page shows, gathered from the registry's rows or from a held upstream
+    packument. ``by_version`` rows are (version, created, deprecated, tarball size,
+    Provenance)."""
+
+    ordered: Sequence[str]
+    by_version: Mapping[str, tuple[Any, ...]]
+    tags: Mapping[str, str]
+    selected: str
+    manifest: Mapping[str, Any]
+    filename: str
+    integrity: str
+    shasum: str
+    deprecated: str | None
+    created: str | None
+    size: int | None
+    fields: Mapping[str, Any]
+    readme: str | None
+    readme_filename: str
+    description: str | None
+    provenance: Provenance
+
+
+def _published_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A version row with its provenance column (published, pushed) as a Provenance."""
+    return (*row[:4], _LOCAL.get(row[4]) or Provenance(row[4] or PUBLISHED))
+
+
+_LOCAL = {kind: Provenance(kind) for kind in (PUBLISHED, PUSHED)}
+
+
 class NpmPages:
     """Builds ``/-/browse/npm/<name>`` from the registry's rows."""
 
@@ -50,21 +99,25 @@ class NpmPages:
     def __init__(self, ctx: EcosystemContext) -> None:
         self.ctx = ctx
         self.ecosystem = ctx.name
+        self.documents: dict[str, dict[str, Any]] = {}
 
     async def page(self, name: str, request: Request) -> PackagePage | None:
         db = self.ctx.db
         package = await db.fetch_one(sa.select(packages).where(packages.c.name == name))
         if package is None:
-            return None
+            # A name with anything published here never shows upstream content (dependency
+            # confusion); one that depot holds only as a cache gets its page from the cache.
+            return await self._cached_page(name, request)
         query = (
             sa.select(versions.c.version, versions.c.created, versions.c.deprecated,
-                      tarballs.c.size)
+                      tarballs.c.size, versions.c.provenance)
             .select_from(versions.outerjoin(tarballs, sa.and_(
                 tarballs.c.name == versions.c.name, tarballs.c.filename == versions.c.filename)))
             .where(versions.c.name == name)
         )  # fmt: skip
-        # Plain tuples: a databases Record looks its column up by name on every access.
-        rows = [tuple(r._mapping) for r in await db.fetch_all(query)]
+        # Plain tuples: a databases Record looks its column up by name on every access; the
+        # provenance column becomes the label the versions table shows.
+        rows = [_published_row(tuple(r._mapping)) for r in await db.fetch_all(query)]
         if not rows:
             return None
         by_version = {r[0]: r for r in rows}
@@ -77,8 +130,108 @@ class NpmPages:
         if record is None:
             raise NotFound(f"{name} has no version {selected!r}")
         tarball = await store.get_tarball(db, name, record.filename)
-        manifest = record.manifest
-        fields = _mapping(json_value(package["fields"]))
+        # The readme npm sent with the latest publish (kept once per package); a version row
+        # written before that (schema 1) still carries its own in its manifest.
+        latest_readme = await store.package_readme(db, name)
+        kinds = {r[4].kind for r in rows}
+        return await self._build(
+            name, request, _Shown(
+                ordered=ordered, by_version=by_version, tags=tags, selected=selected,
+                manifest=record.manifest, filename=record.filename,
+                integrity=record.integrity, shasum=record.shasum,
+                deprecated=record.deprecated, created=record.created,
+                size=tarball["size"] if tarball is not None else None,
+                fields=_mapping(json_value(package["fields"])),
+                readme=latest_readme.readme if latest_readme else None,
+                readme_filename=latest_readme.readme_filename if latest_readme else "",
+                description=latest_readme.description if latest_readme else None,
+                provenance=Provenance(PUSHED if kinds == {PUSHED} else PUBLISHED),
+            ),
+        )  # fmt: skip
+
+    async def _cached_page(self, name: str, request: Request) -> PackagePage | None:
+        """The page of a package held only as a cache of ``--npm-upstream``: every version of
+        the packument depot holds, each marked cached (its tarball fetched, when) or not
+        fetched yet."""
+        db = self.ctx.db
+        held = await store.held_packument(db, name)
+        if held is None:
+            return None
+        upstream, blob_key = held["upstream_url"], held["blob_key"]
+        document = await self._document(blob_key)
+        listed = document.get("versions")
+        if not isinstance(listed, dict) or not listed:
+            return None
+        c = cached_tarballs.c
+        fetched = {
+            r[0]: (r[1], r[2])
+            for r in await db.fetch_all(
+                sa.select(c.filename, c.size, c.fetched_at).where(c.name == name)
+            )
+        }
+        times = _mapping(document.get("time"))
+        by_version: dict[str, tuple[Any, ...]] = {}
+        for version, manifest in listed.items():
+            if not isinstance(manifest, dict):
+                continue
+            deprecated = manifest.get("deprecated")
+            tarball = fetched.get(tarball_filename(name, version))
+            by_version[version] = (
+                version,
+                _text(times.get(version)),
+                deprecated if isinstance(deprecated, str) and deprecated else None,
+                tarball[0] if tarball else None,
+                Provenance(CACHED, upstream, tarball[1]) if tarball
+                else Provenance(AT_UPSTREAM, upstream),
+            )  # fmt: skip
+        if not by_version:
+            return None
+        ordered = newest_first(by_version)
+        upstream_tags = {
+            t: v for t, v in _mapping(document.get("dist-tags")).items()
+            if isinstance(v, str) and v in by_version
+        }  # fmt: skip
+        latest = next((v for v in ordered if not _is_prerelease(v)), ordered[0])
+        tags = dist_tags({"latest": latest, **upstream_tags}, ordered)
+        selected = request.query_params.get("version") or tags.get("latest") or ordered[0]
+        if selected not in by_version:
+            raise NotFound(f"{name} has no version {selected!r} at {upstream}")
+        manifest = listed[selected]
+        dist = _mapping(manifest.get("dist"))
+        readme_text = document.get("readme")
+        return await self._build(
+            name, request, _Shown(
+                ordered=ordered, by_version=by_version, tags=tags, selected=selected,
+                manifest=manifest, filename=tarball_filename(name, selected),
+                integrity=_text(dist.get("integrity")), shasum=_text(dist.get("shasum")),
+                deprecated=by_version[selected][2], created=by_version[selected][1],
+                size=by_version[selected][3], fields=document,
+                readme=readme_text if isinstance(readme_text, str) else None,
+                readme_filename=_text(document.get("readmeFilename")),
+                description=_text(document.get("description")) or None,
+                provenance=Provenance(CACHED, upstream, held["fetched_at"]),
+            ),
+        )  # fmt: skip
+
+    async def _document(self, blob_key: str) -> dict[str, Any]:
+        """A held upstream packument (content-addressed: the same key, the same document),
+        parsed in a thread: public packuments run to megabytes."""
+        cached = self.documents.get(blob_key)
+        if cached is not None:
+            return cached
+        body = bytearray()
+        async for chunk in self.ctx.blobs.read(blob_key):
+            body += chunk
+        document = await asyncio.to_thread(json.loads, body)
+        # Few: a public packument parses to megabytes, and the rendered page is kept anyway.
+        if len(self.documents) >= 4:
+            self.documents.pop(next(iter(self.documents)))
+        self.documents[blob_key] = document = _mapping(document)  # type: ignore[assignment]
+        return document  # type: ignore[return-value]
+
+    async def _build(self, name: str, request: Request, shown: _Shown) -> PackagePage:
+        """The page of ``name`` from what was gathered, published or cached alike."""
+        manifest, fields, selected = shown.manifest, shown.fields, shown.selected
         dependencies = _dependencies(manifest)
         held = await self._held({dep for _, dep, _ in dependencies})
 
@@ -86,39 +239,38 @@ class NpmPages:
         registry = self.ctx.external_url(request, "/")
         scope = name.split("/", 1)[0] if name.startswith("@") else None
         npmrc = f"{scope}:registry={registry}" if scope else f"registry={registry}"
-        tarball_url = self.ctx.external_url(request, f"/{name}/-/{record.filename}")
+        tarball_url = self.ctx.external_url(request, f"/{name}/-/{shown.filename}")
+        source = shown.by_version[selected][4]
 
         facts: list[tuple[str, object]] = [
-            ("version", _version_fact(selected, record.deprecated)),
+            ("version", _version_fact(selected, shown.deprecated)),
             ("dist-tags", join(
                 Markup(f"{escape(dist_tag)}: {link(_version_url(page_url, v), v)}")
-                for dist_tag, v in tags.items()
+                for dist_tag, v in shown.tags.items()
             )),
-            ("published", _when(record.created)),
+            ("published", _when(shown.created)),
+            ("source", provenance_label(source)),
             ("license", _text(manifest.get("license") or fields.get("license"))),
             ("homepage", _url_link(manifest.get("homepage") or fields.get("homepage"))),
             ("repository", _url_link(_repository(manifest.get("repository")
                                                  or fields.get("repository")))),
-            ("tarball", link(tarball_url, record.filename)),
-            ("size", _size(tarball["size"]) if tarball is not None else ""),
-            ("integrity", code(record.integrity)),
-            ("shasum", code(record.shasum)),
+            ("tarball", link(tarball_url, shown.filename)),
+            ("size", _size(shown.size)),
+            ("integrity", code(shown.integrity) if shown.integrity else ""),
+            ("shasum", code(shown.shasum) if shown.shasum else ""),
         ]  # fmt: skip
         sections = [
             PageSection("Dependencies of " + selected, self._dependency_table(
                 dependencies, held, request), "dependencies"),
-            PageSection(f"Versions ({len(ordered)})", _versions_table(
-                ordered, by_version, tags, selected, page_url), "versions"),
+            PageSection(f"Versions ({len(shown.ordered)})", _versions_table(
+                shown.ordered, shown.by_version, shown.tags, selected, page_url), "versions"),
         ]  # fmt: skip
-        # The readme npm sent with the latest publish (kept once per package); a version row
-        # written before that (schema 1) still carries its own in its manifest.
-        latest = await store.package_readme(db, name)
-        text = manifest.get("readme") or (latest.readme if latest else None)
+        text = manifest.get("readme") or shown.readme
         if isinstance(text, str) and text.strip() and text != "ERROR: No README data found!":
-            filename = manifest.get("readmeFilename") or (latest.readme_filename if latest else "")
+            filename = manifest.get("readmeFilename") or shown.readme_filename
             rendered = await asyncio.to_thread(render_readme, text, str(filename or ""))
             sections.insert(0, PageSection("Readme", rendered, "readme"))
-        description = manifest.get("description") or (latest.description if latest else None)
+        description = manifest.get("description") or shown.description
         return PackagePage(
             title=name,
             summary=description if isinstance(description, str) else "",
@@ -128,16 +280,19 @@ class NpmPages:
             ),
             facts=facts,
             sections=sections,
+            provenance=shown.provenance,
         )
 
     async def _held(self, names: set[str]) -> set[str]:
-        """Which of ``names`` this registry holds (one query)."""
+        """Which of ``names`` this registry holds, published or cached (so they have a page)."""
         if not names:
             return set()
-        rows = await self.ctx.db.fetch_all(
-            sa.select(packages.c.name).where(packages.c.name.in_(sorted(names)))
+        wanted = sorted(names)
+        query = sa.union(
+            sa.select(packages.c.name).where(packages.c.name.in_(wanted)),
+            sa.select(upstream_packuments.c.name).where(upstream_packuments.c.name.in_(wanted)),
         )
-        return {r[0] for r in rows}
+        return {r[0] for r in await self.ctx.db.fetch_all(query)}
 
     def _dependency_table(
         self, dependencies: Sequence[tuple[str, str, str]], held: set[str], request: Request
@@ -164,13 +319,14 @@ def _versions_table(
     body = []
     for version in ordered:
         row = rows[version]
-        created, deprecated, size = row[1], row[2], row[3]
+        created, deprecated, size, source = row[1], row[2], row[3], row[4]
         label = link(_version_url(page_url, version), version)
         if version == selected:
             label = tag("strong", label)
         note = tag("span", f"deprecated: {deprecated}", "deprecated") if deprecated else ""
-        body.append((label, ", ".join(tagged.get(version, ())), _when(created), _size(size), note))
-    return table(("version", "tags", "published", "size", ""), body)
+        body.append((label, ", ".join(tagged.get(version, ())), _when(created), _size(size),
+                     provenance_label(source), note))  # fmt: skip
+    return table(("version", "tags", "published", "size", "source", ""), body)
 
 
 def newest_first(versions: Iterable[str]) -> list[str]:

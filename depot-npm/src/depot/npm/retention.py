@@ -62,4 +62,6 @@ class NpmCachedContent:
                 rows = await db.fetch_all(sa.select(cached_tarballs.c.blob_key).where(chosen))
                 keys += [row[0] for row in rows]
                 await db.execute(cached_tarballs.delete().where(chosen))
+        # The pages of these packages change (a version no longer cached, or no page at all).
+        await self.ctx.changes.notify(*sorted({*names, *(f[0] for f in files)}))
         await self.ctx.release_blobs(keys, since)

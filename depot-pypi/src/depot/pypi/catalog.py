@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from depot.core import EcosystemContext
 from depot.core.catalog import CatalogEntry, CatalogStats
 from depot.core.database import contains
-from depot.pypi.schema import pypi_files
+from depot.core.packagepages import CACHED, Provenance
+from depot.pypi.schema import cached_files, pypi_files, upstream_pages
 from depot.pypi.simple import sort_versions
 
 
@@ -75,7 +76,47 @@ class PypiCatalog:
                 page=project,
             )
             for project, files, size, newest in rows
-        ]
+        ] + (await self._cached(query, limit - len(rows)) if len(rows) < limit else [])
+
+    async def _cached(self, query: str, limit: int) -> list[CatalogEntry]:
+        """Projects held only as a cache of a ``--pypi-upstream`` (a project with an upload
+        here is never served from upstream, so it is not listed twice), with the files
+        fetched so far."""
+        u, c = upstream_pages.c, cached_files.c
+        select = (
+            sa.select(u.project, u.upstream_url, u.fetched_at)
+            .where(u.project.not_in(sa.select(pypi_files.c.project)))
+            .order_by(u.project)
+            .limit(limit)
+        )
+        if query:
+            select = select.where(contains(u.project, query))
+        rows = [tuple(r._mapping) for r in await self.ctx.db.fetch_all(select)]  # type: ignore[attr-defined]
+        if not rows:
+            return []
+        tallies = {
+            r[0]: (int(r[1]), int(r[2] or 0))
+            for r in await self.ctx.db.fetch_all(
+                sa.select(c.project, sa.func.count(), sa.func.sum(c.size))
+                .where(c.project.in_([r[0] for r in rows]))
+                .group_by(c.project)
+            )
+        }
+        entries = []
+        for project, upstream, fetched_at in rows:
+            count, size = tallies.get(project, (0, 0))
+            entries.append(
+                CatalogEntry(
+                    name=project,
+                    summary=f"{count} file(s) cached",
+                    size=size,
+                    uploaded_at=datetime.fromtimestamp(fetched_at, UTC),
+                    href=f"/simple/{project}/",
+                    page=project,
+                    provenance=Provenance(CACHED, upstream, fetched_at),
+                )
+            )
+        return entries
 
     async def _versions(self, projects: list[str]) -> dict[str, list[str]]:
         if not projects:

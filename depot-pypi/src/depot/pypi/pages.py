@@ -5,6 +5,11 @@ each version's files with size, sha256 and Requires-Python, the description from
 rendered as PyPI renders it (readme_renderer: reStructuredText, Markdown or plain text by its
 Description-Content-Type), Requires-Dist linking to the projects this index holds, and the pip and
 uv lines. ``?version=`` selects the version whose metadata is shown (the newest release by default).
+
+Where it came from: a project with files uploaded here is marked published (and never merged with
+an upstream's files, see :mod:`depot.pypi.pullthrough`); a project depot holds only as a
+``--pypi-upstream`` cache gets its page from the upstream page it holds, each file marked cached
+(fetched when) or not fetched yet.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ import email.message
 import email.parser
 import email.policy
 import io
+import json
 import re
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -26,10 +33,18 @@ from depot.core import EcosystemContext
 from depot.core.database import json_value
 from depot.core.errors import NotFound
 from depot.core.markup import Markup, code, escape, link, readme, safe_url, table, tag
-from depot.core.packagepages import PackagePage, PageSection
+from depot.core.packagepages import (
+    AT_UPSTREAM,
+    CACHED,
+    PUBLISHED,
+    PackagePage,
+    PageSection,
+    Provenance,
+    provenance_label,
+)
 from depot.core.pages import human_size
-from depot.pypi.names import normalize
-from depot.pypi.schema import blob_key, pypi_files
+from depot.pypi.names import InvalidFilename, normalize, parse_filename
+from depot.pypi.schema import blob_key, cached_files, pypi_files, upstream_pages
 from depot.pypi.simple import sort_versions
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
@@ -37,6 +52,9 @@ from starlette.requests import Request
 
 #: Core metadata larger than this is not read for the page (PyPI itself caps descriptions lower).
 MAX_METADATA = 4 * 1024 * 1024
+#: A cached wheel is opened for its METADATA (upstream pages carry no PEP 658 metadata) only
+#: up to this size: the whole wheel is read, and the page is kept once rendered.
+MAX_CACHED_WHEEL = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -62,6 +80,7 @@ class PypiPages:
     def __init__(self, ctx: EcosystemContext) -> None:
         self.ctx = ctx
         self.ecosystem = ctx.name
+        self.documents: dict[str, dict[str, Any]] = {}
 
     async def page(self, name: str, request: Request) -> PackagePage | None:
         project = normalize(name)
@@ -73,17 +92,103 @@ class PypiPages:
             .order_by(f.filename)
         )  # fmt: skip
         # Plain tuples: a databases Record looks its column up by name on every access.
-        rows = [tuple(r._mapping) for r in await self.ctx.db.fetch_all(query)]
+        rows = [(*r._mapping, _UPLOADED) for r in await self.ctx.db.fetch_all(query)]
+        if not rows:
+            # A project with a file uploaded here never shows upstream files (dependency
+            # confusion); one that depot holds only as a cache gets its page from the cache.
+            return await self._cached_page(project, request)
+        files = _by_version(rows)
+        ordered = sort_versions(files)[::-1]
+        selected = _selected(request, project, ordered, files)
+        metadata = await self._metadata(files[selected])
+        return await self._build(project, request, ordered, files, selected, metadata, _UPLOADED)
+
+    async def _cached_page(self, project: str, request: Request) -> PackagePage | None:
+        """The page of a project held only as a cache of a ``--pypi-upstream``: the files of
+        the upstream page depot holds, each marked cached (fetched when) or not fetched yet.
+        Upstream pages carry no core metadata: the summary, description and Requires-Dist come
+        from a cached wheel of the selected version, when depot holds one."""
+        held = await self.ctx.db.fetch_one(
+            upstream_pages.select().where(upstream_pages.c.project == project)
+        )
+        if held is None:
+            return None
+        upstream = held["upstream_url"]
+        document = await self._document(held["blob_key"])
+        c = cached_files.c
+        fetched = {
+            r[0]: (r[1], r[2], r[3])
+            for r in await self.ctx.db.fetch_all(
+                sa.select(c.filename, c.fetched_at, c.blob_key, c.size).where(c.project == project)
+            )
+        }
+        not_fetched = Provenance(AT_UPSTREAM, upstream)
+        rows = []
+        for entry in document.get("files") or ():
+            try:
+                parsed = parse_filename(entry["filename"])
+            except (InvalidFilename, KeyError, TypeError):
+                continue
+            held_file = fetched.get(entry["filename"])
+            when = held_file[0] if held_file is not None else None
+            rows.append((
+                entry["filename"], str(parsed.version), parsed.packagetype, entry["sha256"],
+                entry.get("size"), entry.get("requires-python"), None,
+                entry.get("upload-time") or "", entry.get("yanked"),
+                Provenance(CACHED, upstream, when) if when is not None else not_fetched,
+            ))  # fmt: skip
         if not rows:
             return None
-        files: dict[str, list[Any]] = {}
-        for row in rows:
-            files.setdefault(row[1], []).append(row)
+        rows.sort(key=lambda r: r[0])
+        files = _by_version(rows)
         ordered = sort_versions(files)[::-1]
-        selected = request.query_params.get("version") or _default_version(ordered, files)
-        if selected not in files:
-            raise NotFound(f"{project} has no version {selected!r}")
-        metadata = await self._metadata(files[selected])
+        selected = _selected(request, project, ordered, files)
+        metadata = await self._cached_metadata(files[selected], fetched)
+        if not metadata.name:
+            metadata = ProjectMetadata(name=str(document.get("name") or project))
+        provenance = Provenance(CACHED, upstream, held["fetched_at"])
+        return await self._build(project, request, ordered, files, selected, metadata, provenance)
+
+    async def _cached_metadata(
+        self, version_files: Sequence[Any], fetched: Mapping[str, tuple[Any, ...]]
+    ) -> ProjectMetadata:
+        """The core metadata inside a cached wheel of the version (upstream pages carry none),
+        read in a thread from wheels up to :data:`MAX_CACHED_WHEEL`; empty if none is held."""
+        for row in version_files:
+            held = fetched.get(row[0])
+            if row[2] != "bdist_wheel" or held is None or held[2] > MAX_CACHED_WHEEL:
+                continue
+            raw = await self._read_blob(held[1], limit=MAX_CACHED_WHEEL)
+            if raw is None:
+                continue
+            metadata = await asyncio.to_thread(_wheel_metadata, raw)
+            if metadata is not None:
+                return metadata
+        return ProjectMetadata()
+
+    async def _document(self, key: str) -> dict[str, Any]:
+        """A held upstream page (content-addressed: one key, one document), parsed in a thread."""
+        document = self.documents.get(key)
+        if document is None:
+            body = b"".join([chunk async for chunk in self.ctx.blobs.read(key)])
+            document = await asyncio.to_thread(json.loads, body)
+            if len(self.documents) >= 64:
+                self.documents.pop(next(iter(self.documents)))
+            self.documents[key] = document
+        return document
+
+    async def _build(
+        self,
+        project: str,
+        request: Request,
+        ordered: Sequence[str],
+        files: Mapping[str, Sequence[Any]],
+        selected: str,
+        metadata: ProjectMetadata,
+        provenance: Provenance,
+    ) -> PackagePage:
+        """The page from the file rows by version (``ordered`` newest first), uploaded or
+        cached alike."""
         held = await self._held({_requirement_name(r) for r in metadata.requires_dist} - {""})
 
         page_url = self.ctx.page_url(request, project)
@@ -98,21 +203,26 @@ class PypiPages:
                 render_description, description, metadata.description_content_type
             )
             sections.append(PageSection("Description", body, "description"))
-        sections += [
+        sections.append(
             PageSection(
                 f"Requires-Dist of {selected}",
-                self._requirements(metadata.requires_dist, held, request),
+                self._requirements(metadata.requires_dist, held, request)
+                if metadata.requires_dist or not provenance.cached
+                else Markup("<p>Not known until a wheel of this version is fetched.</p>"),
                 "requires-dist",
-            ),
+            )
+        )
+        sections.append(
             PageSection(
                 f"Versions ({len(ordered)})",
                 _versions_table(ordered, files, selected, page_url, files_url),
                 "versions",
-            ),
-        ]
+            )
+        )
         facts: list[tuple[str, object]] = [
             ("version", _version_fact(selected, yanked)),
-            ("uploaded", _when(max(r[7] for r in files[selected]))),
+            ("uploaded", _when(max(r[7] or "" for r in files[selected]))),
+            ("source", _sources(files[selected])),
             ("Requires-Python", _requires_python(files[selected])),
             ("license", metadata.license),
             ("author", metadata.author),
@@ -127,6 +237,7 @@ class PypiPages:
             ),
             facts=facts,
             sections=sections,
+            provenance=provenance,
         )
 
     async def _metadata(self, version_files: Sequence[Any]) -> ProjectMetadata:
@@ -144,19 +255,20 @@ class PypiPages:
         )
         return metadata_from_form(json_value(row[0]) if row is not None else None)
 
-    async def _read_blob(self, key: str) -> bytes | None:
+    async def _read_blob(self, key: str, limit: int = MAX_METADATA) -> bytes | None:
         stat = await self.ctx.blobs.stat(key)
-        if stat is None or stat.size > MAX_METADATA:
+        if stat is None or stat.size > limit:
             return None
         return b"".join([chunk async for chunk in self.ctx.blobs.read(key)])
 
     async def _held(self, projects: set[str]) -> set[str]:
+        """Which of ``projects`` this index holds, uploaded or cached (so they have a page)."""
         if not projects:
             return set()
-        query = (
-            sa.select(pypi_files.c.project)
-            .where(pypi_files.c.project.in_(sorted(projects)))
-            .distinct()
+        wanted = sorted(projects)
+        query = sa.union(
+            sa.select(pypi_files.c.project).where(pypi_files.c.project.in_(wanted)),
+            sa.select(upstream_pages.c.project).where(upstream_pages.c.project.in_(wanted)),
         )
         return {r[0] for r in await self.ctx.db.fetch_all(query)}
 
@@ -169,6 +281,34 @@ class PypiPages:
             url = self.ctx.page_url(request, name) if name in held else None
             rows.append((link(url, name or text), code(text)))
         return table(("project", "requirement"), rows)
+
+
+#: Every file in ``pypi_files`` came through the upload API (``twine upload``, ``depot python
+#: push``): the provenance of each row of a project that is not a cache.
+_UPLOADED = Provenance(PUBLISHED)
+
+
+def _by_version(rows: Sequence[Any]) -> dict[str, list[Any]]:
+    files: dict[str, list[Any]] = {}
+    for row in rows:
+        files.setdefault(row[1], []).append(row)
+    return files
+
+
+def _selected(
+    request: Request, project: str, ordered: Sequence[str], files: Mapping[str, Sequence[Any]]
+) -> str:
+    """``?version=``, else what PyPI shows first; 404 for a version the project lacks."""
+    selected = request.query_params.get("version") or _default_version(ordered, files)
+    if selected not in files:
+        raise NotFound(f"{project} has no version {selected!r}")
+    return selected
+
+
+def _sources(version_files: Sequence[Any]) -> Markup:
+    """The provenance of a version's files, each distinct label once."""
+    labels = dict.fromkeys(provenance_label(r[9]) for r in version_files)
+    return Markup("<br>").join(labels)
 
 
 def _default_version(ordered: Sequence[str], files: Mapping[str, Sequence[Any]]) -> str:
@@ -211,26 +351,45 @@ def _versions_table(
             if yanked is not None
             else ""
         )
-        rows.append(Markup(f'<tr class="group"><td colspan="5">{label} {state}</td></tr>'))
+        rows.append(Markup(f'<tr class="group"><td colspan="6">{label} {state}</td></tr>'))
         for row in files[version]:
-            filename, sha256, size, requires_python, uploaded = (
+            filename, sha256, size, requires_python, uploaded, source = (
                 row[0],
                 row[3],
                 row[4],
                 row[5],
                 row[7],
+                row[9],
             )
             href = files_url + (filename if _URL_SAFE.fullmatch(filename) else quote(filename))
             rows.append(Markup(
                 f'<tr><td><a href="{escape(href)}">{escape(filename)}</a></td>'
                 f"<td>{human_size(size)}</td><td><code>{escape(sha256)}</code></td>"
-                f"<td>{escape(requires_python or '')}</td><td>{_when(uploaded)}</td></tr>"
+                f"<td>{escape(requires_python or '')}</td><td>{_when(uploaded)}</td>"
+                f"<td>{provenance_label(source)}</td></tr>"
             ))  # fmt: skip
-    return table(("file", "size", "sha256", "Requires-Python", "uploaded"), rows, "files")
+    return table(("file", "size", "sha256", "Requires-Python", "uploaded", "source"), rows,
+                 "files")  # fmt: skip
 
 
 #: Distribution file names that need no percent-encoding in a URL path (nearly all of them).
 _URL_SAFE = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def _wheel_metadata(wheel: bytes) -> ProjectMetadata | None:
+    """The parsed ``*.dist-info/METADATA`` of a wheel's bytes, or None if it has none."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(wheel)) as archive:
+            name = next(
+                (n for n in archive.namelist() if n.count("/") == 1
+                 and n.endswith(".dist-info/METADATA")),
+                None,
+            )  # fmt: skip
+            if name is None or archive.getinfo(name).file_size > MAX_METADATA:
+                return None
+            return parse_metadata(archive.read(name))
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return None
 
 
 def parse_metadata(raw: bytes) -> ProjectMetadata:

@@ -159,6 +159,9 @@ class PypiUpstreams:
             )  # fmt: skip
             # Evictable (--cache-max-size/-age), committed with the row.
             await self.ctx.cache_stored(page_item(project), len(body))
+        # The project page and the search page show what is held: they follow this as they
+        # follow uploads.
+        await self.ctx.changes.notify(project)
         self.documents[key] = document
         return await self._row(project)
 
@@ -218,6 +221,7 @@ class PypiUpstreams:
                     )
                 )  # fmt: skip
                 await self.ctx.cache_stored(file_item(project, filename), upload.size)
+            await self.ctx.changes.notify(project)  # the page marks the file cached
             self.ctx.artifact_stored(key, upload.size, request)
 
         return await client.fetch_blob(

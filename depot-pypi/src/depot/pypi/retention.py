@@ -59,4 +59,6 @@ class PypiCachedContent:
                 rows = await db.fetch_all(sa.select(table.c.blob_key).where(chosen))
                 keys += [row[0] for row in rows]
                 await db.execute(table.delete().where(chosen))
+        # The pages of these projects change (a file no longer cached, or no page at all).
+        await self.ctx.changes.notify(*sorted({i.split("/", 1)[0] for i in items}))
         await self.ctx.release_blobs(keys, since)
