@@ -138,6 +138,7 @@ class EcosystemContext:
         *,
         keys: Sequence[str] = (),
         cached: Sequence[tuple[str, int]] = (),
+        notify: Sequence[str] = (),
     ) -> None:
         """Write ``rows`` (``(statement template, parameters)``: ``ctx.db.insert_or_ignore(t)``
         or ``ctx.db.upsert(...)`` without ``.values()``) in a transaction shared with the other
@@ -145,11 +146,13 @@ class EcosystemContext:
         one compilation per template for all of them. As with :meth:`reference_blobs`, the
         blobs ``keys`` must exist (else :class:`BlobMissing`; a blob committed just now needs no
         check: it is younger than any grace period). ``cached`` items ``(item, size)`` are
-        declared evictable (:meth:`cache_stored`) in the same transaction. Returns once
-        committed; for the many small writes of a filling pull-through cache."""
+        declared evictable (:meth:`cache_stored`) and the names in ``notify`` announced as
+        changed (``ctx.changes.notify``) in the same transaction. Returns once committed; for
+        the many small writes of a filling pull-through cache."""
         await self.depot.group_commit.write(
-            rows, ecosystem=self.name, blobs=self.blobs, keys=keys, cached=cached
-        )
+            rows, ecosystem=self.name, blobs=self.blobs, keys=keys, cached=cached,
+            topics=[self.changes.topic(name) for name in notify],
+        )  # fmt: skip
 
     async def release_blobs(
         self, keys: Sequence[str], since: float | None = None

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from depot.core.changes import changes_table
 from depot.core.reachability import gc_state, hold_reference_lock
 from sqlalchemy.dialects import sqlite
 
@@ -59,6 +60,9 @@ _CACHE_ITEM_UPSERT = (
 
 _CACHE_ITEM_TEXT = sa.text(_CACHE_ITEM_UPSERT.format(":ecosystem", ":item", ":size", ":last_used"))
 
+# SQLite hands out change ids in commit order (one writer at a time), as Changes._record says.
+_CHANGE_INSERT = f"INSERT INTO {changes_table.name} (topic, at) VALUES (?, ?)"
+
 
 @dataclass
 class _Write:
@@ -67,6 +71,7 @@ class _Write:
     keys: Sequence[str]
     ecosystem: str
     cached: Sequence[tuple[str, int]]
+    topics: Sequence[str]
     done: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -93,12 +98,13 @@ class GroupCommit:
         blobs: ScopedBlobStore | None = None,
         keys: Sequence[str] = (),
         cached: Sequence[tuple[str, int]] = (),
+        topics: Sequence[str] = (),
     ) -> None:
         """Write ``rows`` in a shared transaction and return once it is committed; ``keys`` (in
-        ``blobs``) must exist, ``cached`` items ``(item, size)`` are declared evictable in the
-        same transaction. Raises what the database raised, or
-        :class:`depot.core.app.BlobMissing`."""
-        entry = _Write(rows, blobs, keys, ecosystem, cached)
+        ``blobs``) must exist, ``cached`` items ``(item, size)`` are declared evictable and
+        change ``topics`` announced (:mod:`depot.core.changes`) in the same transaction. Raises
+        what the database raised, or :class:`depot.core.app.BlobMissing`."""
+        entry = _Write(rows, blobs, keys, ecosystem, cached, topics)
         self._pending.append(entry)
         if self._task is None or self._task.done():
             # A context of its own: the database connection and transaction are this task's,
@@ -174,6 +180,8 @@ class GroupCommit:
                             ecosystem=entry.ecosystem, item=item, size=size, last_used=now
                         )
                     )
+        # PostgreSQL orders change ids under a lock of their own (Changes.notify).
+        await self.depot.changes.notify(*(t for entry in batch for t in entry.topics))
         return batch
 
     # -- SQLite: one thread hop per batch --------------------------------------------------
@@ -203,6 +211,7 @@ class GroupCommit:
             rows.append((sql, tuple(values)))
         upsert = _CACHE_ITEM_UPSERT.format("?", "?", "?", "?")
         rows += [(upsert, (entry.ecosystem, item, size, now)) for item, size in entry.cached]
+        rows += [(_CHANGE_INSERT, (topic, now)) for topic in entry.topics]
         return rows
 
     def _connection(self) -> sqlite3.Connection:
@@ -228,17 +237,22 @@ class GroupCommit:
             connection.execute("ROLLBACK")
             raise
 
-    def _write_sync(self, rows: list[tuple[str, tuple[Any, ...]]], begun: bool) -> None:
+    def _write_sync(self, rows: list[tuple[str, tuple[Any, ...]]], begun: bool) -> list[int]:
+        """Write and commit; the ids of the change rows written."""
         connection = self._connection()
         if not begun:
             self._begin_sync()
+        changes = []
         try:
             for sql, values in rows:
-                connection.execute(sql, values)
+                cursor = connection.execute(sql, values)
+                if sql is _CHANGE_INSERT and cursor.lastrowid is not None:
+                    changes.append(cursor.lastrowid)
             connection.execute("COMMIT")
         except BaseException:
             connection.execute("ROLLBACK")
             raise
+        return changes
 
     def _rollback_sync(self) -> None:
         self._connection().execute("ROLLBACK")
@@ -259,7 +273,10 @@ class GroupCommit:
                 raise
         now = time.time()
         rows = [row for entry in batch for row in self._sqlite_rows(entry, now)]
-        await loop.run_in_executor(self._thread, self._write_sync, rows, begun)
+        changes = await loop.run_in_executor(self._thread, self._write_sync, rows, begun)
+        topics = [t for entry in batch for t in entry.topics]
+        if topics:
+            self.depot.changes.recorded(topics, changes)
         return batch
 
 

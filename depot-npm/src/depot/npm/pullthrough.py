@@ -142,10 +142,10 @@ class NpmUpstream:
                 )
             ],
             cached=[(packument_item(name), len(fetched.body))],
+            # The package page (and the search page) show what is held: they follow this as
+            # they follow publishes.
+            notify=[name],
         )
-        # The package page (and the search page) show what is held: they follow this as they
-        # follow publishes.
-        await self.ctx.changes.notify(name)
         self.documents[key] = (key, document)
         self._prefetch_tagged(name, document)
         return held
@@ -321,8 +321,11 @@ class NpmUpstream:
                 self.ctx.db, name, filename, self.label, source, key, upload.size, integrity
             )
             # Committed just now, the blob is younger than any grace period: no check needed.
-            await self.ctx.group_commit([row], cached=[(tarball_item(name, filename), upload.size)])
-            await self.ctx.changes.notify(name)  # the page marks the version cached
+            await self.ctx.group_commit(
+                [row],
+                cached=[(tarball_item(name, filename), upload.size)],
+                notify=[name],  # the page marks the version cached
+            )
             self.ctx.artifact_stored(key, upload.size, request)
 
         return finish
