@@ -302,3 +302,47 @@ def test_sdist_build_requirements_follow_pep_518(
             archive.addfile(info, io.BytesIO(text.encode()))
     buffer.seek(0)
     assert sdist_build_requirements(buffer, "demo_pkg-1.0.tar.gz") == requires
+
+
+def test_upstream_pages_keep_core_metadata_hashes_only_when_verifiable() -> None:
+    from depot.pypi.pullthrough import parse_page
+
+    digest = "ab" * 32
+    page = json.dumps({
+        "meta": {"api-version": "1.1"}, "name": "demo",
+        "files": [
+            {"filename": "demo-1.0-py3-none-any.whl", "url": "demo-1.0-py3-none-any.whl",
+             "hashes": {"sha256": "cd" * 32}, "core-metadata": {"sha256": digest}},
+            {"filename": "demo-0.9-py3-none-any.whl", "url": "demo-0.9-py3-none-any.whl",
+             "hashes": {"sha256": "ef" * 32}, "dist-info-metadata": True},
+        ],
+    }).encode()  # fmt: skip
+    files = parse_page(page, "application/vnd.pypi.simple.v1+json", "https://up.example/demo/")
+    assert [f["metadata-sha256"] for f in files] == [digest, None]
+    html = (
+        f'<a href="demo-1.0-py3-none-any.whl#sha256={"cd" * 32}" '
+        f'data-dist-info-metadata="sha256={digest}">demo-1.0-py3-none-any.whl</a>'
+    ).encode()
+    files = parse_page(html, "text/html", "https://up.example/demo/")
+    assert files[0]["metadata-sha256"] == digest
+    assert files[0]["url"] == "https://up.example/demo/demo-1.0-py3-none-any.whl"
+
+
+def test_likely_choice_is_the_newest_allowed_pure_python_wheel() -> None:
+    from depot.pypi.pullthrough import likely_choice, requirements
+    from packaging.specifiers import SpecifierSet
+
+    def wheel(version: str, **extra: object) -> dict[str, object]:
+        return {"filename": f"demo-{version}-py3-none-any.whl", "metadata-sha256": "a" * 64,
+                "yanked": None, **extra}  # fmt: skip
+
+    files = [wheel("1.0"), wheel("1.5"), wheel("2.0rc1"), wheel("1.9", yanked=""),
+             wheel("1.8", **{"requires-python": ">=4"}), wheel("1.7", **{"metadata-sha256": None})]  # fmt: skip
+    assert likely_choice(files, SpecifierSet(""))["filename"] == "demo-1.5-py3-none-any.whl"
+    assert likely_choice(files, SpecifierSet("<1.2"))["filename"] == "demo-1.0-py3-none-any.whl"
+    assert likely_choice(files, SpecifierSet(">3")) is None
+    metadata = (
+        b"Metadata-Version: 2.1\nName: a\nVersion: 1\nRequires-Dist: Beta.Pkg>=1.0\n"
+        b'Requires-Dist: gamma; extra == "fancy"\n\n'
+    )
+    assert [(name, str(spec)) for name, spec in requirements(metadata)] == [("beta-pkg", ">=1.0")]

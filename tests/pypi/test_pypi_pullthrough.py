@@ -52,7 +52,8 @@ def test_first_install_fetches_and_later_installs_are_local(
     target, _ = clients.pip_install(local_index, "alpha")
     assert installed(target) == EXPECTED
     fetched = upstream_requests(published)
-    assert fetched - before == 6  # three pages, three wheels
+    # Three pages, three core metadata files (PEP 658) and three wheels, each fetched once.
+    assert fetched - before == 9
     page = httpx.get(
         local_index + "alpha/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
     )
@@ -93,7 +94,9 @@ def test_a_tampered_file_is_refused_and_not_stored(
     assert answer.status_code == 502 and "the index says" in answer.text
     assert proxy.url in answer.text
     stored = caching.store_path / "blobs" / "pypi" / "upstream" / "files"
-    assert not stored.exists() or not any(stored.iterdir())
+    held = [path.read_bytes() for path in stored.iterdir()] if stored.exists() else []
+    # gamma's core metadata, verified, may be held; no byte of the tampered wheel is.
+    assert all(blob.startswith(b"Metadata-Version:") for blob in held)
 
 
 def test_upstreams_are_tried_in_order(
@@ -136,6 +139,54 @@ def test_install_through_pypi(
     assert installed(clients.uv_install(caching.url + "/python/simple/", "six==1.16.0")) == {
         "six": "1.16.0"
     }
+
+
+def test_core_metadata_is_proxied_verified_and_fetched_once(
+    published: DepotServer,
+    index: str,
+    make_depot_server: Callable[..., DepotServer],
+    clients: Clients,
+) -> None:
+    caching = make_depot_server("--pypi-upstream", index)
+    local_index = caching.url + "/python/simple/"
+    json_page = {"Accept": "application/vnd.pypi.simple.v1+json"}
+    upstream_page = httpx.get(published.url + "/python/simple/alpha/", headers=json_page).json()
+    upstream_wheel = next(f for f in upstream_page["files"] if f["filename"].endswith(".whl"))
+    upstream_metadata = httpx.get(upstream_wheel["url"] + ".metadata").content
+
+    before = upstream_requests(published)
+    page = httpx.get(local_index + "alpha/", headers=json_page).json()
+    wheel = next(f for f in page["files"] if f["filename"] == upstream_wheel["filename"])
+    # PEP 714: the upstream's core metadata hash, offered on depot's page (HTML too, PEP 658).
+    assert wheel["core-metadata"] == upstream_wheel["core-metadata"] != False  # noqa: E712
+    html = httpx.get(local_index + "alpha/", headers={"Accept": "text/html"}).text
+    assert f'data-core-metadata="sha256={wheel["core-metadata"]["sha256"]}"' in html
+    target, _ = clients.pip_install(local_index, "alpha")
+    assert installed(target) == EXPECTED
+    fetched = upstream_requests(published)
+    assert fetched - before == 9  # pages, core metadata files, wheels: once each
+    paths = [json.loads(line)["path"] for line in published.log().splitlines() if "access" in line]
+    assert any(p.endswith("/alpha-1.0-py3-none-any.whl.metadata") for p in paths)
+    answer = httpx.get(wheel["url"] + ".metadata")
+    assert answer.status_code == 200 and answer.content == upstream_metadata
+    assert installed(clients.uv_install(local_index, "alpha")) == EXPECTED
+    assert upstream_requests(published) == fetched  # uv read the held metadata and wheels
+
+
+def test_tampered_core_metadata_is_refused_and_not_stored(
+    proxy: FaultProxy, index: str, make_depot_server: Callable[..., DepotServer], clients: Clients
+) -> None:
+    caching = make_depot_server("--pypi-upstream", index)
+    proxy.add("tamper", r"/gamma-1\.0-py3-none-any\.whl\.metadata$")
+    local_index = caching.url + "/python/simple/"
+    _, result = clients.pip_install(local_index, "--retries", "0", "gamma", check=False)
+    assert result.returncode != 0
+    answer = httpx.get(caching.url + "/python/files/gamma/gamma-1.0-py3-none-any.whl.metadata")
+    assert answer.status_code == 502 and "the index says" in answer.text
+    stored = caching.store_path / "blobs" / "pypi" / "upstream" / "files"
+    held = [path.read_bytes() for path in stored.iterdir()] if stored.exists() else []
+    # The wheel itself (verified, prefetched) may be held; no tampered metadata is.
+    assert not any(blob.startswith(b"Metadata-Version:") for blob in held)
 
 
 def test_pages_show_cached_files_apart_from_uploaded_ones(

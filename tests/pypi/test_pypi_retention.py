@@ -53,17 +53,18 @@ def test_over_max_size_the_least_recently_used_are_evicted_and_fetched_again(
     assert installed(target) == EXPECTED
     caching.stop()  # writes the recorded uses
 
-    # About 200 KB cached for pt-bulky, a few KB for alpha's closure: pt-bulky (page and
-    # wheel) goes, alpha's three pages and wheels stay; pt-own is not cache.
+    # About 200 KB cached for pt-bulky, a few KB for alpha's closure: pt-bulky (page, core
+    # metadata and wheel) goes, alpha's pages, metadata and wheels stay; pt-own is not cache.
     report = depot_gc(caching, "--cache-max-size", "100K").stdout
-    assert "pypi: evicted 2 cached items" in report, report
+    assert "pypi: evicted 3 cached items" in report, report
 
     caching = make_depot_server(*args, store_path=caching.store_path)
     index = caching.url + "/python/simple/"
     before = proxy.count()
     target, _ = clients.pip_install(index, "pt-bulky")  # fetched again, and it works
     assert installed(target) == {"pt-bulky": "1.0"}
-    assert proxy.count() - before == 2  # its page and wheel, nothing of alpha's closure
+    # Its page, core metadata and wheel, nothing of alpha's closure.
+    assert proxy.count() - before == 3
 
     proxy.stop()  # upstream gone: what is held, and what is uploaded here, still installs
     target, _ = clients.pip_install(index, "alpha")

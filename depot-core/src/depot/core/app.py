@@ -16,7 +16,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, nullcontext
 from typing import Any
 
 from depot.core.auth import WRITE_METHODS, Authenticator
@@ -124,8 +124,14 @@ class EcosystemContext:
         safe anyway (younger than the grace period); what this guards is a row that comes to
         point at a blob written long ago (a NAR uploaded before a failed ``nix copy``, a
         content-addressed file stored before).
+
+        On SQLite the blocks of one process run one at a time (SQLite has one writer): they
+        queue on the event loop instead of in SQLite's busy handler, which sleeps up to 100 ms
+        per try while another block, awaiting inside its transaction, holds the write lock.
+        Do not nest them.
         """
-        async with self.db.transaction():
+        writer = self.depot.sqlite_writer if self.db.dialect_name == "sqlite" else nullcontext()
+        async with writer, self.db.transaction():
             await hold_reference_lock(self.db, exclusive=False)
             for key in keys:
                 if await self.blobs.stat(key) is None:
@@ -231,6 +237,7 @@ class Depot:
         self.exit_stack = AsyncExitStack()
         self.started = False
         self._start_lock = asyncio.Lock()
+        self.sqlite_writer = asyncio.Lock()  # see EcosystemContext.reference_blobs
         self._closer: asyncio.Task[None] | None = None
         self.metrics = Metrics()
         self.body_deadlines = BodyDeadlines(settings.request_body_timeout)

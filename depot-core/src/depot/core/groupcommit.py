@@ -258,6 +258,12 @@ class GroupCommit:
         self._connection().execute("ROLLBACK")
 
     async def _commit_sqlite(self, batch: list[_Write]) -> list[_Write]:
+        # The process's SQLite writers queue on the event loop, not in SQLite's busy handler
+        # (see EcosystemContext.reference_blobs).
+        async with self.depot.sqlite_writer:
+            return await self._commit_sqlite_locked(batch)
+
+    async def _commit_sqlite_locked(self, batch: list[_Write]) -> list[_Write]:
         loop = asyncio.get_running_loop()
         if self._thread is None:
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="depot-group-commit")

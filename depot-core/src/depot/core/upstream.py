@@ -360,6 +360,20 @@ class UpstreamClient:
             task.add_done_callback(lambda _: self._documents.pop(key, None))
         return await asyncio.shield(task)
 
+    def background(self, coroutine: Awaitable[Any], what: str) -> None:
+        """Run ``coroutine`` in a task of its own (a prefetch of what a client will ask for
+        next), cancelled at shutdown; a failure is logged with ``what``, never raised."""
+
+        async def run() -> None:
+            try:
+                await coroutine
+            except (HTTPError, Unverified) as exc:
+                log.info("prefetch failed", extra={"object": what, "reason": str(exc)})
+            except Exception:
+                log.exception("prefetch failed", extra={"object": what})
+
+        self._spawn(run())
+
     def _spawn(self, coroutine: Awaitable[T]) -> asyncio.Task[T]:
         task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
@@ -379,20 +393,45 @@ class UpstreamClient:
         finish: Callable[[BlobUpload], Awaitable[None]],
         on_chunk: Callable[[bytes], None] | None = None,
         media_type: str = "application/octet-stream",
+        verify: Callable[[BlobUpload], None] | None = None,
     ) -> Response:
         """A response streaming ``url`` while it is stored; one upstream request per ``key``.
 
         ``open_upload()`` opens the blob upload (under a temporary key); ``on_chunk`` sees every
         chunk (a streaming parser); ``finish(upload)`` runs once all bytes are in and
         ``upload.complete()`` was awaited: it raises :class:`Unverified` with the reason when the
-        bytes are wrong, and otherwise commits the blob and records its row. 404 when upstream
-        has no such object, 502/504 naming the upstream when it fails.
+        bytes are wrong, and otherwise commits the blob and records its row. ``verify(upload)``,
+        when given, runs before ``finish`` and raises :class:`Unverified` the same way: once it
+        passed, clients get the last byte while ``finish`` commits (they wait for verified
+        bytes, not for the store's and the database's writes). 404 when upstream has no such
+        object, 502/504 naming the upstream when it fails.
         """
         flight = self.start_blob(
             key=key, upstream=upstream, url=url, open_upload=open_upload, finish=finish,
-            on_chunk=on_chunk,
+            on_chunk=on_chunk, verify=verify,
         )  # fmt: skip
         return await self.respond(flight, request, media_type)
+
+    def prefetch_blob(
+        self,
+        *,
+        key: Hashable,
+        upstream: str,
+        url: str,
+        open_upload: Callable[[], AbstractAsyncContextManager[BlobUpload]],
+        finish: Callable[[BlobUpload], Awaitable[None]],
+        verify: Callable[[BlobUpload], None] | None = None,
+        on_chunk: Callable[[bytes], None] | None = None,
+    ) -> None:
+        """Start storing ``url`` in the background, as :meth:`fetch_blob` would, with no client
+        waiting: a client asking for ``key`` meanwhile joins the fetch. For an artifact a client
+        is about to ask for (a wheel whose core metadata it just read). Nothing is started while
+        ``key`` is being fetched or recently failed; errors are logged and counted only. (See
+        also :meth:`prefetch`: bounded concurrency, and a check that it is still wanted.)"""
+        remembered = self._failures.get(key)
+        if key in self._blobs or (remembered is not None and remembered[0] > time.monotonic()):
+            return
+        self._flight(key, upstream, url, open_upload, finish, on_chunk, verify)
 
     def start_blob(
         self,
@@ -403,6 +442,7 @@ class UpstreamClient:
         open_upload: Callable[[], AbstractAsyncContextManager[BlobUpload]],
         finish: Callable[[BlobUpload], Awaitable[None]],
         on_chunk: Callable[[bytes], None] | None = None,
+        verify: Callable[[BlobUpload], None] | None = None,
     ) -> BlobFlight:
         """Start fetching ``url`` into the store (or join the fetch of ``key`` in flight) and
         return the flight, held for the caller: pass it to :meth:`respond`, or
@@ -410,6 +450,21 @@ class UpstreamClient:
         object: ``finish`` may wait for what verifies the bytes (metadata fetched at the same
         time) and raise :class:`Abandoned` when they turn out not to be wanted. Raises the
         remembered reason when ``key`` failed verification just before."""
+        flight = self._flight(key, upstream, url, open_upload, finish, on_chunk, verify)
+        flight.acquire()
+        return flight
+
+    def _flight(
+        self,
+        key: Hashable,
+        upstream: str,
+        url: str,
+        open_upload: Callable[[], AbstractAsyncContextManager[BlobUpload]],
+        finish: Callable[[BlobUpload], Awaitable[None]],
+        on_chunk: Callable[[bytes], None] | None,
+        verify: Callable[[BlobUpload], None] | None,
+    ) -> BlobFlight:
+        """The flight fetching ``key``: the one in progress, or a new one."""
         remembered = self._failures.get(key)
         if remembered is not None:
             if remembered[0] > time.monotonic():
@@ -418,17 +473,16 @@ class UpstreamClient:
         flight = self._blobs.get(key)
         if flight is None:
             self.miss(upstream)
-            flight = BlobFlight(self, key, upstream, url, open_upload, finish, on_chunk)
+            flight = BlobFlight(self, key, upstream, url, open_upload, finish, on_chunk, verify)
             self._blobs[key] = flight
             flight.task = self._spawn(flight.run())
-        flight.acquire()
         return flight
 
     async def respond(
         self, flight: BlobFlight, request: Request, media_type: str = "application/octet-stream"
     ) -> Response:
         """The response streaming a flight from :meth:`start_blob` (which it releases): sent
-        once upstream's headers arrived, its last byte once the blob is verified and stored.
+        once upstream's headers arrived, its last byte once the blob is verified.
         404 when upstream has no such object, 502/504 naming the upstream when it fails."""
         try:
             await asyncio.shield(flight.started)
@@ -506,6 +560,7 @@ class BlobFlight:
         open_upload: Callable[[], AbstractAsyncContextManager[BlobUpload]],
         finish: Callable[[BlobUpload], Awaitable[None]],
         on_chunk: Callable[[bytes], None] | None,
+        verify: Callable[[BlobUpload], None] | None = None,
     ) -> None:
         self.client = client
         self.key = key
@@ -514,12 +569,14 @@ class BlobFlight:
         self._open_upload = open_upload
         self._finish = finish
         self._on_chunk = on_chunk
+        self._verify = verify
         self.started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.task: asyncio.Task[None] | None = None
         self.content_length: int | None = None
         self.received = 0
         self.done = False
         self.committed = False
+        self.verified = False
         self.error: UpstreamError | None = None
         self._progress = asyncio.Event()
         self._spool = tempfile.TemporaryFile(prefix="depot-upstream-")  # noqa: SIM115
@@ -542,8 +599,8 @@ class BlobFlight:
         await self._progress.wait()
 
     def readable(self) -> int:
-        """How many bytes readers may send now: all once committed, else all but the last."""
-        return self.received if self.committed else max(0, self.received - 1)
+        """How many bytes readers may send now: all once verified, else all but the last."""
+        return self.received if self.verified else max(0, self.received - 1)
 
     def read(self, offset: int, size: int) -> bytes:
         return os.pread(self._spool.fileno(), size, offset)
@@ -580,8 +637,12 @@ class BlobFlight:
                         f"{self.url} sent {self.received} of {self.content_length} bytes",
                     )
                 await upload.complete()
+                if self._verify is not None:
+                    self._verify(upload)
+                    self.verified = True
+                    self._notify()
                 await self._finish(upload)
-            self.committed = True
+            self.committed = self.verified = True
         except Abandoned as exc:
             self.error = UpstreamError(self.upstream, f"{self.url}: {exc}; nothing was stored")
             log.debug("fetched ahead and not wanted", extra={"url": self.url, "reason": str(exc)})
@@ -637,8 +698,9 @@ class BlobFlight:
 
 class TeeResponse(Response):
     """Streams a :class:`BlobFlight` to one client, holding the last byte back until the blob
-    is verified and committed. If the fetch fails after the headers went out, the connection is
-    closed short of the announced length, so the client discards what it got."""
+    is verified (and, without a separate ``verify``, committed). If the fetch fails after the
+    headers went out, the connection is closed short of the announced length, so the client
+    discards what it got."""
 
     def __init__(self, flight: BlobFlight, request: Request, media_type: str) -> None:
         self.flight = flight
@@ -666,8 +728,8 @@ class TeeResponse(Response):
                     offset += len(chunk)
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                     continue
-                if flight.done:
-                    if flight.committed and offset == flight.received:
+                if flight.done or (flight.verified and offset == flight.received):
+                    if flight.verified and offset == flight.received:
                         await send({"type": "http.response.body", "body": b""})
                     # Otherwise the fetch failed: return without ending the body, and the server
                     # closes the connection short of Content-Length (or of the final chunk).

@@ -99,6 +99,7 @@ class PypiCatalog:
             for r in await self.ctx.db.fetch_all(
                 sa.select(c.project, sa.func.count(), sa.func.sum(c.size))
                 .where(c.project.in_([r[0] for r in rows]))
+                .where(c.filename.not_like("%.metadata"))  # PEP 658 files beside the wheels
                 .group_by(c.project)
             )
         }

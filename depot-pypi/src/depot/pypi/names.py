@@ -23,6 +23,8 @@ _FILENAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+!-]*$")
 _NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
 
 WHEEL = "bdist_wheel"
+#: A file's core metadata (PEP 658) is served as ``<file>.metadata``.
+METADATA_SUFFIX = ".metadata"
 SDIST = "sdist"
 
 

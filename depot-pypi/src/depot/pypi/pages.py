@@ -25,6 +25,7 @@ import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -43,7 +44,7 @@ from depot.core.packagepages import (
     provenance_label,
 )
 from depot.core.pages import human_size
-from depot.pypi.names import InvalidFilename, normalize, parse_filename
+from depot.pypi.names import METADATA_SUFFIX, InvalidFilename, normalize, parse_filename
 from depot.pypi.schema import blob_key, cached_files, pypi_files, upstream_pages
 from depot.pypi.simple import sort_versions
 from packaging.requirements import InvalidRequirement, Requirement
@@ -52,9 +53,6 @@ from starlette.requests import Request
 
 #: Core metadata larger than this is not read for the page (PyPI itself caps descriptions lower).
 MAX_METADATA = 4 * 1024 * 1024
-#: A cached wheel is opened for its METADATA (upstream pages carry no PEP 658 metadata) only
-#: up to this size: the whole wheel is read, and the page is kept once rendered.
-MAX_CACHED_WHEEL = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -106,8 +104,8 @@ class PypiPages:
     async def _cached_page(self, project: str, request: Request) -> PackagePage | None:
         """The page of a project held only as a cache of a ``--pypi-upstream``: the files of
         the upstream page depot holds, each marked cached (fetched when) or not fetched yet.
-        Upstream pages carry no core metadata: the summary, description and Requires-Dist come
-        from a cached wheel of the selected version, when depot holds one."""
+        The summary, description and Requires-Dist come from the core metadata of a cached
+        wheel of the selected version, when depot holds one (see :meth:`_cached_metadata`)."""
         held = await self.ctx.db.fetch_one(
             upstream_pages.select().where(upstream_pages.c.project == project)
         )
@@ -152,18 +150,24 @@ class PypiPages:
     async def _cached_metadata(
         self, version_files: Sequence[Any], fetched: Mapping[str, tuple[Any, ...]]
     ) -> ProjectMetadata:
-        """The core metadata inside a cached wheel of the version (upstream pages carry none),
-        read in a thread from wheels up to :data:`MAX_CACHED_WHEEL`; empty if none is held."""
-        for row in version_files:
-            held = fetched.get(row[0])
-            if row[2] != "bdist_wheel" or held is None or held[2] > MAX_CACHED_WHEEL:
-                continue
-            raw = await self._read_blob(held[1], limit=MAX_CACHED_WHEEL)
-            if raw is None:
-                continue
-            metadata = await asyncio.to_thread(_wheel_metadata, raw)
-            if metadata is not None:
-                return metadata
+        """The core metadata of a cached wheel of the version (upstream pages carry none here):
+        its ``.metadata`` file when depot cached that (PEP 658, verified against the upstream's
+        hash), else the wheel's own METADATA when the store has the wheel as a local file (read
+        in a thread; the zip index says where METADATA is, so the wheel is never read whole).
+        Empty if neither is held."""
+        wheels = [r[0] for r in version_files if r[2] == "bdist_wheel" and r[0] in fetched]
+        for filename in wheels:
+            held = fetched.get(filename + METADATA_SUFFIX)
+            if held is not None:
+                raw = await self._read_blob(held[1])
+                if raw is not None:
+                    return parse_metadata(raw)
+        for filename in wheels:
+            path = self.ctx.blobs.local_path(fetched[filename][1])
+            if path is not None:
+                metadata = await asyncio.to_thread(_wheel_metadata, path)
+                if metadata is not None:
+                    return metadata
         return ProjectMetadata()
 
     async def _document(self, key: str) -> dict[str, Any]:
@@ -376,10 +380,10 @@ def _versions_table(
 _URL_SAFE = re.compile(r"[A-Za-z0-9._-]+")
 
 
-def _wheel_metadata(wheel: bytes) -> ProjectMetadata | None:
-    """The parsed ``*.dist-info/METADATA`` of a wheel's bytes, or None if it has none."""
+def _wheel_metadata(wheel: Path) -> ProjectMetadata | None:
+    """The parsed ``*.dist-info/METADATA`` of a wheel file, or None if it has none."""
     try:
-        with zipfile.ZipFile(io.BytesIO(wheel)) as archive:
+        with zipfile.ZipFile(wheel) as archive:
             name = next(
                 (n for n in archive.namelist() if n.count("/") == 1
                  and n.endswith(".dist-info/METADATA")),

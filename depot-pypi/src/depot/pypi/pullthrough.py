@@ -10,19 +10,35 @@ with anything uploaded or pushed here is served from depot only: dependency conf
   as a blob with a row, served in the client's format with every link pointing at depot;
 - file: held -> served; else the upstream URL from the held page -> streamed to the client while
   it is stored (:meth:`depot.core.upstream.UpstreamClient.fetch_blob`), verified against the
-  page's sha256 before it is committed. Files an upstream lists without a sha256 are left out:
-  nothing unverifiable is served.
+  page's sha256 before its last byte is sent and before it is committed. Files an upstream
+  lists without a sha256 are left out: nothing unverifiable is served.
+- core metadata (PEP 658/714): a file the upstream page offers ``<file>.metadata`` for, with a
+  sha256, is offered on depot's page too; ``<file>.metadata`` is fetched, verified and cached
+  like any file (a cached file of its own, evicted on its own). pip and uv then resolve from
+  the metadata and download each wheel once, at the end; so that the download finds the wheel
+  held, asking for a file's metadata starts fetching the file itself in the background
+  (:meth:`depot.core.upstream.UpstreamClient.prefetch_blob`), up to :data:`PREFETCH_MAX` bytes,
+  and the metadata's ``Requires-Dist`` names the projects whose pages the client asks for next:
+  those not held are fetched in the background too (at most :data:`PREFETCH_PAGES`, extras left
+  out), each with the core metadata of the version a resolver most likely picks
+  (:func:`likely_choice`), whose requirements are prefetched in turn: a cold install finds most
+  pages and metadata held or on their way instead of waiting on upstream for each in sequence.
 
-Core metadata (PEP 658) is not proxied: the pages served for upstream projects carry none, so
-pip and uv read the metadata from the wheel itself.
+Held pages and file rows are remembered per process and answered without a database query;
+eviction (:mod:`depot.pypi.retention`) announces the projects it touched through the core's
+change notification (topic ``upstream/<project>``), so every process forgets them within the
+notification's bound. Revalidation needs no announcement: each process revalidates the copy it
+holds after ``--upstream-max-age``.
 """
 
 from __future__ import annotations
 
 import json
+import platform
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from email.parser import BytesHeaderParser
 from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import quote, urldefrag, urljoin, urlsplit
@@ -34,21 +50,39 @@ from depot.core.http import blob_response
 from depot.core.rendered import Rendered, RenderedCache
 from depot.core.upstream import Unverified, UpstreamError
 from depot.pypi import simple
-from depot.pypi.names import InvalidFilename, parse_filename
-from depot.pypi.retention import file_item, page_item
+from depot.pypi.names import METADATA_SUFFIX, InvalidFilename, normalize, parse_filename
+from depot.pypi.retention import file_item, page_item, topic
 from depot.pypi.schema import cached_files, upstream_pages
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import Version
 from starlette.requests import Request
 from starlette.responses import Response
 
 #: What depot asks an upstream for: PEP 691 JSON first, HTML understood.
 ACCEPT = f"{simple.JSON_V1}, {simple.HTML_V1};q=0.2, {simple.TEXT_HTML};q=0.1"
 MAX_PAGE = 64 * 1024 * 1024
+#: A file whose metadata is asked for is prefetched if the page gives its size and it is no
+#: larger than this (pip backtracking over the versions of a huge wheel reads each version's
+#: metadata and downloads one).
+PREFETCH_MAX = 64 * 1024 * 1024
+#: Dependencies of one core metadata file whose pages are prefetched, at most.
+PREFETCH_PAGES = 100
+#: Core metadata larger than this is not read for dependencies.
+MAX_METADATA = 1024 * 1024
+#: Rows remembered per process (held pages and cached files).
+REMEMBERED = 100_000
 
 
 class PypiUpstreams:
     """The pull-through side of the index, over the ``--pypi-upstream`` URLs in order."""
 
-    def __init__(self, ctx: EcosystemContext, urls: Sequence[str] | str) -> None:
+    def __init__(
+        self,
+        ctx: EcosystemContext,
+        urls: Sequence[str] | str,
+        is_local: Callable[[str], Awaitable[bool]] | None = None,
+    ) -> None:
         urls = [urls] if isinstance(urls, str) else list(urls)  # create_app(pypi_upstream="...")
         for url in urls:
             parts = urlsplit(url)
@@ -56,12 +90,21 @@ class PypiUpstreams:
                 raise ConfigError(f"--pypi-upstream {url!r} is not an http(s) URL")
         self.ctx = ctx
         self.urls = [url.rstrip("/") + "/" for url in urls]
+        # Whether a project has anything uploaded here (then upstream is never asked for it).
+        self.is_local = is_local
         self.pages = RenderedCache()
         self.documents: dict[str, dict[str, Any]] = {}
+        # project -> (generation, held page row); filename -> (generation, cached file row)
+        self.page_rows: dict[str, tuple[int, Any]] = {}
+        self.file_rows: dict[str, tuple[int, Any]] = {}
+        # At start-up, not during the first install through the cache (about 0.2 s).
+        import aiohttp  # noqa: F401
 
     # -- project pages ---------------------------------------------------------------------
 
-    async def page(self, request: Request, project: str, media_type: str, files_url: str) -> bytes:
+    async def page(
+        self, request: Request, project: str, media_type: str, files_url: str
+    ) -> Rendered:
         row = await self.held(project)
         key = (project, media_type, files_url)
         # Keyed by the held page's blob (content-addressed): a revalidation that changed it
@@ -71,7 +114,7 @@ class PypiUpstreams:
             document = await self._document(row["blob_key"])
             page = Rendered.of(render(document, media_type, files_url))
             self.pages.put(key, row["blob_key"], page)  # type: ignore[arg-type]
-        return page.body
+        return page
 
     async def held(self, project: str) -> Any:
         """The held page row, fetched or revalidated as freshness requires."""
@@ -98,9 +141,26 @@ class PypiUpstreams:
             return row
 
     async def _row(self, project: str) -> Any:
-        return await self.ctx.db.fetch_one(
+        """The held page row, remembered while its project's upstream topic stands."""
+        generation = self.ctx.changes.generation(topic(project))
+        remembered = self.page_rows.get(project)
+        if remembered is not None and remembered[0] == generation:
+            return remembered[1]
+        row = await self.ctx.db.fetch_one(
             upstream_pages.select().where(upstream_pages.c.project == project)
         )
+        if row is None:
+            return None
+        row = dict(row._mapping)  # type: ignore[attr-defined]
+        return self._remember(self.page_rows, project, generation, row)
+
+    def _remember(
+        self, rows: dict[str, tuple[int, Any]], key: str, generation: int, row: Any
+    ) -> Any:
+        if len(rows) >= REMEMBERED:
+            rows.clear()
+        rows[key] = (generation, row)
+        return row
 
     async def _fetch(self, project: str) -> Any:
         """The first upstream that has the project wins; 404 if none has it."""
@@ -126,17 +186,20 @@ class PypiUpstreams:
             last_modified=row["last_modified"], limit=MAX_PAGE,
         )  # fmt: skip
         if fetched.status == 304:
+            generation = self.ctx.changes.generation(topic(project))
+            now = time.time()
             await self.ctx.db.execute(
                 upstream_pages.update()
                 .where(upstream_pages.c.project == project)
-                .values(checked_at=time.time())
+                .values(checked_at=now)
             )
-            return await self._row(project)
+            return self._remember(self.page_rows, project, generation, {**row, "checked_at": now})
         if fetched.status != 200:
             raise NotFound(f"project {project} is no longer at {upstream}")
         return await self._store(project, upstream, fetched)
 
     async def _store(self, project: str, upstream: str, fetched: Any) -> Any:
+        generation = self.ctx.changes.generation(topic(project))
         try:
             files = parse_page(fetched.body, fetched.content_type, fetched.url)
         except ValueError as exc:
@@ -163,7 +226,11 @@ class PypiUpstreams:
         # follow uploads.
         await self.ctx.changes.notify(project)
         self.documents[key] = document
-        return await self._row(project)
+        row = {
+            "project": project, "upstream_url": upstream, "blob_key": key, "etag": fetched.etag,
+            "last_modified": fetched.last_modified, "fetched_at": now, "checked_at": now,
+        }  # fmt: skip
+        return self._remember(self.page_rows, project, generation, row)
 
     async def _document(self, key: str) -> dict[str, Any]:
         document = self.documents.get(key)
@@ -180,50 +247,52 @@ class PypiUpstreams:
     # -- files -----------------------------------------------------------------------------
 
     async def file(self, request: Request, project: str, filename: str) -> Response:
+        """A file of an upstream project, or its core metadata (``<file>.metadata``)."""
         client = self.ctx.upstream
-        row = await self.ctx.db.fetch_one(
-            cached_files.select().where(cached_files.c.filename == filename)
-        )
-        if row is not None and row["project"] == project:
+        row = await self._file_row(project, filename)
+        if row is not None:
             key = row["blob_key"]
             try:
                 response = await blob_response(
                     self.ctx.blobs, key, request,
+                    "text/plain; charset=utf-8" if filename.endswith(METADATA_SUFFIX)
+                    else "application/octet-stream",
                     headers={"ETag": f'"{row["sha256"]}"',
                              "Cache-Control": "public, max-age=31536000, immutable"},
                     on_start=lambda size: self.ctx.artifact_served(key, size, request),
                 )  # fmt: skip
             except NotFound:
-                pass  # the blob is gone: fetch it again
+                self.file_rows.pop(filename, None)  # the blob is gone: fetch it again
             else:
                 client.hit(row["upstream_url"])
                 self.ctx.record_use(file_item(project, filename))
+                wheel = filename.removesuffix(METADATA_SUFFIX)
+                if wheel != filename and wheel not in self.file_rows:
+                    # Metadata prefetched with its project's page: the wheel comes next.
+                    client.background(self._prefetch_file(project, wheel), wheel)
                 return response
         page_row = await self.held(project)
         document = await self._document(page_row["blob_key"])
-        entry = next((f for f in document["files"] if f["filename"] == filename), None)
-        if entry is None:
-            raise NotFound(f"{filename} not found here nor at {page_row['upstream_url']}")
-        upstream, source, expected = page_row["upstream_url"], entry["url"], entry["sha256"]
-
-        async def finish(upload: BlobUpload) -> None:
-            digest = upload.hexdigest("sha256")
-            if digest != expected:
-                raise Unverified(f"{filename} has sha256 {digest}, the index says {expected}")
-            key = f"upstream/files/{digest}"
-            await upload.commit(key)
-            async with self.ctx.reference_blobs(key):
-                await self.ctx.db.execute(
-                    self.ctx.db.insert_or_ignore(cached_files).values(
-                        filename=filename, project=project, upstream_url=upstream,
-                        source_url=source, blob_key=key, sha256=digest, size=upload.size,
-                        fetched_at=time.time(),
-                    )
-                )  # fmt: skip
-                await self.ctx.cache_stored(file_item(project, filename), upload.size)
-            await self.ctx.changes.notify(project)  # the page marks the file cached
-            self.ctx.artifact_stored(key, upload.size, request)
-
+        upstream = page_row["upstream_url"]
+        if filename.endswith(METADATA_SUFFIX):
+            wheel = filename.removesuffix(METADATA_SUFFIX)
+            entry = next((f for f in document["files"] if f["filename"] == wheel), None)
+            if entry is None or not entry.get("metadata-sha256"):
+                raise NotFound(f"{filename} not found here nor at {upstream}")
+            source, expected = entry["url"] + METADATA_SUFFIX, entry["metadata-sha256"]
+            # After the metadata's own request is on its way (this task runs on when it waits).
+            client.background(self._prefetch(project, upstream, entry), f"{wheel}")
+        else:
+            entry = next((f for f in document["files"] if f["filename"] == filename), None)
+            if entry is None:
+                raise NotFound(f"{filename} not found here nor at {upstream}")
+            source, expected = entry["url"], entry["sha256"]
+        verify, finish = self._verified_storing(
+            request, project, filename, upstream, source, expected
+        )
+        on_chunk = None
+        if filename.endswith(METADATA_SUFFIX):
+            verify, on_chunk = self._reading_requirements(verify)
         return await client.fetch_blob(
             request,
             key=("file", filename),
@@ -231,7 +300,194 @@ class PypiUpstreams:
             url=source,
             open_upload=lambda: self.ctx.blobs.upload(f"incoming/{uuid.uuid4().hex}"),
             finish=finish,
+            verify=verify,
+            on_chunk=on_chunk,
+            media_type="text/plain; charset=utf-8"
+            if filename.endswith(METADATA_SUFFIX)
+            else "application/octet-stream",
         )
+
+    async def _file_row(self, project: str, filename: str) -> Any:
+        """The cached file's row, remembered while its project's upstream topic stands."""
+        generation = self.ctx.changes.generation(topic(project))
+        remembered = self.file_rows.get(filename)
+        if remembered is not None and remembered[0] == generation:
+            return remembered[1]
+        row = await self.ctx.db.fetch_one(
+            cached_files.select().where(cached_files.c.filename == filename)
+        )
+        if row is None or row["project"] != project:
+            return None
+        row = dict(row._mapping)  # type: ignore[attr-defined]
+        return self._remember(self.file_rows, filename, generation, row)
+
+    async def _prefetch_file(self, project: str, filename: str) -> None:
+        if await self._file_row(project, filename) is not None:
+            return
+        page_row = await self.held(project)
+        document = await self._document(page_row["blob_key"])
+        entry = next((f for f in document["files"] if f["filename"] == filename), None)
+        if entry is not None:
+            await self._prefetch(project, page_row["upstream_url"], entry)
+
+    async def _prefetch(self, project: str, upstream: str, entry: dict[str, Any]) -> None:
+        """Start fetching the file whose metadata a client reads: it downloads it next."""
+        filename = entry["filename"]
+        size = entry.get("size")
+        if not isinstance(size, int) or size > PREFETCH_MAX:
+            return
+        if await self._file_row(project, filename) is not None:
+            return
+        verify, finish = self._verified_storing(
+            None, project, filename, upstream, entry["url"], entry["sha256"]
+        )
+        self.ctx.upstream.prefetch_blob(
+            key=("file", filename),
+            upstream=upstream,
+            url=entry["url"],
+            open_upload=lambda: self.ctx.blobs.upload(f"incoming/{uuid.uuid4().hex}"),
+            finish=finish,
+            verify=verify,
+        )
+
+    def _reading_requirements(
+        self, verify: Callable[[BlobUpload], None]
+    ) -> tuple[Callable[[BlobUpload], None], Callable[[bytes], None]]:
+        """``verify`` that, once core metadata passed it, prefetches the pages it requires; and
+        the ``on_chunk`` collecting the metadata's bytes for it."""
+        metadata = bytearray()
+
+        def collect(chunk: bytes) -> None:
+            if len(metadata) <= MAX_METADATA:
+                metadata.extend(chunk)
+
+        def verify_and_prefetch(upload: BlobUpload) -> None:
+            verify(upload)
+            self._prefetch_pages(bytes(metadata))
+
+        return verify_and_prefetch, collect
+
+    def _prefetch_pages(self, metadata: bytes) -> None:
+        """Fetch in the background the pages of the projects verified core metadata requires
+        (not those of extras), unless held or uploaded here: the client asks for them next."""
+        if len(metadata) > MAX_METADATA:
+            return
+        seen = set()
+        for name, specifier in requirements(metadata):
+            if name in seen or len(seen) >= PREFETCH_PAGES:
+                continue
+            seen.add(name)
+            self.ctx.upstream.background(self._prefetch_page(name, specifier), f"page of {name}")
+
+    async def _prefetch_page(self, project: str, specifier: SpecifierSet) -> None:
+        """The page of a required project; if it was not held, the core metadata of the
+        version a client most likely picks (:func:`likely_choice`), which prefetches its own
+        requirements' pages in turn: the closure a resolver walks one request at a time is
+        fetched concurrently."""
+        if self.is_local is not None and await self.is_local(project):
+            return
+        if await self._row(project) is not None:
+            return
+        row = await self.held(project)
+        entry = likely_choice((await self._document(row["blob_key"]))["files"], specifier)
+        if entry is None:
+            return
+        filename = entry["filename"] + METADATA_SUFFIX
+        if await self._file_row(project, filename) is not None:
+            return
+        upstream = row["upstream_url"]
+        verify, finish = self._verified_storing(
+            None, project, filename, upstream, entry["url"] + METADATA_SUFFIX,
+            entry["metadata-sha256"],
+        )  # fmt: skip
+        verify, on_chunk = self._reading_requirements(verify)
+        self.ctx.upstream.prefetch_blob(
+            key=("file", filename),
+            upstream=upstream,
+            url=entry["url"] + METADATA_SUFFIX,
+            open_upload=lambda: self.ctx.blobs.upload(f"incoming/{uuid.uuid4().hex}"),
+            finish=finish,
+            verify=verify,
+            on_chunk=on_chunk,
+        )
+
+    def _verified_storing(
+        self,
+        request: Request | None,
+        project: str,
+        filename: str,
+        upstream: str,
+        source: str,
+        expected: str,
+    ) -> tuple[Callable[[BlobUpload], None], Callable[[BlobUpload], Awaitable[None]]]:
+        """``verify`` (the page's sha256) and ``finish`` (commit, row) of one fetched file."""
+        generation = self.ctx.changes.generation(topic(project))
+
+        def verify(upload: BlobUpload) -> None:
+            digest = upload.hexdigest("sha256")
+            if digest != expected:
+                raise Unverified(f"{filename} has sha256 {digest}, the index says {expected}")
+
+        async def finish(upload: BlobUpload) -> None:
+            verify(upload)
+            digest = upload.hexdigest("sha256")
+            key = f"upstream/files/{digest}"
+            await upload.commit(key)
+            row = {
+                "filename": filename, "project": project, "upstream_url": upstream,
+                "source_url": source, "blob_key": key, "sha256": digest, "size": upload.size,
+                "fetched_at": time.time(),
+            }  # fmt: skip
+            async with self.ctx.reference_blobs(key):
+                await self.ctx.db.execute(self.ctx.db.insert_or_ignore(cached_files).values(**row))
+                await self.ctx.cache_stored(file_item(project, filename), upload.size)
+            self._remember(self.file_rows, filename, generation, row)
+            if not filename.endswith(METADATA_SUFFIX):
+                await self.ctx.changes.notify(project)  # the package page marks it cached
+            self.ctx.artifact_stored(key, upload.size, request)
+
+        return verify, finish
+
+
+def requirements(metadata: bytes) -> list[tuple[str, SpecifierSet]]:
+    """The normalised names and version specifiers a core metadata file requires outside
+    extras, in order."""
+    found = []
+    for value in BytesHeaderParser().parsebytes(metadata).get_all("Requires-Dist") or []:
+        try:
+            requirement = Requirement(value)
+        except InvalidRequirement:
+            continue
+        if requirement.marker is not None and "extra" in str(requirement.marker):
+            continue
+        found.append((normalize(requirement.name), requirement.specifier))
+    return found
+
+
+def likely_choice(files: list[dict[str, Any]], specifier: SpecifierSet) -> dict[str, Any] | None:
+    """The file whose core metadata a resolver most likely reads for ``specifier``: the newest
+    final release it allows with a pure-Python wheel (``*-none-any.whl``, the same for every
+    client) offering verifiable metadata and not yanked, whose Requires-Python admits the
+    Python depot runs on (a client's is usually alike). None when nothing fits."""
+    python = platform.python_version()
+    best: tuple[Version, dict[str, Any]] | None = None
+    for entry in files:
+        if not entry["filename"].endswith("-none-any.whl") or not entry.get("metadata-sha256"):
+            continue
+        if entry.get("yanked") is not None:
+            continue
+        try:
+            version = parse_filename(entry["filename"]).version
+            requires_python = entry.get("requires-python")
+            if requires_python and not SpecifierSet(requires_python).contains(python, True):
+                continue
+        except (InvalidFilename, InvalidSpecifier):
+            continue
+        if version.is_prerelease or not specifier.contains(version):
+            continue
+        if best is None or version > best[0]:
+            best = (version, entry)
+    return None if best is None else best[1]
 
 
 def render(document: dict[str, Any], media_type: str, files_url: str) -> bytes:
@@ -244,7 +500,7 @@ def render(document: dict[str, Any], media_type: str, files_url: str) -> bytes:
             f.get("size") or 0,
             f.get("upload-time") or "",
             f.get("requires-python"),
-            None,
+            f.get("metadata-sha256"),
             f.get("yanked"),
         )  # fmt: skip
         for f in document["files"]
@@ -281,12 +537,15 @@ def parse_page(body: bytes, content_type: str, url: str) -> list[dict[str, Any]]
             ):
                 continue
             yanked = entry.get("yanked")
+            # PEP 714 names it core-metadata; PEP 658's dist-info-metadata is the older key.
+            metadata = entry.get("core-metadata", entry.get("dist-info-metadata"))
             files.append({
                 "filename": filename, "url": urldefrag(urljoin(url, href))[0],
                 "sha256": sha256.lower(), "size": entry.get("size"),
                 "upload-time": entry.get("upload-time"),
                 "requires-python": entry.get("requires-python"),
                 "yanked": None if yanked in (None, False) else ("" if yanked is True else yanked),
+                "metadata-sha256": _metadata_sha256(metadata),
             })  # fmt: skip
         return files
     parser = _Links()
@@ -306,8 +565,32 @@ def parse_page(body: bytes, content_type: str, url: str) -> list[dict[str, Any]]
             "filename": filename, "url": target, "sha256": digest.lower(), "size": None,
             "upload-time": None, "requires-python": attrs.get("data-requires-python"),
             "yanked": (attrs["data-yanked"] or "") if "data-yanked" in attrs else None,
+            "metadata-sha256": _metadata_sha256(
+                attrs.get("data-core-metadata", attrs.get("data-dist-info-metadata"))
+            ),
         })  # fmt: skip
     return files
+
+
+def _metadata_sha256(value: Any) -> str | None:
+    """The sha256 of a file's core metadata from a PEP 691 ``core-metadata`` value (a dict of
+    hashes, or true/false) or a PEP 503 ``data-core-metadata`` attribute (``sha256=<hex>`` or
+    ``true``). Metadata offered without a sha256 is not offered again: it could not be checked."""
+    if isinstance(value, dict):
+        digest = value.get("sha256")
+    elif isinstance(value, str):
+        algorithm, _, digest = value.partition("=")
+        if algorithm != "sha256":
+            return None
+    else:
+        return None
+    if not isinstance(digest, str) or len(digest) != 64:
+        return None
+    try:
+        int(digest, 16)
+    except ValueError:
+        return None
+    return digest.lower()
 
 
 class _Links(HTMLParser):

@@ -24,6 +24,11 @@ import sqlalchemy as sa
 from depot.pypi.schema import cached_files, upstream_pages
 
 
+def topic(project: str) -> str:
+    """The change topic of a project's upstream content (pages and files), under ``pypi:``."""
+    return f"upstream/{project}"
+
+
 def page_item(project: str) -> str:
     return project
 
@@ -59,6 +64,9 @@ class PypiCachedContent:
                 rows = await db.fetch_all(sa.select(table.c.blob_key).where(chosen))
                 keys += [row[0] for row in rows]
                 await db.execute(table.delete().where(chosen))
-        # The pages of these projects change (a file no longer cached, or no page at all).
-        await self.ctx.changes.notify(*sorted({i.split("/", 1)[0] for i in items}))
+        # The pages of these projects change (a file no longer cached, or no page at all), and
+        # processes remember held pages and file rows (depot.pypi.pullthrough): they forget the
+        # evicted ones within the change notification's bound.
+        touched = sorted({item.split("/", 1)[0] for item in items})
+        await self.ctx.changes.notify(*touched, *(topic(project) for project in touched))
         await self.ctx.release_blobs(keys, since)

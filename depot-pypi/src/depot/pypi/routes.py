@@ -61,12 +61,10 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
     # Pages are reused while their project's generation stands (depot.core.changes): every
     # upload and yank announces the project, so a hot page costs no database query.
     pages = RenderedCache()
-    file_rows: dict[str, tuple[int, Mapping[str, Any]]] = {}
-    upstreams: PypiUpstreams | None = None
-    if ctx.settings.extra.get("pypi_upstream"):
-        from depot.pypi.pullthrough import PypiUpstreams
-
-        upstreams = PypiUpstreams(ctx, ctx.settings.extra["pypi_upstream"])
+    file_rows: dict[str, tuple[int, Mapping[str, Any] | None]] = {}
+    # project -> (generation, whether anything is uploaded here): the dependency-confusion
+    # check before every upstream answer, without a query while the project is unchanged.
+    local_projects: dict[str, tuple[int, bool]] = {}
 
     async def upload_page(request: Request) -> Response:
         return HTMLResponse(
@@ -108,14 +106,17 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         key = (project, media_type, files_url)
         page = pages.get(key, generation)
         if page is None:
+            if upstreams is not None and not await is_local(project):
+                # Nothing uploaded here under this name: the upstream's page, never merged (not
+                # kept in ``pages``: a revalidation may change it without a local change).
+                held = await upstreams.page(request, project, media_type, files_url)
+                return _page(held, media_type, request, ctx.document_cache_control)
             rows = await store.project_files(ctx, project)
             if not rows:
                 if upstreams is None:
                     raise NotFound(f"project {project} not found")
-                # Nothing uploaded here under this name: the upstream's page, never merged (not
-                # kept in ``pages``: a revalidation may change it without a local change).
-                body = await upstreams.page(request, project, media_type, files_url)
-                return _page(Rendered.of(body), media_type, request, ctx.document_cache_control)
+                held = await upstreams.page(request, project, media_type, files_url)
+                return _page(held, media_type, request, ctx.document_cache_control)
             body = _render_project(project, media_type, files_url, rows)
             page = pages.put(key, generation, Rendered.of(body))
         return _page(page, media_type, request, ctx.document_cache_control)
@@ -125,22 +126,45 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         return RedirectResponse(ctx.external_url(request, f"/simple/{quote(project)}/"), 301)
 
     async def file_row(project: str, filename: str) -> Mapping[str, Any] | None:
-        """The row of ``filename`` under ``project``, remembered while the project is unchanged."""
+        """The row of ``filename`` under ``project`` (or None), remembered while the project is
+        unchanged."""
         generation = ctx.changes.generation(project)
         remembered = file_rows.get(filename)
         if remembered is not None and remembered[0] == generation:
             return remembered[1]
         row = await store.file_row(ctx, filename)
-        if row is None or row["project"] != project:
-            return None
+        if row is not None and row["project"] != project:
+            row = None
         if len(file_rows) >= FILE_ROWS:
             file_rows.clear()
         file_rows[filename] = (generation, row)
         return row
 
+    async def is_local(project: str) -> bool:
+        """Whether anything of ``project`` is uploaded or pushed here."""
+        generation = ctx.changes.generation(project)
+        remembered = local_projects.get(project)
+        if remembered is not None and remembered[0] == generation:
+            return remembered[1]
+        local = bool(await store.project_files(ctx, project))
+        if len(local_projects) >= FILE_ROWS:
+            local_projects.clear()
+        local_projects[project] = (generation, local)
+        return local
+
+    upstreams: PypiUpstreams | None = None
+    if ctx.settings.extra.get("pypi_upstream"):
+        from depot.pypi.pullthrough import PypiUpstreams
+
+        upstreams = PypiUpstreams(ctx, ctx.settings.extra["pypi_upstream"], is_local)
+
     async def get_file(request: Request) -> Response:
         project = request.path_params["project"]
         filename = request.path_params["filename"]
+        if upstreams is not None and not await is_local(project):
+            # Nothing uploaded here under this name: a file (or core metadata) from upstream.
+            # A project with anything uploaded here never reaches the upstream.
+            return await upstreams.file(request, project, filename)
         if filename.endswith(".metadata"):
             row = await file_row(project, filename.removesuffix(".metadata"))
             if row is None or not row["metadata_sha256"]:
@@ -149,9 +173,6 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         else:
             row = await file_row(project, filename)
             if row is None:
-                # A project with anything uploaded here never reaches the upstream.
-                if upstreams is not None and not await store.project_files(ctx, project):
-                    return await upstreams.file(request, project, filename)
                 raise NotFound(f"{filename} not found")
             sha256, media_type = row["sha256"], "application/octet-stream"
         key = blob_key(sha256)
