@@ -97,3 +97,73 @@ async def test_a_depot_that_cannot_follow_changes_trusts_no_cached_generation(
     finally:
         await changes.stop()
         await database.disconnect()
+
+
+async def test_a_slow_poll_keeps_the_caches(tmp_path: Path) -> None:
+    """A poll slower than usual (a loaded machine) is not a failure: generations of untouched
+    topics stay put, so cached documents are reused, and changes are still followed."""
+    url = f"sqlite:///{tmp_path / 'depot.db'}"
+    writer_db, reader_db = Database(url), Database(url)
+    for database in (writer_db, reader_db):
+        await database.connect()
+        await database.migrate([CHANGES_SCHEMA])
+    polls = 0
+    fetch_all = reader_db.fetch_all
+
+    async def slow_fetch_all(*args: object, **kwargs: object) -> object:
+        nonlocal polls
+        await asyncio.sleep(0.6)  # slower than the 0.5 s that used to count as a failure
+        rows = await fetch_all(*args, **kwargs)  # type: ignore[arg-type]
+        polls += 1
+        return rows
+
+    reader_db.fetch_all = slow_fetch_all  # type: ignore[method-assign]
+    writer, reader = Changes(), Changes()
+    await writer.start(writer_db)
+    await reader.start(reader_db)
+    try:
+        untouched = reader.generation("npm:other")
+        seen = polls
+        deadline = time.monotonic() + 30
+        while polls < seen + 3:  # three slow polls completed
+            assert time.monotonic() < deadline, "the follower stopped polling"
+            await asyncio.sleep(0.01)
+        assert reader.generation("npm:other") == untouched
+        before = reader.generation("npm:left-pad")
+        await writer.notify("npm:left-pad")
+        while (after := reader.generation("npm:left-pad")) == before or after < 0:
+            assert time.monotonic() < deadline, "a change was never seen"
+            await asyncio.sleep(0.01)
+        assert reader.generation("npm:other") == untouched
+    finally:
+        await writer.stop()
+        await reader.stop()
+        await writer_db.disconnect()
+        await reader_db.disconnect()
+
+
+async def test_a_follower_behind_the_bound_reuses_nothing(tmp_path: Path) -> None:
+    """Polls slower than the bound: the process cannot vouch for other processes' changes, so
+    no generation is reused (documents are read afresh) until a poll completes again."""
+    database = Database(f"sqlite:///{tmp_path / 'depot.db'}")
+    await database.connect()
+    await database.migrate([CHANGES_SCHEMA])
+    fetch_all = database.fetch_all
+
+    async def stuck_fetch_all(*args: object, **kwargs: object) -> object:
+        await asyncio.sleep(BOUND * 3)
+        return await fetch_all(*args, **kwargs)  # type: ignore[arg-type]
+
+    changes = Changes()
+    await changes.start(database)
+    database.fetch_all = stuck_fetch_all  # type: ignore[method-assign]
+    try:
+        before = changes.generation("pypi:demo")
+        deadline = time.monotonic() + 30
+        while changes.generation("pypi:demo") == before:
+            assert time.monotonic() < deadline, "a follower far behind left caches trusted"
+            await asyncio.sleep(0.01)
+        assert changes.generation("pypi:demo") != changes.generation("pypi:demo")
+    finally:
+        await changes.stop()
+        await database.disconnect()

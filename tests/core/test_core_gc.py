@@ -230,11 +230,15 @@ def test_serve_gc_interval_collects_in_the_background_and_stops_cleanly(
     backdate(blob)
     server = make_depot_server("--gc-interval", "1h", "--gc-grace", "1h", store_path=store)
     deadline = time.monotonic() + 90
-    while blob.exists() and time.monotonic() < deadline:
+    # The blob goes before the collection records and logs its report: wait for both, or a
+    # stop in between cancels the collection before its line (a race on a loaded machine).
+    while (blob.exists() or "collection finished" not in server.log()) and (
+        time.monotonic() < deadline
+    ):
         time.sleep(0.1)
     assert not blob.exists(), server.log()
-    assert server.stop() == 0
     assert "collection finished" in server.log()
+    assert server.stop() == 0
 
 
 async def test_metrics_and_the_index_page_show_what_collections_reclaimed(depot: Any) -> None:

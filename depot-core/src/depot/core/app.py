@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, nullcontext
 from typing import Any
 
+from depot.core.artifactmemory import ArtifactMemory
 from depot.core.auth import WRITE_METHODS, Authenticator
 from depot.core.blobs import BlobEntry, BlobStore, InvalidKey, ScopedBlobStore, StorageBackend
 from depot.core.catalog import Catalog
@@ -42,7 +43,7 @@ from depot.core.reachability import (
     hold_reference_lock,
 )
 from depot.core.rendered import RenderedCache
-from depot.core.routing import EcosystemRouter
+from depot.core.routing import SegmentRouter
 from depot.core.settings import Settings
 from depot.core.stalls import BodyDeadlines
 from depot.core.upstream import UpstreamClient
@@ -83,7 +84,9 @@ class EcosystemContext:
         if self._blobs is None:
             if self.depot.blob_store is None:
                 raise ServiceUnavailable("depot is starting")
-            self._blobs = ScopedBlobStore(self.depot.blob_store, self.name)
+            self._blobs = ScopedBlobStore(
+                self.depot.blob_store, self.name, self.depot.artifact_memory
+            )
         return self._blobs
 
     @property
@@ -234,6 +237,7 @@ class Depot:
         self.database = Database(settings.database_url)
         self.blob_store: BlobStore | None = None
         self.authenticator: Authenticator | None = None
+        self.open_access = False
         self.exit_stack = AsyncExitStack()
         self.started = False
         self._start_lock = asyncio.Lock()
@@ -244,6 +248,9 @@ class Depot:
         self._catalogs: list[Catalog] | None = None
         self._package_pages: list[PackagePages] | None = None
         self.rendered_pages = RenderedCache(32 * 1024 * 1024)
+        self.artifact_memory = (
+            ArtifactMemory(settings.artifact_memory) if settings.artifact_memory > 0 else None
+        )
         self._blob_references: dict[str, BlobReferences] | None = None
         from depot.core.retention import UseRecorder
 
@@ -365,6 +372,10 @@ class Depot:
             if self.settings.gc_interval:
                 self._start_collector()
             self.started = True
+            # Only the built-in open authenticator (no --auth-file) says so: then requests skip
+            # the authorisation step (and the start-up check) altogether. Any other authenticator
+            # judges every request.
+            self.open_access = getattr(self.authenticator, "allows_everything", False) is True
             log.info(
                 "depot started",
                 extra={
@@ -421,6 +432,7 @@ class Depot:
         closer, self._closer = self._closer, None
         if closer is not None and closer is not asyncio.current_task():
             closer.cancel()
+        self.open_access = False
         await self.exit_stack.aclose()
         self.exit_stack = AsyncExitStack()
         self.started = False
@@ -448,6 +460,9 @@ class DepotMiddleware:
             return
         scope["depot"] = self.depot
         scope["depot.root_path"] = scope.get("root_path", "")
+        if self.depot.open_access:  # started, and no authenticator that needs asking
+            await self.app(scope, receive, send)
+            return
         request = Request(scope, receive)
         try:
             if not self.depot.started:
@@ -598,7 +613,7 @@ def create_app(*, plugins: Plugins | None = None, **options: Any) -> Starlette:
             **{t: _outage_handler for t in OUTAGE_TYPES},
         },
     )
-    app.router = EcosystemRouter(routes, lifespan=lifespan)
+    app.router = SegmentRouter(routes, lifespan=lifespan)
     app.state.depot = depot
     app.add_middleware(DepotMiddleware, depot=depot)
     app.add_middleware(ObserverMiddleware, depot=depot)

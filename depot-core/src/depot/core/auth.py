@@ -47,7 +47,13 @@ class Authenticator(Protocol):
 
 
 class OpenAuthenticator:
-    """No auth file: every request is allowed, as with the original depot."""
+    """No auth file: every request is allowed, as with the original depot.
+
+    ``allows_everything`` tells the core it may skip asking (and building a request for it);
+    an authenticator without that attribute, or with it false, judges every request.
+    """
+
+    allows_everything = True
 
     async def authorize(self, request: HTTPConnection, write: bool) -> AuthDecision:
         return ALLOW

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from depot.core.artifactmemory import ArtifactMemory
     from depot.core.settings import Settings
 
 #: Reads and writes move in chunks this large: big enough that per-chunk overhead (a thread
@@ -165,12 +166,20 @@ class StorageBackend:
 class ScopedBlobStore:
     """An ecosystem's view of the blob store: every key lives under ``<namespace>/``."""
 
-    def __init__(self, store: BlobStore, namespace: str) -> None:
+    def __init__(
+        self, store: BlobStore, namespace: str, memory: ArtifactMemory | None = None
+    ) -> None:
         self.store = store
         self.namespace = check_key(namespace)
+        #: Small immutable blobs kept in this process (see :mod:`depot.core.artifactmemory`).
+        self.memory = memory
 
     def _key(self, key: str) -> str:
         return f"{self.namespace}/{check_key(key)}"
+
+    def full_key(self, key: str) -> str:
+        """``key`` with the namespace, as the store knows it (checked: :class:`InvalidKey`)."""
+        return self._key(key)
 
     async def stat(self, key: str) -> BlobStat | None:
         return await self.store.stat(self._key(key))
@@ -187,6 +196,8 @@ class ScopedBlobStore:
 
     async def delete(self, key: str) -> None:
         await self.store.delete(self._key(key))
+        if self.memory is not None:
+            self.memory.discard(self._key(key))
 
     async def list(self, prefix: str = "") -> AsyncIterator[BlobEntry]:
         """The namespace's blobs under ``prefix``, keys relative to the namespace."""

@@ -21,9 +21,17 @@ Topics are ``<scope>:<name>`` strings; an ecosystem uses its name as the scope (
 :class:`TopicFeed`, ``ctx.changes``, adds it). Every change to a topic also moves its scope's
 generation (``"npm:"``), which suits documents that list a whole ecosystem.
 
-When the poll fails (database unreachable, a query past its timeout) or the process falls
-further behind than the table keeps rows, every generation moves: caches render afresh from
-the database, which answers or fails like any other query, rather than serve what may be stale.
+A slow poll (a loaded machine, a busy database) is not a failure: the process keeps its
+caches. But while the last completed poll began more than :data:`BOUND` seconds ago, the process
+cannot vouch for the bound, so :meth:`Changes.generation` answers a new value on every call and
+no cached document is reused until a poll completes again: requests read the database, which is
+current, instead of serving what may be stale. Caches are not emptied for it; a document rendered
+before simply matches again once the follower has caught up and nothing it shows changed.
+
+When the poll fails (database unreachable, a query past :data:`POLL_TIMEOUT`) or the process
+falls further behind than the table keeps rows, every generation moves: caches render afresh
+from the database, which answers or fails like any other query, rather than serve what may be
+stale.
 """
 
 from __future__ import annotations
@@ -42,8 +50,9 @@ log = logging.getLogger("depot.core.changes")
 
 #: Seconds between two reads of ``depot_changes`` by the background task of a process.
 POLL_INTERVAL = 0.25
-#: A poll that takes longer than this counts as failed.
-POLL_TIMEOUT = 0.5
+#: A poll that takes longer than this counts as failed (the query hangs). A slower poll than
+#: usual is not a failure: see :meth:`Changes.generation` for what happens meanwhile.
+POLL_TIMEOUT = 30.0
 #: The promise: a change is visible in every process within this many seconds of its commit.
 BOUND = 1.0
 #: Rows older than this are deleted (by whichever process prunes first).
@@ -94,6 +103,8 @@ class Changes:
         self._last_seen = 0
         self._own: set[int] = set()
         self._last_ok = time.monotonic()
+        # When the last completed poll began: every change committed before it is applied.
+        self._horizon = time.monotonic()
         self._failing = False
 
     # -- what caches and writers call ----------------------------------------------------------
@@ -104,6 +115,11 @@ class Changes:
         Read it *before* reading what a cached document is made of, and keep the document with
         it: a change committed meanwhile has moved the generation, so the document is not reused.
         """
+        if self._database is not None and time.monotonic() - self._horizon > BOUND:
+            # Behind (polls are slow, or failing): another process's change may be older than
+            # the bound and not applied yet, so no cached rendering may be reused for now.
+            self._tick += 1
+            return -self._tick
         generation = self._generations.get(topic, 0)
         return generation if generation > self._floor else self._floor
 
@@ -146,7 +162,7 @@ class Changes:
         self._database = database
         row = await database.fetch_one(sa.select(sa.func.max(changes_table.c.id)))
         self._last_seen = int(row[0] or 0) if row is not None else 0
-        self._last_ok = time.monotonic()
+        self._last_ok = self._horizon = time.monotonic()
         self._wake = asyncio.Event()
         self._task = asyncio.create_task(self._follow(database), name="depot-changes")
 
@@ -182,8 +198,9 @@ class Changes:
                     listener = await database.connect_raw()
                     await listener.add_listener(CHANNEL, self._heard)
                 while True:
+                    began = time.monotonic()
                     await asyncio.wait_for(self._poll(database), POLL_TIMEOUT)
-                    self._recovered()
+                    self._recovered(began)
                     if time.monotonic() - last_prune > PRUNE_EVERY:
                         last_prune = time.monotonic()
                         await database.execute(
@@ -228,8 +245,9 @@ class Changes:
             self._bump(topics)
         self._own = {i for i in self._own if i > self._last_seen}
 
-    def _recovered(self) -> None:
+    def _recovered(self, began: float) -> None:
         self._last_ok = time.monotonic()
+        self._horizon = began
         if self._failing:
             self._failing = False
             self.invalidate_all()  # renders made while polls failed were never checked

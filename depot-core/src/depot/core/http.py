@@ -8,8 +8,9 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from depot.core.artifactmemory import HeldArtifact
 from depot.core.blobs import InvalidKey
 from depot.core.errors import BadRequest, HTTPError, NotFound
 from starlette.requests import Request
@@ -17,7 +18,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 
 if TYPE_CHECKING:
-    from depot.core.blobs import ScopedBlobStore
+    from depot.core.blobs import BlobStat, ScopedBlobStore
     from depot.core.settings import Settings
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -76,6 +77,51 @@ class Validators:
         return Response(status_code=304, headers={**self.headers(), **(headers or {})})
 
 
+def document_response(
+    request: Request,
+    body: bytes,
+    etag: str,
+    media_type: str,
+    cache_control: str,
+    *,
+    vary: str | None = "Accept",
+    headers: dict[str, str] | None = None,
+    prebuilt: dict[Any, list[tuple[bytes, bytes]]] | None = None,
+) -> Response:
+    """A rendered document (packument, simple page, narinfo): 200 with its bytes, 304 when the
+    client's ``If-None-Match`` holds ``etag``, headers alone for HEAD.
+
+    ``prebuilt`` is a dict kept with the rendering (say a field of the cached object): the raw
+    header list of its 200 answer is built once there and reused while the rendering is, so a
+    hot request formats no header. ``text/*`` types get ``; charset=utf-8`` as Starlette adds.
+    """
+    if_none_match = None
+    for name, value in request.scope["headers"]:
+        if name == b"if-none-match":
+            if_none_match = value
+            break
+    if if_none_match is not None:
+        validators = Validators(etag, None, cache_control)
+        if validators.unchanged(request):
+            return validators.not_modified({"Vary": vary, **(headers or {})} if vary else headers)
+    variant = (media_type, cache_control, vary, tuple(headers.items()) if headers else None)
+    raw = prebuilt.get(variant) if prebuilt is not None else None
+    if raw is None:
+        content_type = media_type
+        if content_type.startswith("text/") and "charset=" not in content_type:
+            content_type += "; charset=utf-8"
+        fields = {"content-type": content_type, "content-length": str(len(body)), "etag": etag,
+                  "cache-control": cache_control}  # fmt: skip
+        if vary:
+            fields["vary"] = vary
+        raw = raw_header_list({**fields, **(headers or {})})
+        if prebuilt is not None:
+            if len(prebuilt) >= 16:  # a few variants per rendering; more is someone's game
+                prebuilt.clear()
+            prebuilt[variant] = raw
+    return BytesResponse(200, list(raw), b"" if request.method == "HEAD" else body)
+
+
 def document_validators(body: bytes, cache_control: str) -> Validators:
     """Validators of a rendered mutable document (narinfo, ``nix-cache-info``): a strong ETag
     from its bytes and the deployment's document ``Cache-Control``."""
@@ -92,7 +138,8 @@ def external_base(request: Request, settings: Settings) -> str:
     if settings.base_url:
         return settings.base_url.rstrip("/")
     headers = request.headers
-    scheme = request.url.scheme
+    # From the scope, not request.url: building the URL object cost more than the rest.
+    scheme = request.scope.get("scheme", "http")
     host = headers.get("host") or request.url.netloc
     prefix = ""
     if settings.trust_proxy_headers:
@@ -213,25 +260,131 @@ async def blob_response(
     *,
     etag: str | None = None,
     cache_control: str | None = IMMUTABLE,
+    memory: bool = False,
 ) -> Response:
     """A :class:`BlobResponse` for ``key``, or 404 if the store has no such blob.
 
     The response carries ``ETag`` (``etag`` when the caller knows a content hash, else the
     store's), ``Last-Modified`` and ``cache_control`` (immutable unless said otherwise), and a
     matching If-None-Match or If-Modified-Since gets a 304 instead of the bytes.
+
+    ``memory``: the bytes under ``key`` never change (a content-addressed key, or one unique per
+    upload and never reused), so a small blob may be kept in this process's memory
+    (:mod:`depot.core.artifactmemory`) and sent from there without opening it. The caller has
+    checked that the artifact still exists (a current row or a lookup the change notification
+    keeps current); the bytes outlive their blob only in memory.
     """
-    try:
-        stat = await blobs.stat(key)
-    except InvalidKey as exc:
-        raise BadRequest(str(exc)) from exc
-    if stat is None:
-        raise NotFound(f"{key} not found")
+    held = None
+    if memory and blobs.memory is not None:
+        try:
+            full_key = blobs.full_key(key)
+        except InvalidKey as exc:
+            raise BadRequest(str(exc)) from exc
+        held = blobs.memory.get(full_key)
+        if held is None:
+            stat = await _stat(blobs, key)
+            if blobs.memory.fits(stat.size):
+                body = b"".join([chunk async for chunk in blobs.read(key)])
+                if len(body) != stat.size:
+                    raise NotFound(f"{key} not found")  # replaced meanwhile: ask again
+                held = HeldArtifact(body, stat.etag, stat.modified)
+                blobs.memory.put(full_key, held)
+        if held is not None:
+            return _held_response(
+                held, key, request, media_type, headers, on_start, etag, cache_control
+            )
+    else:
+        stat = await _stat(blobs, key)
     validators = Validators(etag or stat.etag or _derived_etag(key, stat.size, stat.modified),
                             stat.modified, cache_control)  # fmt: skip
     if validators.unchanged(request):
         return validators.not_modified(headers)
     all_headers = {**validators.headers(), **(headers or {})}
     return BlobResponse(blobs, key, stat.size, request, media_type, all_headers, on_start)
+
+
+async def _stat(blobs: ScopedBlobStore, key: str) -> BlobStat:
+    try:
+        stat = await blobs.stat(key)
+    except InvalidKey as exc:
+        raise BadRequest(str(exc)) from exc
+    if stat is None:
+        raise NotFound(f"{key} not found")
+    return stat
+
+
+class BytesResponse(Response):
+    """A body already in memory, with a complete raw header list: nothing left to compute.
+
+    ``on_start(size)`` is called as the body goes out (not for HEAD), like :class:`BlobResponse`.
+    """
+
+    def __init__(
+        self,
+        status_code: int,
+        raw_headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        on_start: Callable[[int], None] | None = None,
+    ) -> None:
+        self.status_code = status_code
+        self.raw_headers = raw_headers
+        self.body = body
+        self.background = None
+        self.on_start = on_start
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        if self.on_start is not None and self.body:
+            self.on_start(len(self.body))
+        await send({"type": "http.response.body", "body": self.body})
+
+
+def raw_header_list(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    """``headers`` as an ASGI header list (lower-case names, latin-1 values)."""
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+
+def _held_response(
+    held: HeldArtifact,
+    key: str,
+    request: Request,
+    media_type: str,
+    headers: dict[str, str] | None,
+    on_start: Callable[[int], None] | None,
+    etag: str | None,
+    cache_control: str | None,
+) -> Response:
+    """The answer :func:`blob_response` would give, from bytes in memory."""
+    size = len(held.body)
+    request_headers = request.headers
+    conditional = "if-none-match" in request_headers or "if-modified-since" in request_headers
+    if conditional or headers or "range" in request_headers:
+        validators = Validators(etag or held.etag or _derived_etag(key, size, held.modified),
+                                held.modified, cache_control)  # fmt: skip
+        if validators.unchanged(request):
+            return validators.not_modified(headers)
+        span = parse_range(request_headers.get("range"), size)
+        start, end = span or (0, size)
+        all_headers = {"content-type": media_type, "accept-ranges": "bytes",
+                       "content-length": str(end - start), **validators.headers(),
+                       **(headers or {})}  # fmt: skip
+        if span:
+            all_headers["content-range"] = f"bytes {start}-{end - 1}/{size}"
+        body = b"" if request.method == "HEAD" else held.body[start:end]
+        return BytesResponse(206 if span else 200, raw_header_list(all_headers), body, on_start)
+    variant = (media_type, etag, cache_control)
+    raw = held.raw_headers.get(variant)
+    if raw is None:
+        validators = Validators(etag or held.etag or _derived_etag(key, size, held.modified),
+                                held.modified, cache_control)  # fmt: skip
+        raw = held.raw_headers[variant] = raw_header_list(
+            {"content-type": media_type, "accept-ranges": "bytes", "content-length": str(size),
+             **validators.headers()}
+        )  # fmt: skip
+    body = b"" if request.method == "HEAD" else held.body
+    return BytesResponse(200, list(raw), body, on_start)
 
 
 def _derived_etag(key: str, size: int, modified: float | None) -> str:

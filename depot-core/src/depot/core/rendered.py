@@ -12,7 +12,8 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from collections.abc import Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 #: Total bytes of rendered documents kept per cache; the least recently used go first.
 DEFAULT_BUDGET = 64 * 1024 * 1024
@@ -20,10 +21,17 @@ DEFAULT_BUDGET = 64 * 1024 * 1024
 
 @dataclass(frozen=True, slots=True)
 class Rendered:
-    """A rendered document: its bytes and a strong ETag derived from them."""
+    """A rendered document: its bytes and a strong ETag derived from them.
+
+    ``raw_headers`` holds the header lists of its answers, built once
+    (``depot.core.http.document_response(..., prebuilt=rendered.raw_headers)``).
+    """
 
     body: bytes
     etag: str
+    raw_headers: dict[Any, list[tuple[bytes, bytes]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @classmethod
     def of(cls, body: bytes) -> Rendered:

@@ -119,6 +119,13 @@ CORE_OPTIONS: list[click.Option] = [
         help="Evict content cached from upstreams unused for this long (e.g. 30d).",
     ),
     option(
+        ["--artifact-memory"],
+        default="32M",
+        show_default=True,
+        help="Bytes of small artifacts (npm tarballs, wheels of at most 1 MiB) each process keeps "
+        "in memory, so a hot download opens no file; 0 turns it off.",
+    ),
+    option(
         ["--request-body-timeout"],
         type=click.FloatRange(min=0, min_open=True),
         default=60.0,
@@ -148,6 +155,7 @@ class Settings:
     gc_grace: float = DEFAULT_GRACE
     cache_max_size: int | None = None
     cache_max_age: float | None = None
+    artifact_memory: int = 32 * 1024 * 1024
     request_body_timeout: float = 60.0
     verbose: bool = False
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -175,6 +183,11 @@ class Settings:
                 core["cache_max_size"] = parse_size(core["cache_max_size"])
             except ValueError as exc:
                 raise ConfigError(f"--cache-max-size: {exc}") from None
+        if isinstance(core.get("artifact_memory"), str):
+            try:
+                core["artifact_memory"] = parse_size(core["artifact_memory"])
+            except ValueError as exc:
+                raise ConfigError(f"--artifact-memory: {exc}") from None
         for name in ("gc_interval", "gc_grace", "cache_max_age"):
             if isinstance(core.get(name), str):
                 try:

@@ -151,9 +151,22 @@ def _public_key_file(path: Path) -> tuple[str, str] | None:
         return None
 
 
+def _asyncssh() -> Any:
+    """asyncssh, imported on first use (only the agent needs it) and without the
+    CryptographyDeprecationWarning its DSA support raises under cryptography 48 and newer: a
+    warning of a library on stderr would turn a CLI's one-line error into a dozen lines."""
+    from cryptography.utils import CryptographyDeprecationWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        import asyncssh
+        import asyncssh.packet
+    return asyncssh
+
+
 async def _agent_keys(agent_path: str | None = None) -> list[SigningKey]:
     """The usable keys ssh-agent holds, in its order; empty when there is no agent."""
-    import asyncssh
+    asyncssh = _asyncssh()
 
     path = agent_path or os.environ.get("SSH_AUTH_SOCK")
     if not path:
@@ -263,8 +276,8 @@ async def sign_token(key: SigningKey, claims: dict[str, Any]) -> str:
 
 
 async def _agent_sign(key: SigningKey, data: bytes) -> bytes:
-    import asyncssh
-    from asyncssh.packet import SSHPacket
+    asyncssh = _asyncssh()
+    SSHPacket = asyncssh.packet.SSHPacket
 
     try:
         agent = await asyncssh.connect_agent(key.agent_path or "")

@@ -60,13 +60,21 @@ class CoalescingWriter:
         """Hand everything gathered to the transport now."""
         if not self._pending:
             return
-        data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
-        self._pending.clear()
+        pending, size = self._pending, self._size
+        self._pending = []
         self._size = 0
         # A connection already gone raises here; hypercorn's reader sees it close and cleans
         # up, as it does when its own write fails this way.
         with contextlib.suppress(ConnectionError, RuntimeError):
-            self._writer.write(data)
+            if len(pending) == 1:
+                self._writer.write(pending[0])
+            elif size < FLUSH_AT:
+                self._writer.write(b"".join(pending))
+            else:
+                # Headers and a large body (a tarball from memory): handed over as they are,
+                # which uvloop sends with one writev, instead of copying the body into a join
+                # (a fresh allocation the size of the body, page faults included, per request).
+                self._writer.writelines(pending)
 
     async def drain(self) -> None:
         await self._writer.drain()

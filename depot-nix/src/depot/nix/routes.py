@@ -21,6 +21,7 @@ from depot.core.http import (
     IMMUTABLE,
     Validators,
     blob_response,
+    document_response,
     document_validators,
     read_limited_body,
 )
@@ -159,14 +160,10 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         rendered = await served_narinfo(hash_part)
         if rendered is None:
             raise NotFound(f"{hash_part}.narinfo not found")
-        validators = Validators(rendered.etag, None, ctx.document_cache_control)
-        if validators.unchanged(request):
-            return validators.not_modified()
-        headers = validators.headers()
-        if request.method == "HEAD":
-            headers["Content-Length"] = str(len(rendered.body))
-            return Response(b"", media_type=NARINFO_TYPE, headers=headers)
-        return Response(rendered.body, media_type=NARINFO_TYPE, headers=headers)
+        return document_response(
+            request, rendered.body, rendered.etag, NARINFO_TYPE, ctx.document_cache_control,
+            vary=None, prebuilt=rendered.raw_headers,
+        )  # fmt: skip
 
     async def put_narinfo(request: Request) -> Response:
         hash_part = checked_hash_part(request)

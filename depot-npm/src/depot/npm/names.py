@@ -10,6 +10,7 @@ rules' errors refuse a name (and ``'()*``, which the blob store cannot hold in a
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -129,12 +130,23 @@ def check_name(name: object) -> NameCheck:
 
 def require_name(name: str) -> str:
     """Return ``name`` if the registry can hold it (valid for old packages), else raise."""
+    if not isinstance(name, str):
+        raise InvalidName(f"invalid package name {name!r}: name must be a string")
+    problem = _name_problem(name)
+    if problem is not None:
+        raise InvalidName(problem)
+    return name
+
+
+@functools.lru_cache(maxsize=4096)
+def _name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be held, or None; kept for the names every request repeats."""
     result = check_name(name)
     if result.errors:
-        raise InvalidName(f"invalid package name {name!r}: {result.errors[0]}")
+        return f"invalid package name {name!r}: {result.errors[0]}"
     if _UNSTORABLE.search(name):
-        raise InvalidName(f"invalid package name {name!r}: special characters are not supported")
-    return name
+        return f"invalid package name {name!r}: special characters are not supported"
+    return None
 
 
 def basename(name: str) -> str:

@@ -214,6 +214,7 @@ class NpmUpstream:
                 response = await blob_response(
                     self.ctx.blobs, row["blob_key"], request,
                     on_start=lambda size: self.ctx.artifact_served(row["blob_key"], size, request),
+                    memory=True,  # upstream/tarballs/<sha512>.tgz: content-addressed
                 )  # fmt: skip
             except NotFound:
                 await store.forget_cached_tarball(self.ctx.db, name, filename)

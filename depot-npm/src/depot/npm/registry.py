@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from depot.core import EcosystemContext
 from depot.core.errors import NotFound
@@ -39,6 +39,8 @@ class Rendered:
     body: bytes
     etag: str
     rev: str
+    #: Header lists of its answers, built once (depot.core.http.document_response).
+    raw_headers: dict[Any, list[tuple[bytes, bytes]]] = field(default_factory=dict, repr=False)
 
 
 class PackumentCache:
@@ -163,4 +165,5 @@ class Registry:
             request,
             "application/octet-stream",
             on_start=lambda size: self.ctx.artifact_served(key, size, request),
+            memory=True,  # tarball keys are unique per upload, never reused
         )

@@ -15,11 +15,12 @@ path can escape. The reading handlers live here; the writing ones in :mod:`depot
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 
 from depot.core import EcosystemContext
 from depot.core.errors import BadRequest, Conflict, HTTPError, NotFound
-from depot.core.http import Validators
+from depot.core.http import document_response
 from depot.core.limits import check_search_text
 from depot.npm import login, publish, store
 from depot.npm.names import (
@@ -44,6 +45,9 @@ from starlette.routing import BaseRoute, Route
 
 __all__ = ["error_response", "routes"]
 
+#: The same few Accept headers arrive again and again (npm's, a browser's).
+_wants_abbreviated = functools.lru_cache(maxsize=256)(wants_abbreviated)
+
 ALL_METHODS = ("GET", "HEAD", "PUT", "POST", "DELETE", "PATCH", "OPTIONS")
 
 
@@ -61,7 +65,7 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
     reg = Registry(ctx)
 
     async def get_packument(request: Request, name: str) -> Response:
-        abbreviated = wants_abbreviated(request.headers.get("accept"))
+        abbreviated = _wants_abbreviated(request.headers.get("accept"))
         # npm unpublish/deprecate read the full document with the _rev they will send back.
         for_write = (
             bool(request.scope["query_string"]) and request.query_params.get("write") == "true"
@@ -77,18 +81,12 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
             # Nothing published or pushed under this name: the upstream's, never merged.
             rendered = await reg.upstream.packument(request, name, abbreviated)
             origin = f"cached from {reg.upstream.label}"
-        validators = Validators(rendered.etag, None, ctx.document_cache_control)
-        headers = {**validators.headers(), "Vary": "Accept"}
-        if origin:
-            headers["X-Depot-Origin"] = origin
-        if validators.unchanged(request):
-            return Response(status_code=304, headers=headers)
         media_type = ABBREVIATED_MEDIA_TYPE if abbreviated else "application/json"
-        body = b"" if request.method == "HEAD" else rendered.body
-        response = Response(body, media_type=media_type, headers=headers)
-        if request.method == "HEAD":
-            response.headers["content-length"] = str(len(rendered.body))
-        return response
+        return document_response(
+            request, rendered.body, rendered.etag, media_type, ctx.document_cache_control,
+            headers={"X-Depot-Origin": origin} if origin else None,
+            prebuilt=rendered.raw_headers,
+        )  # fmt: skip
 
     async def get_version(request: Request, name: str, spec: str) -> Response:
         version = spec

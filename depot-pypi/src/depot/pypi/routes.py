@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 from depot.core import EcosystemContext
 from depot.core.errors import BadRequest, HTTPError, NotFound
-from depot.core.http import Validators, blob_response, read_limited_body
+from depot.core.http import blob_response, document_response, read_limited_body
 from depot.core.limits import check_name, check_version
 from depot.core.rendered import Rendered, RenderedCache
 from depot.pypi import delete, simple, store, yank
@@ -181,6 +181,7 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         return await blob_response(
             ctx.blobs, key, request, media_type,
             on_start=lambda size: ctx.artifact_served(key, size, request), etag=f'"{sha256}"',
+            memory=True,  # sha256/<digest>: content-addressed
         )  # fmt: skip
 
     async def put_file(request: Request) -> Response:
@@ -357,15 +358,7 @@ _CONTENT_TYPES = {
 
 def _page(page: Rendered, media_type: str, request: Request, cache_control: str) -> Response:
     """A rendered page, or 304 when the client holds it; HEAD gets the headers alone."""
-    validators = Validators(page.etag, None, cache_control)
-    if validators.unchanged(request):
-        return validators.not_modified({"Vary": "Accept"})
-    headers = {
-        "Vary": "Accept",
-        "Content-Type": _CONTENT_TYPES.get(media_type, media_type),
-        **validators.headers(),
-    }
-    if request.method == "HEAD":
-        headers["Content-Length"] = str(len(page.body))
-        return Response(b"", headers=headers)
-    return Response(page.body, headers=headers)
+    return document_response(
+        request, page.body, page.etag, _CONTENT_TYPES.get(media_type, media_type), cache_control,
+        prebuilt=page.raw_headers,
+    )  # fmt: skip
