@@ -181,7 +181,7 @@ def main() -> None:
         log = open(Path(tmp) / "server.log", "wb")  # noqa: SIM115
         server = subprocess.Popen(
             [
-                sys.executable, *os.environ.get("DEPOT_BENCH_PYTHON_ARGS", "").split(), "-m", "depot.core", "serve", "--listen-addr", f"127.0.0.1:{port}",
+                args.python, *os.environ.get("DEPOT_BENCH_PYTHON_ARGS", "").split(), "-m", "depot.core", "serve", "--listen-addr", f"127.0.0.1:{port}",
                 "--store-path", f"{tmp}/store", "--workers", str(args.workers),
             ],
             stdout=log, stderr=log,

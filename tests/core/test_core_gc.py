@@ -264,3 +264,35 @@ async def test_metrics_and_the_index_page_show_what_collections_reclaimed(depot:
     assert "removed 1 objects (200 B)" in page
     assert "store size: raw</td><td>1 blobs, 15 B" in page
     assert live
+
+
+async def test_group_committed_and_serving_loop_reference_blocks_all_land(depot: Any) -> None:
+    """Rows written through ``ctx.db.write`` (on SQLite a group commit on its own thread) and
+    through ``reference_blobs`` on the serving loop, at the same time: all of them land."""
+    from datetime import UTC, datetime
+
+    import sqlalchemy as sa
+    from depot_raw.tables import raw_files
+
+    depot, client = depot
+    ctx = depot.context("raw")
+    key = (await store_raw(client, "seed", b"shared bytes"))[len("raw/") :]
+    sha256 = key.removeprefix("sha256/")
+
+    async def written(i: int) -> None:
+        async def rows() -> None:
+            async with ctx.reference_blobs(key):
+                await ctx.db.execute(
+                    raw_files.insert().values(
+                        name=f"w{i}", sha256=sha256, size=12, uploaded_at=datetime.now(UTC)
+                    )
+                )
+
+        await ctx.db.write(rows)
+
+    await asyncio.gather(
+        *(written(i) for i in range(40)),
+        *(store_raw(client, f"u{i}", f"bytes {i}".encode()) for i in range(40)),
+    )
+    names = {r[0] for r in await ctx.db.fetch_all(sa.select(raw_files.c.name))}
+    assert names == {"seed"} | {f"w{i}" for i in range(40)} | {f"u{i}" for i in range(40)}

@@ -188,7 +188,8 @@ async def test_the_first_client_gets_bytes_before_the_copy_is_stored(
 ) -> None:
     data = os.urandom(4_000_000)
     digest = put_file(origin, "c.bin", data)
-    proxy.add("stall", "/raw/files/c.bin", delay=2.0)  # the second half comes 2 s later
+    # The second half comes 1 s later (under the 2 s read timeout: a 2 s stall raced it).
+    proxy.add("stall", "/raw/files/c.bin", delay=1.0)
     received = bytearray()
     async with caching.client.stream("GET", f"/mirror/c.bin?sha256={digest}") as response:
         async for chunk in response.aiter_bytes():

@@ -123,6 +123,66 @@ async def test_replicas_starting_and_writing_together_lose_nothing(database_url:
             await replica.disconnect()
 
 
+class Refused(Exception):
+    """What one write of a group raises on purpose."""
+
+
+async def test_concurrent_writes_commit_and_a_failing_one_fails_alone(database_url: str) -> None:
+    """``db.write`` from many tasks at once (on SQLite one group commit): every write is
+    committed when it is answered, and one that raises half-way leaves nothing and fails no
+    other."""
+    schema, widgets = widgets_schema()
+    db, other = Database(database_url), Database(database_url)
+    for database in (db, other):
+        await database.connect()
+        await database.prepare()
+    try:
+        await db.migrate([schema])
+
+        async def write(i: int) -> str:
+            async def rows() -> str:
+                await db.execute(widgets.insert().values(name=f"w{i}", size=i))
+                await db.execute(widgets.insert().values(name=f"w{i}-twin", size=i))
+                row = await db.fetch_one(sa.select(widgets.c.name).where(widgets.c.size == i))
+                if i == 7:
+                    raise Refused(f"write {i}")
+                return str(row.name)
+
+            name = await db.write(rows)
+            # Answered means committed: another pool (another process) sees it at once.
+            assert (
+                await other.fetch_val(
+                    sa.select(sa.func.count()).select_from(widgets).where(widgets.c.size == i)
+                )
+                == 2
+            )
+            return name
+
+        results = await asyncio.gather(*(write(i) for i in range(40)), return_exceptions=True)
+        assert [type(r) for r in results if isinstance(r, BaseException)] == [Refused]
+        assert isinstance(results[7], Refused)
+        names = {row.name for row in await other.fetch_all(sa.select(widgets.c.name))}
+        assert names == {f"w{i}{twin}" for i in range(40) if i != 7 for twin in ("", "-twin")}
+        # A conflict inside a write is that write's error too; the next writes go on.
+        with pytest.raises(Exception, match="(?i)unique|duplicate"):
+            await db.write(lambda: db.execute(widgets.insert().values(name="w1", size=0)))
+        await db.write(lambda: db.execute(widgets.insert().values(name="w7", size=7)))
+        assert await other.fetch_val(sa.select(widgets.c.size).where(widgets.c.name == "w7")) == 7
+    finally:
+        for database in (db, other):
+            await database.disconnect()
+
+
+async def test_a_write_inside_a_transaction_is_part_of_it(db: Database) -> None:
+    schema, widgets = widgets_schema()
+    await db.migrate([schema])
+    with pytest.raises(Refused):
+        async with db.transaction():
+            await db.write(lambda: db.execute(widgets.insert().values(name="gone", size=1)))
+            raise Refused("roll back the whole transaction")
+    assert await db.fetch_val(sa.select(sa.func.count()).select_from(widgets)) == 0
+
+
 async def test_sslmode_in_the_url_is_honoured(postgres_url: str) -> None:
     """?sslmode=require never falls back to plain text (the test server has no TLS: refused)."""
     plain = Database(postgres_url + "?sslmode=disable&max_size=2")

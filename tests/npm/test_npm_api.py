@@ -258,6 +258,9 @@ async def test_push_api_verifies_the_version_document_against_the_tarball(
     lying["dist"]["shasum"] = "1" * 40
     lying["dist"]["integrity"] = None
     assert (await app_client.put("/npm/@s%2fpushed/2.0.0", json=lying)).status_code == 400
+    lying["dist"]["shasum"] = ["not", "a", "string"]
+    answer = await app_client.put("/npm/@s%2fpushed/2.0.0", json=lying)
+    assert answer.status_code == 400 and "must be a string" in answer.text
     assert (await app_client.head("/npm/@s%2fpushed/2.0.0")).status_code == 404
     assert (await app_client.put("/npm/@s%2fpushed/2.0.0", json=manifest)).status_code == 201
     assert (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from depot.core.testing import DepotServer, run
@@ -147,3 +148,37 @@ def test_search_ping_and_audit_answer(
     npm(registry, "install", "findme-pkg", "--audit=true", cwd=project)
     audit = npm(registry, "audit", "--json", cwd=project)
     assert json.loads(audit.stdout)["metadata"]["vulnerabilities"]["total"] == 0
+
+
+def test_concurrent_publishes_all_land_and_a_duplicate_is_refused_alone(
+    depot_server: DepotServer, npm: Npm, make_package: Callable[..., Path], tmp_path: Path
+) -> None:
+    """npm clients publishing at once (their rows share commits on SQLite): every version is
+    served, and of two publishes of one version exactly one wins while the others go on."""
+    registry = depot_server.url + "/npm/"
+    npm.login(registry)
+    folders = [make_package("burst", f"1.0.{i}") for i in range(6)]
+    folders += [make_package("burst-other", "2.0.0")]
+    folders += [make_package("burst", "1.0.3", description="the same version, other bytes")]
+    with ThreadPoolExecutor(len(folders)) as pool:
+        # npm 11 wants an explicit tag for a version below one already published.
+        results = list(
+            pool.map(
+                lambda f: npm(registry, "publish", "--tag", "latest", cwd=f, check=False), folders
+            )
+        )
+    codes = [r.returncode for r in results]
+    assert codes[:3] + codes[4:7] == [0] * 6, [
+        line for r in results for line in r.stderr.splitlines() if "error" in line
+    ]
+    assert sorted([codes[3], codes[7]])[0] == 0 and sorted([codes[3], codes[7]])[1] != 0
+
+    view = json.loads(npm(registry, "view", "burst", "--json").stdout)
+    assert view["versions"] == [f"1.0.{i}" for i in range(6)]
+    assert view["dist-tags"]["latest"] == "1.0.5"
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "package.json").write_text(json.dumps({"name": "project", "version": "0.0.0"}))
+    npm(registry, "install", "burst@1.0.3", "burst-other", cwd=project)
+    assert installed_version(project, "burst") == "1.0.3"
+    assert installed_version(project, "burst-other") == "2.0.0"

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
+from depot.core.testing import DepotServer
+
+from .conftest import Clients, installed  # noqa: TID252 - fixtures' helpers
 
 UPLOAD = "/python/"
 
@@ -232,3 +236,28 @@ async def test_reupload_restores_a_blob_lost_from_the_store(
     assert (await app_client.put(url, content=wheel.read_bytes())).status_code == 200
     assert (await app_client.get(url)).content == wheel.read_bytes()
     assert (await app_client.get(url + ".metadata")).status_code == 200
+
+
+def test_concurrent_twine_uploads_all_land_and_a_conflict_fails_alone(
+    depot_server: DepotServer, clients: Clients, wheel_factory: Callable[..., Path]
+) -> None:
+    """twine uploads at once (their rows share commits on SQLite): every file is listed and
+    installable, and a file name uploaded twice with other bytes is refused for one of them."""
+    wheels = [wheel_factory("burst", f"1.{i}") for i in range(5)]
+    wheels += [wheel_factory("burst-other", "2.0")]
+    wheels += [wheel_factory("burst", "1.2", files={"burst.py": "# other bytes\n"})]
+    with ThreadPoolExecutor(len(wheels)) as pool:
+        results = list(
+            pool.map(lambda w: clients.twine_upload(depot_server.url, [w], check=False), wheels)
+        )
+    codes = [r.returncode for r in results]
+    assert codes[:2] + codes[3:6] == [0] * 5, [r.stdout[-400:] for r in results if r.returncode]
+    assert sorted([codes[2], codes[6]])[0] == 0 and sorted([codes[2], codes[6]])[1] != 0
+
+    page = httpx.get(
+        depot_server.url + "/python/simple/burst/",
+        headers={"accept": "application/vnd.pypi.simple.v1+json"},
+    ).json()
+    assert page["versions"] == [f"1.{i}" for i in range(5)]
+    target, _ = clients.pip_install(depot_server.url + "/python/simple/", "burst", "burst-other")
+    assert installed(target) == {"burst": "1.4", "burst-other": "2.0"}

@@ -131,9 +131,11 @@ class EcosystemContext:
         On SQLite the blocks of one process run one at a time (SQLite has one writer): they
         queue on the event loop instead of in SQLite's busy handler, which sleeps up to 100 ms
         per try while another block, awaiting inside its transaction, holds the write lock.
-        Do not nest them.
+        Do not nest them. Inside ``ctx.db.write`` there is no queueing: on SQLite the group
+        commit's transaction already holds the write lock, on another thread.
         """
-        writer = self.depot.sqlite_writer if self.db.dialect_name == "sqlite" else nullcontext()
+        queue = self.db.dialect_name == "sqlite" and not self.db.in_transaction()
+        writer = self.depot.sqlite_writer if queue else nullcontext()
         async with writer, self.db.transaction():
             await hold_reference_lock(self.db, exclusive=False)
             for key in keys:

@@ -41,6 +41,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -83,6 +84,13 @@ changes_table = sa.Table(
 CHANGES_SCHEMA = Schema(name="depot-core-changes", version=1, tables=[changes_table])
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """The change-log rows :meth:`Changes.record` added (None: nothing was, notify writes)."""
+
+    ids: list[int] | None
+
+
 def scope_of(topic: str) -> str:
     """``"npm:left-pad"`` -> ``"npm:"``; a topic without a scope is its own scope."""
     head, sep, _ = topic.partition(":")
@@ -123,11 +131,12 @@ class Changes:
         generation = self._generations.get(topic, 0)
         return generation if generation > self._floor else self._floor
 
-    async def notify(self, *topics: str) -> None:
+    async def notify(self, *topics: str, recorded: Recorded | None = None) -> None:
         """Announce that ``topics`` changed; call it after the write is committed.
 
         This process sees the change at once; every other process sharing the database within
-        :data:`BOUND` seconds.
+        :data:`BOUND` seconds. ``recorded``: what :meth:`record` wrote in the write's own
+        transaction, which then needs no write of its own here.
         """
         if not topics:
             return
@@ -135,6 +144,9 @@ class Changes:
         database = self._database
         if database is None:
             return  # not started: no other process can have cached anything of ours yet
+        if recorded is not None and recorded.ids is not None:
+            self._own.update(i for i in recorded.ids if i > self._last_seen)
+            return
         now = time.time()
         for topic in topics:
             own = await self._record(database, topic, now)
@@ -149,6 +161,23 @@ class Changes:
         for own in ids:
             if own > self._last_seen:
                 self._own.add(own)
+
+    async def record(self, *topics: str) -> Recorded:
+        """Inside a write's transaction (``db.write``): add the change-log rows of ``topics``
+        there, so they commit with the write instead of in a commit of their own; pass the
+        result to :meth:`notify` after the commit.
+
+        On SQLite only: on PostgreSQL change ids must commit in order, under a lock that a
+        whole write should not hold, so :meth:`notify` writes them as usual.
+        """
+        database = self._database
+        if database is None or database.dialect_name == "postgresql":
+            return Recorded(None)
+        now = time.time()
+        ids = [
+            await database.execute(changes_table.insert().values(topic=t, at=now)) for t in topics
+        ]
+        return Recorded(ids)
 
     def invalidate_all(self) -> None:
         """Move every generation (a cache of this process can no longer be trusted)."""
@@ -276,7 +305,8 @@ class Changes:
         insert = changes_table.insert().values(topic=topic, at=now)
         if database.dialect_name != "postgresql":
             # SQLite has one writer at a time: ids are committed in the order they are given.
-            return await database.execute(insert)
+            # The row joins the group commit of whatever else is being written.
+            return await database.write(lambda: database.execute(insert))
         # Sequence values are taken before commit, so without the lock a reader could see id 6
         # commit before id 5 and, reading "after 6" next, never see 5. Under the lock, ids commit
         # in order; NOTIFY is delivered at commit.
@@ -305,5 +335,9 @@ class TopicFeed:
     def generation(self, name: str = "") -> int:
         return self.changes.generation(self.scope + name)
 
-    async def notify(self, *names: str) -> None:
-        await self.changes.notify(*(self.scope + name for name in names))
+    async def notify(self, *names: str, recorded: Recorded | None = None) -> None:
+        await self.changes.notify(*(self.scope + name for name in names), recorded=recorded)
+
+    async def record(self, *names: str) -> Recorded:
+        """Inside a write: see :meth:`Changes.record`."""
+        return await self.changes.record(*(self.scope + name for name in names))

@@ -4,19 +4,27 @@ Each plugin contributes a :class:`Schema` through the ``depot_schemas`` hook; at
 missing tables are created, pending migrations run in order and each schema's version is recorded
 in ``depot_schema_versions``. Rows reference blobs: write and verify the blob first, then insert
 the row, so nothing points at bytes that are not there.
+
+Writes that a request waits for go through :meth:`Database.write`: one transaction per write, and
+on SQLite, which has one writer and makes every commit durable with an fsync, *group commit*:
+the writes waiting at the same moment run one after another on one connection, each inside a
+savepoint of a shared transaction, which then commits once. Each writer is answered only after
+that commit, so an acknowledged write is as durable as before; a write that fails rolls back to
+its savepoint and fails alone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-import queue
 import sqlite3
 import threading
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import aiosqlite
@@ -29,12 +37,13 @@ from databases.backends.sqlite import (
     SQLiteBackend,
     SQLiteConnection,
     SQLitePool,
+    SQLiteTransaction,
 )
 from depot.core.errors import ConfigError
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine.cursor import CursorResultMetaData
 from sqlalchemy.schema import CreateIndex, CreateTable
-from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.ddl import DDLElement
 
 log = logging.getLogger("depot.core.database")
 
@@ -44,6 +53,12 @@ logging.getLogger("asyncpg.pool").setLevel(logging.ERROR)
 
 #: SQLite waits this long (seconds) for another writer's lock before failing.
 SQLITE_BUSY_TIMEOUT = 30.0
+#: At most this many writes share one SQLite commit (see :class:`GroupCommit`).
+GROUP_COMMIT_MAX = 64
+#: Compiled statement shapes kept per database (the cache starts over when full).
+COMPILED_CACHE_SIZE = 1000
+
+T = TypeVar("T")
 
 core_metadata = sa.MetaData()
 
@@ -120,140 +135,132 @@ class _ReusingSQLitePool(SQLitePool):
             await super().release(self._idle.pop())
 
 
-def _fetch_sync(
-    connection: sqlite3.Connection, sql: str, args: Sequence[Any], one: bool
-) -> tuple[list[Any], Any]:
+def _run_script(connection: sqlite3.Connection, sql: str) -> None:
+    connection.execute(sql).close()
+
+
+class _SQLiteTransaction(SQLiteTransaction):
+    """A transaction or savepoint, each step one call into the connection's thread.
+
+    ``db.transaction(immediate=True)`` begins with ``BEGIN IMMEDIATE``: the write lock is taken
+    (or waited for, within the busy timeout) at once, so a transaction that reads before it
+    writes cannot fail half-way because another process wrote meanwhile.
+    """
+
+    async def _run(self, sql: str) -> None:
+        connection = self._connection._connection
+        assert connection is not None, "Connection is not acquired"
+        await connection._execute(_run_script, connection._conn, sql)
+
+    async def start(self, is_root: bool, extra_options: dict[Any, Any]) -> None:
+        self._is_root = is_root
+        if is_root:
+            await self._run("BEGIN IMMEDIATE" if extra_options.get("immediate") else "BEGIN")
+        else:
+            self._savepoint_name = f"depot_savepoint_{uuid.uuid4().hex}"
+            await self._run(f"SAVEPOINT {self._savepoint_name}")
+
+    async def commit(self) -> None:
+        await self._run("COMMIT" if self._is_root else f"RELEASE SAVEPOINT {self._savepoint_name}")
+
+    async def rollback(self) -> None:
+        await self._run(
+            "ROLLBACK" if self._is_root else f"ROLLBACK TO SAVEPOINT {self._savepoint_name}"
+        )
+
+
+def _fetch(
+    connection: sqlite3.Connection, sql: str, args: list[Any], one: bool
+) -> tuple[Any, list[Any]]:
     cursor = connection.execute(sql, args)
     try:
-        return (cursor.fetchmany(1) if one else cursor.fetchall()), cursor.description
+        if one:
+            row = cursor.fetchone()
+            return cursor.description, [] if row is None else [row]
+        return cursor.description, cursor.fetchall()
     finally:
         cursor.close()
 
 
-class _SQLiteReader:
-    """Reads outside transactions, gathered: one thread with a connection of its own, and one
-    hop there for all the reads of an event-loop turn.
+def _execute(connection: sqlite3.Connection, sql: str, args: list[Any]) -> Any:
+    cursor = connection.cursor()
+    try:
+        cursor.execute(sql, args)
+        return cursor.rowcount if cursor.lastrowid == 0 else cursor.lastrowid
+    finally:
+        cursor.close()
 
-    ``databases`` runs execute, fetch and close of a query's cursor as three calls into
-    aiosqlite's thread, each a queue put, a thread wake-up and a wake-up of the event loop back;
-    on a busy depot (a cold pull-through cache answering fifteen requests at once) those hops,
-    not SQLite, were most of a lookup's cost. Here the reads submitted during one loop turn go
-    to the reader thread in one put, run there one after the other (each statement its own
-    read transaction in WAL mode, so it sees every commit made before it was submitted), and
-    come back in one wake-up of the loop.
+
+def _compiled_statements(dialect: sa.engine.Dialect) -> dict[Any, Any]:
+    """The compiled-statement cache of one dialect object (one per database)."""
+    cache: dict[Any, Any] | None = getattr(dialect, "_depot_compiled", None)
+    if cache is None:
+        cache = {}
+        dialect._depot_compiled = cache  # type: ignore[attr-defined]
+    return cache
+
+
+class _SQLiteConnection(SQLiteConnection):
+    """``databases``' SQLite connection, each statement one call into the connection's thread.
+
+    ``databases`` makes three (open a cursor, execute, close it) and each costs a turn of the
+    event loop, which under load is several milliseconds: for a write holding the database's
+    single write lock, that time is everyone's.
     """
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._queue: queue.SimpleQueue[list[Any] | None] = queue.SimpleQueue()
-        self._gathered: list[tuple[str, Sequence[Any], bool, asyncio.Future[Any]]] = []
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+    def transaction(self) -> _SQLiteTransaction:
+        return _SQLiteTransaction(self)
 
-    def read(self, sql: str, args: Sequence[Any], one: bool) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
-        if self._thread is None or self._loop is not loop or not self._thread.is_alive():
-            self._queue.put(None)  # a reader started under another event loop ends
-            self._queue, self._gathered, self._loop = queue.SimpleQueue(), [], loop
-            self._thread = threading.Thread(
-                target=self._serve, args=(self._queue, loop), name="depot-sqlite-reader",
-                daemon=True,
-            )  # fmt: skip
-            self._thread.start()
-        future = loop.create_future()
-        if not self._gathered:
-            loop.call_soon(self._send)
-        self._gathered.append((sql, args, one, future))
-        return future
+    def _compile(self, query: Any) -> tuple[str, list[Any], Any, Any]:
+        """``databases``' compilation, reusing the SQL compiled for the same statement shape.
 
-    def _send(self) -> None:
-        gathered, self._gathered = self._gathered, []
-        self._queue.put(gathered)
-
-    def _serve(
-        self, requests: queue.SimpleQueue[list[Any] | None], loop: asyncio.AbstractEventLoop
-    ) -> None:
-        connection = sqlite3.connect(
-            self.path, timeout=SQLITE_BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
-        )
-        try:
-            while (gathered := requests.get()) is not None:
-                results: list[tuple[bool, Any]] = []
-                for sql, args, one, _ in gathered:
-                    try:
-                        results.append((True, _fetch_sync(connection, sql, args, one)))
-                    except Exception as exc:
-                        results.append((False, exc))
-                try:
-                    loop.call_soon_threadsafe(self._deliver, gathered, results)
-                except RuntimeError:  # the loop is closed: nobody waits any more
-                    return
-        finally:
-            connection.close()
-
-    @staticmethod
-    def _deliver(gathered: list[Any], results: list[tuple[bool, Any]]) -> None:
-        for (_, _, _, future), (ok, value) in zip(gathered, results, strict=True):
-            if future.done():
-                continue
-            if ok:
-                future.set_result(value)
-            else:
-                future.set_exception(value)
-
-    async def close(self) -> None:
-        if self._thread is not None:
-            self._queue.put(None)
-            await asyncio.to_thread(self._thread.join)
-            self._thread = None
-
-
-class _GatheringSQLiteConnection(SQLiteConnection):
-    """Reads outside a transaction go to the :class:`_SQLiteReader`; inside one (where they
-    must see the transaction's own writes), to the connection as ``databases`` sends them."""
-
-    reader: _SQLiteReader
-    #: SELECTs compiled once per shape (SQLAlchemy's cache key, as its engines cache them):
-    #: compiling was most of the remaining cost of a lookup. Shared by the connections.
-    compiled: dict[Any, Any]
-
-    def _compile(self, query: ClauseElement) -> tuple[str, list[Any], Any, Any]:
-        cache_key = query._generate_cache_key() if isinstance(query, sa.Select) else None
-        if cache_key is None:
+        SQLAlchemy's cache key names a statement's structure apart from its literal values:
+        a cached compilation takes the new values (``extracted_parameters``) as SQLAlchemy's
+        own engine does. Compiling costs about twice as much as keying, on the event loop, for
+        every query. Statements with values rendered into the SQL (``IN`` lists, literal
+        binds) are compiled every time.
+        """
+        if isinstance(query, DDLElement):
             return super()._compile(query)
-        compiled = self.compiled.get(cache_key.key)
+        key = query._generate_cache_key()
+        if key is None:
+            return super()._compile(query)
+        cache: dict[Any, Any] = _compiled_statements(self._dialect)
+        compiled = cache.get(key.key)
         if compiled is None:
             compiled = query.compile(
-                dialect=self._dialect, cache_key=cache_key,
-                compile_kwargs={"render_postcompile": True},
-            )  # fmt: skip
-            if compiled.post_compile_params or compiled.literal_execute_params:
-                return super()._compile(query)  # IN (...) rendered per length: not reusable
-            if len(self.compiled) >= 2000:
-                self.compiled.clear()
-            self.compiled[cache_key.key] = compiled
-        params = compiled.construct_params(extracted_parameters=cache_key.bindparams)
+                dialect=self._dialect, cache_key=key, compile_kwargs={"render_postcompile": True}
+            )
+            if any(b.expanding or b.literal_execute for b in compiled.binds.values()):
+                compiled = False
+            if len(cache) >= COMPILED_CACHE_SIZE:
+                cache.clear()
+            cache[key.key] = compiled
+        if compiled is False:
+            return super()._compile(query)
+        params = compiled.construct_params(extracted_parameters=key.bindparams)
         processors = compiled._bind_processors
         args = [
-            processors[key](params[key]) if key in processors else params[key]
-            for key in compiled.positiontup
+            processors[name](params[name]) if name in processors else params[name]
+            for name in compiled.positiontup
         ]
         context = self._dialect.execution_ctx_cls()
         context.dialect = self._dialect
         context.result_column_struct = (
-            compiled._result_columns, compiled._ordered_columns,
-            compiled._textual_ordered_columns, compiled._ad_hoc_textual,
+            compiled._result_columns,
+            compiled._ordered_columns,
+            compiled._textual_ordered_columns,
+            compiled._ad_hoc_textual,
             compiled._loose_column_name_matching,
-        )  # fmt: skip
+        )
         return compiled.string, args, compiled._result_columns, CompilationContext(context)
 
-    async def _rows(self, query: ClauseElement, one: bool) -> list[Record] | None:
-        raw = self._connection
-        if raw is None or raw._conn.in_transaction:
-            return None
-        query_str, args, result_columns, context = self._compile(query)
+    async def _fetch(self, query: Any, one: bool) -> list[Record]:
+        connection = self._connection
+        assert connection is not None, "Connection is not acquired"
+        sql, args, result_columns, context = self._compile(query)
+        description, rows = await connection._execute(_fetch, connection._conn, sql, args, one)
         column_maps = create_column_maps(result_columns)
-        rows, description = await self.reader.read(query_str, args, one)
         metadata = CursorResultMetaData(context, description)
         return [
             Record(
@@ -265,15 +272,212 @@ class _GatheringSQLiteConnection(SQLiteConnection):
             for row in rows
         ]
 
-    async def fetch_all(self, query: ClauseElement) -> list[Record]:
-        rows = await self._rows(query, one=False)
-        return await super().fetch_all(query) if rows is None else rows
+    async def fetch_all(self, query: Any) -> list[Record]:
+        return await self._fetch(query, one=False)
 
-    async def fetch_one(self, query: ClauseElement) -> Record | None:
-        rows = await self._rows(query, one=True)
-        if rows is None:
-            return await super().fetch_one(query)
+    async def fetch_one(self, query: Any) -> Record | None:
+        rows = await self._fetch(query, one=True)
         return rows[0] if rows else None
+
+    async def execute(self, query: Any) -> Any:
+        connection = self._connection
+        assert connection is not None, "Connection is not acquired"
+        sql, args, _, _ = self._compile(query)
+        return await connection._execute(_execute, connection._conn, sql, args)
+
+    async def iterate(self, query: Any) -> AsyncIterator[Record]:
+        for record in await self._fetch(query, one=False):
+            yield record
+
+
+class _DirectSQLite:
+    """Stands in for an aiosqlite connection on the group-commit thread: calls run inline.
+
+    That thread exists to run writes; blocking it on SQLite is what it is for, and each
+    statement then costs no handover between threads.
+    """
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._conn = connection
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._conn.in_transaction
+
+    async def _execute(self, fn: Callable[..., T], *args: Any) -> T:
+        return fn(*args)
+
+
+class _DirectPool:
+    def __init__(self, connection: _DirectSQLite) -> None:
+        self.connection = connection
+
+    async def acquire(self) -> _DirectSQLite:
+        return self.connection
+
+    async def release(self, connection: _DirectSQLite) -> None:
+        pass
+
+
+_Pending = tuple[Callable[[], Awaitable[Any]], asyncio.Future[Any], asyncio.AbstractEventLoop]
+
+
+def _settle(
+    pending: _Pending, result: Any = None, error: BaseException | None = None, cancel: bool = False
+) -> None:
+    """Answer a waiting writer on its own event loop."""
+    _, future, loop = pending
+
+    def answer() -> None:
+        if future.done():
+            return
+        if cancel:
+            future.cancel()
+        elif error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    # A closed loop raises RuntimeError: nobody waits for the answer any more.
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(answer)
+
+
+class GroupCommit:
+    """Runs SQLite writes in shared transactions: one commit, one fsync, for all that wait.
+
+    :meth:`submit` queues a write and waits for its result. A thread with an event loop of its
+    own takes every queued write, opens a ``BEGIN IMMEDIATE`` transaction on its connection,
+    runs each write in a savepoint (a write that raises is rolled back to it and answered with
+    its exception; the others go on) and commits; then answers each writer. Writes that arrive
+    during a commit form the next group, so the group grows with the load and a lone write
+    waits for nothing. A failed ``BEGIN`` or ``COMMIT`` fails the whole group: nothing of it
+    was committed.
+
+    Why a loop of its own: every statement is a round trip to SQLite's thread, and on the
+    serving loop each one waits for a whole turn of that loop, which under load is milliseconds
+    of other requests' work; the write lock is held meanwhile, so that time was every writer's.
+
+    A write runs on that loop, so its ``db.execute()`` calls use the shared connection. It must
+    only query the database (and, for ``reference_blobs``, check a blob exists), never stream
+    bytes, wait on the network or touch objects bound to the serving loop.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._queue: list[_Pending] = []  # touched on the writer loop only
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._local = threading.local()  # the writer thread's connection
+
+    async def submit(self, write: Callable[[], Awaitable[T]]) -> T:
+        caller = asyncio.get_running_loop()
+        future: asyncio.Future[T] = caller.create_future()
+        self._writer_loop().call_soon_threadsafe(self._enqueue, (write, future, caller))
+        return await future
+
+    async def close(self) -> None:
+        """Commit (or fail) what is queued, then end the thread; a later write starts anew."""
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        if loop is None or thread is None:
+            return
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._drain(), loop))
+        loop.call_soon_threadsafe(loop.stop)
+        await asyncio.to_thread(thread.join)
+
+    def _writer_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(
+                    target=self._serve, args=(loop,), name="depot-group-commit", daemon=True
+                )
+                thread.start()
+                self._loop, self._thread = loop, thread
+            return self._loop
+
+    def _serve(self, loop: asyncio.AbstractEventLoop) -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_forever()
+            loop.run_until_complete(self._drain())  # writes queued while it was stopping
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            loop.close()
+            connection = getattr(self._local, "sqlite", None)
+            if connection is not None:
+                connection.close()
+
+    def _writer_connection(self) -> databases.core.Connection:
+        """The thread's own SQLite connection, as the current task's ``databases`` connection
+        (so that a write's ``db.execute()`` runs on it)."""
+        local = self._local
+        if getattr(local, "connection", None) is None:
+            pool = self.db._sqlite_pool
+            assert pool is not None
+            local.sqlite = sqlite3.connect(pool._database, isolation_level=None, **pool._options)
+            local.connection = databases.core.Connection(self.db, self.db._backend)
+            local.connection._connection = _SQLiteConnection(
+                _DirectPool(_DirectSQLite(local.sqlite)),  # type: ignore[arg-type]
+                self.db._backend._dialect,  # type: ignore[attr-defined]
+            )
+        self.db._connection = local.connection
+        connection: databases.core.Connection = local.connection
+        return connection
+
+    def _enqueue(self, pending: _Pending) -> None:
+        self._queue.append(pending)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _drain(self) -> None:
+        while self._task is not None:
+            await asyncio.wait({self._task})
+
+    async def _run(self) -> None:
+        try:
+            while self._queue:
+                group = self._queue[:GROUP_COMMIT_MAX]
+                del self._queue[:GROUP_COMMIT_MAX]
+                await self._commit(group)
+        finally:
+            # No await between the empty check and this: a write queued later starts a new task.
+            self._task = None
+            for pending in self._queue:  # only when this task itself was cancelled
+                _settle(pending, cancel=True)
+            self._queue.clear()
+
+    async def _commit(self, group: list[_Pending]) -> None:
+        outcomes: list[tuple[_Pending, Any, BaseException | None]] = []
+        try:
+            conn = self._writer_connection()
+            async with conn, conn.transaction(immediate=True):
+                for pending in group:
+                    write, future, _ = pending
+                    if future.cancelled():
+                        continue  # its caller stopped waiting before it began: not written
+                    try:
+                        async with conn.transaction():
+                            result = await write()
+                    except Exception as exc:
+                        outcomes.append((pending, None, exc))
+                    else:
+                        outcomes.append((pending, result, None))
+        except BaseException as exc:
+            for pending in group:
+                if isinstance(exc, Exception):
+                    _settle(pending, error=exc)
+                else:
+                    _settle(pending, cancel=True)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for pending, result, error in outcomes:
+            _settle(pending, result, error)
 
 
 class Database(databases.Database):
@@ -297,31 +501,41 @@ class Database(databases.Database):
             if "sslmode" in query and "ssl" not in query:
                 options["ssl"] = query["sslmode"]
         super().__init__(url, **options)
-        self._sqlite_pool: _ReusingSQLitePool | None = None
-        self._sqlite_reader: _SQLiteReader | None = None
         self._templates: dict[tuple[Any, ...], Any] = {}
+        self._sqlite_pool: _ReusingSQLitePool | None = None
         if self.dialect_name == "sqlite":
             backend = self._backend
             assert isinstance(backend, SQLiteBackend)
             self._sqlite_pool = _ReusingSQLitePool(backend._database_url, **options)
             backend._pool = self._sqlite_pool
-            path = DatabaseURL(url).database
-            if path and path != ":memory:" and hasattr(aiosqlite.Connection, "_conn"):
-                self._sqlite_reader = _SQLiteReader(path)
-                connection_class = type(
-                    "SQLiteConnection", (_GatheringSQLiteConnection,),
-                    {"reader": self._sqlite_reader, "compiled": {}},
-                )  # fmt: skip
-                backend.connection = lambda: connection_class(  # type: ignore[method-assign]
-                    backend._pool, backend._dialect
-                )
+            pool, dialect = self._sqlite_pool, backend._dialect
+            backend.connection = lambda: _SQLiteConnection(pool, dialect)  # type: ignore[method-assign]
+        self._group_commit = GroupCommit(self)
+
+    def in_transaction(self) -> bool:
+        """Whether the current task is inside a transaction (``db.transaction()``, a write)."""
+        return bool(self.connection()._transaction_stack)
+
+    async def write(self, write: Callable[[], Awaitable[T]]) -> T:
+        """Run ``write`` (an ``async`` function of database statements through this object) in a
+        transaction and return its result once that transaction is committed.
+
+        On SQLite the write joins a group commit (:class:`GroupCommit`): it runs in another task
+        on a shared connection, so it must only query the database. Already inside a
+        transaction, it runs there, as part of it.
+        """
+        if self.in_transaction():
+            return await write()
+        if self._sqlite_pool is None:
+            async with self.transaction():
+                return await write()
+        return await self._group_commit.submit(write)
 
     async def disconnect(self) -> None:
+        await self._group_commit.close()
         await super().disconnect()
         if self._sqlite_pool is not None:
             await self._sqlite_pool.close_idle()
-        if self._sqlite_reader is not None:
-            await self._sqlite_reader.close()
 
     async def connect_raw(self) -> Any:
         """A PostgreSQL connection of its own, outside the pool (for ``LISTEN``); the caller

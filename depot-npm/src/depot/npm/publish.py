@@ -13,6 +13,7 @@ import time
 from contextlib import AsyncExitStack
 from typing import Any
 
+from depot.core.changes import Recorded
 from depot.core.errors import BadRequest, Conflict, NotFound
 from depot.npm import store
 from depot.npm.integrity import IntegrityError, sri_digest, verify
@@ -31,7 +32,7 @@ from depot.npm.packument import (
 from depot.npm.publish_body import PublishBody, read_publish_body
 from depot.npm.registry import Registry
 from depot.npm.responses import json_object, json_ok, read_json
-from depot.npm.uploads import receive_tarball, record_tarball, require_new_tarball
+from depot.npm.uploads import add_tarball_row, receive_tarball
 from depot.npm.versions import choose_latest
 from starlette.requests import Request
 from starlette.responses import Response
@@ -87,9 +88,6 @@ async def publish(reg: Registry, request: Request, name: str, body: PublishBody)
     for version in manifests:
         if version not in carried:
             raise BadRequest(f"versions[{version!r}] has no attachment: nothing to publish it from")
-    existing = [v for v in manifests if await store.get_version(reg.ctx.db, name, v)]
-    if existing:
-        raise Conflict(f"cannot publish over the previously published version {name}@{existing[0]}")
     # Verify every tarball before committing any, so a bad one leaves nothing stored.
     for filename, received in body.attachments.items():
         if received.version not in manifests:
@@ -99,7 +97,6 @@ async def publish(reg: Registry, request: Request, name: str, body: PublishBody)
         length = attachment.get("length")
         if length is not None and (not isinstance(length, int) or isinstance(length, bool)):
             raise BadRequest(f"_attachments[{filename!r}].length must be a number of bytes")
-        await require_new_tarball(reg.ctx, name, received.tarball.filename)
         received.tarball.verify(
             name,
             received.version,
@@ -107,26 +104,46 @@ async def publish(reg: Registry, request: Request, name: str, body: PublishBody)
             shasum=dist.get("shasum"),
             length=length,
         )
-    before = await store.version_numbers(reg.ctx.db, name)
-    published = []
-    for received in body.attachments.values():
-        stored = await received.tarball.commit()
-        await record_tarball(reg.ctx, name, stored)
+    committed = [
+        (received, await received.tarball.commit()) for received in body.attachments.values()
+    ]
+
+    async def record() -> tuple[list[str], Recorded]:
+        """Every row of the publish and its change-log row, in one transaction (one commit
+        shared with other writes). A version or tarball published already is refused here,
+        in the transaction, instead of in queries of their own beforehand."""
+        before = await store.version_numbers(reg.ctx.db, name)
+        existing = [v for v in manifests if v in before]
+        if existing:
+            raise Conflict(
+                f"cannot publish over the previously published version {name}@{existing[0]}"
+            )
+        for received, stored in committed:
+            await add_tarball_row(reg.ctx, name, stored)
+            manifest = manifests[received.version]
+            await _add_version(
+                reg,
+                name,
+                manifest,
+                stored.filename,
+                stored.integrity,
+                stored.sha1,
+                fields=publish_fields(document, manifest),
+            )
+        await _apply_publish_tags(reg, name, tags, before)
+        await store.touch(reg.ctx.db, name)
+        return [received.version for received, _ in committed], await reg.ctx.changes.record(name)
+
+    try:
+        published, recorded = await reg.ctx.db.write(record)
+    except Exception:
+        # Nothing of the publish was committed: its tarballs are referenced by no row.
+        for _, stored in committed:
+            await reg.ctx.blobs.delete(stored.key)
+        raise
+    await reg.changed(name, recorded)
+    for _, stored in committed:
         reg.ctx.artifact_stored(stored.key, stored.size, request)
-        manifest = manifests[received.version]
-        await _add_version(
-            reg,
-            name,
-            manifest,
-            stored.filename,
-            stored.integrity,
-            stored.sha1,
-            fields=publish_fields(document, manifest),
-        )
-        published.append(received.version)
-    await _apply_publish_tags(reg, name, tags, before)
-    await store.touch(reg.ctx.db, name)
-    await reg.changed(name)
     return json_ok({"ok": True, "id": name, "versions": published}, 201)
 
 
@@ -284,29 +301,40 @@ async def push_version(reg: Registry, request: Request, name: str, version: str)
         "sha1": bytes.fromhex(tarball["sha1"]),
         "sha512": sri_digest(tarball["sha512"]),
     }
+    for field in ("integrity", "shasum"):
+        if dist.get(field) is not None and not isinstance(dist.get(field), str):
+            raise BadRequest(f"{filename}: dist.{field} must be a string")
     try:
         verify(digests, dist.get("integrity"), dist.get("shasum"))
     except IntegrityError as exc:
         raise BadRequest(f"{filename}: {exc}") from exc
-    existing = await store.get_version(reg.ctx.db, name, version)
-    if existing is not None:
-        if existing.integrity == tarball["sha512"]:
-            return json_ok({"ok": True, "id": name, "existing": True})
-        raise Conflict(f"cannot publish over the previously published version {name}@{version}")
     deprecated = manifest.get("deprecated")
-    await _add_version(
-        reg,
-        name,
-        manifest,
-        filename,
-        tarball["sha512"],
-        tarball["sha1"],
-        fields=package_fields(manifest),
-        deprecated=deprecated if isinstance(deprecated, str) else None,
-        provenance="pushed",
-    )
-    await store.touch(reg.ctx.db, name)
-    await reg.changed(name)
+
+    async def record() -> Recorded | None:
+        """None if the same version is already published (from the same tarball)."""
+        existing = await store.get_version(reg.ctx.db, name, version)
+        if existing is not None:
+            if existing.integrity == tarball["sha512"]:
+                return None
+            raise Conflict(f"cannot publish over the previously published version {name}@{version}")
+        await _add_version(
+            reg,
+            name,
+            manifest,
+            filename,
+            tarball["sha512"],
+            tarball["sha1"],
+            fields=package_fields(manifest),
+            deprecated=deprecated if isinstance(deprecated, str) else None,
+            provenance="pushed",
+        )
+        await store.touch(reg.ctx.db, name)
+        return await reg.ctx.changes.record(name)
+
+    recorded = await reg.ctx.db.write(record)
+    if recorded is None:
+        return json_ok({"ok": True, "id": name, "existing": True})
+    await reg.changed(name, recorded)
     return json_ok({"ok": True, "id": name}, 201)
 
 

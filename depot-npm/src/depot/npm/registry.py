@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from depot.core import EcosystemContext
+from depot.core.changes import Recorded
 from depot.core.errors import NotFound
 from depot.core.http import blob_response
 from depot.npm import store
@@ -87,9 +88,10 @@ class Registry:
 
             self.upstream = NpmUpstream(ctx, upstream)
 
-    async def changed(self, name: str) -> None:
-        """Announce a committed change to ``name`` to every process's caches."""
-        await self.ctx.changes.notify(name)
+    async def changed(self, name: str, recorded: Recorded | None = None) -> None:
+        """Announce a committed change to ``name`` to every process's caches (``recorded``: the
+        change-log row the write added itself, ``ctx.changes.record``)."""
+        await self.ctx.changes.notify(name, recorded=recorded)
 
     def tarball_url(self, request: Request, name: str) -> Callable[[VersionRecord], str]:
         """Tarball URLs as the client reached this server (Host, mount prefix, --base-url)."""

@@ -9,6 +9,7 @@ committed and the tarball row recorded.
 
 from __future__ import annotations
 
+import asyncio
 import binascii
 import uuid
 from collections.abc import AsyncIterator
@@ -22,6 +23,10 @@ from depot.core.errors import BadRequest, Conflict
 from depot.npm import store
 from depot.npm.integrity import ALGORITHMS, IntegrityError, sri, verify
 from depot.npm.tarball import PackageJsonReader, TarballError
+
+#: Tarball bytes read for package.json in a thread once this many have arrived (less is read on
+#: the event loop at the end: a thread hop costs more than reading a small tarball).
+READ_IN_THREAD_AT = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -86,17 +91,30 @@ class IncomingTarball:
         self.key = key
         self.filename = filename
         self._reader = PackageJsonReader()
+        self._unread = bytearray()  # bytes not yet given to the reader
         self.manifest: dict[str, Any] | None = None
 
     async def write(self, chunk: bytes) -> None:
+        self._unread += chunk
+        if len(self._unread) >= READ_IN_THREAD_AT:
+            await self._read()
+        await self.upload.write(chunk)
+
+    async def _read(self) -> None:
+        """Give the reader what arrived: gunzipping and walking the tar is CPU work, done in a
+        thread once there is enough of it, so that other requests are not held up."""
+        data, self._unread = bytes(self._unread), bytearray()
         try:
-            self._reader.feed(chunk)
+            if len(data) >= READ_IN_THREAD_AT:
+                await asyncio.to_thread(self._reader.feed, data)
+            else:
+                self._reader.feed(data)
         except TarballError as exc:
             raise BadRequest(f"{self.filename}: {exc}") from exc
-        await self.upload.write(chunk)
 
     async def complete(self) -> None:
         """All bytes are in: fix the size and digests and read the package.json found."""
+        await self._read()
         await self.upload.complete()
         if self.upload.size == 0:
             raise BadRequest(f"{self.filename}: the tarball is empty")
@@ -120,6 +138,9 @@ class IncomingTarball:
         size = self.upload.size
         if length is not None and length != size:
             raise BadRequest(f"{self.filename}: attachment length {length} but {size} bytes sent")
+        for field, claimed in (("integrity", integrity), ("shasum", shasum)):
+            if claimed is not None and not isinstance(claimed, str):
+                raise BadRequest(f"{self.filename}: dist.{field} must be a string")
         if require_digest or integrity or shasum:
             try:
                 verify(self.digests(), integrity, shasum)
@@ -160,10 +181,13 @@ async def open_tarball(
         yield IncomingTarball(upload, key, filename)
 
 
-async def record_tarball(
+async def add_tarball_row(
     ctx: EcosystemContext, name: str, stored: StoredTarball, provenance: str = "published"
 ) -> None:
-    """The tarball row, written after its blob is committed; 409 if a concurrent upload won."""
+    """The tarball row of a committed blob; 409 if a concurrent upload recorded the file first.
+
+    Run it inside a write (``ctx.db.write``); whoever runs it deletes the blob if it fails.
+    """
     async with ctx.reference_blobs(stored.key):
         recorded = await store.add_tarball(
             ctx.db,
@@ -176,10 +200,20 @@ async def record_tarball(
             provenance,
         )
     if not recorded:
-        await ctx.blobs.delete(stored.key)
         raise Conflict(
             f"{name}: tarball {stored.filename} already exists; published files never change"
         )
+
+
+async def record_tarball(
+    ctx: EcosystemContext, name: str, stored: StoredTarball, provenance: str = "published"
+) -> None:
+    """The tarball row, written after its blob is committed; 409 if a concurrent upload won."""
+    try:
+        await ctx.db.write(lambda: add_tarball_row(ctx, name, stored, provenance))
+    except Exception:
+        await ctx.blobs.delete(stored.key)
+        raise
 
 
 async def receive_tarball(

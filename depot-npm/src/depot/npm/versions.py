@@ -7,18 +7,28 @@ Range and precedence semantics come from ``node-semver``, a port of the library 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from functools import cmp_to_key
+from functools import cmp_to_key, lru_cache
 
 import nodesemver
 
 
+@lru_cache(maxsize=65536)
+def _parsed(version: str) -> nodesemver.SemVer:
+    """A version parsed once: rendering a packument sorts all its versions, and
+    ``nodesemver.compare`` parses both strings at every comparison."""
+    return nodesemver.make_semver(version, True)
+
+
 def is_prerelease(version: str) -> bool:
-    return bool(nodesemver.make_semver(version, True).prerelease)
+    return bool(_parsed(version).prerelease)
 
 
 def sort_versions(versions: Iterable[str]) -> list[str]:
     """Versions in ascending semver precedence (build metadata ignored, as semver says)."""
-    return sorted(versions, key=cmp_to_key(lambda a, b: nodesemver.compare(a, b, True)))
+    return sorted(versions, key=lambda v: _by_precedence(_parsed(v)))
+
+
+_by_precedence = cmp_to_key(lambda a, b: a.compare(b))
 
 
 def choose_latest(versions: Iterable[str]) -> str | None:

@@ -19,6 +19,7 @@ from typing import IO, Any
 import sqlalchemy as sa
 from depot.core import EcosystemContext
 from depot.core.blobs import CHUNK_SIZE
+from depot.core.changes import Recorded
 from depot.core.database import json_value
 from depot.core.errors import BadRequest, Conflict, HTTPError
 from depot.pypi import yank
@@ -167,18 +168,26 @@ async def publish(
         "requires_python": metadata.requires_python,
         "metadata_sha256": metadata_sha256,
         "upload_time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        "yanked": await yank.release_state(ctx, dist.project, dist.version),
         "md5": received.digests["md5_digest"],
         "blake2_256": received.digests["blake2_256_digest"],
         "fields": dict(fields or {}),
     }
     keys = [blob_key(sha256)] + ([blob_key(metadata_sha256)] if metadata_sha256 else [])
-    async with ctx.reference_blobs(*keys):
-        await ctx.db.execute(ctx.db.insert_or_ignore(pypi_files).values(**row))
-    winner = await file_row(ctx, dist.filename)
-    if winner is None or winner["sha256"] != sha256:
-        raise Conflict(f"File already exists: {dist.filename} was published with other content")
-    await ctx.changes.notify(dist.project)
+
+    async def record() -> Recorded:
+        """The file's row and its change-log row, in one transaction (its commit shared with
+        other writes); 409 if another upload of the filename came first."""
+        # Read in the transaction: a yank of the release committed before this row is not lost.
+        row["yanked"] = await yank.release_state(ctx, dist.project, dist.version)
+        async with ctx.reference_blobs(*keys):
+            await ctx.db.execute(ctx.db.insert_or_ignore(pypi_files).values(**row))
+        winner = await file_row(ctx, dist.filename)
+        if winner is None or winner["sha256"] != sha256:
+            raise Conflict(f"File already exists: {dist.filename} was published with other content")
+        return await ctx.changes.record(dist.project)
+
+    recorded = await ctx.db.write(record)
+    await ctx.changes.notify(dist.project, recorded=recorded)
     ctx.artifact_stored(blob_key(sha256), received.size, request)
     return True
 
