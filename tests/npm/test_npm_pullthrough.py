@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -254,6 +255,62 @@ def test_install_through_the_public_registry(
     )
 
 
+def test_a_tarball_asked_for_first_is_fetched_with_its_packument_once(
+    published: None, proxy: FaultProxy, make_depot_server: Callable[..., DepotServer]
+) -> None:
+    # npm ci from a lockfile asks a cold depot for tarballs only: the packument (whose integrity
+    # verifies the tarball) and the tarball are fetched together, once however many ask.
+    caching = make_depot_server("--npm-upstream", proxy.url + "/npm/")
+    url = caching.url + "/npm/@pt/mid/-/mid-2.0.0.tgz"
+    expected = httpx.get(proxy.url + "/npm/@pt/mid/-/mid-2.0.0.tgz").content
+    before = proxy.count()
+
+    async def ten() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=60) as client:
+            return await asyncio.gather(*(client.get(url) for _ in range(10)))
+
+    answers = asyncio.run(ten())
+    assert all(a.status_code == 200 and a.content == expected for a in answers)
+    assert proxy.count(r"/npm/@pt(%2[fF]|/)mid$") == 1
+    assert proxy.count("/mid-2.0.0.tgz$") == 2  # the one fetched here, and the one above
+    assert proxy.count() - before == 2
+
+
+def test_a_tampered_tarball_fetched_with_its_packument_is_refused_and_not_stored(
+    published: None, proxy: FaultProxy, make_depot_server: Callable[..., DepotServer]
+) -> None:
+    caching = make_depot_server("--npm-upstream", proxy.url + "/npm/")
+    proxy.add("tamper", r"/pt-leaf-1\.1\.0\.tgz$")
+    url = caching.url + "/npm/pt-leaf/-/pt-leaf-1.1.0.tgz"
+    # The first client is cut off before the last byte (streamed while it was verified)...
+    with pytest.raises(httpx.RemoteProtocolError):
+        httpx.get(url)
+    # ... and the next is told why.
+    tarball = httpx.get(url)
+    assert tarball.status_code == 502 and "sha512" in tarball.json()["error"]
+    assert not list((caching.store_path / "blobs" / "npm" / "upstream").glob("tarballs/*"))
+
+
+def test_the_tarball_of_the_latest_version_is_fetched_with_the_packument(
+    published: None,
+    upstream: DepotServer,
+    proxy: FaultProxy,
+    make_depot_server: Callable[..., DepotServer],
+) -> None:
+    caching = make_depot_server("--npm-upstream", proxy.url + "/npm/")
+    expected = httpx.get(proxy.url + "/npm/pt-leaf/-/pt-leaf-1.1.0.tgz").content
+    assert httpx.get(caching.url + "/npm/pt-leaf").status_code == 200
+    stored = caching.store_path / "blobs" / "npm" / "upstream" / "tarballs"
+    for _ in range(300):  # fetched in the background: wait for it to be stored
+        if stored.exists() and any(stored.iterdir()):
+            break
+        time.sleep(0.1)
+    upstream.stop()
+    assert httpx.get(caching.url + "/npm/pt-leaf/-/pt-leaf-1.1.0.tgz").content == expected
+    # Only the version a dist-tag names was fetched ahead.
+    assert httpx.get(caching.url + "/npm/pt-leaf/-/pt-leaf-1.0.0.tgz").status_code >= 500
+
+
 def test_pages_show_cached_versions_apart_from_published_ones(
     published: None,
     proxy: FaultProxy,
@@ -272,14 +329,18 @@ def test_pages_show_cached_versions_apart_from_published_ones(
     pages = caching.url + "/-/browse/npm/"
     assert httpx.get(pages + "pt-leaf").status_code == 404  # nothing held yet
 
-    npm(registry, "view", "pt-leaf", "versions")  # the packument only
+    npm(registry, "view", "pt-leaf", "versions")  # the packument...
+    # ... and, fetched ahead in the background, the tarball of the version `latest` names.
+    for _ in range(300):
+        if httpx.get(pages + "pt-leaf").text.count("not fetched yet") == 1:
+            break
+        time.sleep(0.1)
     dom = chromium.dom(pages + "pt-leaf")
     assert f"Cached from {upstream_label}" in dom
-    # Both versions' rows, and the selected version's "source".
-    assert dom.count(f"at {upstream_label}, not fetched yet") == 3
+    assert dom.count(f"cached from {upstream_label}, fetched ") == 2  # 1.1.0: row and source
+    assert dom.count(f"at {upstream_label}, not fetched yet") == 1  # 1.0.0
 
     npm(registry, "install", cwd=make_app(tmp_path))
-    # The install fetched pt-leaf 1.1.0: the kept page moved with that write.
     dom = chromium.dom(pages + "pt-leaf")
     assert dom.count(f"cached from {upstream_label}, fetched ") == 2  # 1.1.0: row and source
     assert dom.count(f"at {upstream_label}, not fetched yet") == 1  # 1.0.0

@@ -28,6 +28,7 @@ from depot.core.database import Database
 from depot.core.ecosystem import Ecosystem
 from depot.core.errors import BadRequest, ConfigError, HTTPError, ServiceUnavailable
 from depot.core.faults import OUTAGE_TYPES, is_backend_outage, storage_refusal
+from depot.core.groupcommit import GroupCommit, Row
 from depot.core.http import ErrorRenderer, external_base, plain_error
 from depot.core.lifespan import running
 from depot.core.logs import configure_logging
@@ -142,6 +143,28 @@ class EcosystemContext:
                     raise BlobMissing(key)
             yield
 
+    async def group_commit(
+        self,
+        rows: Sequence[Row],
+        *,
+        keys: Sequence[str] = (),
+        cached: Sequence[tuple[str, int]] = (),
+        notify: Sequence[str] = (),
+    ) -> None:
+        """Write ``rows`` (``(statement template, parameters)``: ``ctx.db.insert_or_ignore(t)``
+        or ``ctx.db.upsert(...)`` without ``.values()``) in a transaction shared with the other
+        writes waiting at this moment (:mod:`depot.core.groupcommit`): one lock, one commit and
+        one compilation per template for all of them. As with :meth:`reference_blobs`, the
+        blobs ``keys`` must exist (else :class:`BlobMissing`; a blob committed just now needs no
+        check: it is younger than any grace period). ``cached`` items ``(item, size)`` are
+        declared evictable (:meth:`cache_stored`) and the names in ``notify`` announced as
+        changed (``ctx.changes.notify``) in the same transaction. Returns once committed; for
+        the many small writes of a filling pull-through cache."""
+        await self.depot.group_commit.write(
+            rows, ecosystem=self.name, blobs=self.blobs, keys=keys, cached=cached,
+            topics=[self.changes.topic(name) for name in notify],
+        )  # fmt: skip
+
     async def release_blobs(
         self, keys: Sequence[str], since: float | None = None
     ) -> list[BlobEntry]:
@@ -234,6 +257,7 @@ class Depot:
         from depot.core.retention import UseRecorder
 
         self.use_recorder = UseRecorder(self.database)
+        self.group_commit = GroupCommit(self)
 
     def context(self, ecosystem: str) -> EcosystemContext:
         """The context of a declared ecosystem."""
@@ -335,6 +359,7 @@ class Depot:
             schemas = [s for found in self.plugins.hook.depot_schemas() for s in found or ()]
             await self.database.migrate([CORE_SCHEMA, CHANGES_SCHEMA, *schemas])
             await ensure_lock_row(self.database)
+            self.exit_stack.push_async_callback(self.group_commit.close)
             await self.changes.start(self.database)
             self.exit_stack.push_async_callback(self.changes.stop)
             authenticator = self.plugins.hook.depot_authenticator(settings=self.settings)

@@ -501,6 +501,7 @@ class Database(databases.Database):
             if "sslmode" in query and "ssl" not in query:
                 options["ssl"] = query["sslmode"]
         super().__init__(url, **options)
+        self._templates: dict[tuple[Any, ...], Any] = {}
         self._sqlite_pool: _ReusingSQLitePool | None = None
         if self.dialect_name == "sqlite":
             backend = self._backend
@@ -558,17 +559,31 @@ class Database(databases.Database):
         return sqlite.dialect() if self.dialect_name == "sqlite" else postgresql.dialect()
 
     def insert_or_ignore(self, table: sa.Table) -> Any:
-        """An INSERT that does nothing when a unique key already exists (both dialects)."""
-        module = sqlite if self.dialect_name == "sqlite" else postgresql
-        return module.insert(table).on_conflict_do_nothing()
+        """An INSERT that does nothing when a unique key already exists (both dialects).
+
+        The same statement object each time (statements are immutable: ``.values()`` makes a
+        new one), so that it can serve as a template compiled once (:mod:`.groupcommit`)."""
+        cache_key = ("insert_or_ignore", table)
+        statement = self._templates.get(cache_key)
+        if statement is None:
+            module = sqlite if self.dialect_name == "sqlite" else postgresql
+            statement = module.insert(table).on_conflict_do_nothing()
+            self._templates[cache_key] = statement
+        return statement
 
     def upsert(self, table: sa.Table, key: Sequence[str], update: Sequence[str]) -> Any:
-        """An INSERT that updates the ``update`` columns when the ``key`` columns exist."""
-        module = sqlite if self.dialect_name == "sqlite" else postgresql
-        stmt = module.insert(table)
-        return stmt.on_conflict_do_update(
-            index_elements=list(key), set_={c: stmt.excluded[c] for c in update}
-        )
+        """An INSERT that updates the ``update`` columns when the ``key`` columns exist (the
+        same statement object for the same arguments, as :meth:`insert_or_ignore`)."""
+        cache_key = ("upsert", table, tuple(key), tuple(update))
+        statement = self._templates.get(cache_key)
+        if statement is None:
+            module = sqlite if self.dialect_name == "sqlite" else postgresql
+            stmt = module.insert(table)
+            statement = stmt.on_conflict_do_update(
+                index_elements=list(key), set_={c: stmt.excluded[c] for c in update}
+            )
+            self._templates[cache_key] = statement
+        return statement
 
     async def prepare(self) -> None:
         """Connection-level settings that must hold before any table is touched."""

@@ -75,6 +75,12 @@ DOWN_SECONDS = 5.0
 FAILURE_MEMORY = 30.0
 #: How long "no upstream has it" is remembered for a key passed to ``remember_missing``.
 MISSING_MEMORY = 60.0
+#: Prefetches (:meth:`UpstreamClient.prefetch`) running at once, and waiting at most.
+PREFETCH_CONCURRENCY = 4
+PREFETCH_QUEUE = 1000
+#: Connections kept to upstreams (per ecosystem), and seconds an idle one stays open.
+CONNECTIONS = 64
+KEEPALIVE_SECONDS = 60.0
 #: Statuses meaning "no such object" (Nix treats 403 like 404 as well; npm and PyPI send 404).
 MISSING_STATUSES = (404, 410)
 
@@ -118,6 +124,12 @@ class Unverified(Exception):
     """Raised by an ecosystem's ``finish``: fetched bytes do not match what they must be."""
 
 
+class Abandoned(Exception):
+    """Raised by an ecosystem's ``finish``: the bytes were fetched ahead (before the metadata
+    that names them arrived) and turn out not to be wanted. Nothing is stored and nothing is
+    remembered as failed."""
+
+
 @dataclass(frozen=True)
 class Fetched:
     """An upstream's answer to a document request.
@@ -137,6 +149,8 @@ class UpstreamClient:
     """The upstream client of one ecosystem (``ctx.upstream``); see the module docstring."""
 
     def __init__(self, depot: Depot, ecosystem: str) -> None:
+        import aiohttp  # noqa: F401 - here, at start-up, rather than in the first cold request
+
         self.depot = depot
         self.ecosystem = ecosystem
         extra = depot.settings.extra
@@ -150,6 +164,8 @@ class UpstreamClient:
         self._down_until: dict[str, float] = {}
         self._missing: dict[Hashable, float] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._prefetching: set[Hashable] = set()
+        self._prefetch_slots = asyncio.Semaphore(PREFETCH_CONCURRENCY)
 
     # -- freshness and outages -------------------------------------------------------------
 
@@ -211,7 +227,13 @@ class UpstreamClient:
             timeout = aiohttp.ClientTimeout(
                 total=None, connect=self.timeout, sock_read=self.timeout
             )
+            # Keep-alive for a minute: a cold install asks for hundreds of objects in a burst,
+            # and a new connection per request would cost a handshake each.
+            connector = aiohttp.TCPConnector(
+                limit=CONNECTIONS, keepalive_timeout=KEEPALIVE_SECONDS, ttl_dns_cache=300
+            )
             self._session = aiohttp.ClientSession(
+                connector=connector,
                 timeout=timeout,
                 auto_decompress=False,  # bytes are stored and verified exactly as sent
                 headers={"User-Agent": "depot (pull-through cache)"},
@@ -384,14 +406,11 @@ class UpstreamClient:
         bytes, not for the store's and the database's writes). 404 when upstream has no such
         object, 502/504 naming the upstream when it fails.
         """
-        flight = self._flight(key, upstream, url, open_upload, finish, on_chunk, verify)
-        flight.acquire()
-        try:
-            await asyncio.shield(flight.started)
-        except BaseException:
-            flight.release()
-            raise
-        return TeeResponse(flight, request, media_type)
+        flight = self.start_blob(
+            key=key, upstream=upstream, url=url, open_upload=open_upload, finish=finish,
+            on_chunk=on_chunk, verify=verify,
+        )  # fmt: skip
+        return await self.respond(flight, request, media_type)
 
     def prefetch_blob(
         self,
@@ -407,11 +426,33 @@ class UpstreamClient:
         """Start storing ``url`` in the background, as :meth:`fetch_blob` would, with no client
         waiting: a client asking for ``key`` meanwhile joins the fetch. For an artifact a client
         is about to ask for (a wheel whose core metadata it just read). Nothing is started while
-        ``key`` is being fetched or recently failed; errors are logged and counted only."""
+        ``key`` is being fetched or recently failed; errors are logged and counted only. (See
+        also :meth:`prefetch`: bounded concurrency, and a check that it is still wanted.)"""
         remembered = self._failures.get(key)
         if key in self._blobs or (remembered is not None and remembered[0] > time.monotonic()):
             return
         self._flight(key, upstream, url, open_upload, finish, on_chunk, verify)
+
+    def start_blob(
+        self,
+        *,
+        key: Hashable,
+        upstream: str,
+        url: str,
+        open_upload: Callable[[], AbstractAsyncContextManager[BlobUpload]],
+        finish: Callable[[BlobUpload], Awaitable[None]],
+        on_chunk: Callable[[bytes], None] | None = None,
+        verify: Callable[[BlobUpload], None] | None = None,
+    ) -> BlobFlight:
+        """Start fetching ``url`` into the store (or join the fetch of ``key`` in flight) and
+        return the flight, held for the caller: pass it to :meth:`respond`, or
+        :meth:`BlobFlight.release` it. For fetching ahead of the client that will want the
+        object: ``finish`` may wait for what verifies the bytes (metadata fetched at the same
+        time) and raise :class:`Abandoned` when they turn out not to be wanted. Raises the
+        remembered reason when ``key`` failed verification just before."""
+        flight = self._flight(key, upstream, url, open_upload, finish, on_chunk, verify)
+        flight.acquire()
+        return flight
 
     def _flight(
         self,
@@ -436,6 +477,71 @@ class UpstreamClient:
             self._blobs[key] = flight
             flight.task = self._spawn(flight.run())
         return flight
+
+    async def respond(
+        self, flight: BlobFlight, request: Request, media_type: str = "application/octet-stream"
+    ) -> Response:
+        """The response streaming a flight from :meth:`start_blob` (which it releases): sent
+        once upstream's headers arrived, its last byte once the blob is verified.
+        404 when upstream has no such object, 502/504 naming the upstream when it fails."""
+        try:
+            await asyncio.shield(flight.started)
+            if flight.done and not flight.committed:
+                # Finished before this client came: failed, or abandoned as not wanted.
+                raise flight.error or UpstreamError(
+                    flight.upstream, f"fetching {flight.url} failed"
+                )
+        except BaseException:
+            flight.release()
+            raise
+        return TeeResponse(flight, request, media_type)
+
+    def prefetch(
+        self,
+        *,
+        key: Hashable,
+        upstream: str,
+        url: str,
+        open_upload: Callable[[], AbstractAsyncContextManager[BlobUpload]],
+        finish: Callable[[BlobUpload], Awaitable[None]],
+        wanted: Callable[[], Awaitable[bool]] | None = None,
+    ) -> None:
+        """Fetch an artifact clients will likely ask for next into the store, in the background.
+
+        At most :data:`PREFETCH_CONCURRENCY` prefetches run at a time and
+        :data:`PREFETCH_QUEUE` wait; more are dropped (a client asking fetches it as usual).
+        A prefetch is a flight like any other: a client asking for ``key`` meanwhile joins it
+        (one upstream request), and shutdown cancels it. ``wanted()``, awaited just before the
+        fetch, may say it is no longer needed (already held). Failures are logged, not raised.
+        """
+        if key in self._blobs or key in self._prefetching or self.offline:
+            return
+        if len(self._prefetching) >= PREFETCH_QUEUE:
+            return
+        self._prefetching.add(key)
+
+        async def run() -> None:
+            try:
+                async with self._prefetch_slots:
+                    if wanted is not None and not await wanted():
+                        return
+                    flight = self.start_blob(
+                        key=key, upstream=upstream, url=url, open_upload=open_upload,
+                        finish=finish,
+                    )  # fmt: skip
+                    try:
+                        assert flight.task is not None
+                        await asyncio.shield(flight.task)
+                    finally:
+                        flight.release()
+            except HTTPError as exc:
+                log.info("prefetch failed", extra={"url": url, "reason": exc.reason})
+            except Exception:
+                log.exception("prefetch failed", extra={"url": url})
+            finally:
+                self._prefetching.discard(key)
+
+        self._spawn(run())
 
 
 class BlobFlight:
@@ -537,6 +643,9 @@ class BlobFlight:
                     self._notify()
                 await self._finish(upload)
             self.committed = self.verified = True
+        except Abandoned as exc:
+            self.error = UpstreamError(self.upstream, f"{self.url}: {exc}; nothing was stored")
+            log.debug("fetched ahead and not wanted", extra={"url": self.url, "reason": str(exc)})
         except Unverified as exc:
             self.error = UpstreamError(self.upstream, f"{self.url}: {exc}; nothing was stored")
             client._failures[self.key] = (time.monotonic() + FAILURE_MEMORY, self.error)

@@ -17,18 +17,21 @@ with anything published or pushed here is served from depot only: dependency con
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from depot.core import EcosystemContext
 from depot.core.blobs import BlobUpload
-from depot.core.errors import ConfigError, NotFound
+from depot.core.errors import ConfigError, HTTPError, NotFound
 from depot.core.http import blob_response
-from depot.core.upstream import Unverified, UpstreamError
+from depot.core.upstream import Abandoned, BlobFlight, Unverified, UpstreamError
 from depot.npm import store
 from depot.npm.integrity import ALGORITHMS, IntegrityError, sri, verify
 from depot.npm.names import InvalidName, escape_name, tarball_filename, version_from_filename
@@ -37,6 +40,9 @@ from depot.npm.registry import PackumentCache, Rendered
 from depot.npm.retention import packument_item, tarball_item
 from starlette.requests import Request
 from starlette.responses import Response
+
+#: ``held()`` without a row read by the caller.
+_UNREAD: Any = object()
 
 #: The largest upstream packument accepted (the biggest on the public registry are tens of MiB).
 MAX_PACKUMENT = 128 * 1024 * 1024
@@ -50,6 +56,7 @@ class NpmUpstream:
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ConfigError(f"--npm-upstream {url!r} is not an http(s) URL")
         self.ctx = ctx
+        ctx.upstream  # noqa: B018 - the client made (and aiohttp imported) at start-up
         self.url = url.rstrip("/") + "/"
         self.label = self.url
         self.rendered = PackumentCache()
@@ -62,18 +69,15 @@ class NpmUpstream:
         row = await self.held(name)
         return await self._render(request, name, row, abbreviated)
 
-    async def held(self, name: str, *, want_version: str | None = None) -> Any:
-        """The held packument row, fetched or revalidated as freshness requires."""
+    async def held(self, name: str, *, want_version: str | None = None, row: Any = _UNREAD) -> Any:
+        """The held packument row, fetched or revalidated as freshness requires (``row``: the
+        row as the caller just read it, saving a query)."""
         client = self.ctx.upstream
-        row = await store.held_packument(self.ctx.db, name)
+        if row is _UNREAD:
+            row = await store.held_packument(self.ctx.db, name)
         if row is not None:
             self.ctx.record_use(packument_item(name))  # --cache-max-size/-age: batched, no write
-        missing_version = (
-            want_version is not None
-            and row is not None
-            and want_version not in (await self._document(row))[1].get("versions", {})
-        )
-        if row is None or missing_version:
+        if row is None or await self._lacks(row, want_version):
             client.miss(self.label)
             return await client.single_flight(("packument", name), lambda: self._fetch(name, row))
         if client.is_fresh(row["checked_at"]):
@@ -92,6 +96,12 @@ class NpmUpstream:
             # Gone upstream: what was held stays installable here (offline-first).
             client.stale(self.label, name, NotFound("no longer at the upstream"))
             return row
+
+    async def _lacks(self, row: Any, version: str | None) -> bool:
+        """Whether the held packument ``row`` lacks ``version`` (newer than the held copy)."""
+        if version is None:
+            return False
+        return version not in (await self._document(row))[1].get("versions", {})
 
     async def _fetch(self, name: str, row: Any) -> Any:
         """Ask upstream (conditionally when ``row`` is held); store and return the current row."""
@@ -117,19 +127,53 @@ class NpmUpstream:
             # Content-addressed: replicas storing the same document write the same key.
             key = f"upstream/packuments/{upload.hexdigest('sha256')}.json"
             await upload.commit(key)
-        # The blob the previous row named is left for the collector: another replica may still
-        # be about to point at it.
-        async with self.ctx.reference_blobs(key):  # safe against a collection running now
-            await store.hold_packument(
-                self.ctx.db, name, self.label, key, fetched.etag, fetched.last_modified, now
-            )
-            # Evictable (--cache-max-size/-age), committed with the row.
-            await self.ctx.cache_stored(packument_item(name), len(fetched.body))
-        # The package page (and the search page) show what is held: they follow this as they
-        # follow publishes.
-        await self.ctx.changes.notify(name)
+        held = {
+            "name": name, "upstream_url": self.label, "blob_key": key, "etag": fetched.etag,
+            "last_modified": fetched.last_modified, "fetched_at": now, "checked_at": now,
+        }  # fmt: skip
+        # The row, and its retention entry (evictable by --cache-max-size/-age), committed
+        # together with the other writes of this moment. The blob the previous row named is
+        # left for the collector: another replica may still be about to point at it.
+        # (The blob was committed just now: younger than any grace period, it needs no check.)
+        await self.ctx.group_commit(
+            [
+                store.packument_row(
+                    self.ctx.db, name, self.label, key, fetched.etag, fetched.last_modified, now
+                )
+            ],
+            cached=[(packument_item(name), len(fetched.body))],
+            # The package page (and the search page) show what is held: they follow this as
+            # they follow publishes.
+            notify=[name],
+        )
         self.documents[key] = (key, document)
-        return await store.held_packument(self.ctx.db, name)
+        self._prefetch_tagged(name, document)
+        return held
+
+    def _prefetch_tagged(self, name: str, document: dict[str, Any]) -> None:
+        """Fetch the tarballs of the versions the dist-tags name in the background: an install
+        asks for those next (the first request for each then joins the fetch in flight)."""
+        tags = document.get("dist-tags")
+        versions = document["versions"]
+        for version in set(tags.values()) if isinstance(tags, dict) else ():
+            manifest = versions.get(version) if isinstance(version, str) else None
+            try:
+                dist = _dist(self.label, name, version, manifest)
+                filename = tarball_filename(name, version)
+            except (HTTPError, InvalidName):
+                continue
+
+            async def wanted(filename: str = filename) -> bool:
+                return await store.cached_tarball(self.ctx.db, name, filename) is None
+
+            self.ctx.upstream.prefetch(
+                key=("tarball", name, filename, dist.source),
+                upstream=self.label,
+                url=dist.source,
+                open_upload=self._open_tarball_upload,
+                finish=self._tarball_finish(name, filename, version, dist.source, dist, None),
+                wanted=wanted,
+            )
 
     async def _document(self, row: Any) -> tuple[str, dict[str, Any]]:
         key = row["blob_key"]
@@ -182,47 +226,140 @@ class NpmUpstream:
             version = version_from_filename(name, filename)
         except InvalidName:
             raise NotFound(f"{name}: tarball {filename} not found") from None
-        packument_row = await self.held(name, want_version=version)
-        _, document = await self._document(packument_row)
-        manifest = (document.get("versions") or {}).get(version)
-        if not isinstance(manifest, dict):
-            raise NotFound(f"{name}@{version} not found here nor at upstream {self.label}")
-        dist = manifest.get("dist") if isinstance(manifest.get("dist"), dict) else {}
-        source = dist.get("tarball")
-        integrity = dist.get("integrity") if isinstance(dist.get("integrity"), str) else None
-        shasum = dist.get("shasum") if isinstance(dist.get("shasum"), str) else None
-        if not isinstance(source, str) or not source.startswith(("http://", "https://")):
-            raise UpstreamError(self.label, f"{name}@{version} has no tarball URL")
-        if not integrity and not shasum:
-            raise UpstreamError(self.label, f"{name}@{version} has no integrity to verify")
+        packument_row = await store.held_packument(self.ctx.db, name)
+        ahead = learning = None
+        if packument_row is None or await self._lacks(packument_row, version):
+            # The integrity to verify against is in the packument, which must come from
+            # upstream first: fetch the tarball at the same time, from where registries serve
+            # it. It is verified against the packument before any of it is stored or its last
+            # byte sent; if the packument names another URL it is dropped unstored.
+            learning = asyncio.ensure_future(self._learn_dist(name, version, packument_row))
+            learning.add_done_callback(_retrieved)
+            ahead = self._start_tarball(
+                name, filename, version, self.url + f"{name}/-/{filename}", learning, request
+            )
+        try:
+            if learning is None:
+                dist = await self._learn_dist(name, version, packument_row)
+            else:
+                dist = await asyncio.shield(learning)
+        except BaseException:
+            if ahead is not None:
+                ahead.release()
+            raise
+        if ahead is not None and ahead.url == dist.source:
+            return await client.respond(ahead, request)
+        if ahead is not None:
+            ahead.release()
+        flight = self._start_tarball(name, filename, version, dist.source, dist, request)
+        assert flight is not None
+        return await client.respond(flight, request)
+
+    async def _learn_dist(self, name: str, version: str, row: Any) -> Dist:
+        """The version's ``dist`` from the packument, fetched or revalidated as needed."""
+        row = await self.held(name, want_version=version, row=row)
+        _, document = await self._document(row)
+        return _dist(self.label, name, version, document["versions"].get(version))
+
+    def _start_tarball(
+        self,
+        name: str,
+        filename: str,
+        version: str,
+        source: str,
+        dist: Dist | asyncio.Future[Dist],
+        request: Request | None,
+    ) -> BlobFlight | None:
+        """The flight fetching ``source`` into the store, held for the caller; None when
+        fetching ahead (``dist`` still being learnt) is refused by a remembered failure."""
+        try:
+            return self.ctx.upstream.start_blob(
+                key=("tarball", name, filename, source),
+                upstream=self.label,
+                url=source,
+                open_upload=self._open_tarball_upload,
+                finish=self._tarball_finish(name, filename, version, source, dist, request),
+            )
+        except HTTPError:
+            if not isinstance(dist, Dist):
+                return None
+            raise
+
+    def _open_tarball_upload(self) -> AbstractAsyncContextManager[BlobUpload]:
+        return self.ctx.blobs.upload(f"incoming/{uuid.uuid4().hex}", hashes=ALGORITHMS)
+
+    def _tarball_finish(
+        self,
+        name: str,
+        filename: str,
+        version: str,
+        source: str,
+        dist: Dist | asyncio.Future[Dist],
+        request: Request | None,
+    ) -> Callable[[BlobUpload], Awaitable[None]]:
+        """Verify the fetched bytes against the packument's integrity (waiting for the
+        packument when ``dist`` is still being learnt), then commit the blob and its rows."""
 
         async def finish(upload: BlobUpload) -> None:
+            if isinstance(dist, Dist):
+                known = dist
+            else:
+                try:
+                    known = await asyncio.shield(dist)  # the packument fetched meanwhile
+                except HTTPError as exc:
+                    raise Abandoned(f"no packument to verify against: {exc.reason}") from exc
+                if known.source != source:
+                    raise Abandoned(f"the packument names {known.source}")
             digests = {a: upload.digest(a) for a in ALGORITHMS}
             try:
-                verify(digests, integrity, shasum)
+                verify(digests, known.integrity, known.shasum)
             except IntegrityError as exc:
                 raise Unverified(f"{filename}: {exc}") from exc
             key = f"upstream/tarballs/{digests['sha512'].hex()}.tgz"
             await upload.commit(key)
-            async with self.ctx.reference_blobs(key):
-                await store.hold_tarball(
-                    self.ctx.db, name, filename, self.label, source, key, upload.size,
-                    sri("sha512", digests["sha512"]),
-                )  # fmt: skip
-                await self.ctx.cache_stored(tarball_item(name, filename), upload.size)
-            await self.ctx.changes.notify(name)  # the page marks the version cached
+            integrity = sri("sha512", digests["sha512"])
+            row = store.tarball_row(
+                self.ctx.db, name, filename, self.label, source, key, upload.size, integrity
+            )
+            # Committed just now, the blob is younger than any grace period: no check needed.
+            await self.ctx.group_commit(
+                [row],
+                cached=[(tarball_item(name, filename), upload.size)],
+                notify=[name],  # the page marks the version cached
+            )
             self.ctx.artifact_stored(key, upload.size, request)
 
-        return await client.fetch_blob(
-            request,
-            key=("tarball", name, filename),
-            upstream=self.label,
-            url=source,
-            open_upload=lambda: self.ctx.blobs.upload(
-                f"incoming/{uuid.uuid4().hex}", hashes=ALGORITHMS
-            ),
-            finish=finish,
-        )
+        return finish
+
+
+@dataclass(frozen=True)
+class Dist:
+    """Where a version's tarball is upstream, and what it must hash to."""
+
+    source: str
+    integrity: str | None
+    shasum: str | None
+
+
+def _dist(upstream: str, name: str, version: str, manifest: Any) -> Dist:
+    """The ``dist`` of a version from an upstream packument: 404 when there is no such version,
+    502 when it names no tarball or nothing to verify it against."""
+    if not isinstance(manifest, dict):
+        raise NotFound(f"{name}@{version} not found here nor at upstream {upstream}")
+    dist = manifest.get("dist") if isinstance(manifest.get("dist"), dict) else {}
+    source = dist.get("tarball")
+    integrity = dist.get("integrity") if isinstance(dist.get("integrity"), str) else None
+    shasum = dist.get("shasum") if isinstance(dist.get("shasum"), str) else None
+    if not isinstance(source, str) or not source.startswith(("http://", "https://")):
+        raise UpstreamError(upstream, f"{name}@{version} has no tarball URL")
+    if not integrity and not shasum:
+        raise UpstreamError(upstream, f"{name}@{version} has no integrity to verify")
+    return Dist(source, integrity, shasum)
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # seen by whoever awaits it; never "never retrieved" if nobody does
 
 
 def _parse_packument(upstream: str, name: str, body: bytes) -> dict[str, Any]:

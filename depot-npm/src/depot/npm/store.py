@@ -420,6 +420,23 @@ async def hold_packument(
     )
 
 
+def packument_row(
+    db: Database,
+    name: str,
+    upstream_url: str,
+    blob_key: str,
+    etag: str | None,
+    last_modified: str | None,
+    stamp: float,
+) -> tuple[Any, dict[str, Any]]:
+    """:func:`hold_packument` as a row for ``ctx.group_commit``."""
+    columns = ["upstream_url", "blob_key", "etag", "last_modified", "fetched_at", "checked_at"]
+    return db.upsert(upstream_packuments, ["name"], columns), {
+        "name": name, "upstream_url": upstream_url, "blob_key": blob_key, "etag": etag,
+        "last_modified": last_modified, "fetched_at": stamp, "checked_at": stamp,
+    }  # fmt: skip
+
+
 async def confirm_packument(db: Database, name: str, stamp: float) -> None:
     """The upstream answered 304: the held packument is current as of ``stamp``."""
     await db.execute(
@@ -460,6 +477,24 @@ async def hold_tarball(
             fetched_at=time.time(),
         )
     )
+
+
+def tarball_row(
+    db: Database,
+    name: str,
+    filename: str,
+    upstream_url: str,
+    source_url: str,
+    blob_key: str,
+    size: int,
+    integrity: str,
+) -> tuple[Any, dict[str, Any]]:
+    """:func:`hold_tarball` as a row for ``ctx.group_commit``."""
+    return db.insert_or_ignore(cached_tarballs), {
+        "name": name, "filename": filename, "upstream_url": upstream_url,
+        "source_url": source_url, "blob_key": blob_key, "size": size, "integrity": integrity,
+        "fetched_at": time.time(),
+    }  # fmt: skip
 
 
 async def forget_cached_tarball(db: Database, name: str, filename: str) -> None:
