@@ -50,7 +50,7 @@ def publish(registry: str, name: str, version: str) -> bytes:
 def upstream_requests(upstream: DepotServer, path: str) -> int:
     """GETs of ``path`` the upstream answered, from its access log."""
     count = 0
-    for line in upstream.log().splitlines():
+    for line in upstream.settled_log().splitlines():
         if '"depot.access"' in line:
             entry = json.loads(line)
             count += entry["path"] == path and entry["method"] == "GET"

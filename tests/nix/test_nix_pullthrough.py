@@ -23,7 +23,7 @@ from .conftest import Closure, Nix, start_signing_depot
 
 def upstream_requests(upstream: DepotServer) -> int:
     count = 0
-    for line in upstream.log().splitlines():
+    for line in upstream.settled_log().splitlines():
         if '"depot.access"' in line and json.loads(line)["path"].startswith("/nix/"):
             count += 1
     return count

@@ -26,7 +26,7 @@ from .conftest import Npm
 def upstream_requests(upstream: DepotServer, fragment: str = "/npm/") -> int:
     """Requests the upstream depot answered under ``fragment``, from its access log."""
     count = 0
-    for line in upstream.log().splitlines():
+    for line in upstream.settled_log().splitlines():
         if '"depot.access"' not in line:
             continue
         entry = json.loads(line)

@@ -23,7 +23,7 @@ EXPECTED = {"alpha": "1.0", "beta-pkg": "1.1", "delta": "1.0"}
 
 def upstream_requests(upstream: DepotServer) -> int:
     count = 0
-    for line in upstream.log().splitlines():
+    for line in upstream.settled_log().splitlines():
         if '"depot.access"' in line and "/python/" in json.loads(line)["path"]:
             count += 1
     return count
@@ -165,7 +165,11 @@ def test_core_metadata_is_proxied_verified_and_fetched_once(
     assert installed(target) == EXPECTED
     fetched = upstream_requests(published)
     assert fetched - before == 9  # pages, core metadata files, wheels: once each
-    paths = [json.loads(line)["path"] for line in published.log().splitlines() if "access" in line]
+    paths = [
+        json.loads(line)["path"]
+        for line in published.settled_log().splitlines()
+        if "access" in line
+    ]
     assert any(p.endswith("/alpha-1.0-py3-none-any.whl.metadata") for p in paths)
     answer = httpx.get(wheel["url"] + ".metadata")
     assert answer.status_code == 200 and answer.content == upstream_metadata

@@ -23,12 +23,11 @@ from depot.core.artifactmemory import ArtifactMemory
 from depot.core.auth import WRITE_METHODS, Authenticator
 from depot.core.blobs import BlobEntry, BlobStore, InvalidKey, ScopedBlobStore, StorageBackend
 from depot.core.catalog import Catalog
-from depot.core.changes import CHANGES_SCHEMA, Changes, TopicFeed
-from depot.core.database import Database
+from depot.core.changes import CHANGES_SCHEMA, Changes, Recorded, TopicFeed
+from depot.core.database import Database, RowWrite
 from depot.core.ecosystem import Ecosystem
 from depot.core.errors import BadRequest, ConfigError, HTTPError, ServiceUnavailable
 from depot.core.faults import OUTAGE_TYPES, is_backend_outage, storage_refusal
-from depot.core.groupcommit import GroupCommit, Row
 from depot.core.http import ErrorRenderer, external_base, plain_error
 from depot.core.lifespan import running
 from depot.core.logs import configure_logging
@@ -145,25 +144,36 @@ class EcosystemContext:
 
     async def group_commit(
         self,
-        rows: Sequence[Row],
+        rows: Sequence[RowWrite],
         *,
         keys: Sequence[str] = (),
         cached: Sequence[tuple[str, int]] = (),
         notify: Sequence[str] = (),
     ) -> None:
-        """Write ``rows`` (``(statement template, parameters)``: ``ctx.db.insert_or_ignore(t)``
-        or ``ctx.db.upsert(...)`` without ``.values()``) in a transaction shared with the other
-        writes waiting at this moment (:mod:`depot.core.groupcommit`): one lock, one commit and
-        one compilation per template for all of them. As with :meth:`reference_blobs`, the
-        blobs ``keys`` must exist (else :class:`BlobMissing`; a blob committed just now needs no
-        check: it is younger than any grace period). ``cached`` items ``(item, size)`` are
-        declared evictable (:meth:`cache_stored`) and the names in ``notify`` announced as
-        changed (``ctx.changes.notify``) in the same transaction. Returns once committed; for
-        the many small writes of a filling pull-through cache."""
-        await self.depot.group_commit.write(
-            rows, ecosystem=self.name, blobs=self.blobs, keys=keys, cached=cached,
-            topics=[self.changes.topic(name) for name in notify],
-        )  # fmt: skip
+        """Write ``rows`` (``(statement, parameters)``, the statement e.g.
+        ``ctx.db.insert_or_ignore(table)`` without ``.values()``) as one ``ctx.db.write``: on
+        SQLite in the group commit shared with every other write waiting at that moment (see
+        :class:`depot.core.database.GroupCommit`). As in :meth:`reference_blobs`, the blobs
+        ``keys`` must exist (else :class:`BlobMissing`, and nothing is written); ``cached``
+        items ``(item, size)`` are declared evictable (:meth:`cache_stored`) and the names in
+        ``notify`` recorded as changed in the same transaction, then announced. Returns once
+        committed; for the many small writes of a filling pull-through cache."""
+
+        async def rows_and_records() -> Recorded:
+            for statement, parameters in rows:
+                await self.db.execute(statement.values(**parameters))
+            for item, size in cached:
+                await self.cache_stored(item, size)
+            return await self.changes.record(*notify)
+
+        async def write() -> Recorded:
+            if not keys:  # blobs committed just now: younger than any grace period
+                return await rows_and_records()
+            async with self.reference_blobs(*keys):
+                return await rows_and_records()
+
+        recorded = await self.db.write(write)
+        await self.changes.notify(*notify, recorded=recorded)
 
     async def release_blobs(
         self, keys: Sequence[str], since: float | None = None
@@ -257,7 +267,6 @@ class Depot:
         from depot.core.retention import UseRecorder
 
         self.use_recorder = UseRecorder(self.database)
-        self.group_commit = GroupCommit(self)
 
     def context(self, ecosystem: str) -> EcosystemContext:
         """The context of a declared ecosystem."""
@@ -359,7 +368,6 @@ class Depot:
             schemas = [s for found in self.plugins.hook.depot_schemas() for s in found or ()]
             await self.database.migrate([CORE_SCHEMA, CHANGES_SCHEMA, *schemas])
             await ensure_lock_row(self.database)
-            self.exit_stack.push_async_callback(self.group_commit.close)
             await self.changes.start(self.database)
             self.exit_stack.push_async_callback(self.changes.stop)
             authenticator = self.plugins.hook.depot_authenticator(settings=self.settings)

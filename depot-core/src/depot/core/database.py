@@ -60,6 +60,9 @@ COMPILED_CACHE_SIZE = 1000
 
 T = TypeVar("T")
 
+#: A row to write (``ctx.group_commit``): a statement template and its parameters.
+RowWrite = tuple[Any, Mapping[str, Any]]
+
 core_metadata = sa.MetaData()
 
 schema_versions = sa.Table(
@@ -562,7 +565,7 @@ class Database(databases.Database):
         """An INSERT that does nothing when a unique key already exists (both dialects).
 
         The same statement object each time (statements are immutable: ``.values()`` makes a
-        new one), so that it can serve as a template compiled once (:mod:`.groupcommit`)."""
+        new one), so that rows built on it share one compilation."""
         cache_key = ("insert_or_ignore", table)
         statement = self._templates.get(cache_key)
         if statement is None:

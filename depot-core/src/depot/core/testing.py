@@ -75,6 +75,20 @@ class DepotServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def settled_log(self, quiet: float = 0.2, timeout: float = 10.0) -> str:
+        """The log once it has not grown for ``quiet`` seconds: the access line of a request is
+        written just after its response (with the rest of its event-loop turn), so a count read
+        the moment a client finishes can miss the last one."""
+        deadline = time.monotonic() + timeout
+        text = self.log()
+        while time.monotonic() < deadline:
+            time.sleep(quiet)
+            again = self.log()
+            if again == text:
+                break
+            text = again
+        return text
+
     def wait_for_log(self, fragment: str, timeout: float = 10.0) -> str:
         """The log once it contains ``fragment`` (access lines are written after the response)."""
         deadline = time.monotonic() + timeout
