@@ -412,27 +412,6 @@ class UpstreamClient:
         )  # fmt: skip
         return await self.respond(flight, request, media_type)
 
-    def prefetch_blob(
-        self,
-        *,
-        key: Hashable,
-        upstream: str,
-        url: str,
-        open_upload: Callable[[], AbstractAsyncContextManager[BlobUpload]],
-        finish: Callable[[BlobUpload], Awaitable[None]],
-        verify: Callable[[BlobUpload], None] | None = None,
-        on_chunk: Callable[[bytes], None] | None = None,
-    ) -> None:
-        """Start storing ``url`` in the background, as :meth:`fetch_blob` would, with no client
-        waiting: a client asking for ``key`` meanwhile joins the fetch. For an artifact a client
-        is about to ask for (a wheel whose core metadata it just read). Nothing is started while
-        ``key`` is being fetched or recently failed; errors are logged and counted only. (See
-        also :meth:`prefetch`: bounded concurrency, and a check that it is still wanted.)"""
-        remembered = self._failures.get(key)
-        if key in self._blobs or (remembered is not None and remembered[0] > time.monotonic()):
-            return
-        self._flight(key, upstream, url, open_upload, finish, on_chunk, verify)
-
     def start_blob(
         self,
         *,
@@ -505,16 +484,25 @@ class UpstreamClient:
         open_upload: Callable[[], AbstractAsyncContextManager[BlobUpload]],
         finish: Callable[[BlobUpload], Awaitable[None]],
         wanted: Callable[[], Awaitable[bool]] | None = None,
+        verify: Callable[[BlobUpload], None] | None = None,
+        on_chunk: Callable[[bytes], None] | None = None,
     ) -> None:
-        """Fetch an artifact clients will likely ask for next into the store, in the background.
+        """Fetch an artifact clients will likely ask for next into the store, in the background
+        (npm: the tarballs of a fetched packument's dist-tags; PyPI: a wheel whose core metadata
+        a client just read, the core metadata of a likely dependency).
 
         At most :data:`PREFETCH_CONCURRENCY` prefetches run at a time and
         :data:`PREFETCH_QUEUE` wait; more are dropped (a client asking fetches it as usual).
         A prefetch is a flight like any other: a client asking for ``key`` meanwhile joins it
         (one upstream request), and shutdown cancels it. ``wanted()``, awaited just before the
-        fetch, may say it is no longer needed (already held). Failures are logged, not raised.
+        fetch, may say it is no longer needed (already held). ``verify`` and ``on_chunk`` are as
+        in :meth:`fetch_blob`. Nothing starts while ``key`` is in flight or recently failed.
+        Failures are logged, not raised.
         """
         if key in self._blobs or key in self._prefetching or self.offline:
+            return
+        remembered = self._failures.get(key)
+        if remembered is not None and remembered[0] > time.monotonic():
             return
         if len(self._prefetching) >= PREFETCH_QUEUE:
             return
@@ -527,7 +515,7 @@ class UpstreamClient:
                         return
                     flight = self.start_blob(
                         key=key, upstream=upstream, url=url, open_upload=open_upload,
-                        finish=finish,
+                        finish=finish, on_chunk=on_chunk, verify=verify,
                     )  # fmt: skip
                     try:
                         assert flight.task is not None

@@ -21,6 +21,7 @@ import asyncio
 import json
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -44,6 +45,9 @@ from starlette.responses import Response
 #: ``held()`` without a row read by the caller.
 _UNREAD: Any = object()
 
+#: Cached tarball keys remembered per process.
+CACHED_KEYS = 100_000
+
 #: The largest upstream packument accepted (the biggest on the public registry are tens of MiB).
 MAX_PACKUMENT = 128 * 1024 * 1024
 
@@ -61,6 +65,8 @@ class NpmUpstream:
         self.label = self.url
         self.rendered = PackumentCache()
         self.documents: dict[str, tuple[str, dict[str, Any]]] = {}
+        # (name, file) -> (change generation of name, blob key) of cached tarballs
+        self.cached_keys: OrderedDict[tuple[str, str], tuple[int, str]] = OrderedDict()
 
     # -- packuments ------------------------------------------------------------------------
 
@@ -208,15 +214,16 @@ class NpmUpstream:
     async def tarball(self, request: Request, name: str, filename: str) -> Response:
         """The cached tarball, or the upstream's streamed through verification into the store."""
         client = self.ctx.upstream
-        row = await store.cached_tarball(self.ctx.db, name, filename)
-        if row is not None:
+        key = await self._cached_key(name, filename)
+        if key is not None:
             try:
                 response = await blob_response(
-                    self.ctx.blobs, row["blob_key"], request,
-                    on_start=lambda size: self.ctx.artifact_served(row["blob_key"], size, request),
+                    self.ctx.blobs, key, request,
+                    on_start=lambda size: self.ctx.artifact_served(key, size, request),
                     memory=True,  # upstream/tarballs/<sha512>.tgz: content-addressed
                 )  # fmt: skip
             except NotFound:
+                self.cached_keys.pop((name, filename), None)
                 await store.forget_cached_tarball(self.ctx.db, name, filename)
             else:
                 client.hit(self.label)
@@ -254,6 +261,21 @@ class NpmUpstream:
         flight = self._start_tarball(name, filename, version, dist.source, dist, request)
         assert flight is not None
         return await client.respond(flight, request)
+
+    async def _cached_key(self, name: str, filename: str) -> str | None:
+        """The blob key of a cached tarball, remembered until the next change to ``name`` (a
+        fetch, an eviction: both notify), so a warm install makes no query per tarball."""
+        generation = self.ctx.changes.generation(name)
+        remembered = self.cached_keys.get((name, filename))
+        if remembered is not None and remembered[0] == generation:
+            return remembered[1]
+        row = await store.cached_tarball(self.ctx.db, name, filename)
+        key = None if row is None else str(row["blob_key"])
+        if key is not None:  # a miss is about to be fetched: not worth remembering
+            self.cached_keys[(name, filename)] = (generation, key)
+            if len(self.cached_keys) > CACHED_KEYS:
+                self.cached_keys.popitem(last=False)
+        return key
 
     async def _learn_dist(self, name: str, version: str, row: Any) -> Dist:
         """The version's ``dist`` from the packument, fetched or revalidated as needed."""

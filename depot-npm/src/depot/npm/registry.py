@@ -80,7 +80,9 @@ class Registry:
     def __init__(self, ctx: EcosystemContext) -> None:
         self.ctx = ctx
         self.packuments = PackumentCache()
-        self.tarball_keys: OrderedDict[tuple[str, str], tuple[int, str]] = OrderedDict()
+        # (name, file) -> (generation, blob key, or None: no such tarball published here)
+        self.tarball_keys: OrderedDict[tuple[str, str], tuple[int, str | None]] = OrderedDict()
+        self.published_names: OrderedDict[str, tuple[int, bool]] = OrderedDict()
         upstream = ctx.settings.extra.get("npm_upstream")
         self.upstream: NpmUpstream | None = None
         if upstream:
@@ -139,6 +141,7 @@ class Registry:
     def forget(self, name: str) -> None:
         """Drop what this process remembers of a package that is gone."""
         self.packuments.forget(name)
+        self.published_names.pop(name, None)
         for key in [k for k in self.tarball_keys if k[0] == name]:
             del self.tarball_keys[key]
 
@@ -147,18 +150,33 @@ class Registry:
         generation = self.ctx.changes.generation(name)
         remembered = self.tarball_keys.get((name, filename))
         if remembered is not None and remembered[0] == generation:
+            if remembered[1] is None:  # a pull-through cache asks this for every tarball
+                raise NotFound(f"{name}: tarball {filename} not found")
             try:
                 return await self._serve(request, remembered[1])
             except NotFound:
                 self.tarball_keys.pop((name, filename), None)
         row = await store.get_tarball(self.ctx.db, name, filename)
-        if row is None:
-            raise NotFound(f"{name}: tarball {filename} not found")
-        key = row["blob_key"]
+        key = None if row is None else row["blob_key"]
         self.tarball_keys[(name, filename)] = (generation, key)
         if len(self.tarball_keys) > TARBALL_KEYS:
             self.tarball_keys.popitem(last=False)
+        if key is None:
+            raise NotFound(f"{name}: tarball {filename} not found")
         return await self._serve(request, key)
+
+    async def is_published(self, name: str) -> bool:
+        """Whether any version of ``name`` is published here (then the upstream is never
+        asked for it); remembered until the next change to ``name``."""
+        generation = self.ctx.changes.generation(name)
+        remembered = self.published_names.get(name)
+        if remembered is not None and remembered[0] == generation:
+            return remembered[1]
+        published = bool(await store.version_numbers(self.ctx.db, name))
+        self.published_names[name] = (generation, published)
+        if len(self.published_names) > TARBALL_KEYS:
+            self.published_names.popitem(last=False)
+        return published
 
     async def _serve(self, request: Request, key: str) -> Response:
         return await blob_response(

@@ -110,7 +110,7 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
         try:
             return await reg.tarball_response(request, name, filename)
         except NotFound:
-            if reg.upstream is None or await store.version_numbers(ctx.db, name):
+            if reg.upstream is None or await reg.is_published(name):
                 raise  # a name published here never reaches the upstream
             return await reg.upstream.tarball(request, name, filename)
 

@@ -17,7 +17,7 @@ with anything uploaded or pushed here is served from depot only: dependency conf
   like any file (a cached file of its own, evicted on its own). pip and uv then resolve from
   the metadata and download each wheel once, at the end; so that the download finds the wheel
   held, asking for a file's metadata starts fetching the file itself in the background
-  (:meth:`depot.core.upstream.UpstreamClient.prefetch_blob`), up to :data:`PREFETCH_MAX` bytes,
+  (:meth:`depot.core.upstream.UpstreamClient.prefetch`), up to :data:`PREFETCH_MAX` bytes,
   and the metadata's ``Requires-Dist`` names the projects whose pages the client asks for next:
   those not held are fetched in the background too (at most :data:`PREFETCH_PAGES`, extras left
   out), each with the core metadata of the version a resolver most likely picks
@@ -341,7 +341,7 @@ class PypiUpstreams:
         verify, finish = self._verified_storing(
             None, project, filename, upstream, entry["url"], entry["sha256"]
         )
-        self.ctx.upstream.prefetch_blob(
+        self.ctx.upstream.prefetch(
             key=("file", filename),
             upstream=upstream,
             url=entry["url"],
@@ -401,7 +401,7 @@ class PypiUpstreams:
             entry["metadata-sha256"],
         )  # fmt: skip
         verify, on_chunk = self._reading_requirements(verify)
-        self.ctx.upstream.prefetch_blob(
+        self.ctx.upstream.prefetch(
             key=("file", filename),
             upstream=upstream,
             url=entry["url"] + METADATA_SUFFIX,
