@@ -76,7 +76,7 @@ FAILURE_MEMORY = 30.0
 #: How long "no upstream has it" is remembered for a key passed to ``remember_missing``.
 MISSING_MEMORY = 60.0
 #: Prefetches (:meth:`UpstreamClient.prefetch`) running at once, and waiting at most.
-PREFETCH_CONCURRENCY = 4
+PREFETCH_CONCURRENCY = 8
 PREFETCH_QUEUE = 1000
 #: Connections kept to upstreams (per ecosystem), and seconds an idle one stays open.
 CONNECTIONS = 64
