@@ -21,7 +21,7 @@ from depot.npm.packument import (
 )
 from depot.npm.specs import Spec, dependency_specs, parse_dependency, parse_spec, pick_version
 from depot.npm.tarball import PackageJsonReader, TarballError
-from depot.npm.versions import choose_latest
+from depot.npm.versions import choose_latest, sort_versions
 
 from .conftest import make_tgz  # noqa: TID252 - test helpers
 
@@ -333,3 +333,25 @@ def test_readme_of_a_package_stored_before_the_top_level_kept_it() -> None:
     package = PackageRecord("old", "t", "t", fields={"description": "top"})
     found = readme_of(package, [record("1.0.0", "# first"), record("1.2.0", "# latest")])
     assert (found.description, found.readme, found.readme_filename) == ("top", "# latest", None)
+
+
+def test_versions_sort_in_npm_precedence() -> None:
+    """The sort key gives node-semver's own order (prereleases, numeric identifiers, build)."""
+    import random
+    from functools import cmp_to_key
+
+    import nodesemver
+
+    versions = [
+        "1.0.0", "1.0.0-alpha", "1.0.0-alpha.1", "1.0.0-alpha.beta", "1.0.0-beta",
+        "1.0.0-beta.2", "1.0.0-beta.11", "1.0.0-rc.1", "2.0.0", "1.10.0", "1.9.0", "0.0.1-0",
+        "1.0.0-1", "1.0.0-01a", "10.0.0", "1.0.1+build.5", "1.0.0-x.7.z.92",
+    ]  # fmt: skip
+
+    def semver(v: str) -> nodesemver.SemVer:
+        return nodesemver.make_semver(v, True)
+
+    expected = sorted(versions, key=cmp_to_key(lambda a, b: semver(a).compare(semver(b))))
+    for seed in range(20):
+        shuffled = random.Random(seed).sample(versions, len(versions))
+        assert sort_versions(shuffled) == expected

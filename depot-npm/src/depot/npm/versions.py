@@ -7,7 +7,7 @@ Range and precedence semantics come from ``node-semver``, a port of the library 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from functools import cmp_to_key, lru_cache
+from functools import lru_cache
 
 import nodesemver
 
@@ -25,10 +25,22 @@ def is_prerelease(version: str) -> bool:
 
 def sort_versions(versions: Iterable[str]) -> list[str]:
     """Versions in ascending semver precedence (build metadata ignored, as semver says)."""
-    return sorted(versions, key=lambda v: _by_precedence(_parsed(v)))
+    return sorted(versions, key=precedence)
 
 
-_by_precedence = cmp_to_key(lambda a, b: a.compare(b))
+@lru_cache(maxsize=65536)
+def precedence(version: str) -> tuple[int, int, int, int, tuple[tuple[int, int | str], ...]]:
+    """A sort key ordering versions as ``SemVer.compare`` does, computed once per version: a
+    packument is rendered anew after every publish, and comparing parsed versions in Python at
+    each of the sort's comparisons was a tenth of the serving loop under mixed load.
+
+    A release sorts above its prereleases; prerelease identifiers compare numerically when
+    numeric, below alphanumeric ones, which compare as strings; a shorter list of equal prefix
+    sorts first (semver 2.0.0, section 11).
+    """
+    parsed = _parsed(version)
+    identifiers = tuple((0, i) if isinstance(i, int) else (1, str(i)) for i in parsed.prerelease)
+    return (parsed.major, parsed.minor, parsed.patch, 0 if identifiers else 1, identifiers)
 
 
 def choose_latest(versions: Iterable[str]) -> str | None:
