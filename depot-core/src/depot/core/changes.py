@@ -40,7 +40,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,15 +151,6 @@ class Changes:
         for topic in topics:
             own = await self._record(database, topic, now)
             if own is not None and own > self._last_seen:
-                self._own.add(own)
-
-    def recorded(self, topics: Sequence[str], ids: Sequence[int]) -> None:
-        """As :meth:`notify`, for change rows the caller wrote itself (``ids``, in
-        ``depot_changes``) in a transaction that has committed: the group commit writes them
-        with the rows that changed, saving a transaction per change."""
-        self._bump(topics)
-        for own in ids:
-            if own > self._last_seen:
                 self._own.add(own)
 
     async def record(self, *topics: str) -> Recorded:

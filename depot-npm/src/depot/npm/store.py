@@ -395,31 +395,6 @@ async def held_packument(db: Database, name: str) -> Any:
     )
 
 
-async def hold_packument(
-    db: Database,
-    name: str,
-    upstream_url: str,
-    blob_key: str,
-    etag: str | None,
-    last_modified: str | None,
-    stamp: float,
-) -> None:
-    """Record a fetched packument (insert, or replace the one held: last writer wins, and every
-    writer holds a complete verified document)."""
-    columns = ["upstream_url", "blob_key", "etag", "last_modified", "fetched_at", "checked_at"]
-    await db.execute(
-        db.upsert(upstream_packuments, ["name"], columns).values(
-            name=name,
-            upstream_url=upstream_url,
-            blob_key=blob_key,
-            etag=etag,
-            last_modified=last_modified,
-            fetched_at=stamp,
-            checked_at=stamp,
-        )
-    )
-
-
 def packument_row(
     db: Database,
     name: str,
@@ -429,7 +404,8 @@ def packument_row(
     last_modified: str | None,
     stamp: float,
 ) -> tuple[Any, dict[str, Any]]:
-    """:func:`hold_packument` as a row for ``ctx.group_commit``."""
+    """A fetched packument as a row for ``ctx.group_commit``: inserted, or replacing the one
+    held (last writer wins, and every writer holds a complete verified document)."""
     columns = ["upstream_url", "blob_key", "etag", "last_modified", "fetched_at", "checked_at"]
     return db.upsert(upstream_packuments, ["name"], columns), {
         "name": name, "upstream_url": upstream_url, "blob_key": blob_key, "etag": etag,
@@ -454,31 +430,6 @@ async def cached_tarball(db: Database, name: str, filename: str) -> Any:
     )
 
 
-async def hold_tarball(
-    db: Database,
-    name: str,
-    filename: str,
-    upstream_url: str,
-    source_url: str,
-    blob_key: str,
-    size: int,
-    integrity: str,
-) -> None:
-    """Record a verified cached tarball; a row another replica wrote first stays (same bytes)."""
-    await db.execute(
-        db.insert_or_ignore(cached_tarballs).values(
-            name=name,
-            filename=filename,
-            upstream_url=upstream_url,
-            source_url=source_url,
-            blob_key=blob_key,
-            size=size,
-            integrity=integrity,
-            fetched_at=time.time(),
-        )
-    )
-
-
 def tarball_row(
     db: Database,
     name: str,
@@ -489,7 +440,8 @@ def tarball_row(
     size: int,
     integrity: str,
 ) -> tuple[Any, dict[str, Any]]:
-    """:func:`hold_tarball` as a row for ``ctx.group_commit``."""
+    """A verified cached tarball as a row for ``ctx.group_commit``; a row another replica
+    wrote first stays (same bytes)."""
     return db.insert_or_ignore(cached_tarballs), {
         "name": name, "filename": filename, "upstream_url": upstream_url,
         "source_url": source_url, "blob_key": blob_key, "size": size, "integrity": integrity,
