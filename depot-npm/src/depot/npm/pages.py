@@ -15,7 +15,6 @@ cached (the tarball fetched, when) or not fetched yet.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -219,10 +218,7 @@ class NpmPages:
         cached = self.documents.get(blob_key)
         if cached is not None:
             return cached
-        body = bytearray()
-        async for chunk in self.ctx.blobs.read(blob_key):
-            body += chunk
-        document = await asyncio.to_thread(json.loads, body)
+        document = await store.read_held_packument(self.ctx.blobs, blob_key)
         # Few: a public packument parses to megabytes, and the rendered page is kept anyway.
         if len(self.documents) >= 4:
             self.documents.pop(next(iter(self.documents)))

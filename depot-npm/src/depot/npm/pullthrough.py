@@ -186,10 +186,7 @@ class NpmUpstream:
         cached = self.documents.get(key)
         if cached is not None:
             return cached
-        body = bytearray()
-        async for chunk in self.ctx.blobs.read(key):
-            body += chunk
-        document = json.loads(body)
+        document = await store.read_held_packument(self.ctx.blobs, key)
         if len(self.documents) > 1000:
             self.documents.pop(next(iter(self.documents)))
         self.documents[key] = (key, document)

@@ -19,12 +19,15 @@ schema 3 the provenance columns and the tables of cached upstream content.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from depot.core.blobs import ScopedBlobStore
 from depot.core.database import Database, Schema, contains, json_value
 from depot.npm.packument import PackageReadme, PackageRecord, VersionRecord, readme_of
 
@@ -393,6 +396,15 @@ async def held_packument(db: Database, name: str) -> Any:
     return await db.fetch_one(
         sa.select(upstream_packuments).where(upstream_packuments.c.name == name)
     )
+
+
+async def read_held_packument(blobs: ScopedBlobStore, key: str) -> Any:
+    """A held upstream packument's blob, parsed in a thread (public packuments run to
+    megabytes); each caller keeps its own parsed copies as its memory allows."""
+    body = bytearray()
+    async for chunk in blobs.read(key):
+        body += chunk
+    return await asyncio.to_thread(json.loads, body)
 
 
 def packument_row(
