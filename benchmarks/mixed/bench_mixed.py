@@ -94,7 +94,26 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else 0.0
 
 
-async def load(url: str, seconds: float, clients: int, write_share: float) -> None:
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of process ``pid`` and its children (``--workers``) so far.
+
+    CPU per request is the figure to compare on a shared machine: the request rate moves with
+    whatever else the machine runs, the work the server does per request much less.
+    """
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry) == pid or int(fields[1]) == pid:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+async def load(url: str, seconds: float, clients: int, write_share: float) -> int:
     reads: list[float] = []
     writes: list[float] = []
     errors: list[str] = []
@@ -161,6 +180,7 @@ async def load(url: str, seconds: float, clients: int, write_share: float) -> No
     )
     if errors:
         print("first errors:", errors[:5])
+    return total
 
 
 def main() -> None:
@@ -207,7 +227,10 @@ def main() -> None:
                 assert answer.status_code == 201, answer.text
             print(f"depot serve --workers {args.workers}, {args.clients} clients, "
                   f"{args.writes:.0%} writes, {args.seconds:.0f} s")  # fmt: skip
-            asyncio.run(load(url, args.seconds, args.clients, args.writes))
+            cpu_before = cpu_seconds(server.pid)
+            total = asyncio.run(load(url, args.seconds, args.clients, args.writes))
+            cpu = cpu_seconds(server.pid) - cpu_before
+            print(f"server CPU: {cpu:.1f} s, {cpu / total * 1000:.2f} ms per request")
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=60)

@@ -203,6 +203,28 @@ def _compiled_statements(dialect: sa.engine.Dialect) -> dict[Any, Any]:
     return cache
 
 
+class _SQLiteRecord(Record):
+    """``databases``' record of a SQLite row, without its per-access work for PostgreSQL.
+
+    ``Record.__getitem__`` looks up the column type's result processor on every access (two
+    weak-dictionary lookups) and uses it only on PostgreSQL; here SQLAlchemy's row has already
+    processed each value when it was made. Reading seven columns of a hundred version rows to
+    render a packument spent more time there than in building the document.
+    """
+
+    __slots__ = ()
+
+    def __getitem__(self, key: Any) -> Any:
+        if not self._column_map:
+            return self._row[key]
+        # SQLAlchemy's row keeps its processed values in the tuple ``_data``.
+        if isinstance(key, str):
+            return self._row._data[self._column_map[key][0]]
+        if isinstance(key, int):
+            return self._row._data[self._column_map_int[key][0]]
+        return self._row._data[self._column_map_full[str(key)][0]]
+
+
 class _SQLiteConnection(SQLiteConnection):
     """``databases``' SQLite connection, each statement one call into the connection's thread.
 
@@ -266,7 +288,7 @@ class _SQLiteConnection(SQLiteConnection):
         column_maps = create_column_maps(result_columns)
         metadata = CursorResultMetaData(context, description)
         return [
-            Record(
+            _SQLiteRecord(
                 Row(metadata, metadata._processors, metadata._keymap, row),
                 result_columns,
                 self._dialect,

@@ -80,6 +80,7 @@ class Registry:
     def __init__(self, ctx: EcosystemContext) -> None:
         self.ctx = ctx
         self.packuments = PackumentCache()
+        self.manifests = store.ParsedManifests()
         # (name, file) -> (generation, blob key, or None: no such tarball published here)
         self.tarball_keys: OrderedDict[tuple[str, str], tuple[int, str | None]] = OrderedDict()
         self.published_names: OrderedDict[str, tuple[int, bool]] = OrderedDict()
@@ -114,22 +115,22 @@ class Registry:
             cached = self.packuments.get((name, base, abbreviated), generation)
             if cached is not None:
                 return cached
-        loaded = await store.load_package(self.ctx.db, name)
+        loaded = await store.load_package(self.ctx.db, name, self.manifests)
         if loaded is None or not loaded[2]:
             raise NotFound(f"package {name} not found")
         serial, package, versions = loaded
-        url = self.tarball_url(request, name)
-        full = build_packument(package, versions, url)
-        full["_rev"] = revision(serial, encode({"modified": package.modified, "n": serial}))
-        rendered = {}
-        for form, document in (
-            (False, full),
-            (True, build_packument(package, versions, url, abbreviated=True)),
-        ):
-            body = encode(document)
-            rendered[form] = Rendered(generation, body, etag(body), full["_rev"])
-            self.packuments.put((name, base, form), rendered[form])
-        return rendered[abbreviated]
+        # Only the form asked for: the other is rendered when it is asked for (after a publish,
+        # npm asks for the abbreviated one, ``npm view`` and the pages for the full one).
+        document = build_packument(
+            package, versions, self.tarball_url(request, name), abbreviated=abbreviated
+        )
+        rev = revision(serial, encode({"modified": package.modified, "n": serial}))
+        if not abbreviated:
+            document["_rev"] = rev
+        body = encode(document)
+        rendered = Rendered(generation, body, etag(body), rev)
+        self.packuments.put((name, base, abbreviated), rendered)
+        return rendered
 
     async def current_rev(self, request: Request, name: str) -> str:
         return (await self.render(request, name, False, fresh=True)).rev

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -160,15 +161,67 @@ def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
+class ParsedManifests:
+    """Decoded version manifests by (name, version), reused while the stored text is the same.
+
+    A packument is rendered anew after every change to its package, from every version's row;
+    decoding each version's manifest again was most of that render's cost for a package with
+    many versions. Bounded by the bytes of manifest text held (least recently used out); the
+    decoded values are shared, so nothing may change them.
+    """
+
+    def __init__(self, budget: int = 8 * 1024 * 1024) -> None:
+        self.budget = budget
+        self.used = 0
+        self._held: OrderedDict[tuple[str, str], tuple[str, Any]] = OrderedDict()
+
+    def parse(self, name: str, version: str, text: Any) -> Any:
+        if not isinstance(text, str):  # a driver that decodes JSON itself
+            return json_value(text)
+        key = (name, version)
+        held = self._held.get(key)
+        if held is not None and held[0] == text:
+            self._held.move_to_end(key)
+            return held[1]
+        value = json.loads(text)
+        if held is not None:
+            self.used -= len(held[0])
+        self._held[key] = (text, value)
+        self.used += len(text)
+        while self.used > self.budget and self._held:
+            _, (dropped, _) = self._held.popitem(last=False)
+            self.used -= len(dropped)
+        return value
+
+
+#: The version columns with the manifest as its stored text, for :class:`ParsedManifests`.
+_VERSION_COLUMNS = [
+    sa.type_coerce(column, sa.Text).label("manifest") if column.name == "manifest" else column
+    for column in versions.c
+]
+
+
 async def load_package(
-    db: Database, name: str
+    db: Database, name: str, manifests: ParsedManifests | None = None
 ) -> tuple[int, PackageRecord, list[VersionRecord]] | None:
-    """The package row, its dist-tags and versions, or None if no such package."""
+    """The package row, its dist-tags and versions, or None if no such package.
+
+    ``manifests``: decoded manifests to reuse (the registry's, for rendering packuments).
+    """
     row = await db.fetch_one(sa.select(packages).where(packages.c.name == name))
     if row is None:
         return None
     tags = await stored_dist_tags(db, name)
-    version_rows = await db.fetch_all(sa.select(versions).where(versions.c.name == name))
+    if manifests is None:
+        version_rows = await db.fetch_all(sa.select(versions).where(versions.c.name == name))
+        records = [_version(r) for r in version_rows]
+    else:
+        version_rows = await db.fetch_all(
+            sa.select(*_VERSION_COLUMNS).where(versions.c.name == name)
+        )
+        records = [
+            _version(r, manifests.parse(name, r["version"], r["manifest"])) for r in version_rows
+        ]
     package = PackageRecord(
         name=name,
         created=row["created"],
@@ -176,7 +229,7 @@ async def load_package(
         fields=_package_fields(row),
         dist_tags=tags,
     )
-    return int(row["serial"]), package, [_version(r) for r in version_rows]
+    return int(row["serial"]), package, records
 
 
 async def package_readme(db: Database, name: str) -> PackageReadme | None:
@@ -220,10 +273,10 @@ def _package_values(fields: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def _version(row: Any) -> VersionRecord:
+def _version(row: Any, manifest: Any = None) -> VersionRecord:
     return VersionRecord(
         version=row["version"],
-        manifest=json_value(row["manifest"]),
+        manifest=json_value(row["manifest"]) if manifest is None else manifest,
         filename=row["filename"],
         integrity=row["integrity"],
         shasum=row["shasum"],
