@@ -48,6 +48,19 @@ _UNREAD: Any = object()
 #: Cached tarball keys remembered per process.
 CACHED_KEYS = 100_000
 
+
+def fetched_topic(name: str) -> str:
+    """The change topic a pull-through fetch of ``name``'s packument or a tarball announces.
+
+    Not ``name`` itself: what is remembered under ``name``'s generation (whether it is published
+    here, its published tarballs, the keys of its cached tarballs) stays true when the cache
+    gains a document or a tarball, so a fetch must not make the next install ask the database
+    for each of them again. The topic still moves the ecosystem's generation, which the package
+    and search pages follow. Evictions remove cached rows and announce ``name``. (``#`` is in no
+    npm package name.)
+    """
+    return name + "#fetched"
+
 #: The largest upstream packument accepted (the biggest on the public registry are tens of MiB).
 MAX_PACKUMENT = 128 * 1024 * 1024
 
@@ -150,7 +163,7 @@ class NpmUpstream:
             cached=[(packument_item(name), len(fetched.body))],
             # The package page (and the search page) show what is held: they follow this as
             # they follow publishes.
-            notify=[name],
+            notify=[fetched_topic(name)],
         )
         self.documents[key] = (key, document)
         self._prefetch_tagged(name, document)
@@ -260,8 +273,13 @@ class NpmUpstream:
         return await client.respond(flight, request)
 
     async def _cached_key(self, name: str, filename: str) -> str | None:
-        """The blob key of a cached tarball, remembered until the next change to ``name`` (a
-        fetch, an eviction: both notify), so a warm install makes no query per tarball."""
+        """The blob key of a cached tarball, remembered until the next change to ``name`` (an
+        eviction, a publish), so a warm install makes no query per tarball.
+
+        A fetch adds rows and announces only :func:`fetched_topic`: an added row cannot make a
+        remembered key wrong (a miss is not remembered), and the fetch itself remembers the key
+        it stored, under the generation read before its row was written.
+        """
         generation = self.ctx.changes.generation(name)
         remembered = self.cached_keys.get((name, filename))
         if remembered is not None and remembered[0] == generation:
@@ -269,10 +287,13 @@ class NpmUpstream:
         row = await store.cached_tarball(self.ctx.db, name, filename)
         key = None if row is None else str(row["blob_key"])
         if key is not None:  # a miss is about to be fetched: not worth remembering
-            self.cached_keys[(name, filename)] = (generation, key)
-            if len(self.cached_keys) > CACHED_KEYS:
-                self.cached_keys.popitem(last=False)
+            self._remember_key(name, filename, generation, key)
         return key
+
+    def _remember_key(self, name: str, filename: str, generation: int, key: str) -> None:
+        self.cached_keys[(name, filename)] = (generation, key)
+        if len(self.cached_keys) > CACHED_KEYS:
+            self.cached_keys.popitem(last=False)
 
     async def _learn_dist(self, name: str, version: str, row: Any) -> Dist:
         """The version's ``dist`` from the packument, fetched or revalidated as needed."""
@@ -341,11 +362,13 @@ class NpmUpstream:
                 self.ctx.db, name, filename, self.label, source, key, upload.size, integrity
             )
             # Committed just now, the blob is younger than any grace period: no check needed.
+            generation = self.ctx.changes.generation(name)  # before the row: see _cached_key
             await self.ctx.group_commit(
                 [row],
                 cached=[(tarball_item(name, filename), upload.size)],
-                notify=[name],  # the page marks the version cached
+                notify=[fetched_topic(name)],  # the page marks the version cached
             )
+            self._remember_key(name, filename, generation, key)
             self.ctx.artifact_stored(key, upload.size, request)
 
         return finish
