@@ -2,8 +2,8 @@
 
 :class:`FaultProxy` forwards every request to a target URL (normally a second ``depot serve``
 holding pushed packages) and, for requests whose path matches a rule, misbehaves the way real
-upstreams do: answers slowly, answers 500, cuts a body short of its Content-Length, tampers with
-bytes, or substitutes text (a wrong signature in a narinfo). It runs on its own event loop in a
+upstreams do: answers slowly, answers 500, cuts a body short of its Content-Length, sends a body
+chunked without saying its length, tampers with bytes, or substitutes text (a wrong signature in a narinfo). It runs on its own event loop in a
 thread, so synchronous tests driving real clients can use it, and counts what it forwarded.
 
     with FaultProxy(upstream.url) as proxy:
@@ -24,7 +24,7 @@ from typing import Any
 from depot.core.testing import free_port
 
 #: What a rule does to a matching request.
-KINDS = ("slow", "stall", "500", "truncate", "tamper", "replace", "refuse")
+KINDS = ("slow", "stall", "500", "truncate", "tamper", "replace", "refuse", "chunked")
 
 
 @dataclass
@@ -163,7 +163,10 @@ class FaultProxy:
                     for k, v in upstream.headers.items():
                         if k.lower() not in ("content-length", "transfer-encoding", "connection"):
                             out.headers[k] = v
-                    out.content_length = len(body)
+                    if kind == "chunked":
+                        out.enable_chunked_encoding()  # the length is known only at the end
+                    else:
+                        out.content_length = len(body)
                     await out.prepare(request)
                     if request.method == "HEAD":
                         return out
