@@ -2,9 +2,10 @@
 
 :class:`FaultProxy` forwards every request to a target URL (normally a second ``depot serve``
 holding pushed packages) and, for requests whose path matches a rule, misbehaves the way real
-upstreams do: answers slowly, answers 500, cuts a body short of its Content-Length, sends a body
-chunked without saying its length, tampers with bytes, or substitutes text (a wrong signature in a narinfo). It runs on its own event loop in a
-thread, so synchronous tests driving real clients can use it, and counts what it forwarded.
+upstreams do: answers slowly, answers 500, cuts a body short of its Content-Length, sends a
+body chunked without saying its length, tampers with bytes, or substitutes text (a wrong
+signature in a narinfo). It runs on its own event loop in a thread, so synchronous tests driving
+real clients can use it, and counts what it forwarded.
 
     with FaultProxy(upstream.url) as proxy:
         proxy.add("tamper", r"/-/.*\\.tgz$")
