@@ -316,6 +316,13 @@ class TopicFeed:
     ecosystem's generation, which moves with every change in it.
     """
 
+    #: The name to announce for a write that only what shows the whole ecosystem follows (the
+    #: package and search pages, which read the ecosystem's generation): a pull-through cache
+    #: gaining a document or an artifact. What is remembered per name (published or not, where
+    #: a cached file is) stays, since an added cached row makes none of it wrong; evictions,
+    #: which remove rows, announce the names they touch.
+    ECOSYSTEM = ""
+
     def __init__(self, changes: Changes, scope: str) -> None:
         self.changes = changes
         self.scope = scope + ":"

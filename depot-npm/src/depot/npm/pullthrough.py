@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 from depot.core import EcosystemContext
 from depot.core.blobs import BlobUpload
+from depot.core.changes import TopicFeed
 from depot.core.errors import ConfigError, HTTPError, NotFound
 from depot.core.http import blob_response
 from depot.core.upstream import Abandoned, BlobFlight, Unverified, UpstreamError
@@ -48,18 +49,6 @@ _UNREAD: Any = object()
 #: Cached tarball keys remembered per process.
 CACHED_KEYS = 100_000
 
-
-def fetched_topic(name: str) -> str:
-    """The change topic a pull-through fetch of ``name``'s packument or a tarball announces.
-
-    Not ``name`` itself: what is remembered under ``name``'s generation (whether it is published
-    here, its published tarballs, the keys of its cached tarballs) stays true when the cache
-    gains a document or a tarball, so a fetch must not make the next install ask the database
-    for each of them again. The topic still moves the ecosystem's generation, which the package
-    and search pages follow. Evictions remove cached rows and announce ``name``. (``#`` is in no
-    npm package name.)
-    """
-    return name + "#fetched"
 
 #: The largest upstream packument accepted (the biggest on the public registry are tens of MiB).
 MAX_PACKUMENT = 128 * 1024 * 1024
@@ -161,9 +150,9 @@ class NpmUpstream:
                 )
             ],
             cached=[(packument_item(name), len(fetched.body))],
-            # The package page (and the search page) show what is held: they follow this as
-            # they follow publishes.
-            notify=[fetched_topic(name)],
+            # The package page (and the search page) show what is held; nothing remembered
+            # under the package's own generation is made wrong by it (see TopicFeed.ECOSYSTEM).
+            notify=[TopicFeed.ECOSYSTEM],
         )
         self.documents[key] = (key, document)
         self._prefetch_tagged(name, document)
@@ -276,7 +265,7 @@ class NpmUpstream:
         """The blob key of a cached tarball, remembered until the next change to ``name`` (an
         eviction, a publish), so a warm install makes no query per tarball.
 
-        A fetch adds rows and announces only :func:`fetched_topic`: an added row cannot make a
+        A fetch adds rows and announces only ``TopicFeed.ECOSYSTEM``: an added row cannot make a
         remembered key wrong (a miss is not remembered), and the fetch itself remembers the key
         it stored, under the generation read before its row was written.
         """
@@ -366,7 +355,7 @@ class NpmUpstream:
             await self.ctx.group_commit(
                 [row],
                 cached=[(tarball_item(name, filename), upload.size)],
-                notify=[fetched_topic(name)],  # the page marks the version cached
+                notify=[TopicFeed.ECOSYSTEM],  # the page marks the version cached
             )
             self._remember_key(name, filename, generation, key)
             self.ctx.artifact_stored(key, upload.size, request)

@@ -45,6 +45,7 @@ from urllib.parse import quote, urldefrag, urljoin, urlsplit
 
 from depot.core import EcosystemContext
 from depot.core.blobs import BlobUpload
+from depot.core.changes import TopicFeed
 from depot.core.errors import ConfigError, NotFound
 from depot.core.http import blob_response
 from depot.core.rendered import Rendered, RenderedCache
@@ -222,9 +223,9 @@ class PypiUpstreams:
             )  # fmt: skip
             # Evictable (--cache-max-size/-age), committed with the row.
             await self.ctx.cache_stored(page_item(project), len(body))
-        # The project page and the search page show what is held: they follow this as they
-        # follow uploads.
-        await self.ctx.changes.notify(project)
+        # The project page and the search page show what is held; nothing remembered under the
+        # project's own generation (whether it is local) is made wrong by it.
+        await self.ctx.changes.notify(TopicFeed.ECOSYSTEM)
         self.documents[key] = document
         row = {
             "project": project, "upstream_url": upstream, "blob_key": key, "etag": fetched.etag,
@@ -443,7 +444,8 @@ class PypiUpstreams:
                 await self.ctx.cache_stored(file_item(project, filename), upload.size)
             self._remember(self.file_rows, filename, generation, row)
             if not filename.endswith(METADATA_SUFFIX):
-                await self.ctx.changes.notify(project)  # the package page marks it cached
+                # The package page marks it cached (see TopicFeed.ECOSYSTEM).
+                await self.ctx.changes.notify(TopicFeed.ECOSYSTEM)
             self.ctx.artifact_stored(key, upload.size, request)
 
         return verify, finish
