@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from depot.core.artifactmemory import HeldArtifact
+
 if TYPE_CHECKING:
     from depot.core.artifactmemory import ArtifactMemory
     from depot.core.settings import Settings
@@ -189,10 +191,18 @@ class ScopedBlobStore:
 
     @asynccontextmanager
     async def upload(
-        self, key: str, hashes: Iterable[str] = ("sha256",)
+        self, key: str, hashes: Iterable[str] = ("sha256",), *, remember: bool = False
     ) -> AsyncIterator[BlobUpload]:
+        """Start an atomic write (see :class:`BlobUpload`).
+
+        ``remember``: the key it is committed under names these bytes for ever (content-addressed)
+        and clients will ask for them soon (an artifact a pull-through cache just fetched): if
+        small enough, the committed bytes go into this process's artifact memory, so the next
+        download of it opens no file, as for any artifact served before.
+        """
+        memory = self.memory if remember else None
         async with self.store.upload(self._key(key), hashes) as upload:
-            yield _ScopedUpload(upload, self._key)
+            yield _ScopedUpload(upload, self._key, self if memory is not None else None)
 
     async def delete(self, key: str) -> None:
         await self.store.delete(self._key(key))
@@ -210,11 +220,19 @@ class ScopedBlobStore:
 
 
 class _ScopedUpload:
-    """Keeps a commit under another key inside the namespace."""
+    """Keeps a commit under another key inside the namespace (and, for ``remember``, the bytes
+    of a small blob until it is committed, then in the artifact memory)."""
 
-    def __init__(self, upload: BlobUpload, scope: Callable[[str], str]) -> None:
+    def __init__(
+        self,
+        upload: BlobUpload,
+        scope: Callable[[str], str],
+        remembering: ScopedBlobStore | None = None,
+    ) -> None:
         self._upload = upload
         self._scope = scope
+        self._remembering = remembering
+        self._bytes: bytearray | None = bytearray() if remembering is not None else None
 
     @property
     def size(self) -> int:
@@ -227,6 +245,12 @@ class _ScopedUpload:
         return self._upload.digest(algorithm)
 
     async def write(self, data: bytes) -> None:
+        if self._bytes is not None:
+            memory = self._remembering.memory if self._remembering is not None else None
+            if memory is not None and memory.fits(len(self._bytes) + len(data)):
+                self._bytes += data
+            else:
+                self._bytes = None  # too large to keep: served from the store as usual
         await self._upload.write(data)
 
     async def complete(self) -> None:
@@ -234,6 +258,14 @@ class _ScopedUpload:
 
     async def commit(self, key: str | None = None) -> None:
         await self._upload.commit(None if key is None else self._scope(key))
+        store, body = self._remembering, self._bytes
+        if store is None or body is None or key is None or store.memory is None:
+            return
+        # The validators a first read would find: the committed blob's own.
+        stat = await store.stat(key)
+        if stat is not None and stat.size == len(body):
+            held = HeldArtifact(bytes(body), stat.etag, stat.modified)
+            store.memory.put(store.full_key(key), held)
 
 
 class Hashes:

@@ -315,7 +315,10 @@ class NpmUpstream:
             raise
 
     def _open_tarball_upload(self) -> AbstractAsyncContextManager[BlobUpload]:
-        return self.ctx.blobs.upload(f"incoming/{uuid.uuid4().hex}", hashes=ALGORITHMS)
+        # Committed as upstream/tarballs/<sha512>.tgz: content-addressed, so kept in memory.
+        return self.ctx.blobs.upload(
+            f"incoming/{uuid.uuid4().hex}", hashes=ALGORITHMS, remember=True
+        )
 
     def _tarball_finish(
         self,

@@ -38,6 +38,7 @@ import platform
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from email.parser import BytesHeaderParser
 from html.parser import HTMLParser
 from typing import Any
@@ -247,6 +248,10 @@ class PypiUpstreams:
 
     # -- files -----------------------------------------------------------------------------
 
+    def _open_file_upload(self) -> AbstractAsyncContextManager[BlobUpload]:
+        # Committed as upstream/files/<sha256>: content-addressed, so kept in memory when small.
+        return self.ctx.blobs.upload(f"incoming/{uuid.uuid4().hex}", remember=True)
+
     async def file(self, request: Request, project: str, filename: str) -> Response:
         """A file of an upstream project, or its core metadata (``<file>.metadata``)."""
         client = self.ctx.upstream
@@ -258,9 +263,9 @@ class PypiUpstreams:
                     self.ctx.blobs, key, request,
                     "text/plain; charset=utf-8" if filename.endswith(METADATA_SUFFIX)
                     else "application/octet-stream",
-                    headers={"ETag": f'"{row["sha256"]}"',
-                             "Cache-Control": "public, max-age=31536000, immutable"},
                     on_start=lambda size: self.ctx.artifact_served(key, size, request),
+                    etag=f'"{row["sha256"]}"',
+                    memory=True,  # upstream/files/<sha256>: content-addressed
                 )  # fmt: skip
             except NotFound:
                 self.file_rows.pop(filename, None)  # the blob is gone: fetch it again
@@ -299,7 +304,7 @@ class PypiUpstreams:
             key=("file", filename),
             upstream=upstream,
             url=source,
-            open_upload=lambda: self.ctx.blobs.upload(f"incoming/{uuid.uuid4().hex}"),
+            open_upload=self._open_file_upload,
             finish=finish,
             verify=verify,
             on_chunk=on_chunk,
@@ -346,7 +351,7 @@ class PypiUpstreams:
             key=("file", filename),
             upstream=upstream,
             url=entry["url"],
-            open_upload=lambda: self.ctx.blobs.upload(f"incoming/{uuid.uuid4().hex}"),
+            open_upload=self._open_file_upload,
             finish=finish,
             verify=verify,
         )
@@ -406,7 +411,7 @@ class PypiUpstreams:
             key=("file", filename),
             upstream=upstream,
             url=entry["url"] + METADATA_SUFFIX,
-            open_upload=lambda: self.ctx.blobs.upload(f"incoming/{uuid.uuid4().hex}"),
+            open_upload=self._open_file_upload,
             finish=finish,
             verify=verify,
             on_chunk=on_chunk,
