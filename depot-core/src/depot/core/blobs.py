@@ -111,6 +111,9 @@ class BlobUpload(Protocol):
         A blob already there is replaced. Content-addressed ecosystems open the upload under any
         key and commit under the digest once they know it, so two uploads racing for one name can
         never leave a row pointing at the other's bytes.
+
+        A backend that learns the committed blob's :class:`BlobStat` while committing may leave
+        it in an attribute ``committed`` (the fs store does), sparing a ``stat`` afterwards.
         """
 
 
@@ -262,7 +265,7 @@ class _ScopedUpload:
         if store is None or body is None or key is None or store.memory is None:
             return
         # The validators a first read would find: the committed blob's own.
-        stat = await store.stat(key)
+        stat = getattr(self._upload, "committed", None) or await store.stat(key)
         if stat is not None and stat.size == len(body):
             held = HeldArtifact(bytes(body), stat.etag, stat.modified)
             store.memory.put(store.full_key(key), held)

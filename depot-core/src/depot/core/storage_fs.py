@@ -61,6 +61,8 @@ class FSBlobUpload:
         self.tmp_path = tmp_path
         self._file = file
         self._committed = False
+        #: The committed blob's stat, read in the commit's own thread hop (see BlobUpload).
+        self.committed: BlobStat | None = None
 
     @classmethod
     async def open(cls, store: FSBlobStore, key: str, hashes: Iterable[str]) -> FSBlobUpload:
@@ -107,11 +109,13 @@ class FSBlobUpload:
     def _commit_sync(self, key: str) -> None:
         self._file.flush()
         os.fsync(self._file.fileno())
+        stat = _blob_stat(os.fstat(self._file.fileno()))  # a rename keeps inode and times
         self._file.close()
         final = self._store.path(key)
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(self.tmp_path, final)
         self._committed = True
+        self.committed = stat
         fd = os.open(final.parent, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -132,6 +136,15 @@ class FSBlobUpload:
         finally:
             if not self._committed:
                 self.tmp_path.unlink(missing_ok=True)
+
+
+def _blob_stat(st: os.stat_result) -> BlobStat:
+    # Commits rename a new file into place, so a key's inode changes with its bytes.
+    return BlobStat(
+        size=st.st_size,
+        modified=st.st_mtime,
+        etag=f'"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}"',
+    )
 
 
 def _discard_opened(opening: asyncio.Future[BinaryIO], path: Path) -> None:
@@ -195,12 +208,7 @@ class FSBlobStore:
             st = await asyncio.to_thread(os.stat, self.path(key))
         except (FileNotFoundError, NotADirectoryError):
             return None
-        # Commits rename a new file into place, so a key's inode changes with its bytes.
-        return BlobStat(
-            size=st.st_size,
-            modified=st.st_mtime,
-            etag=f'"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}"',
-        )
+        return _blob_stat(st)
 
     async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         f = await asyncio.to_thread(open, self.path(key), "rb")
