@@ -131,7 +131,8 @@ async def publish(reg: Registry, request: Request, name: str, body: PublishBody)
                 fields=publish_fields(document, manifest),
             )
         await _apply_publish_tags(reg, name, tags, before)
-        await store.touch(reg.ctx.db, name)
+        if not committed:  # each added version touched the package already
+            await store.touch(reg.ctx.db, name)
         return [received.version for received, _ in committed], await reg.ctx.changes.record(name)
 
     try:

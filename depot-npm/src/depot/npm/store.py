@@ -344,9 +344,13 @@ async def add_tarball(
     sha512: str,
     provenance: str = "published",
 ) -> bool:
-    """Record a stored tarball; False if one of that file name is already recorded."""
-    await db.execute(
-        db.insert_or_ignore(tarballs).values(
+    """Record a stored tarball; False if one of that file name is already recorded.
+
+    One statement: the insert returns its row only when it inserted one.
+    """
+    inserted = await db.fetch_one(
+        db.insert_or_ignore(tarballs)
+        .values(
             name=name,
             filename=filename,
             blob_key=key,
@@ -356,17 +360,21 @@ async def add_tarball(
             created=now(),
             provenance=provenance,
         )
+        .returning(tarballs.c.filename)
     )
-    row = await get_tarball(db, name, filename)
-    return row is not None and row["blob_key"] == key
+    return inserted is not None
 
 
 async def add_version(
     db: Database, name: str, record: VersionRecord, provenance: str = "published"
 ) -> bool:
-    """Insert a version row; False if the version exists (published versions never change)."""
-    await db.execute(
-        db.insert_or_ignore(versions).values(
+    """Insert a version row; False if the version exists (published versions never change).
+
+    One statement: the insert returns its row only when it inserted one.
+    """
+    inserted = await db.fetch_one(
+        db.insert_or_ignore(versions)
+        .values(
             provenance=provenance,
             name=name,
             version=record.version,
@@ -377,9 +385,9 @@ async def add_version(
             created=record.created,
             deprecated=record.deprecated,
         )
+        .returning(versions.c.version)
     )
-    row = await get_version(db, name, record.version)
-    return row is not None and row.created == record.created and row.integrity == record.integrity
+    return inserted is not None
 
 
 async def set_dist_tag(db: Database, name: str, tag: str, version: str) -> None:

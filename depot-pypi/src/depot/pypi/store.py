@@ -180,10 +180,15 @@ async def publish(
         # Read in the transaction: a yank of the release committed before this row is not lost.
         row["yanked"] = await yank.release_state(ctx, dist.project, dist.version)
         async with ctx.reference_blobs(*keys):
-            await ctx.db.execute(ctx.db.insert_or_ignore(pypi_files).values(**row))
-        winner = await file_row(ctx, dist.filename)
-        if winner is None or winner["sha256"] != sha256:
-            raise Conflict(f"File already exists: {dist.filename} was published with other content")
+            inserted = await ctx.db.fetch_one(
+                ctx.db.insert_or_ignore(pypi_files).values(**row).returning(pypi_files.c.filename)
+            )
+        if inserted is None:  # another upload of the filename came first: the same bytes?
+            winner = await file_row(ctx, dist.filename)
+            if winner is None or winner["sha256"] != sha256:
+                raise Conflict(
+                    f"File already exists: {dist.filename} was published with other content"
+                )
         return await ctx.changes.record(dist.project)
 
     recorded = await ctx.db.write(record)
