@@ -203,9 +203,9 @@ class ScopedBlobStore:
         small enough, the committed bytes go into this process's artifact memory, so the next
         download of it opens no file, as for any artifact served before.
         """
-        memory = self.memory if remember else None
+        remembering = self if remember and self.memory is not None else None
         async with self.store.upload(self._key(key), hashes) as upload:
-            yield _ScopedUpload(upload, self._key, self if memory is not None else None)
+            yield _ScopedUpload(upload, self._key, remembering)
 
     async def delete(self, key: str) -> None:
         await self.store.delete(self._key(key))
@@ -248,8 +248,8 @@ class _ScopedUpload:
         return self._upload.digest(algorithm)
 
     async def write(self, data: bytes) -> None:
-        if self._bytes is not None:
-            memory = self._remembering.memory if self._remembering is not None else None
+        if self._bytes is not None and self._remembering is not None:
+            memory = self._remembering.memory
             if memory is not None and memory.fits(len(self._bytes) + len(data)):
                 self._bytes += data
             else:

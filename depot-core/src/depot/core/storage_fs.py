@@ -60,7 +60,6 @@ class FSBlobUpload:
         self._buffer = bytearray()
         self.tmp_path = tmp_path
         self._file = file
-        self._committed = False
         #: The committed blob's stat, read in the commit's own thread hop (see BlobUpload).
         self.committed: BlobStat | None = None
 
@@ -114,7 +113,6 @@ class FSBlobUpload:
         final = self._store.path(key)
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(self.tmp_path, final)
-        self._committed = True
         self.committed = stat
         fd = os.open(final.parent, os.O_RDONLY)
         try:
@@ -134,7 +132,7 @@ class FSBlobUpload:
         except OSError:
             pass  # a full disk refuses the buffered tail (the file is closed all the same)
         finally:
-            if not self._committed:
+            if self.committed is None:
                 self.tmp_path.unlink(missing_ok=True)
 
 

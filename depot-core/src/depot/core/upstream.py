@@ -540,14 +540,13 @@ class _Spool:
     """The bytes a flight received so far, for readers at their own offsets: in memory up to
     :data:`SPOOL_IN_MEMORY`, then in an unnamed temporary file."""
 
-    def __init__(self, expected: int | None = None) -> None:
+    def __init__(self) -> None:
         self._memory = bytearray()
         self._file: Any = None
         self.closed = False
-        if expected is not None and expected > SPOOL_IN_MEMORY:
-            self._to_file()
 
-    def _to_file(self) -> None:
+    def to_file(self) -> None:
+        """Keep what arrives in the temporary file from now on (what came so far moves there)."""
         self._file = tempfile.TemporaryFile(prefix="depot-upstream-")  # noqa: SIM115
         if self._memory:
             os.pwrite(self._file.fileno(), self._memory, 0)
@@ -555,7 +554,7 @@ class _Spool:
 
     def append(self, chunk: bytes, offset: int) -> None:
         if self._file is None and offset + len(chunk) > SPOOL_IN_MEMORY:
-            self._to_file()
+            self.to_file()
         if self._file is None:
             self._memory += chunk
         else:
@@ -650,7 +649,7 @@ class BlobFlight:
                 raise UpstreamError(self.upstream, f"{self.url} answered {response.status}")
             self.content_length = response.content_length
             if self.content_length is not None and self.content_length > SPOOL_IN_MEMORY:
-                self._spool = _Spool(self.content_length)
+                self._spool.to_file()
             async with self._open_upload() as upload:
                 self.started.set_result(None)
                 async for chunk in response.content.iter_chunked(CHUNK_SIZE):
