@@ -69,6 +69,19 @@ async def test_another_process_sees_the_change_within_the_bound(
     assert reader.generation("npm:other") == untouched  # only the named topic moved
 
 
+async def test_an_observed_change_moves_only_the_observing_process(
+    two_processes: tuple[Changes, Changes],
+) -> None:
+    """A write that found its row already there (another process's) re-reads here at once; it
+    announces nothing, since the process that wrote the row does."""
+    observer, other = two_processes
+    before, elsewhere = observer.generation("nix:abc"), other.generation("nix:abc")
+    observer.observed("nix:abc")
+    assert observer.generation("nix:abc") != before
+    await asyncio.sleep(2 * POLL_INTERVAL + 0.1)  # two polls of the other process
+    assert other.generation("nix:abc") == elsewhere
+
+
 async def test_the_follower_task_lives_and_dies_with_the_depot(tmp_path: Path) -> None:
     app = create_app(store_path=tmp_path / "store")
     depot = app.state.depot

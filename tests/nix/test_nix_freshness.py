@@ -11,10 +11,12 @@ from typing import Any
 import httpx
 from depot.core.changes import BOUND, POLL_INTERVAL
 from depot.core.testing import DepotServer, until_fresh
+from depot.nix.narinfo import format as narinfo_format
 from depot.nix.signing import SecretKey
 
 from .conftest import Closure, Nix, start_signing_depot  # noqa: TID252 - fixtures' helpers
 from .test_nix_cache import sign_with_a_second_key  # noqa: TID252
+from .test_nix_uploads import upload_of  # noqa: TID252
 
 #: The promise, one poll interval, and some room for a loaded CI machine.
 WITHIN = BOUND + POLL_INTERVAL + 0.75
@@ -71,3 +73,32 @@ def test_a_replica_follows_signatures_added_through_the_other_within_the_bound(
     until_fresh(lambda: closure.app in narinfo(b, closure.app), WITHIN, streak=3)
     second = sign_with_a_second_key(nix, f"{a.url}/nix", closure.app, tmp_path)
     until_fresh(lambda: f"Sig: {second.name}:" in narinfo(b, closure.app), WITHIN, streak=3)
+
+
+def test_a_path_put_through_another_process_meanwhile_is_served_after_its_own_put(
+    make_closure: Callable[[], Closure], signing_key: SecretKey, tmp_path: Path
+) -> None:
+    """Two ``nix copy`` runs through two processes share a dependency. nix asks for it (404),
+    puts it, and checks it with a GET before putting what refers to it; the other process put
+    it first, so this put only merged, and the GET must not answer from the absence remembered
+    before the put, which the other process's notification corrects only a poll later. The
+    puts and the GET take milliseconds; the poll interval is 250 ms."""
+    first = start_signing_depot(tmp_path, signing_key)
+    second = DepotServer(first.store_path, "--private-key", str(tmp_path / "secret.key")).start()
+    try:
+        with httpx.Client() as client:
+            for path in make_closure().paths + make_closure().paths:
+                url, file, info = upload_of(path)
+                assert narinfo(second, path) == ""  # remembered as absent there
+                for server in (first, second):
+                    assert client.put(f"{server.url}/nix/{url}", content=file).status_code == 200
+                for server in (first, second):  # the window is these two puts and the GET
+                    put = client.put(
+                        f"{server.url}/nix/{info.hash_part}.narinfo", content=narinfo_format(info)
+                    )
+                    assert put.status_code == 200, put.text
+                served = client.get(f"{second.url}/nix/{info.hash_part}.narinfo")
+                assert f"StorePath: {path}" in served.text
+    finally:
+        second.stop()
+        first.stop()

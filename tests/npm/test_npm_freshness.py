@@ -13,7 +13,7 @@ import httpx
 from depot.core.changes import BOUND, POLL_INTERVAL
 from depot.core.testing import DepotServer, until_fresh
 
-from .conftest import Npm  # noqa: TID252 - fixtures' helper type
+from .conftest import Npm, make_tgz, publish_body  # noqa: TID252 - fixtures' helpers
 
 #: The promise, one poll interval, and some room for a loaded CI machine.
 WITHIN = BOUND + POLL_INTERVAL + 0.75
@@ -102,3 +102,30 @@ def test_a_replica_follows_writes_made_through_the_other_within_the_bound(
     until_fresh(lambda: versions(via_b, "shared") == {"1.1.0"}, WITHIN, streak=3)
     tarball = f"{via_b}shared/-/shared-1.0.0.tgz"
     assert httpx.get(tarball).status_code == 404
+
+
+def test_a_version_published_through_another_process_meanwhile_is_shown_after_its_own_publish(
+    tmp_path: Path,
+) -> None:
+    """``depot npm push`` of a version another process published a moment ago is answered
+    "existing"; the next packument there must show it, not the one rendered
+    before, which the other process's notification corrects only a poll later (250 ms)."""
+    first = DepotServer(tmp_path / "store").start()
+    second = DepotServer(first.store_path).start()
+    try:
+        with httpx.Client() as client:
+            for n in range(4):
+                version = f"1.0.{n}"
+                tgz = make_tgz("echo", version)
+                document = publish_body("echo", version, tgz)["versions"][version]
+                assert len(versions(second.url + "/npm/", "echo")) == n  # rendered and kept
+                tarball = f"{first.url}/npm/echo/-/echo-{version}.tgz"
+                assert client.put(tarball, content=tgz).status_code == 201  # push HEADs it first
+                for server, status in ((first, 201), (second, 200)):  # the window: these and the GET
+                    put = client.put(f"{server.url}/npm/echo/{version}", json=document)
+                    assert put.status_code == status, put.text
+                shown = client.get(f"{second.url}/npm/echo", headers=ABBREVIATED).json()
+                assert version in shown["versions"]
+    finally:
+        second.stop()
+        first.stop()

@@ -72,3 +72,28 @@ def test_a_replica_follows_yanks_made_through_the_other_within_the_bound(
     until_fresh(lambda: set(files(b, "delta").values()) == {"broken"}, WITHIN, streak=3)
     clients.depot("python", "yank", a.url, "delta", "1.0", "--undo")
     until_fresh(lambda: set(files(b, "delta").values()) == {False}, WITHIN, streak=3)
+
+
+def test_a_file_uploaded_through_another_process_meanwhile_is_listed_after_its_own_upload(
+    wheel_factory: Callable[..., Path], tmp_path: Path
+) -> None:
+    """``depot python push`` to one process of a file another process stored a moment ago is
+    told "already stored"; the next simple page there must list it, not the page rendered
+    before, which the other process's notification corrects only a poll later (250 ms)."""
+    first = DepotServer(tmp_path / "store").start()
+    second = DepotServer(first.store_path).start()
+    try:
+        with httpx.Client() as client:
+            for n in range(4):
+                wheel = wheel_factory("echo", f"1.{n}")
+                assert len(files(second, "echo")) == n  # rendered there, and kept
+                for server, status in ((first, 201), (second, 200)):
+                    put = client.put(
+                        f"{server.url}/python/files/echo/{wheel.name}", content=wheel.read_bytes()
+                    )
+                    assert put.status_code == status, put.text
+                listed = client.get(f"{second.url}/python/simple/echo/", headers=JSON).json()
+                assert wheel.name in {entry["filename"] for entry in listed["files"]}
+    finally:
+        second.stop()
+        first.stop()

@@ -170,6 +170,16 @@ class Changes:
         ]
         return Recorded(ids)
 
+    def observed(self, *topics: str) -> None:
+        """Move ``topics``' generations in this process only, writing nothing: a write found its
+        row already there, put by another process whose notification may not have arrived yet
+        (a concurrent ``nix copy`` through another replica). The client was told its write
+        succeeded, so its next read here must show it, not a document or absence remembered
+        from before; the writer's own notification reaches every other process.
+        """
+        if topics:
+            self._bump(topics)
+
     def invalidate_all(self) -> None:
         """Move every generation (a cache of this process can no longer be trusted)."""
         self._tick += 1
@@ -335,6 +345,10 @@ class TopicFeed:
 
     async def notify(self, *names: str, recorded: Recorded | None = None) -> None:
         await self.changes.notify(*(self.scope + name for name in names), recorded=recorded)
+
+    def observed(self, *names: str) -> None:
+        """A write found its row already there: see :meth:`Changes.observed`."""
+        self.changes.observed(*(self.scope + name for name in names))
 
     async def record(self, *names: str) -> Recorded:
         """Inside a write: see :meth:`Changes.record`."""

@@ -334,6 +334,7 @@ async def push_version(reg: Registry, request: Request, name: str, version: str)
 
     recorded = await reg.ctx.db.write(record)
     if recorded is None:
+        reg.ctx.changes.observed(name)  # perhaps published through another replica just now
         return json_ok({"ok": True, "id": name, "existing": True})
     await reg.changed(name, recorded)
     return json_ok({"ok": True, "id": name}, 201)

@@ -149,6 +149,7 @@ async def publish(
             await store_blob(ctx, received.file, sha256)
             if dist.is_wheel:
                 await store_bytes(ctx, metadata.raw, hashlib.sha256(metadata.raw).hexdigest())
+            ctx.changes.observed(dist.project)  # perhaps uploaded through another replica
             return False
         raise Conflict(f"File already exists: {dist.filename} was published with other content")
 
