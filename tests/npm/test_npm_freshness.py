@@ -121,7 +121,8 @@ def test_a_version_published_through_another_process_meanwhile_is_shown_after_it
                 assert len(versions(second.url + "/npm/", "echo")) == n  # rendered and kept
                 tarball = f"{first.url}/npm/echo/-/echo-{version}.tgz"
                 assert client.put(tarball, content=tgz).status_code == 201  # push HEADs it first
-                for server, status in ((first, 201), (second, 200)):  # the window: these and the GET
+                # The window: these two puts and the GET.
+                for server, status in ((first, 201), (second, 200)):
                     put = client.put(f"{server.url}/npm/echo/{version}", json=document)
                     assert put.status_code == status, put.text
                 shown = client.get(f"{second.url}/npm/echo", headers=ABBREVIATED).json()
