@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import sqlite3
 import threading
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -142,6 +142,9 @@ def _run_script(connection: sqlite3.Connection, sql: str) -> None:
     connection.execute(sql).close()
 
 
+_savepoint_numbers = itertools.count()
+
+
 class _SQLiteTransaction(SQLiteTransaction):
     """A transaction or savepoint, each step one call into the connection's thread.
 
@@ -160,7 +163,8 @@ class _SQLiteTransaction(SQLiteTransaction):
         if is_root:
             await self._run("BEGIN IMMEDIATE" if extra_options.get("immediate") else "BEGIN")
         else:
-            self._savepoint_name = f"depot_savepoint_{uuid.uuid4().hex}"
+            # Unique among the connection's open savepoints is enough: a counter, not a uuid.
+            self._savepoint_name = f"depot_savepoint_{next(_savepoint_numbers)}"
             await self._run(f"SAVEPOINT {self._savepoint_name}")
 
     async def commit(self) -> None:

@@ -112,8 +112,7 @@ async def publish(reg: Registry, request: Request, name: str, body: PublishBody)
         """Every row of the publish and its change-log row, in one transaction (one commit
         shared with other writes). A version or tarball published already is refused here,
         in the transaction, instead of in queries of their own beforehand."""
-        before = await store.version_numbers(reg.ctx.db, name)
-        existing = [v for v in manifests if v in before]
+        existing, had_versions = await store.published_among(reg.ctx.db, name, list(manifests))
         if existing:
             raise Conflict(
                 f"cannot publish over the previously published version {name}@{existing[0]}"
@@ -130,7 +129,7 @@ async def publish(reg: Registry, request: Request, name: str, body: PublishBody)
                 stored.sha1,
                 fields=publish_fields(document, manifest),
             )
-        await _apply_publish_tags(reg, name, tags, before)
+        await _apply_publish_tags(reg, name, tags, set(manifests) if had_versions else None)
         if not committed:  # each added version touched the package already
             await store.touch(reg.ctx.db, name)
         return [received.version for received, _ in committed], await reg.ctx.changes.record(name)
@@ -179,19 +178,24 @@ async def _add_version(
 
 
 async def _apply_publish_tags(
-    reg: Registry, name: str, tags: dict[str, str], before: list[str]
+    reg: Registry, name: str, tags: dict[str, str], added: set[str] | None
 ) -> None:
-    """``latest`` is computed by precedence; ``--tag beta`` publishes leave it where it was."""
+    """``latest`` is computed by precedence; ``--tag beta`` publishes leave it where it was.
+
+    ``added``: the versions this publish added to a package that had versions before (None
+    for its first publish).
+    """
     for tag, version in tags.items():
         if tag == "latest":
             await store.remove_dist_tag(reg.ctx.db, name, "latest")
         else:
             await store.set_dist_tag(reg.ctx.db, name, tag, version)
-    if "latest" in tags or not before:
+    if "latest" in tags or added is None:
         return
     if "latest" not in await store.stored_dist_tags(reg.ctx.db, name):
-        previous = choose_latest(before)
-        if previous != choose_latest(await store.version_numbers(reg.ctx.db, name)):
+        current = await store.version_numbers(reg.ctx.db, name)
+        previous = choose_latest([v for v in current if v not in added])
+        if previous != choose_latest(current):
             await store.set_dist_tag(reg.ctx.db, name, "latest", previous)
 
 

@@ -173,7 +173,7 @@ class Registry:
         remembered = self.published_names.get(name)
         if remembered is not None and remembered[0] == generation:
             return remembered[1]
-        published = bool(await store.version_numbers(self.ctx.db, name))
+        published = await store.has_versions(self.ctx.db, name)
         self.published_names[name] = (generation, published)
         if len(self.published_names) > TARBALL_KEYS:
             self.published_names.popitem(last=False)
