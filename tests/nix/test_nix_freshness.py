@@ -84,7 +84,7 @@ def test_a_path_put_through_another_process_meanwhile_is_served_after_its_own_pu
     before the put, which the other process's notification corrects only a poll later. The
     puts and the GET take milliseconds; the poll interval is 250 ms."""
     first = start_signing_depot(tmp_path, signing_key)
-    second = DepotServer(first.store_path, "--private-key", str(tmp_path / "secret.key")).start()
+    second = first.another()
     try:
         with httpx.Client() as client:
             for path in make_closure().paths + make_closure().paths:

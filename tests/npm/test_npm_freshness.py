@@ -108,10 +108,10 @@ def test_a_version_published_through_another_process_meanwhile_is_shown_after_it
     tmp_path: Path,
 ) -> None:
     """``depot npm push`` of a version another process published a moment ago is answered
-    "existing"; the next packument there must show it, not the one rendered
-    before, which the other process's notification corrects only a poll later (250 ms)."""
+    "existing"; the next packument there must show it, not the one rendered before, which the
+    other process's notification corrects only a poll later (250 ms)."""
     first = DepotServer(tmp_path / "store").start()
-    second = DepotServer(first.store_path).start()
+    second = first.another()
     try:
         with httpx.Client() as client:
             for n in range(4):

@@ -81,7 +81,7 @@ def test_a_file_uploaded_through_another_process_meanwhile_is_listed_after_its_o
     told "already stored"; the next simple page there must list it, not the page rendered
     before, which the other process's notification corrects only a poll later (250 ms)."""
     first = DepotServer(tmp_path / "store").start()
-    second = DepotServer(first.store_path).start()
+    second = first.another()
     try:
         with httpx.Client() as client:
             for n in range(4):

@@ -49,6 +49,11 @@ class DepotServer:
         self.log_path = store_path.parent / f"{store_path.name}-server.log"
         self.process: subprocess.Popen[bytes] | None = None
 
+    def another(self) -> DepotServer:
+        """A second process on the same store and database with the same arguments (started;
+        the caller stops it): two replicas on one machine, each reached at its own port."""
+        return DepotServer(self.store_path, *self.args, env=self.env, python=self.python).start()
+
     def start(self, timeout: float = 30.0) -> DepotServer:
         self.store_path.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
