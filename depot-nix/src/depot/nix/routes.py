@@ -257,14 +257,15 @@ def routes(ctx: EcosystemContext) -> list[BaseRoute]:
                     f"{published.hash_part}.narinfo is published with another {label}; "
                     "a store path's contents cannot change"
                 )
-        # Perhaps put through another replica a moment ago: nix checks a reference it has just
-        # put with a GET here, which must not answer from an absence remembered before.
-        ctx.changes.observed(published.hash_part)
         # Same fingerprint, so signatures over the incoming narinfo hold for the published one.
         new = tuple(s for s in incoming.signatures if s not in published.signatures)
         if new:
             await store.add_signatures(ctx.db, published.hash_part, new)
             await ctx.changes.notify(published.hash_part)
+        else:
+            # Perhaps put through another replica a moment ago: nix checks a reference it has
+            # just put with a GET here, which must not answer from an absence remembered before.
+            ctx.changes.observed(published.hash_part)
         ctx.log.info(
             "narinfo already published; kept the first upload",
             extra={

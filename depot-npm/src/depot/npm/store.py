@@ -304,9 +304,9 @@ async def published_among(db: Database, name: str, wanted: Sequence[str]) -> tup
     in the write's transaction, which holds the database's write lock (reading 2,000 of them
     cost more than the whole rest of the publish).
     """
-    only = wanted[0] if len(wanted) == 1 else None
     # One version (nearly every publish) is an equality, whose compiled SQL is reused.
-    among = versions.c.version == only if only is not None else versions.c.version.in_(wanted)
+    column = versions.c.version
+    among = column == wanted[0] if len(wanted) == 1 else column.in_(wanted)
     rows = await db.fetch_all(sa.select(versions.c.version).where(versions.c.name == name, among))
     if rows:
         return [r[0] for r in rows], True
