@@ -28,6 +28,7 @@ from depot.core.database import Database, RowWrite
 from depot.core.ecosystem import Ecosystem
 from depot.core.errors import BadRequest, ConfigError, HTTPError, ServiceUnavailable
 from depot.core.faults import OUTAGE_TYPES, is_backend_outage, storage_refusal
+from depot.core.held import HeldDocuments
 from depot.core.http import ErrorRenderer, external_base, plain_error
 from depot.core.lifespan import running
 from depot.core.logs import configure_logging
@@ -73,6 +74,7 @@ class EcosystemContext:
         self.changes = TopicFeed(depot.changes, ecosystem.name)
         self._blobs: ScopedBlobStore | None = None
         self._upstream: UpstreamClient | None = None
+        self._held_documents: HeldDocuments | None = None
 
     @property
     def db(self) -> Database:
@@ -94,6 +96,14 @@ class EcosystemContext:
         if self._upstream is None:
             self._upstream = UpstreamClient(self.depot, self.name)
         return self._upstream
+
+    @property
+    def held_documents(self) -> HeldDocuments:
+        """The documents held from this ecosystem's upstreams (packuments, project pages):
+        their rows, the freshness policy and per-process memory (:mod:`depot.core.held`)."""
+        if self._held_documents is None:
+            self._held_documents = HeldDocuments(self)
+        return self._held_documents
 
     def external_url(self, request: Request, path: str = "") -> str:
         """Absolute URL of ``path`` under this ecosystem, as the client reached the server."""

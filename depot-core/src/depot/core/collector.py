@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from depot.core import held
 from depot.core.blobs import BlobEntry, BlobStore, LeftoverReport
 from depot.core.errors import ConfigError
 from depot.core.reachability import (
@@ -220,7 +221,9 @@ async def _sweep(
     async with db.transaction():
         if not dry_run:
             await hold_reference_lock(db, exclusive=True)
-        referenced = set(await refs.referenced([e.key[skip:] for e in batch]))
+        keys = [e.key[skip:] for e in batch]
+        # The ecosystem's rows, and the core's rows of documents held for it.
+        referenced = set(await refs.referenced(keys)) | await held.referenced(db, ecosystem, keys)
         doomed = [e for e in batch if e.key[skip:] not in referenced]
         if not dry_run and doomed:
             doomed = await _still_older(store, doomed, cutoff)

@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from depot.core.database import Database, Schema
+from depot.core.held import upstream_documents
 
 #: Keys asked about in one call of :meth:`BlobReferences.referenced` (and deleted per S3 call).
 BATCH = 1000
@@ -62,7 +63,9 @@ cache_items = sa.Table(
     sa.Index("depot_cache_items_last_used", "last_used"),
 )
 
-CORE_SCHEMA = Schema(name="core", version=1, tables=[gc_state, cache_items])
+#: Version 2 added the held upstream documents (:mod:`depot.core.held`); the ecosystems' own
+#: schemas move their rows there.
+CORE_SCHEMA = Schema(name="core", version=2, tables=[gc_state, cache_items, upstream_documents])
 
 _LOCK_ROW = "reference-lock"
 

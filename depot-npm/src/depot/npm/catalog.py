@@ -10,7 +10,7 @@ from depot.core import EcosystemContext
 from depot.core.catalog import CatalogEntry, CatalogStats
 from depot.core.database import contains
 from depot.core.packagepages import CACHED, Provenance
-from depot.npm.store import cached_tarballs, packages, tarballs, upstream_packuments, versions
+from depot.npm.store import cached_tarballs, packages, tarballs, versions
 from depot.npm.versions import choose_latest
 
 
@@ -95,38 +95,32 @@ class NpmCatalog:
     async def _cached(self, query: str, limit: int) -> list[CatalogEntry]:
         """Packages held only as a cache of ``--npm-upstream`` (a name published here is never
         served from upstream, so it is not listed twice), with the tarballs fetched so far."""
-        u, c = upstream_packuments.c, cached_tarballs.c
-        select = (
-            sa.select(u.name, u.upstream_url, u.fetched_at)
-            .where(u.name.not_in(sa.select(packages.c.name)))
-            .order_by(u.name)
-            .limit(limit)
+        held = await self.ctx.held_documents.listed(
+            containing=query, excluding=sa.select(packages.c.name), limit=limit
         )
-        if query:
-            select = select.where(contains(u.name, query))
-        rows = [tuple(r._mapping) for r in await self.ctx.db.fetch_all(select)]
-        if not rows:
+        if not held:
             return []
+        c = cached_tarballs.c
         tallies = {
             r[0]: (int(r[1]), int(r[2] or 0))
             for r in await self.ctx.db.fetch_all(
                 sa.select(c.name, sa.func.count(), sa.func.sum(c.size))
-                .where(c.name.in_([r[0] for r in rows]))
+                .where(c.name.in_([h.name for h in held]))
                 .group_by(c.name)
             )
         }
         entries = []
-        for name, upstream, fetched_at in rows:
-            count, size = tallies.get(name, (0, 0))
+        for document in held:
+            count, size = tallies.get(document.name, (0, 0))
             entries.append(
                 CatalogEntry(
-                    name=name,
+                    name=document.name,
                     summary=f"{count} tarball(s) cached",
                     size=size,
-                    uploaded_at=datetime.fromtimestamp(fetched_at, UTC),
-                    href=f"/{name}",
-                    page=name,
-                    provenance=Provenance(CACHED, upstream, fetched_at),
+                    uploaded_at=datetime.fromtimestamp(document.fetched_at, UTC),
+                    href=f"/{document.name}",
+                    page=document.name,
+                    provenance=Provenance(CACHED, document.upstream, document.fetched_at),
                 )
             )
         return entries

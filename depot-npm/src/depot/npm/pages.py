@@ -41,7 +41,7 @@ from depot.core.pages import human_size
 from depot.npm import store
 from depot.npm.names import tarball_filename
 from depot.npm.packument import dist_tags
-from depot.npm.store import cached_tarballs, packages, tarballs, upstream_packuments, versions
+from depot.npm.store import cached_tarballs, packages, tarballs, versions
 from markdown_it import MarkdownIt
 from starlette.requests import Request
 
@@ -98,7 +98,6 @@ class NpmPages:
     def __init__(self, ctx: EcosystemContext) -> None:
         self.ctx = ctx
         self.ecosystem = ctx.name
-        self.documents: dict[str, dict[str, Any]] = {}
 
     async def page(self, name: str, request: Request) -> PackagePage | None:
         db = self.ctx.db
@@ -153,11 +152,11 @@ class NpmPages:
         the packument depot holds, each marked cached (its tarball fetched, when) or not
         fetched yet."""
         db = self.ctx.db
-        held = await store.held_packument(db, name)
+        held = await self.ctx.held_documents.get(name)
         if held is None:
             return None
-        upstream, blob_key = held["upstream_url"], held["blob_key"]
-        document = await self._document(blob_key)
+        upstream = held.upstream
+        document = _mapping(await self.ctx.held_documents.read(held))
         listed = document.get("versions")
         if not isinstance(listed, dict) or not listed:
             return None
@@ -208,22 +207,9 @@ class NpmPages:
                 readme=readme_text if isinstance(readme_text, str) else None,
                 readme_filename=_text(document.get("readmeFilename")),
                 description=_text(document.get("description")) or None,
-                provenance=Provenance(CACHED, upstream, held["fetched_at"]),
+                provenance=Provenance(CACHED, upstream, held.fetched_at),
             ),
         )  # fmt: skip
-
-    async def _document(self, blob_key: str) -> dict[str, Any]:
-        """A held upstream packument (content-addressed: the same key, the same document),
-        parsed in a thread: public packuments run to megabytes."""
-        cached = self.documents.get(blob_key)
-        if cached is not None:
-            return cached
-        document = await store.read_held_packument(self.ctx.blobs, blob_key)
-        # Few: a public packument parses to megabytes, and the rendered page is kept anyway.
-        if len(self.documents) >= 4:
-            self.documents.pop(next(iter(self.documents)))
-        self.documents[blob_key] = document = _mapping(document)  # type: ignore[assignment]
-        return document  # type: ignore[return-value]
 
     async def _build(self, name: str, request: Request, shown: _Shown) -> PackagePage:
         """The page of ``name`` from what was gathered, published or cached alike."""
@@ -283,12 +269,9 @@ class NpmPages:
         """Which of ``names`` this registry holds, published or cached (so they have a page)."""
         if not names:
             return set()
-        wanted = sorted(names)
-        query = sa.union(
-            sa.select(packages.c.name).where(packages.c.name.in_(wanted)),
-            sa.select(upstream_packuments.c.name).where(upstream_packuments.c.name.in_(wanted)),
-        )
-        return {r[0] for r in await self.ctx.db.fetch_all(query)}
+        query = sa.select(packages.c.name).where(packages.c.name.in_(sorted(names)))
+        published = {r[0] for r in await self.ctx.db.fetch_all(query)}
+        return published | await self.ctx.held_documents.among(names - published)
 
     def _dependency_table(
         self, dependencies: Sequence[tuple[str, str, str]], held: set[str], request: Request

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -32,6 +31,7 @@ from depot.core import EcosystemContext
 from depot.core.blobs import BlobUpload
 from depot.core.changes import TopicFeed
 from depot.core.errors import ConfigError, HTTPError, NotFound
+from depot.core.held import HeldDocument
 from depot.core.http import blob_response
 from depot.core.upstream import Abandoned, BlobFlight, Unverified, UpstreamError
 from depot.npm import store
@@ -39,7 +39,7 @@ from depot.npm.integrity import ALGORITHMS, IntegrityError, sri, verify
 from depot.npm.names import InvalidName, escape_name, tarball_filename, version_from_filename
 from depot.npm.packument import ABBREVIATED_FIELDS, encode, etag
 from depot.npm.registry import PackumentCache, Rendered
-from depot.npm.retention import packument_item, tarball_item
+from depot.npm.retention import tarball_item
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -66,7 +66,6 @@ class NpmUpstream:
         self.url = url.rstrip("/") + "/"
         self.label = self.url
         self.rendered = PackumentCache()
-        self.documents: dict[str, tuple[str, dict[str, Any]]] = {}
         # (name, file) -> (change generation of name, blob key) of cached tarballs
         self.cached_keys: OrderedDict[tuple[str, str], tuple[int, str]] = OrderedDict()
 
@@ -74,87 +73,49 @@ class NpmUpstream:
 
     async def packument(self, request: Request, name: str, abbreviated: bool) -> Rendered:
         """The upstream's packument of ``name`` as held or fetched, links pointing at depot."""
-        row = await self.held(name)
-        return await self._render(request, name, row, abbreviated)
+        held = await self.held(name)
+        return await self._render(request, name, held, abbreviated)
 
-    async def held(self, name: str, *, want_version: str | None = None, row: Any = _UNREAD) -> Any:
-        """The held packument row, fetched or revalidated as freshness requires (``row``: the
-        row as the caller just read it, saving a query)."""
-        client = self.ctx.upstream
-        if row is _UNREAD:
-            row = await store.held_packument(self.ctx.db, name)
-        if row is not None:
-            self.ctx.record_use(packument_item(name))  # --cache-max-size/-age: batched, no write
-        if row is None or await self._lacks(row, want_version):
-            client.miss(self.label)
-            return await client.single_flight(("packument", name), lambda: self._fetch(name, row))
-        if client.is_fresh(row["checked_at"]):
-            client.hit(self.label)
-            return row
-        if client.is_down(self.label):
-            client.stale(self.label, name, UpstreamError(self.label, "recently failed"))
-            return row
-        client.miss(self.label)
-        try:
-            return await client.single_flight(("packument", name), lambda: self._fetch(name, row))
-        except UpstreamError as exc:
-            client.stale(self.label, name, exc)
-            return row
-        except NotFound:
-            # Gone upstream: what was held stays installable here (offline-first).
-            client.stale(self.label, name, NotFound("no longer at the upstream"))
-            return row
+    async def held(
+        self, name: str, *, want_version: str | None = None, held: Any = _UNREAD
+    ) -> HeldDocument:
+        """The held packument, fetched or revalidated as freshness requires
+        (:meth:`depot.core.held.HeldDocuments.current`); at once, however fresh, when it lacks
+        ``want_version`` (``held``: the row as the caller just read it, saving a query)."""
+        documents = self.ctx.held_documents
+        if held is _UNREAD:
+            held = await documents.get(name)
+        return await documents.current(
+            name, self.label, lambda held: self._fetch(name, held), held=held, read=False,
+            now=held is not None and await self._lacks(held, want_version),
+        )  # fmt: skip
 
-    async def _lacks(self, row: Any, version: str | None) -> bool:
-        """Whether the held packument ``row`` lacks ``version`` (newer than the held copy)."""
+    async def _lacks(self, held: HeldDocument, version: str | None) -> bool:
+        """Whether the held packument lacks ``version`` (newer than the held copy)."""
         if version is None:
             return False
-        return version not in (await self._document(row))[1].get("versions", {})
+        return version not in (await self.ctx.held_documents.read(held)).get("versions", {})
 
-    async def _fetch(self, name: str, row: Any) -> Any:
-        """Ask upstream (conditionally when ``row`` is held); store and return the current row."""
-        client = self.ctx.upstream
-        fetched = await client.fetch_document(
+    async def _fetch(self, name: str, held: HeldDocument | None) -> HeldDocument:
+        """Ask upstream (conditionally when a copy is held); store and return the current row."""
+        documents = self.ctx.held_documents
+        fetched = await self.ctx.upstream.fetch_document(
             self.label,
             self.url + escape_name(name),
-            etag=row["etag"] if row is not None else None,
-            last_modified=row["last_modified"] if row is not None else None,
+            etag=held.etag if held is not None else None,
+            last_modified=held.last_modified if held is not None else None,
             accept="application/json",
             limit=MAX_PACKUMENT,
         )
-        now = time.time()
-        if fetched.status == 304 and row is not None:
-            await store.confirm_packument(self.ctx.db, name, now)
-            return await store.held_packument(self.ctx.db, name)
+        if fetched.status == 304 and held is not None:
+            return await documents.confirm(held)
         if fetched.status != 200:
             raise NotFound(f"package {name} not found here nor at upstream {self.label}")
         document = _parse_packument(self.label, name, fetched.body)
-        async with self.ctx.blobs.upload(f"incoming/{uuid.uuid4().hex}") as upload:
-            await upload.write(fetched.body)
-            await upload.complete()
-            # Content-addressed: replicas storing the same document write the same key.
-            key = f"upstream/packuments/{upload.hexdigest('sha256')}.json"
-            await upload.commit(key)
-        held = {
-            "name": name, "upstream_url": self.label, "blob_key": key, "etag": fetched.etag,
-            "last_modified": fetched.last_modified, "fetched_at": now, "checked_at": now,
-        }  # fmt: skip
-        # The row, and its retention entry (evictable by --cache-max-size/-age), committed
-        # together with the other writes of this moment. The blob the previous row named is
-        # left for the collector: another replica may still be about to point at it.
-        # (The blob was committed just now: younger than any grace period, it needs no check.)
-        await self.ctx.group_commit(
-            [
-                store.packument_row(
-                    self.ctx.db, name, self.label, key, fetched.etag, fetched.last_modified, now
-                )
-            ],
-            cached=[(packument_item(name), len(fetched.body))],
-            # The package page (and the search page) show what is held; nothing remembered
-            # under the package's own generation is made wrong by it (see TopicFeed.ECOSYSTEM).
-            notify=[TopicFeed.ECOSYSTEM],
-        )
-        self.documents[key] = (key, document)
+        held = await documents.store(
+            name, self.label, fetched.body, etag=fetched.etag,
+            last_modified=fetched.last_modified, document=document,
+        )  # fmt: skip
         self._prefetch_tagged(name, document)
         return held
 
@@ -183,28 +144,19 @@ class NpmUpstream:
                 wanted=wanted,
             )
 
-    async def _document(self, row: Any) -> tuple[str, dict[str, Any]]:
-        key = row["blob_key"]
-        cached = self.documents.get(key)
-        if cached is not None:
-            return cached
-        document = await store.read_held_packument(self.ctx.blobs, key)
-        if len(self.documents) > 1000:
-            self.documents.pop(next(iter(self.documents)))
-        self.documents[key] = (key, document)
-        return key, document
-
-    async def _render(self, request: Request, name: str, row: Any, abbreviated: bool) -> Rendered:
+    async def _render(
+        self, request: Request, name: str, held: HeldDocument, abbreviated: bool
+    ) -> Rendered:
         base = self.ctx.external_url(request)
         cache_key = (name, base, abbreviated)
-        cached = self.rendered.get(cache_key, row["blob_key"])
+        cached = self.rendered.get(cache_key, held.blob_key)
         if cached is not None:
             return cached
-        key, document = await self._document(row)
+        document = await self.ctx.held_documents.read(held)
         link = self.ctx.external_url(request, f"/{name}/-/")
         body = encode(served_packument(document, name, lambda v: link + tarball_filename(name, v),
                                        abbreviated))  # fmt: skip
-        rendered = Rendered(key, body, etag(body), "")  # type: ignore[arg-type]
+        rendered = Rendered(held.blob_key, body, etag(body), "")  # type: ignore[arg-type]
         self.rendered.put(cache_key, rendered)
         return rendered
 
@@ -232,21 +184,21 @@ class NpmUpstream:
             version = version_from_filename(name, filename)
         except InvalidName:
             raise NotFound(f"{name}: tarball {filename} not found") from None
-        packument_row = await store.held_packument(self.ctx.db, name)
+        held = await self.ctx.held_documents.get(name)
         ahead = learning = None
-        if packument_row is None or await self._lacks(packument_row, version):
+        if held is None or await self._lacks(held, version):
             # The integrity to verify against is in the packument, which must come from
             # upstream first: fetch the tarball at the same time, from where registries serve
             # it. It is verified against the packument before any of it is stored or its last
             # byte sent; if the packument names another URL it is dropped unstored.
-            learning = asyncio.ensure_future(self._learn_dist(name, version, packument_row))
+            learning = asyncio.ensure_future(self._learn_dist(name, version, held))
             learning.add_done_callback(_retrieved)
             ahead = self._start_tarball(
                 name, filename, version, self.url + f"{name}/-/{filename}", learning, request
             )
         try:
             if learning is None:
-                dist = await self._learn_dist(name, version, packument_row)
+                dist = await self._learn_dist(name, version, held)
             else:
                 dist = await asyncio.shield(learning)
         except BaseException:
@@ -284,10 +236,10 @@ class NpmUpstream:
         if len(self.cached_keys) > CACHED_KEYS:
             self.cached_keys.popitem(last=False)
 
-    async def _learn_dist(self, name: str, version: str, row: Any) -> Dist:
+    async def _learn_dist(self, name: str, version: str, held: HeldDocument | None) -> Dist:
         """The version's ``dist`` from the packument, fetched or revalidated as needed."""
-        row = await self.held(name, want_version=version, row=row)
-        _, document = await self._document(row)
+        held = await self.held(name, want_version=version, held=held)
+        document = await self.ctx.held_documents.read(held)
         return _dist(self.label, name, version, document["versions"].get(version))
 
     def _start_tarball(

@@ -5,7 +5,8 @@ and stored by :mod:`depot.npm.pullthrough`, and marked used (``ctx.record_use``)
 
 - a tarball, item ``<name>/-/<filename>`` (the path of its URL under ``/npm/``), sized by the
   tarball;
-- a packument, item ``<name>``, sized by the upstream's document.
+- a packument, item ``<name>``, sized by the upstream's document (the core's held document of
+  that name, :mod:`depot.core.held`).
 
 They are evicted separately, least recently used first (:mod:`depot.core.retention`). A tarball
 evicted while its packument is held is fetched again through that packument the next time it
@@ -22,7 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from depot.npm.store import cached_tarballs, upstream_packuments
+from depot.npm.store import cached_tarballs
 
 TARBALL_SEPARATOR = "/-/"
 
@@ -52,11 +53,7 @@ class NpmCachedContent:
         since = time.time()  # a blob stored again from now on is kept by the release
         keys: list[str] = []
         async with db.transaction():
-            if names:
-                chosen = upstream_packuments.c.name.in_(names)
-                rows = await db.fetch_all(sa.select(upstream_packuments.c.blob_key).where(chosen))
-                keys += [row[0] for row in rows]
-                await db.execute(upstream_packuments.delete().where(chosen))
+            keys += await self.ctx.held_documents.forget(names)
             if files:
                 chosen = sa.tuple_(cached_tarballs.c.name, cached_tarballs.c.filename).in_(files)
                 rows = await db.fetch_all(sa.select(cached_tarballs.c.blob_key).where(chosen))

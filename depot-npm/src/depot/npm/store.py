@@ -6,20 +6,20 @@ verified, and never replaced: the primary key refuses a second publish of a vers
 
 Provenance is explicit: local versions and tarballs carry ``provenance`` (``published`` through
 ``npm publish``, ``pushed`` through ``depot npm push``); content cached from ``--npm-upstream``
-lives in its own tables (:data:`upstream_packuments`, :data:`cached_tarballs`), each row naming
-the upstream it came from and when it was fetched, so that it is never mistaken for, or merged
-with, what was published here.
+lives elsewhere (packuments among the core's held documents, :mod:`depot.core.held`; tarballs
+in :data:`cached_tarballs`), each row naming the upstream it came from and when it was fetched,
+so that it is never mistaken for, or merged with, what was published here.
 
 The package row holds the packument's top-level fields from the latest publish: description,
 readme and readme file name in columns of their own (package pages read them, see
 :func:`package_readme`), the others (homepage, repository, keywords, ...) in ``fields``.
 Schema 2 added those columns and :data:`login_tokens` (``npm login`` on an open depot);
-schema 3 the provenance columns and the tables of cached upstream content.
+schema 3 the provenance columns and the tables of cached upstream content; schema 4 moved the
+held packuments into the core's table.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections import OrderedDict
@@ -28,8 +28,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from depot.core.blobs import ScopedBlobStore
 from depot.core.database import Database, Schema, contains, json_value
+from depot.core.held import migrate_from
 from depot.npm.packument import PackageReadme, PackageRecord, VersionRecord, readme_of
 
 metadata = sa.MetaData()
@@ -84,21 +84,6 @@ dist_tags = sa.Table(
     sa.Column("version", sa.String(256), nullable=False),
 )
 
-#: The packument last fetched from the upstream for a name with nothing published here: the
-#: upstream's document as a blob (tarball links are rewritten when it is served), its validators
-#: for conditional revalidation, and when it was fetched and last confirmed (epoch seconds).
-upstream_packuments = sa.Table(
-    "npm_upstream_packuments",
-    metadata,
-    sa.Column("name", sa.String(256), primary_key=True),
-    sa.Column("upstream_url", sa.String(1024), nullable=False),
-    sa.Column("blob_key", sa.String(1024), nullable=False),
-    sa.Column("etag", sa.String(256), nullable=True),
-    sa.Column("last_modified", sa.String(64), nullable=True),
-    sa.Column("fetched_at", sa.Float, nullable=False),
-    sa.Column("checked_at", sa.Float, nullable=False),
-)
-
 #: Tarballs fetched from the upstream and verified against its packument's integrity.
 cached_tarballs = sa.Table(
     "npm_cached_tarballs",
@@ -124,16 +109,8 @@ login_tokens = sa.Table(
 
 SCHEMA = Schema(
     name="npm",
-    version=3,
-    tables=[
-        packages,
-        tarballs,
-        versions,
-        dist_tags,
-        login_tokens,
-        upstream_packuments,
-        cached_tarballs,
-    ],  # fmt: skip
+    version=4,
+    tables=[packages, tarballs, versions, dist_tags, login_tokens, cached_tarballs],
     migrations={
         2: [
             "ALTER TABLE npm_packages ADD COLUMN description TEXT",
@@ -146,6 +123,7 @@ SCHEMA = Schema(
             "ALTER TABLE npm_versions ADD COLUMN provenance VARCHAR(16) NOT NULL "
             "DEFAULT 'published'",
         ],
+        4: migrate_from("npm_upstream_packuments", "npm", "name"),
     },
 )
 #: Top-level fields kept in a text column of their own, by packument key.
@@ -475,48 +453,6 @@ async def search(db: Database, text: str, size: int, offset: int) -> tuple[int, 
 # -- content cached from the upstream ----------------------------------------------------------
 
 
-async def held_packument(db: Database, name: str) -> Any:
-    return await db.fetch_one(
-        sa.select(upstream_packuments).where(upstream_packuments.c.name == name)
-    )
-
-
-async def read_held_packument(blobs: ScopedBlobStore, key: str) -> Any:
-    """A held upstream packument's blob, parsed in a thread (public packuments run to
-    megabytes); each caller keeps its own parsed copies as its memory allows."""
-    body = bytearray()
-    async for chunk in blobs.read(key):
-        body += chunk
-    return await asyncio.to_thread(json.loads, body)
-
-
-def packument_row(
-    db: Database,
-    name: str,
-    upstream_url: str,
-    blob_key: str,
-    etag: str | None,
-    last_modified: str | None,
-    stamp: float,
-) -> tuple[Any, dict[str, Any]]:
-    """A fetched packument as a row for ``ctx.group_commit``: inserted, or replacing the one
-    held (last writer wins, and every writer holds a complete verified document)."""
-    columns = ["upstream_url", "blob_key", "etag", "last_modified", "fetched_at", "checked_at"]
-    return db.upsert(upstream_packuments, ["name"], columns), {
-        "name": name, "upstream_url": upstream_url, "blob_key": blob_key, "etag": etag,
-        "last_modified": last_modified, "fetched_at": stamp, "checked_at": stamp,
-    }  # fmt: skip
-
-
-async def confirm_packument(db: Database, name: str, stamp: float) -> None:
-    """The upstream answered 304: the held packument is current as of ``stamp``."""
-    await db.execute(
-        upstream_packuments.update()
-        .where(upstream_packuments.c.name == name)
-        .values(checked_at=stamp)
-    )
-
-
 async def cached_tarball(db: Database, name: str, filename: str) -> Any:
     return await db.fetch_one(
         sa.select(cached_tarballs).where(
@@ -553,14 +489,10 @@ async def forget_cached_tarball(db: Database, name: str, filename: str) -> None:
 
 
 async def referenced_blob_keys(db: Database, keys: Sequence[str]) -> set[str]:
-    """Those of ``keys`` a tarball row, or a row of content cached from the upstream, points
-    at."""
+    """Those of ``keys`` a tarball row points at, published or cached from the upstream (the
+    core counts the held packuments' blobs itself)."""
     found: set[str] = set()
-    for column in (
-        tarballs.c.blob_key,
-        cached_tarballs.c.blob_key,
-        upstream_packuments.c.blob_key,
-    ):
+    for column in (tarballs.c.blob_key, cached_tarballs.c.blob_key):
         rows = await db.fetch_all(sa.select(column).where(column.in_(list(keys))).distinct())
         found.update(row[0] for row in rows)
     return found

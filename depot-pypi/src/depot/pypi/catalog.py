@@ -11,7 +11,7 @@ from depot.core import EcosystemContext
 from depot.core.catalog import CatalogEntry, CatalogStats
 from depot.core.database import contains
 from depot.core.packagepages import CACHED, Provenance
-from depot.pypi.schema import cached_files, pypi_files, upstream_pages
+from depot.pypi.schema import cached_files, pypi_files
 from depot.pypi.simple import sort_versions
 
 
@@ -82,39 +82,33 @@ class PypiCatalog:
         """Projects held only as a cache of a ``--pypi-upstream`` (a project with an upload
         here is never served from upstream, so it is not listed twice), with the files
         fetched so far."""
-        u, c = upstream_pages.c, cached_files.c
-        select = (
-            sa.select(u.project, u.upstream_url, u.fetched_at)
-            .where(u.project.not_in(sa.select(pypi_files.c.project)))
-            .order_by(u.project)
-            .limit(limit)
+        held = await self.ctx.held_documents.listed(
+            containing=query, excluding=sa.select(pypi_files.c.project), limit=limit
         )
-        if query:
-            select = select.where(contains(u.project, query))
-        rows = [tuple(r._mapping) for r in await self.ctx.db.fetch_all(select)]  # type: ignore[attr-defined]
-        if not rows:
+        if not held:
             return []
+        c = cached_files.c
         tallies = {
             r[0]: (int(r[1]), int(r[2] or 0))
             for r in await self.ctx.db.fetch_all(
                 sa.select(c.project, sa.func.count(), sa.func.sum(c.size))
-                .where(c.project.in_([r[0] for r in rows]))
+                .where(c.project.in_([h.name for h in held]))
                 .where(c.filename.not_like("%.metadata"))  # PEP 658 files beside the wheels
                 .group_by(c.project)
             )
         }
         entries = []
-        for project, upstream, fetched_at in rows:
-            count, size = tallies.get(project, (0, 0))
+        for document in held:
+            count, size = tallies.get(document.name, (0, 0))
             entries.append(
                 CatalogEntry(
-                    name=project,
+                    name=document.name,
                     summary=f"{count} file(s) cached",
                     size=size,
-                    uploaded_at=datetime.fromtimestamp(fetched_at, UTC),
-                    href=f"/simple/{project}/",
-                    page=project,
-                    provenance=Provenance(CACHED, upstream, fetched_at),
+                    uploaded_at=datetime.fromtimestamp(document.fetched_at, UTC),
+                    href=f"/simple/{document.name}/",
+                    page=document.name,
+                    provenance=Provenance(CACHED, document.upstream, document.fetched_at),
                 )
             )
         return entries

@@ -72,17 +72,18 @@ class PypiBlobReferences:
         self.ctx = ctx
 
     async def referenced(self, keys: Any) -> set[str]:
-        from depot.pypi.schema import cached_files, upstream_pages
+        from depot.pypi.schema import cached_files
 
         found: set[str] = set()
-        # Content cached from --pypi-upstream (depot.pypi.pullthrough), under upstream/.
+        # Files cached from --pypi-upstream (depot.pypi.pullthrough), under upstream/; the core
+        # counts the held pages' blobs itself (depot.core.held).
         cached = [k for k in keys if k.startswith("upstream/")]
-        for column in (cached_files.c.blob_key, upstream_pages.c.blob_key):
-            if cached:
-                rows = await self.ctx.db.fetch_all(
-                    sa.select(column).where(column.in_(cached)).distinct()
-                )
-                found.update(row[0] for row in rows)
+        if cached:
+            column = cached_files.c.blob_key
+            rows = await self.ctx.db.fetch_all(
+                sa.select(column).where(column.in_(cached)).distinct()
+            )
+            found.update(row[0] for row in rows)
         digests = {k.rsplit("/", 1)[-1]: k for k in keys if k.startswith("sha256/")}
         if not digests:
             return found

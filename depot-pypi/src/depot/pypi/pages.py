@@ -19,7 +19,6 @@ import email.message
 import email.parser
 import email.policy
 import io
-import json
 import re
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -45,7 +44,7 @@ from depot.core.packagepages import (
 )
 from depot.core.pages import human_size
 from depot.pypi.names import METADATA_SUFFIX, InvalidFilename, normalize, parse_filename
-from depot.pypi.schema import blob_key, cached_files, pypi_files, upstream_pages
+from depot.pypi.schema import blob_key, cached_files, pypi_files
 from depot.pypi.simple import sort_versions
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
@@ -78,7 +77,6 @@ class PypiPages:
     def __init__(self, ctx: EcosystemContext) -> None:
         self.ctx = ctx
         self.ecosystem = ctx.name
-        self.documents: dict[str, dict[str, Any]] = {}
 
     async def page(self, name: str, request: Request) -> PackagePage | None:
         project = normalize(name)
@@ -106,13 +104,11 @@ class PypiPages:
         the upstream page depot holds, each marked cached (fetched when) or not fetched yet.
         The summary, description and Requires-Dist come from the core metadata of a cached
         wheel of the selected version, when depot holds one (see :meth:`_cached_metadata`)."""
-        held = await self.ctx.db.fetch_one(
-            upstream_pages.select().where(upstream_pages.c.project == project)
-        )
+        held = await self.ctx.held_documents.get(project)
         if held is None:
             return None
-        upstream = held["upstream_url"]
-        document = await self._document(held["blob_key"])
+        upstream = held.upstream
+        document = await self.ctx.held_documents.read(held)
         c = cached_files.c
         fetched = {
             r[0]: (r[1], r[2], r[3])
@@ -144,7 +140,7 @@ class PypiPages:
         metadata = await self._cached_metadata(files[selected], fetched)
         if not metadata.name:
             metadata = ProjectMetadata(name=str(document.get("name") or project))
-        provenance = Provenance(CACHED, upstream, held["fetched_at"])
+        provenance = Provenance(CACHED, upstream, held.fetched_at)
         return await self._build(project, request, ordered, files, selected, metadata, provenance)
 
     async def _cached_metadata(
@@ -169,17 +165,6 @@ class PypiPages:
                 if metadata is not None:
                     return metadata
         return ProjectMetadata()
-
-    async def _document(self, key: str) -> dict[str, Any]:
-        """A held upstream page (content-addressed: one key, one document), parsed in a thread."""
-        document = self.documents.get(key)
-        if document is None:
-            body = b"".join([chunk async for chunk in self.ctx.blobs.read(key)])
-            document = await asyncio.to_thread(json.loads, body)
-            if len(self.documents) >= 64:
-                self.documents.pop(next(iter(self.documents)))
-            self.documents[key] = document
-        return document
 
     async def _build(
         self,
@@ -269,12 +254,9 @@ class PypiPages:
         """Which of ``projects`` this index holds, uploaded or cached (so they have a page)."""
         if not projects:
             return set()
-        wanted = sorted(projects)
-        query = sa.union(
-            sa.select(pypi_files.c.project).where(pypi_files.c.project.in_(wanted)),
-            sa.select(upstream_pages.c.project).where(upstream_pages.c.project.in_(wanted)),
-        )
-        return {r[0] for r in await self.ctx.db.fetch_all(query)}
+        query = sa.select(pypi_files.c.project).where(pypi_files.c.project.in_(sorted(projects)))
+        uploaded = {r[0] for r in await self.ctx.db.fetch_all(query)}
+        return uploaded | await self.ctx.held_documents.among(projects - uploaded)
 
     def _requirements(self, requires: Sequence[str], held: set[str], request: Request) -> Markup:
         if not requires:

@@ -24,11 +24,13 @@ with anything uploaded or pushed here is served from depot only: dependency conf
   (:func:`likely_choice`), whose requirements are prefetched in turn: a cold install finds most
   pages and metadata held or on their way instead of waiting on upstream for each in sequence.
 
-Held pages and file rows are remembered per process and answered without a database query;
+Project pages are the core's held documents (:mod:`depot.core.held`: the row, the freshness
+policy, per-process memory); what depot holds of a page is its own JSON list of the upstream's
+files. Cached file rows are remembered per process and answered without a database query;
 eviction (:mod:`depot.pypi.retention`) announces the projects it touched through the core's
-change notification (topic ``upstream/<project>``), so every process forgets them within the
-notification's bound. Revalidation needs no announcement: each process revalidates the copy it
-holds after ``--upstream-max-age``.
+change notification (topics ``<project>`` and ``upstream/<project>``), so every process forgets
+them within the notification's bound. Revalidation needs no announcement: each process
+revalidates the copy it holds after ``--upstream-max-age``.
 """
 
 from __future__ import annotations
@@ -48,13 +50,14 @@ from depot.core import EcosystemContext
 from depot.core.blobs import BlobUpload
 from depot.core.changes import TopicFeed
 from depot.core.errors import ConfigError, NotFound
+from depot.core.held import HeldDocument
 from depot.core.http import blob_response
 from depot.core.rendered import Rendered, RenderedCache
-from depot.core.upstream import Unverified, UpstreamError
+from depot.core.upstream import Fetched, Unverified, UpstreamError
 from depot.pypi import simple
 from depot.pypi.names import METADATA_SUFFIX, InvalidFilename, normalize, parse_filename
-from depot.pypi.retention import file_item, page_item, topic
-from depot.pypi.schema import cached_files, upstream_pages
+from depot.pypi.retention import file_item, topic
+from depot.pypi.schema import cached_files
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
@@ -72,7 +75,7 @@ PREFETCH_MAX = 64 * 1024 * 1024
 PREFETCH_PAGES = 100
 #: Core metadata larger than this is not read for dependencies.
 MAX_METADATA = 1024 * 1024
-#: Rows remembered per process (held pages and cached files).
+#: Cached file rows remembered per process.
 REMEMBERED = 100_000
 
 
@@ -95,9 +98,7 @@ class PypiUpstreams:
         # Whether a project has anything uploaded here (then upstream is never asked for it).
         self.is_local = is_local
         self.pages = RenderedCache()
-        self.documents: dict[str, dict[str, Any]] = {}
-        # project -> (generation, held page row); filename -> (generation, cached file row)
-        self.page_rows: dict[str, tuple[int, Any]] = {}
+        # filename -> (change generation of upstream/<project>, cached file row)
         self.file_rows: dict[str, tuple[int, Any]] = {}
         # At start-up, not during the first install through the cache (about 0.2 s).
         import aiohttp  # noqa: F401
@@ -107,64 +108,31 @@ class PypiUpstreams:
     async def page(
         self, request: Request, project: str, media_type: str, files_url: str
     ) -> Rendered:
-        row = await self.held(project)
+        held = await self.held(project)
         key = (project, media_type, files_url)
         # Keyed by the held page's blob (content-addressed): a revalidation that changed it
         # names another blob.
-        page = self.pages.get(key, row["blob_key"])  # type: ignore[arg-type]
+        page = self.pages.get(key, held.blob_key)  # type: ignore[arg-type]
         if page is None:
-            document = await self._document(row["blob_key"])
+            document = await self.ctx.held_documents.read(held)
             page = Rendered.of(render(document, media_type, files_url))
-            self.pages.put(key, row["blob_key"], page)  # type: ignore[arg-type]
+            self.pages.put(key, held.blob_key, page)  # type: ignore[arg-type]
         return page
 
-    async def held(self, project: str) -> Any:
-        """The held page row, fetched or revalidated as freshness requires."""
-        client = self.ctx.upstream
-        row = await self._row(project)
-        if row is None:
-            client.miss(self.urls[0])
-            return await client.single_flight(("page", project), lambda: self._fetch(project))
-        self.ctx.record_use(page_item(project))  # --cache-max-size/-age: batched, no write
-        upstream = row["upstream_url"]
-        if client.is_fresh(row["checked_at"]):
-            client.hit(upstream)
-            return row
-        if client.is_down(upstream):
-            client.stale(upstream, project, UpstreamError(upstream, "recently failed"))
-            return row
-        client.miss(upstream)
-        try:
-            return await client.single_flight(
-                ("page", project), lambda: self._revalidate(project, row)
-            )
-        except (UpstreamError, NotFound) as exc:
-            client.stale(upstream, project, exc)
-            return row
+    async def held(self, project: str) -> HeldDocument:
+        """The held page, fetched or revalidated as freshness requires
+        (:meth:`depot.core.held.HeldDocuments.current`)."""
+        return await self.ctx.held_documents.current(project, self.urls[0], self._refresh(project))
 
-    async def _row(self, project: str) -> Any:
-        """The held page row, remembered while its project's upstream topic stands."""
-        generation = self.ctx.changes.generation(topic(project))
-        remembered = self.page_rows.get(project)
-        if remembered is not None and remembered[0] == generation:
-            return remembered[1]
-        row = await self.ctx.db.fetch_one(
-            upstream_pages.select().where(upstream_pages.c.project == project)
-        )
-        if row is None:
-            return None
-        row = dict(row._mapping)  # type: ignore[attr-defined]
-        return self._remember(self.page_rows, project, generation, row)
+    def _refresh(self, project: str) -> Callable[[HeldDocument | None], Awaitable[HeldDocument]]:
+        async def refresh(held: HeldDocument | None) -> HeldDocument:
+            if held is None:
+                return await self._fetch(project)
+            return await self._revalidate(project, held)
 
-    def _remember(
-        self, rows: dict[str, tuple[int, Any]], key: str, generation: int, row: Any
-    ) -> Any:
-        if len(rows) >= REMEMBERED:
-            rows.clear()
-        rows[key] = (generation, row)
-        return row
+        return refresh
 
-    async def _fetch(self, project: str) -> Any:
+    async def _fetch(self, project: str) -> HeldDocument:
         """The first upstream that has the project wins; 404 if none has it."""
         failure: UpstreamError | None = None
         for upstream in self.urls:
@@ -181,70 +149,30 @@ class PypiUpstreams:
             raise failure
         raise NotFound(f"project {project} not found here nor at {', '.join(self.urls)}")
 
-    async def _revalidate(self, project: str, row: Any) -> Any:
-        upstream = row["upstream_url"]
+    async def _revalidate(self, project: str, held: HeldDocument) -> HeldDocument:
+        """Ask the upstream the held page came from, conditionally."""
+        upstream = held.upstream
         fetched = await self.ctx.upstream.fetch_document(
-            upstream, f"{upstream}{quote(project)}/", accept=ACCEPT, etag=row["etag"],
-            last_modified=row["last_modified"], limit=MAX_PAGE,
+            upstream, f"{upstream}{quote(project)}/", accept=ACCEPT, etag=held.etag,
+            last_modified=held.last_modified, limit=MAX_PAGE,
         )  # fmt: skip
         if fetched.status == 304:
-            generation = self.ctx.changes.generation(topic(project))
-            now = time.time()
-            await self.ctx.db.execute(
-                upstream_pages.update()
-                .where(upstream_pages.c.project == project)
-                .values(checked_at=now)
-            )
-            return self._remember(self.page_rows, project, generation, {**row, "checked_at": now})
+            return await self.ctx.held_documents.confirm(held)
         if fetched.status != 200:
             raise NotFound(f"project {project} is no longer at {upstream}")
         return await self._store(project, upstream, fetched)
 
-    async def _store(self, project: str, upstream: str, fetched: Any) -> Any:
-        generation = self.ctx.changes.generation(topic(project))
+    async def _store(self, project: str, upstream: str, fetched: Fetched) -> HeldDocument:
+        """Hold the page's file list, each link absolute, as depot's own JSON document."""
         try:
             files = parse_page(fetched.body, fetched.content_type, fetched.url)
         except ValueError as exc:
             raise UpstreamError(upstream, f"the page of {project} is not valid: {exc}") from exc
         document = {"name": project, "upstream": upstream, "files": files}
-        body = json.dumps(document, separators=(",", ":")).encode()
-        async with self.ctx.blobs.upload(f"incoming/{uuid.uuid4().hex}") as upload:
-            await upload.write(body)
-            await upload.complete()
-            key = f"upstream/pages/{upload.hexdigest('sha256')}.json"
-            await upload.commit(key)
-        now = time.time()
-        columns = ["upstream_url", "blob_key", "etag", "last_modified", "fetched_at", "checked_at"]
-        async with self.ctx.reference_blobs(key):  # safe against a collection running now
-            await self.ctx.db.execute(
-                self.ctx.db.upsert(upstream_pages, ["project"], columns).values(
-                    project=project, upstream_url=upstream, blob_key=key, etag=fetched.etag,
-                    last_modified=fetched.last_modified, fetched_at=now, checked_at=now,
-                )
-            )  # fmt: skip
-            # Evictable (--cache-max-size/-age), committed with the row.
-            await self.ctx.cache_stored(page_item(project), len(body))
-        # The project page and the search page show what is held; nothing remembered under the
-        # project's own generation (whether it is local) is made wrong by it.
-        await self.ctx.changes.notify(TopicFeed.ECOSYSTEM)
-        self.documents[key] = document
-        row = {
-            "project": project, "upstream_url": upstream, "blob_key": key, "etag": fetched.etag,
-            "last_modified": fetched.last_modified, "fetched_at": now, "checked_at": now,
-        }  # fmt: skip
-        return self._remember(self.page_rows, project, generation, row)
-
-    async def _document(self, key: str) -> dict[str, Any]:
-        document = self.documents.get(key)
-        if document is None:
-            body = bytearray()
-            async for chunk in self.ctx.blobs.read(key):
-                body += chunk
-            document = json.loads(body)
-            if len(self.documents) > 1000:
-                self.documents.pop(next(iter(self.documents)))
-            self.documents[key] = document
-        return document
+        return await self.ctx.held_documents.store(
+            project, upstream, json.dumps(document, separators=(",", ":")).encode(),
+            etag=fetched.etag, last_modified=fetched.last_modified, document=document,
+        )  # fmt: skip
 
     # -- files -----------------------------------------------------------------------------
 
@@ -277,9 +205,9 @@ class PypiUpstreams:
                     # Metadata prefetched with its project's page: the wheel comes next.
                     client.background(self._prefetch_file(project, wheel), wheel)
                 return response
-        page_row = await self.held(project)
-        document = await self._document(page_row["blob_key"])
-        upstream = page_row["upstream_url"]
+        held = await self.held(project)
+        document = await self.ctx.held_documents.read(held)
+        upstream = held.upstream
         if filename.endswith(METADATA_SUFFIX):
             wheel = filename.removesuffix(METADATA_SUFFIX)
             entry = next((f for f in document["files"] if f["filename"] == wheel), None)
@@ -325,16 +253,22 @@ class PypiUpstreams:
         if row is None or row["project"] != project:
             return None
         row = dict(row._mapping)  # type: ignore[attr-defined]
-        return self._remember(self.file_rows, filename, generation, row)
+        return self._remember(filename, generation, row)
+
+    def _remember(self, filename: str, generation: int, row: Any) -> Any:
+        if len(self.file_rows) >= REMEMBERED:
+            self.file_rows.clear()
+        self.file_rows[filename] = (generation, row)
+        return row
 
     async def _prefetch_file(self, project: str, filename: str) -> None:
         if await self._file_row(project, filename) is not None:
             return
-        page_row = await self.held(project)
-        document = await self._document(page_row["blob_key"])
+        held = await self.held(project)
+        document = await self.ctx.held_documents.read(held)
         entry = next((f for f in document["files"] if f["filename"] == filename), None)
         if entry is not None:
-            await self._prefetch(project, page_row["upstream_url"], entry)
+            await self._prefetch(project, held.upstream, entry)
 
     async def _prefetch(self, project: str, upstream: str, entry: dict[str, Any]) -> None:
         """Start fetching the file whose metadata a client reads: it downloads it next."""
@@ -392,16 +326,16 @@ class PypiUpstreams:
         fetched concurrently."""
         if self.is_local is not None and await self.is_local(project):
             return
-        if await self._row(project) is not None:
+        if await self.ctx.held_documents.get(project) is not None:
             return
-        row = await self.held(project)
-        entry = likely_choice((await self._document(row["blob_key"]))["files"], specifier)
+        held = await self.held(project)
+        entry = likely_choice((await self.ctx.held_documents.read(held))["files"], specifier)
         if entry is None:
             return
         filename = entry["filename"] + METADATA_SUFFIX
         if await self._file_row(project, filename) is not None:
             return
-        upstream = row["upstream_url"]
+        upstream = held.upstream
         verify, finish = self._verified_storing(
             None, project, filename, upstream, entry["url"] + METADATA_SUFFIX,
             entry["metadata-sha256"],
@@ -447,7 +381,7 @@ class PypiUpstreams:
             async with self.ctx.reference_blobs(key):
                 await self.ctx.db.execute(self.ctx.db.insert_or_ignore(cached_files).values(**row))
                 await self.ctx.cache_stored(file_item(project, filename), upload.size)
-            self._remember(self.file_rows, filename, generation, row)
+            self._remember(filename, generation, row)
             if not filename.endswith(METADATA_SUFFIX):
                 # The package page marks it cached (see TopicFeed.ECOSYSTEM).
                 await self.ctx.changes.notify(TopicFeed.ECOSYSTEM)

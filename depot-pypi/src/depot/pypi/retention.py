@@ -4,7 +4,8 @@ Two kinds of cached item, each declared to the core (``ctx.cache_stored``) when 
 and stored by :mod:`depot.pypi.pullthrough`, and marked used (``ctx.record_use``) when served:
 
 - a file (wheel or sdist), item ``<project>/<filename>``, sized by the file;
-- a project page (the upstream's file list), item ``<project>``, sized by the kept list.
+- a project page (the upstream's file list), item ``<project>``, sized by the kept list (the
+  core's held document of that name, :mod:`depot.core.held`).
 
 They are evicted separately, least recently used first (:mod:`depot.core.retention`). A file
 evicted while its project's page is held is fetched again through that page's URL and sha256
@@ -21,7 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from depot.pypi.schema import cached_files, upstream_pages
+from depot.pypi.schema import cached_files
 
 
 def topic(project: str) -> str:
@@ -54,16 +55,12 @@ class PypiCachedContent:
         since = time.time()  # a blob stored again from now on is kept by the release
         keys: list[str] = []
         async with db.transaction():
-            for table, column, values in (
-                (upstream_pages, upstream_pages.c.project, projects),
-                (cached_files, cached_files.c.filename, filenames),
-            ):
-                if not values:
-                    continue
-                chosen = column.in_(values)
-                rows = await db.fetch_all(sa.select(table.c.blob_key).where(chosen))
+            keys += await self.ctx.held_documents.forget(projects)
+            if filenames:
+                chosen = cached_files.c.filename.in_(filenames)
+                rows = await db.fetch_all(sa.select(cached_files.c.blob_key).where(chosen))
                 keys += [row[0] for row in rows]
-                await db.execute(table.delete().where(chosen))
+                await db.execute(cached_files.delete().where(chosen))
         # The pages of these projects change (a file no longer cached, or no page at all), and
         # processes remember held pages and file rows (depot.pypi.pullthrough): they forget the
         # evicted ones within the change notification's bound.

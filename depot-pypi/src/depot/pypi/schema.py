@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from depot.core.database import Schema
+from depot.core.held import migrate_from
 
 metadata = sa.MetaData()
 
@@ -38,21 +39,6 @@ pypi_files = sa.Table(
     sa.Index("pypi_files_metadata_sha256", "metadata_sha256"),
 )
 
-#: The file list last fetched from a ``--pypi-upstream`` for a project with nothing uploaded
-#: here: a JSON blob (name, upstream, files with absolute upstream URLs and sha256), the
-#: upstream it came from, its validators, and when it was fetched and last confirmed (epoch s).
-upstream_pages = sa.Table(
-    "pypi_upstream_pages",
-    metadata,
-    sa.Column("project", sa.String(255), primary_key=True),
-    sa.Column("upstream_url", sa.String(1024), nullable=False),
-    sa.Column("blob_key", sa.String(1024), nullable=False),
-    sa.Column("etag", sa.String(256), nullable=True),
-    sa.Column("last_modified", sa.String(64), nullable=True),
-    sa.Column("fetched_at", sa.Float, nullable=False),
-    sa.Column("checked_at", sa.Float, nullable=False),
-)
-
 #: Files fetched from an upstream, verified against its page's sha256. Cached content lives
 #: only here (provenance: which upstream, from which URL, when), never in ``pypi_files``.
 cached_files = sa.Table(
@@ -70,10 +56,12 @@ cached_files = sa.Table(
 
 SCHEMA = Schema(
     name="pypi",
-    version=3,
-    tables=[pypi_files, upstream_pages, cached_files],
+    # Version 4 moved the held project pages into the core's table (depot.core.held).
+    version=4,
+    tables=[pypi_files, cached_files],
     migrations={
         2: ["ALTER TABLE pypi_files ADD COLUMN yank_changes INTEGER NOT NULL DEFAULT 0"],
+        4: migrate_from("pypi_upstream_pages", "pypi", "project"),
     },
 )
 

@@ -1,0 +1,336 @@
+"""Documents held from an upstream: the metadata of a pull-through cache that can grow.
+
+An npm packument or a PyPI project page fetched from an upstream changes there (new versions,
+yanks), unlike an artifact. Depot holds the last copy as a blob with one row in one core table,
+:data:`upstream_documents`, keyed by ecosystem and name: the upstream it came from, its
+validators (``ETag``, ``Last-Modified``) for conditional revalidation, when it was fetched and
+when upstream last confirmed it. Every ecosystem uses the same rows and one freshness policy
+(:meth:`HeldDocuments.current`), so a third-party ecosystem's pull-through behaves as npm's and
+PyPI's do:
+
+- held and fresh (``--upstream-max-age``, or ``--offline``) -> served as held;
+- held and due -> refreshed by the ecosystem (conditionally), one upstream request however many
+  clients ask; upstream failing, or failed a moment ago -> served stale, with a log line and a
+  metric (offline-first: what was held stays installable);
+- not held -> fetched, or the upstream's error.
+
+What a document says, where it is fetched from and how it is verified stays the ecosystem's: it
+passes a ``refresh`` callable and stores what it verified with :meth:`HeldDocuments.store`.
+
+Rows are remembered per process under the change generation of the document's name
+(:mod:`depot.core.changes`), so a warm install reads no row from the database. An eviction
+(:meth:`HeldDocuments.forget`, then ``ctx.changes.notify(name)``) reaches every process within
+the notification's bound. A refresh announces nothing: each process revalidates the copy it
+holds after ``--upstream-max-age``. The name is the document's cached item for
+``--cache-max-size``/``--cache-max-age``: an ecosystem's other items (tarballs, files) must be
+named so that they cannot be taken for one (npm's contain ``/-/``, PyPI's a ``/``). The garbage
+collector counts the blobs these rows name as live (:func:`referenced`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from depot.core.changes import TopicFeed
+from depot.core.database import Database
+from depot.core.errors import NotFound
+from depot.core.upstream import UpstreamError
+
+if TYPE_CHECKING:
+    from depot.core.app import EcosystemContext
+
+_metadata = sa.MetaData()
+
+#: The documents held from upstreams, one per ecosystem and name; the blob is in the
+#: ecosystem's namespace under ``upstream/documents/`` (content-addressed by sha256).
+upstream_documents = sa.Table(
+    "depot_upstream_documents",
+    _metadata,
+    sa.Column("ecosystem", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(256), primary_key=True),
+    sa.Column("upstream_url", sa.String(1024), nullable=False),
+    sa.Column("blob_key", sa.String(1024), nullable=False),
+    sa.Column("etag", sa.String(256), nullable=True),
+    sa.Column("last_modified", sa.String(64), nullable=True),
+    sa.Column("fetched_at", sa.Float, nullable=False),  # epoch seconds
+    sa.Column("checked_at", sa.Float, nullable=False),
+    # The collector asks which blobs rows hold.
+    sa.Index("depot_upstream_documents_blob_key", "ecosystem", "blob_key"),
+)
+
+#: Rows remembered per process (cleared when full: each is one query to read again).
+REMEMBERED = 100_000
+#: Parsed documents kept per process, by the size of their blobs: public packuments run to
+#: megabytes, and most requests are answered from a rendering cached by the ecosystem.
+PARSED_BYTES = 32 * 1024 * 1024
+#: Blobs larger than this are parsed in a thread, off the event loop.
+PARSE_INLINE = 64 * 1024
+
+_COLUMNS = ["upstream_url", "blob_key", "etag", "last_modified", "fetched_at", "checked_at"]
+
+
+@dataclass(frozen=True, slots=True)
+class HeldDocument:
+    """One held document's row."""
+
+    name: str
+    upstream: str
+    blob_key: str
+    etag: str | None
+    last_modified: str | None
+    fetched_at: float
+    checked_at: float
+
+
+#: What an ecosystem passes to :meth:`HeldDocuments.current`: ask the upstream for the document
+#: (conditionally when one is held, given), verify and :meth:`HeldDocuments.store` it, or
+#: :meth:`HeldDocuments.confirm` the held one on a 304. Raises ``UpstreamError`` or ``NotFound``.
+Refresh = Callable[["HeldDocument | None"], Awaitable[HeldDocument]]
+
+
+class HeldDocuments:
+    """The held upstream documents of one ecosystem (``ctx.held_documents``)."""
+
+    def __init__(self, ctx: EcosystemContext) -> None:
+        self.ctx = ctx
+        self._where = upstream_documents.c.ecosystem == ctx.name
+        # name -> (change generation of name, row)
+        self._rows: dict[str, tuple[int, HeldDocument]] = {}
+        # blob key -> (blob size, parsed document), least recently used first
+        self._parsed: OrderedDict[str, tuple[int, Any]] = OrderedDict()
+        self._parsed_bytes = 0
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def get(self, name: str) -> HeldDocument | None:
+        """The held row of ``name``, remembered while ``name``'s change generation stands."""
+        generation = self.ctx.changes.generation(name)
+        remembered = self._rows.get(name)
+        if remembered is not None and remembered[0] == generation:
+            return remembered[1]
+        t = upstream_documents.c
+        row = await self.ctx.db.fetch_one(
+            sa.select(t.name, *(getattr(t, c) for c in _COLUMNS)).where(self._where, t.name == name)
+        )
+        if row is None:  # about to be fetched: not worth remembering
+            return None
+        return self._remember(generation, _held(row))
+
+    async def read(self, held: HeldDocument) -> Any:
+        """The held document's blob as JSON (content-addressed, so kept by key per process)."""
+        kept = self._parsed.get(held.blob_key)
+        if kept is not None:
+            self._parsed.move_to_end(held.blob_key)
+            return kept[1]
+        body = bytearray()
+        async for chunk in self.ctx.blobs.read(held.blob_key):
+            body += chunk
+        if len(body) > PARSE_INLINE:
+            document = await asyncio.to_thread(json.loads, body)
+        else:
+            document = json.loads(body)
+        self._keep_parsed(held.blob_key, len(body), document)
+        return document
+
+    async def among(self, names: Collection[str]) -> set[str]:
+        """Those of ``names`` with a held document."""
+        if not names:
+            return set()
+        t = upstream_documents.c
+        query = sa.select(t.name).where(self._where, t.name.in_(sorted(names)))
+        return {row[0] for row in await self.ctx.db.fetch_all(query)}
+
+    async def listed(
+        self, *, containing: str, excluding: sa.Select[Any], limit: int
+    ) -> list[HeldDocument]:
+        """Held documents by name (those whose name contains ``containing``, if given), leaving
+        out the names ``excluding`` selects (those published here: never served from upstream),
+        for catalogs."""
+        from depot.core.database import contains
+
+        t = upstream_documents.c
+        query = (
+            sa.select(t.name, *(getattr(t, c) for c in _COLUMNS))
+            .where(self._where, t.name.not_in(excluding))
+            .order_by(t.name)
+            .limit(limit)
+        )
+        if containing:
+            query = query.where(contains(t.name, containing))
+        return [_held(row) for row in await self.ctx.db.fetch_all(query)]
+
+    # -- the freshness policy --------------------------------------------------------------
+
+    async def current(
+        self,
+        name: str,
+        upstream: str,
+        refresh: Refresh,
+        *,
+        held: HeldDocument | None = None,
+        read: bool = True,
+        now: bool = False,
+    ) -> HeldDocument:
+        """``name``'s document as freshness requires (see the module docstring).
+
+        ``upstream`` names the upstream asked first when nothing is held (for metrics); ``held``
+        is the row when the caller has just read it (``read=False``). ``now`` refreshes even a
+        fresh copy, for a caller that knows it lacks something (a version newer than the copy):
+        then, as when nothing is held, the upstream's error is the caller's.
+        """
+        client = self.ctx.upstream
+        if read:
+            held = await self.get(name)
+        if held is not None:
+            self.ctx.record_use(name)  # --cache-max-size/-age: batched, no write
+        flight = ("held", self.ctx.name, name)
+        if held is None or now:
+            client.miss(upstream if held is None else held.upstream)
+            return await client.single_flight(flight, lambda: refresh(held))
+        if client.is_fresh(held.checked_at):
+            client.hit(held.upstream)
+            return held
+        if client.is_down(held.upstream):
+            client.stale(held.upstream, name, UpstreamError(held.upstream, "recently failed"))
+            return held
+        client.miss(held.upstream)
+        try:
+            return await client.single_flight(flight, lambda: refresh(held))
+        except (UpstreamError, NotFound) as exc:
+            client.stale(held.upstream, name, exc)
+            return held
+
+    # -- writing ---------------------------------------------------------------------------
+
+    async def store(
+        self,
+        name: str,
+        upstream: str,
+        body: bytes,
+        *,
+        etag: str | None,
+        last_modified: str | None,
+        document: Any = None,
+    ) -> HeldDocument:
+        """Hold ``body`` (JSON the ecosystem verified; ``document``, its parsed form, is kept)
+        as ``name``'s document from ``upstream``: the blob first, then the row, replacing the
+        one held (last writer wins: every writer holds a complete verified document), evictable,
+        committed with the other writes of this moment. The blob the previous row named is left
+        for the collector: another replica may be about to point at it again."""
+        generation = self.ctx.changes.generation(name)  # before the row: see get()
+        async with self.ctx.blobs.upload(f"incoming/{uuid.uuid4().hex}") as upload:
+            await upload.write(body)
+            await upload.complete()
+            # Content-addressed: replicas storing the same document write the same key.
+            key = f"upstream/documents/{upload.hexdigest('sha256')}.json"
+            await upload.commit(key)
+        stamp = time.time()
+        held = HeldDocument(name, upstream, key, etag, last_modified, stamp, stamp)
+        statement = self.ctx.db.upsert(upstream_documents, ["ecosystem", "name"], _COLUMNS)
+        # Committed just now, the blob is younger than any grace period: no check needed.
+        await self.ctx.group_commit(
+            [(statement, {"ecosystem": self.ctx.name, **_values(held)})],
+            cached=[(name, len(body))],
+            # Package pages and the catalog show what is held; nothing remembered under the
+            # name's own generation is made wrong by an added document (TopicFeed.ECOSYSTEM).
+            notify=[TopicFeed.ECOSYSTEM],
+        )
+        if document is not None:
+            self._keep_parsed(key, len(body), document)
+        return self._remember(generation, held)
+
+    async def confirm(self, held: HeldDocument) -> HeldDocument:
+        """The upstream answered 304: the held document is current as of now."""
+        generation = self.ctx.changes.generation(held.name)
+        stamp = time.time()
+        t = upstream_documents.c
+        await self.ctx.db.execute(
+            upstream_documents.update()
+            .where(self._where, t.name == held.name)
+            .values(checked_at=stamp)
+        )
+        return self._remember(generation, dataclasses.replace(held, checked_at=stamp))
+
+    async def forget(self, names: Sequence[str]) -> list[str]:
+        """Delete the rows of ``names``; returns the blob keys they named. Run it inside the
+        evicting transaction, then announce ``names`` and release the keys
+        (``ctx.release_blobs``)."""
+        if not names:
+            return []
+        db = self.ctx.db
+        chosen = sa.and_(self._where, upstream_documents.c.name.in_(list(names)))
+        rows = await db.fetch_all(sa.select(upstream_documents.c.blob_key).where(chosen))
+        await db.execute(upstream_documents.delete().where(chosen))
+        for name in names:
+            self._rows.pop(name, None)
+        return [row[0] for row in rows]
+
+    # -- memory ----------------------------------------------------------------------------
+
+    def _remember(self, generation: int, held: HeldDocument) -> HeldDocument:
+        if len(self._rows) >= REMEMBERED:
+            self._rows.clear()
+        self._rows[held.name] = (generation, held)
+        return held
+
+    def _keep_parsed(self, key: str, size: int, document: Any) -> None:
+        if key in self._parsed:
+            return
+        self._parsed[key] = (size, document)
+        self._parsed_bytes += size
+        while self._parsed_bytes > PARSED_BYTES and len(self._parsed) > 1:
+            dropped, _ = self._parsed.popitem(last=False)
+            self._parsed_bytes -= dropped
+
+
+def _held(row: Any) -> HeldDocument:
+    return HeldDocument(
+        row["name"], row["upstream_url"], row["blob_key"], row["etag"], row["last_modified"],
+        row["fetched_at"], row["checked_at"],
+    )  # fmt: skip
+
+
+def _values(held: HeldDocument) -> dict[str, Any]:
+    return {
+        "name": held.name, "upstream_url": held.upstream, "blob_key": held.blob_key,
+        "etag": held.etag, "last_modified": held.last_modified, "fetched_at": held.fetched_at,
+        "checked_at": held.checked_at,
+    }  # fmt: skip
+
+
+async def referenced(db: Database, ecosystem: str, keys: Sequence[str]) -> set[str]:
+    """Those of ``keys`` (inside ``ecosystem``'s namespace) a held document's row names."""
+    candidates = [key for key in keys if key.startswith("upstream/")]
+    if not candidates:
+        return set()
+    t = upstream_documents.c
+    query = (
+        sa.select(t.blob_key).where(t.ecosystem == ecosystem, t.blob_key.in_(candidates)).distinct()
+    )
+    return {row[0] for row in await db.fetch_all(query)}
+
+
+def migrate_from(table: str, ecosystem: str, name_column: str) -> list[str]:
+    """Statements for an ecosystem's schema migration that move the rows of its own former
+    table of held documents (the same columns, keyed by ``name_column``) into the core's table,
+    then drop it. The core's schema is migrated first, so its table is there; a database from
+    before the former table existed gets it empty first, so every path reads the same."""
+    columns = ", ".join(_COLUMNS)
+    return [
+        f"CREATE TABLE IF NOT EXISTS {table} ({name_column} VARCHAR(256) PRIMARY KEY, "
+        "upstream_url VARCHAR(1024) NOT NULL, blob_key VARCHAR(1024) NOT NULL, "
+        "etag VARCHAR(256), last_modified VARCHAR(64), fetched_at FLOAT NOT NULL, "
+        "checked_at FLOAT NOT NULL)",
+        f"INSERT INTO depot_upstream_documents (ecosystem, name, {columns}) "
+        f"SELECT '{ecosystem}', {name_column}, {columns} FROM {table}",
+        f"DROP TABLE {table}",
+    ]
