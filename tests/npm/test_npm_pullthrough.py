@@ -17,10 +17,22 @@ from pathlib import Path
 
 import httpx
 import pytest
-from depot.core.testing import HOSTILE_README, Chromium, DepotServer, metric, scan_dom
+from depot.core.changes import BOUND, POLL_INTERVAL
+from depot.core.testing import (
+    HOSTILE_README,
+    Chromium,
+    DepotServer,
+    metric,
+    scan_dom,
+    until_fresh,
+)
 from depot.core.testing_upstream import FaultProxy
 
 from .conftest import Npm
+
+#: Other processes learn of a change within the bound (depot.core.changes); one poll interval,
+#: and some room for a loaded CI machine.
+WITHIN = BOUND + POLL_INTERVAL + 0.75
 
 
 def upstream_requests(upstream: DepotServer, fragment: str = "/npm/") -> int:
@@ -166,6 +178,33 @@ def test_revalidation_sees_a_version_published_upstream_later(
     publisher(upstream.url + "/npm/", "publish", cwd=make_package("pt-leaf", "1.2.0"))
     later = httpx.get(caching.url + "/npm/pt-leaf").json()
     assert "1.2.0" in later["versions"] and later["dist-tags"]["latest"] == "1.2.0"
+
+
+def test_a_packument_refetched_through_another_process_is_served_by_this_one_within_the_bound(
+    published: None,
+    upstream: DepotServer,
+    proxy: FaultProxy,
+    make_depot_server: Callable[..., DepotServer],
+    publisher: Npm,
+    make_package: Callable[..., Path],
+) -> None:
+    """Two processes on one store, held copies used for an hour: a tarball of a version newer
+    than the held packument, asked for through the second, refetches the packument there; the
+    first, which remembers the held row, serves the new copy within the change notification's
+    bound, not an hour later (and never the old copy's blob, which no row names any more)."""
+    first = make_depot_server("--npm-upstream", proxy.url + "/npm/", "--upstream-max-age", "3600")
+    second = first.another()
+    try:
+        held = httpx.get(first.url + "/npm/pt-leaf").json()
+        assert sorted(held["versions"]) == ["1.0.0", "1.1.0"]
+        publisher(upstream.url + "/npm/", "publish", cwd=make_package("pt-leaf", "1.2.0"))
+        assert httpx.get(second.url + "/npm/pt-leaf/-/pt-leaf-1.2.0.tgz").status_code == 200
+        until_fresh(
+            lambda: "1.2.0" in httpx.get(first.url + "/npm/pt-leaf").json()["versions"],
+            WITHIN,
+        )
+    finally:
+        second.stop()
 
 
 def test_a_tampered_tarball_is_refused_and_not_stored(

@@ -19,9 +19,10 @@ passes a ``refresh`` callable and stores what it verified with :meth:`HeldDocume
 
 Rows are remembered per process under the change generation of the document's name
 (:mod:`depot.core.changes`), so a warm install reads no row from the database. An eviction
-(:meth:`HeldDocuments.forget`, then ``ctx.changes.notify(name)``) reaches every process within
-the notification's bound. A refresh announces nothing: each process revalidates the copy it
-holds after ``--upstream-max-age``. The name is the document's cached item for
+(:meth:`HeldDocuments.forget`, then ``ctx.changes.notify(name)``) and a document stored
+(:meth:`HeldDocuments.store` announces its name: a replaced copy's blob is no longer any row's,
+and the collector may take it) reach every process within the notification's bound. A 304
+announces nothing: each process revalidates the copy it holds after ``--upstream-max-age``. The name is the document's cached item for
 ``--cache-max-size``/``--cache-max-age``: an ecosystem's other items (tarballs, files) must be
 named so that they cannot be taken for one (npm's contain ``/-/``, PyPI's a ``/``). The garbage
 collector counts the blobs these rows name as live (:func:`referenced`).
@@ -240,9 +241,9 @@ class HeldDocuments:
         await self.ctx.group_commit(
             [(statement, {"ecosystem": self.ctx.name, **_values(held)})],
             cached=[(name, len(body))],
-            # Package pages and the catalog show what is held; nothing remembered under the
-            # name's own generation is made wrong by an added document (TopicFeed.ECOSYSTEM).
-            notify=[TopicFeed.ECOSYSTEM],
+            # Other processes forget the row they remember (see the module docstring); package
+            # pages and the catalog show what is held (TopicFeed.ECOSYSTEM).
+            notify=[name, TopicFeed.ECOSYSTEM],
         )
         if document is not None:
             self._keep_parsed(key, len(body), document)
