@@ -145,6 +145,11 @@ class Server:
             time.sleep(0.2)
         raise RuntimeError(f"{self.name} did not start")
 
+    def cpu_seconds(self) -> float:
+        """The server process's user and system CPU so far (Linux ``/proc``)."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)

@@ -10,7 +10,10 @@ packages, 15 leaves each). Each round, with an empty npm cache every time:
 
 The lockfile is made once against the upstream and rewritten to each registry's URL, so every
 ``npm ci`` downloads exactly the 321 tarballs. Prints medians and the ratios cold/direct and
-warm/direct. Run: ``.venv/bin/python benchmarks/npm/bench_pullthrough.py [--rounds 3]``.
+warm/direct, and the CPU the pull-through depot spent on each cold install (the figure that
+moves least with the machine's load). ``--python OTHER_TREE/.venv/bin/python`` runs the
+pull-through depot with another tree, so two trees can alternate in the same conditions.
+Run: ``.venv/bin/python benchmarks/npm/bench_pullthrough.py [--rounds 3] [--python PY]``.
 """
 
 from __future__ import annotations
@@ -48,12 +51,12 @@ def tree(mids: int = 20, leaves: int = 15) -> list[tuple[str, str, dict[str, Any
     return packages
 
 
-def start_caching(work: Path, upstream: str) -> Server:
+def start_caching(work: Path, upstream: str, python: str = sys.executable) -> Server:
     port = free_port()
     store = work / f"caching-{port}"
     log = open(work / f"caching-{port}.log", "wb")  # noqa: SIM115
     process = subprocess.Popen(
-        [sys.executable, "-m", "depot.core", "serve", "--listen-addr", f"127.0.0.1:{port}",
+        [python, "-m", "depot.core", "serve", "--listen-addr", f"127.0.0.1:{port}",
          "--store-path", str(store), "--npm-upstream", upstream + "/"],
         stdout=log, stderr=log,
     )  # fmt: skip
@@ -111,6 +114,7 @@ def npm_ci(work: Path, registry: str, lockfile: str, upstream: str, label: str) 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--python", default=sys.executable, help="the pull-through depot's")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="depot-bench-pullthrough-"))
     (work / "npmrc").write_text("")
@@ -126,17 +130,20 @@ def main() -> None:
         npm_ci(
             work, upstream.registry, lockfile, upstream.registry, "warmup"
         )  # page cache, node warm-up
-        direct, cold, warm = [], [], []
+        direct, cold, warm, cold_cpu = [], [], [], []
         for round_ in range(args.rounds):
             direct.append(npm_ci(work, upstream.registry, lockfile, upstream.registry, "direct"))
-            caching = start_caching(work, upstream.registry)
+            caching = start_caching(work, upstream.registry, args.python)
             servers.append(caching)
+            cpu = caching.cpu_seconds()
             cold.append(npm_ci(work, caching.registry, lockfile, upstream.registry, "cold"))
+            cold_cpu.append(caching.cpu_seconds() - cpu)
             warm.append(npm_ci(work, caching.registry, lockfile, upstream.registry, "warm"))
             caching.stop()
             print(
                 f"round {round_ + 1}: direct {direct[-1]:.2f} s, cold {cold[-1]:.2f} s, "
-                f"warm {warm[-1]:.2f} s"
+                f"warm {warm[-1]:.2f} s; pull-through depot CPU in the cold install "
+                f"{cold_cpu[-1]:.2f} s"
             )
         d, c, w = (statistics.median(x) for x in (direct, cold, warm))
         print(f"median npm ci: direct from upstream {d:.2f} s, through cold depot {c:.2f} s, "

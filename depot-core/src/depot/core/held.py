@@ -22,10 +22,11 @@ Rows are remembered per process under the change generation of the document's na
 (:meth:`HeldDocuments.forget`, then ``ctx.changes.notify(name)``) and a document stored
 (:meth:`HeldDocuments.store` announces its name: a replaced copy's blob is no longer any row's,
 and the collector may take it) reach every process within the notification's bound. A 304
-announces nothing: each process revalidates the copy it holds after ``--upstream-max-age``. The name is the document's cached item for
-``--cache-max-size``/``--cache-max-age``: an ecosystem's other items (tarballs, files) must be
-named so that they cannot be taken for one (npm's contain ``/-/``, PyPI's a ``/``). The garbage
-collector counts the blobs these rows name as live (:func:`referenced`).
+announces nothing: each process revalidates the copy it holds after ``--upstream-max-age``.
+The name is the document's cached item for ``--cache-max-size``/``--cache-max-age``: an
+ecosystem's other items (tarballs, files) must be named so that they cannot be taken for one
+(npm's contain ``/-/``, PyPI's a ``/``). The garbage collector counts the blobs these rows name
+as live (:func:`referenced`).
 """
 
 from __future__ import annotations

@@ -58,6 +58,11 @@ log = logging.getLogger("depot.core.upstream")
 
 T = TypeVar("T")
 
+#: Checks a complete upload (raising :class:`Unverified`, or :class:`Abandoned` when the bytes
+#: turn out not to be wanted) before clients get its last byte; a coroutine function when it
+#: must wait for what verifies the bytes (metadata fetched at the same time).
+Verify = Callable[[BlobUpload], Awaitable[None] | None]
+
 #: Default ``--upstream-max-age``: the public npm registry serves packuments with
 #: ``Cache-Control: max-age=300`` itself, so a depot revalidating every five minutes is as fresh
 #: as a client talking to the registry directly, while a CI fleet installing the same tree a
@@ -397,18 +402,18 @@ class UpstreamClient:
         finish: Callable[[BlobUpload], Awaitable[None]],
         on_chunk: Callable[[bytes], None] | None = None,
         media_type: str = "application/octet-stream",
-        verify: Callable[[BlobUpload], None] | None = None,
+        verify: Verify | None = None,
     ) -> Response:
         """A response streaming ``url`` while it is stored; one upstream request per ``key``.
 
         ``open_upload()`` opens the blob upload (under a temporary key); ``on_chunk`` sees every
         chunk (a streaming parser); ``finish(upload)`` runs once all bytes are in and
         ``upload.complete()`` was awaited: it raises :class:`Unverified` with the reason when the
-        bytes are wrong, and otherwise commits the blob and records its row. ``verify(upload)``,
-        when given, runs before ``finish`` and raises :class:`Unverified` the same way: once it
-        passed, clients get the last byte while ``finish`` commits (they wait for verified
-        bytes, not for the store's and the database's writes). 404 when upstream has no such
-        object, 502/504 naming the upstream when it fails.
+        bytes are wrong, and otherwise commits the blob and records its row. ``verify(upload)``
+        (:data:`Verify`), when given, runs before ``finish`` and raises :class:`Unverified` the
+        same way: once it passed, clients get the last byte while ``finish`` commits (they wait
+        for verified bytes, not for the store's and the database's writes). 404 when upstream
+        has no such object, 502/504 naming the upstream when it fails.
         """
         flight = self.start_blob(
             key=key, upstream=upstream, url=url, open_upload=open_upload, finish=finish,
@@ -425,7 +430,7 @@ class UpstreamClient:
         open_upload: Callable[[], AbstractAsyncContextManager[BlobUpload]],
         finish: Callable[[BlobUpload], Awaitable[None]],
         on_chunk: Callable[[bytes], None] | None = None,
-        verify: Callable[[BlobUpload], None] | None = None,
+        verify: Verify | None = None,
     ) -> BlobFlight:
         """Start fetching ``url`` into the store (or join the fetch of ``key`` in flight) and
         return the flight, held for the caller: pass it to :meth:`respond`, or
@@ -445,7 +450,7 @@ class UpstreamClient:
         open_upload: Callable[[], AbstractAsyncContextManager[BlobUpload]],
         finish: Callable[[BlobUpload], Awaitable[None]],
         on_chunk: Callable[[bytes], None] | None,
-        verify: Callable[[BlobUpload], None] | None,
+        verify: Verify | None,
     ) -> BlobFlight:
         """The flight fetching ``key``: the one in progress, or a new one."""
         remembered = self._failures.get(key)
@@ -488,7 +493,7 @@ class UpstreamClient:
         open_upload: Callable[[], AbstractAsyncContextManager[BlobUpload]],
         finish: Callable[[BlobUpload], Awaitable[None]],
         wanted: Callable[[], Awaitable[bool]] | None = None,
-        verify: Callable[[BlobUpload], None] | None = None,
+        verify: Verify | None = None,
         on_chunk: Callable[[bytes], None] | None = None,
     ) -> None:
         """Fetch an artifact clients will likely ask for next into the store, in the background
@@ -588,7 +593,7 @@ class BlobFlight:
         open_upload: Callable[[], AbstractAsyncContextManager[BlobUpload]],
         finish: Callable[[BlobUpload], Awaitable[None]],
         on_chunk: Callable[[bytes], None] | None,
-        verify: Callable[[BlobUpload], None] | None = None,
+        verify: Verify | None = None,
     ) -> None:
         self.client = client
         self.key = key
@@ -667,7 +672,9 @@ class BlobFlight:
                     )
                 await upload.complete()
                 if self._verify is not None:
-                    self._verify(upload)
+                    checked = self._verify(upload)
+                    if checked is not None:
+                        await checked
                     self.verified = True
                     self._notify()
                 await self._finish(upload)

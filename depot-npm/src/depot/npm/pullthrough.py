@@ -11,8 +11,9 @@ with anything published or pushed here is served from depot only: dependency con
 - tarball: held -> served; else the version's ``dist`` from the held packument (refetched once
   if the version is newer than the held copy) -> the tarball streamed to the client while it is
   stored (:meth:`depot.core.upstream.UpstreamClient.fetch_blob`), verified against the
-  packument's ``integrity``/``shasum`` before it is committed; anything else is a 502 naming the
-  upstream and nothing is kept.
+  packument's ``integrity``/``shasum`` before its last byte is sent and before it is committed
+  (the client does not wait for the commit); anything else is a 502 naming the upstream and
+  nothing is kept.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from depot.core.changes import TopicFeed
 from depot.core.errors import ConfigError, HTTPError, NotFound
 from depot.core.held import HeldDocument
 from depot.core.http import blob_response
-from depot.core.upstream import Abandoned, BlobFlight, Unverified, UpstreamError
+from depot.core.upstream import Abandoned, BlobFlight, Unverified, UpstreamError, Verify
 from depot.npm import store
 from depot.npm.integrity import ALGORITHMS, IntegrityError, sri, verify
 from depot.npm.names import InvalidName, escape_name, tarball_filename, version_from_filename
@@ -135,12 +136,14 @@ class NpmUpstream:
             async def wanted(filename: str = filename) -> bool:
                 return await store.cached_tarball(self.ctx.db, name, filename) is None
 
+            check, finish = self._tarball_storing(name, filename, version, dist.source, dist, None)
             self.ctx.upstream.prefetch(
                 key=("tarball", name, filename, dist.source),
                 upstream=self.label,
                 url=dist.source,
                 open_upload=self._open_tarball_upload,
-                finish=self._tarball_finish(name, filename, version, dist.source, dist, None),
+                verify=check,
+                finish=finish,
                 wanted=wanted,
             )
 
@@ -166,20 +169,9 @@ class NpmUpstream:
         """The cached tarball, or the upstream's streamed through verification into the store."""
         client = self.ctx.upstream
         key = await self._cached_key(name, filename)
-        if key is not None:
-            try:
-                response = await blob_response(
-                    self.ctx.blobs, key, request,
-                    on_start=lambda size: self.ctx.artifact_served(key, size, request),
-                    memory=True,  # upstream/tarballs/<sha512>.tgz: content-addressed
-                )  # fmt: skip
-            except NotFound:
-                self.cached_keys.pop((name, filename), None)
-                await store.forget_cached_tarball(self.ctx.db, name, filename)
-            else:
-                client.hit(self.label)
-                self.ctx.record_use(tarball_item(name, filename))
-                return response
+        response = None if key is None else await self._held_tarball(request, name, filename, key)
+        if response is not None:
+            return response
         try:
             version = version_from_filename(name, filename)
         except InvalidName:
@@ -209,9 +201,40 @@ class NpmUpstream:
             return await client.respond(ahead, request)
         if ahead is not None:
             ahead.release()
+        # A fetch of this tarball (the packument's prefetch) may have ended while the above
+        # awaited: it remembers its key before its flight ends, so this check and the start
+        # below, in one turn of the loop, never fetch the tarball twice.
+        key = self._remembered_key(name, filename)
+        response = None if key is None else await self._held_tarball(request, name, filename, key)
+        if response is not None:
+            return response
         flight = self._start_tarball(name, filename, version, dist.source, dist, request)
         assert flight is not None
         return await client.respond(flight, request)
+
+    async def _held_tarball(
+        self, request: Request, name: str, filename: str, key: str
+    ) -> Response | None:
+        """The cached tarball's response; None (and its row forgotten) if its blob is gone."""
+        try:
+            response = await blob_response(
+                self.ctx.blobs, key, request,
+                on_start=lambda size: self.ctx.artifact_served(key, size, request),
+                memory=True,  # upstream/tarballs/<sha512>.tgz: content-addressed
+            )  # fmt: skip
+        except NotFound:
+            self.cached_keys.pop((name, filename), None)
+            await store.forget_cached_tarball(self.ctx.db, name, filename)
+            return None
+        self.ctx.upstream.hit(self.label)
+        self.ctx.record_use(tarball_item(name, filename))
+        return response
+
+    def _remembered_key(self, name: str, filename: str) -> str | None:
+        remembered = self.cached_keys.get((name, filename))
+        if remembered is not None and remembered[0] == self.ctx.changes.generation(name):
+            return remembered[1]
+        return None
 
     async def _cached_key(self, name: str, filename: str) -> str | None:
         """The blob key of a cached tarball, remembered until the next change to ``name`` (an
@@ -222,9 +245,9 @@ class NpmUpstream:
         it stored, under the generation read before its row was written.
         """
         generation = self.ctx.changes.generation(name)
-        remembered = self.cached_keys.get((name, filename))
-        if remembered is not None and remembered[0] == generation:
-            return remembered[1]
+        remembered = self._remembered_key(name, filename)
+        if remembered is not None:
+            return remembered
         row = await store.cached_tarball(self.ctx.db, name, filename)
         key = None if row is None else str(row["blob_key"])
         if key is not None:  # a miss is about to be fetched: not worth remembering
@@ -253,13 +276,15 @@ class NpmUpstream:
     ) -> BlobFlight | None:
         """The flight fetching ``source`` into the store, held for the caller; None when
         fetching ahead (``dist`` still being learnt) is refused by a remembered failure."""
+        check, finish = self._tarball_storing(name, filename, version, source, dist, request)
         try:
             return self.ctx.upstream.start_blob(
                 key=("tarball", name, filename, source),
                 upstream=self.label,
                 url=source,
                 open_upload=self._open_tarball_upload,
-                finish=self._tarball_finish(name, filename, version, source, dist, request),
+                verify=check,
+                finish=finish,
             )
         except HTTPError:
             if not isinstance(dist, Dist):
@@ -272,7 +297,7 @@ class NpmUpstream:
             f"incoming/{uuid.uuid4().hex}", hashes=ALGORITHMS, remember=True
         )
 
-    def _tarball_finish(
+    def _tarball_storing(
         self,
         name: str,
         filename: str,
@@ -280,11 +305,13 @@ class NpmUpstream:
         source: str,
         dist: Dist | asyncio.Future[Dist],
         request: Request | None,
-    ) -> Callable[[BlobUpload], Awaitable[None]]:
-        """Verify the fetched bytes against the packument's integrity (waiting for the
-        packument when ``dist`` is still being learnt), then commit the blob and its rows."""
+    ) -> tuple[Verify, Callable[[BlobUpload], Awaitable[None]]]:
+        """How fetched bytes are checked, then kept: ``check`` verifies them against the
+        packument's integrity (waiting for the packument when ``dist`` is still being learnt),
+        and clients get the last byte once it passed; ``finish`` then commits the blob and its
+        rows (nobody waits for the store's and the database's writes)."""
 
-        async def finish(upload: BlobUpload) -> None:
+        async def check(upload: BlobUpload) -> None:
             if isinstance(dist, Dist):
                 known = dist
             else:
@@ -294,17 +321,19 @@ class NpmUpstream:
                     raise Abandoned(f"no packument to verify against: {exc.reason}") from exc
                 if known.source != source:
                     raise Abandoned(f"the packument names {known.source}")
-            digests = {a: upload.digest(a) for a in ALGORITHMS}
             try:
-                verify(digests, known.integrity, known.shasum)
+                verify({a: upload.digest(a) for a in ALGORITHMS}, known.integrity, known.shasum)
             except IntegrityError as exc:
                 raise Unverified(f"{filename}: {exc}") from exc
-            key = f"upstream/tarballs/{digests['sha512'].hex()}.tgz"
+
+        async def finish(upload: BlobUpload) -> None:
+            sha512 = upload.digest("sha512")
+            key = f"upstream/tarballs/{sha512.hex()}.tgz"
             await upload.commit(key)
-            integrity = sri("sha512", digests["sha512"])
             row = store.tarball_row(
-                self.ctx.db, name, filename, self.label, source, key, upload.size, integrity
-            )
+                self.ctx.db, name, filename, self.label, source, key, upload.size,
+                sri("sha512", sha512),
+            )  # fmt: skip
             # Committed just now, the blob is younger than any grace period: no check needed.
             generation = self.ctx.changes.generation(name)  # before the row: see _cached_key
             await self.ctx.group_commit(
@@ -315,7 +344,7 @@ class NpmUpstream:
             self._remember_key(name, filename, generation, key)
             self.ctx.artifact_stored(key, upload.size, request)
 
-        return finish
+        return check, finish
 
 
 @dataclass(frozen=True)

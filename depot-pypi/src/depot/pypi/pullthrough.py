@@ -119,10 +119,12 @@ class PypiUpstreams:
             self.pages.put(key, held.blob_key, page)  # type: ignore[arg-type]
         return page
 
-    async def held(self, project: str) -> HeldDocument:
+    async def held(self, project: str, *, read: bool = True) -> HeldDocument:
         """The held page, fetched or revalidated as freshness requires
-        (:meth:`depot.core.held.HeldDocuments.current`)."""
-        return await self.ctx.held_documents.current(project, self.urls[0], self._refresh(project))
+        (:meth:`depot.core.held.HeldDocuments.current`); ``read=False``: the caller found none."""
+        return await self.ctx.held_documents.current(
+            project, self.urls[0], self._refresh(project), read=read
+        )
 
     def _refresh(self, project: str) -> Callable[[HeldDocument | None], Awaitable[HeldDocument]]:
         async def refresh(held: HeldDocument | None) -> HeldDocument:
@@ -328,7 +330,7 @@ class PypiUpstreams:
             return
         if await self.ctx.held_documents.get(project) is not None:
             return
-        held = await self.held(project)
+        held = await self.held(project, read=False)
         entry = likely_choice((await self.ctx.held_documents.read(held))["files"], specifier)
         if entry is None:
             return
