@@ -19,10 +19,11 @@ passes a ``refresh`` callable and stores what it verified with :meth:`HeldDocume
 
 Rows are remembered per process under the change generation of the document's name
 (:mod:`depot.core.changes`), so a warm install reads no row from the database. An eviction
-(:meth:`HeldDocuments.forget`, then ``ctx.changes.notify(name)``) and a document stored
-(:meth:`HeldDocuments.store` announces its name: a replaced copy's blob is no longer any row's,
-and the collector may take it) reach every process within the notification's bound. A 304
-announces nothing: each process revalidates the copy it holds after ``--upstream-max-age``.
+(:meth:`HeldDocuments.forget`, then ``ctx.changes.notify(name)``) and a replaced copy
+(:meth:`HeldDocuments.store` announces its name: the old copy's blob is no longer any row's,
+and the collector may take it) reach every process within the notification's bound. A first
+copy and a 304 announce nothing of the name: each process revalidates the copy it holds after
+``--upstream-max-age``.
 The name is the document's cached item for ``--cache-max-size``/``--cache-max-age``: an
 ecosystem's other items (tarballs, files) must be named so that they cannot be taken for one
 (npm's contain ``/-/``, PyPI's a ``/``). The garbage collector counts the blobs these rows name
@@ -221,13 +222,21 @@ class HeldDocuments:
         *,
         etag: str | None,
         last_modified: str | None,
+        replaces: HeldDocument | None,
         document: Any = None,
     ) -> HeldDocument:
         """Hold ``body`` (JSON the ecosystem verified; ``document``, its parsed form, is kept)
-        as ``name``'s document from ``upstream``: the blob first, then the row, replacing the
-        one held (last writer wins: every writer holds a complete verified document), evictable,
-        committed with the other writes of this moment. The blob the previous row named is left
-        for the collector: another replica may be about to point at it again."""
+        as ``name``'s document from ``upstream``, in place of ``replaces`` (the copy the refresh
+        was given, or None): the blob first, then the row, evictable, committed with the other
+        writes of this moment. The row is written whatever is there (last writer wins: every
+        writer holds a complete verified document). The blob a replaced row named is left for
+        the collector: another replica may be about to point at it again.
+
+        A replacement announces ``name``, so every process drops the copy it remembers (whose
+        blob the collector may take once no row names it); a first copy announces only
+        ``TopicFeed.ECOSYSTEM`` (pages list what is held): no process remembers a row that was
+        not there, and what each remembered about ``name`` (not published here, no tarball of
+        its own) stays true, so a warm install after a cold one asks the database nothing."""
         generation = self.ctx.changes.generation(name)  # before the row: see get()
         async with self.ctx.blobs.upload(f"incoming/{uuid.uuid4().hex}") as upload:
             await upload.write(body)
@@ -242,9 +251,7 @@ class HeldDocuments:
         await self.ctx.group_commit(
             [(statement, {"ecosystem": self.ctx.name, **_values(held)})],
             cached=[(name, len(body))],
-            # Other processes forget the row they remember (see the module docstring); package
-            # pages and the catalog show what is held (TopicFeed.ECOSYSTEM).
-            notify=[name, TopicFeed.ECOSYSTEM],
+            notify=[TopicFeed.ECOSYSTEM] if replaces is None else [name, TopicFeed.ECOSYSTEM],
         )
         if document is not None:
             self._keep_parsed(key, len(body), document)

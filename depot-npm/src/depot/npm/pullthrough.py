@@ -115,7 +115,7 @@ class NpmUpstream:
         document = _parse_packument(self.label, name, fetched.body)
         held = await documents.store(
             name, self.label, fetched.body, etag=fetched.etag,
-            last_modified=fetched.last_modified, document=document,
+            last_modified=fetched.last_modified, replaces=held, document=document,
         )  # fmt: skip
         self._prefetch_tagged(name, document)
         return held

@@ -146,7 +146,7 @@ class PypiUpstreams:
                 failure = exc
                 continue
             if fetched.status == 200:
-                return await self._store(project, upstream, fetched)
+                return await self._store(project, upstream, fetched, None)
         if failure is not None:
             raise failure
         raise NotFound(f"project {project} not found here nor at {', '.join(self.urls)}")
@@ -162,9 +162,11 @@ class PypiUpstreams:
             return await self.ctx.held_documents.confirm(held)
         if fetched.status != 200:
             raise NotFound(f"project {project} is no longer at {upstream}")
-        return await self._store(project, upstream, fetched)
+        return await self._store(project, upstream, fetched, held)
 
-    async def _store(self, project: str, upstream: str, fetched: Fetched) -> HeldDocument:
+    async def _store(
+        self, project: str, upstream: str, fetched: Fetched, replaces: HeldDocument | None
+    ) -> HeldDocument:
         """Hold the page's file list, each link absolute, as depot's own JSON document."""
         try:
             files = parse_page(fetched.body, fetched.content_type, fetched.url)
@@ -173,7 +175,8 @@ class PypiUpstreams:
         document = {"name": project, "upstream": upstream, "files": files}
         return await self.ctx.held_documents.store(
             project, upstream, json.dumps(document, separators=(",", ":")).encode(),
-            etag=fetched.etag, last_modified=fetched.last_modified, document=document,
+            etag=fetched.etag, last_modified=fetched.last_modified, replaces=replaces,
+            document=document,
         )  # fmt: skip
 
     # -- files -----------------------------------------------------------------------------
