@@ -1,7 +1,9 @@
 """The core's upstream client (depot.core.upstream) as a third-party ecosystem would use it.
 
 A tiny ecosystem, ``mirror``, defined here with ``@hookimpl`` like any plugin, caches files of an
-upstream verified by the sha256 its client names. The upstream is a real ``depot serve`` holding
+upstream verified by the sha256 its client names, and holds the upstream's file list as a
+document that can grow (depot.core.held: revalidated when due, served stale when the upstream
+fails). The upstream is a real ``depot serve`` holding
 files in depot-raw, behind the fault-injecting proxy; the caching depot runs under hypercorn in
 this process, on a real socket.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -21,13 +24,15 @@ import pytest
 import sqlalchemy as sa
 from depot.core import Depot, Ecosystem, hookimpl
 from depot.core.database import Schema
+from depot.core.errors import NotFound
+from depot.core.held import HeldDocument, upstream_documents
 from depot.core.http import blob_response
 from depot.core.plugins import load_plugins
 from depot.core.testing import DepotServer, free_port, metric
 from depot.core.testing_upstream import FaultProxy
-from depot.core.upstream import Unverified
+from depot.core.upstream import Unverified, UpstreamError
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
 mirrored = sa.Table(
@@ -86,7 +91,41 @@ class MirrorPlugin:
                 finish=finish,
             )
 
-        return [Mount("/mirror", routes=[Route("/{name}", get, methods=["GET", "HEAD"])])]
+        async def listing(request: Request) -> Response:
+            """The names the upstream lists, from the held copy of its list as freshness
+            requires."""
+            ctx = depot.context("mirror")
+            documents = ctx.held_documents
+
+            async def refresh(held: HeldDocument | None) -> HeldDocument:
+                fetched = await ctx.upstream.fetch_document(
+                    upstream, f"{upstream}/raw/", accept="application/json",
+                    etag=held.etag if held else None,
+                    last_modified=held.last_modified if held else None,
+                )  # fmt: skip
+                if fetched.status == 304 and held is not None:
+                    return await documents.confirm(held)
+                if fetched.status != 200:
+                    raise NotFound(f"{upstream} lists no files")
+                if not isinstance(json.loads(fetched.body), list):
+                    raise UpstreamError(upstream, "the file list is not a JSON list")
+                return await documents.store(
+                    "listing", upstream, fetched.body, etag=fetched.etag,
+                    last_modified=fetched.last_modified, replaces=held,
+                )  # fmt: skip
+
+            held = await documents.current("listing", upstream, refresh)
+            return JSONResponse(sorted(entry["name"] for entry in await documents.read(held)))
+
+        return [
+            Mount(
+                "/mirror",
+                routes=[
+                    Route("/-/listing", listing, methods=["GET"]),
+                    Route("/{name}", get, methods=["GET", "HEAD"]),
+                ],
+            )
+        ]
 
 
 @pytest.fixture
@@ -131,7 +170,9 @@ async def caching(tmp_path: Path, proxy: FaultProxy) -> AsyncIterator[Caching]:
     from hypercorn.config import Config
 
     plugins = load_plugins(extra=(MirrorPlugin(proxy.url),))
-    app = create_app(plugins=plugins, store_path=tmp_path / "store", upstream_timeout=2.0)
+    app = create_app(
+        plugins=plugins, store_path=tmp_path / "store", upstream_timeout=2.0, upstream_max_age=0
+    )
     port = free_port()
     config = Config()
     config.bind = [f"127.0.0.1:{port}"]
@@ -332,3 +373,30 @@ async def test_shutdown_closes_the_session_and_cancels_fetches(
     request.cancel()
     with contextlib.suppress(BaseException):
         await request
+
+
+async def test_a_held_document_is_revalidated_when_due_and_served_stale_when_upstream_fails(
+    origin: DepotServer, proxy: FaultProxy, caching: Caching
+) -> None:
+    """With --upstream-max-age 0 every request revalidates the held list: a file added upstream
+    shows at once; with the upstream answering 500 the held copy is served, counted as stale;
+    nothing held and the upstream failing is a 502 naming it."""
+    proxy.add("500", "/raw/$", times=3)  # the three attempts of one fetch
+    failed = await caching.client.get("/mirror/-/listing")
+    assert failed.status_code == 502 and f"upstream {proxy.url}" in failed.text
+    put_file(origin, "l1.bin", b"one")
+    await asyncio.sleep(5.1)  # the failure is remembered for 5 s (UpstreamClient.is_down)
+    assert (await caching.client.get("/mirror/-/listing")).json() == ["l1.bin"]
+    put_file(origin, "l2.bin", b"two")
+    assert (await caching.client.get("/mirror/-/listing")).json() == ["l1.bin", "l2.bin"]
+    assert proxy.count("/raw/$") == 5
+    proxy.add("500", "/raw/$")
+    put_file(origin, "l3.bin", b"three")
+    stale = await caching.client.get("/mirror/-/listing")
+    assert stale.status_code == 200 and stale.json() == ["l1.bin", "l2.bin"]
+    labels = {"ecosystem": "mirror", "upstream": proxy.url}
+    assert metric(await caching.metrics(), "depot_upstream_stale_total", **labels) == 1
+    rows = await caching.depot.context("mirror").db.fetch_all(
+        sa.select(upstream_documents.c.name).where(upstream_documents.c.ecosystem == "mirror")
+    )
+    assert [row[0] for row in rows] == ["listing"]
