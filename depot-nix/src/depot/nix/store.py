@@ -96,9 +96,8 @@ async def add_signatures(db: Database, hash_part: str, signatures: tuple[Signatu
 
 async def put_build_log(db: Database, drv: str, log_key: str, size: int) -> None:
     await db.execute(
-        db.upsert(tables.build_logs, ["drv"], ["log_key", "size"]).values(
-            drv=drv, log_key=log_key, size=size
-        )
+        db.upsert(tables.build_logs, ["drv"], ["log_key", "size"]),
+        {"drv": drv, "log_key": log_key, "size": size},
     )
 
 
@@ -111,9 +110,8 @@ async def build_log_key(db: Database, drv: str) -> str | None:
 
 async def put_realisation(db: Database, realisation_id: str, document: str) -> None:
     await db.execute(
-        db.upsert(tables.realisations, ["id"], ["document"]).values(
-            id=realisation_id, document=document
-        )
+        db.upsert(tables.realisations, ["id"], ["document"]),
+        {"id": realisation_id, "document": document},
     )
 
 
