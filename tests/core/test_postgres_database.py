@@ -99,6 +99,106 @@ async def test_upsert_updates_only_named_columns(db: Database) -> None:
     assert (row.size, json_value(row.meta)) == (5, {"v": 1})
 
 
+# Statements prepared once (``db.execute(template, values)``, depot.core.prepared): the same
+# rows, results and errors as the statement built per call.
+
+
+async def test_a_template_insert_answers_as_the_statement_built_per_call(db: Database) -> None:
+    schema, widgets = widgets_schema()
+    await db.migrate([schema])
+    built = await db.execute(widgets.insert().values(name="a", size=1, meta={"k": [1]}))
+    template = widgets.insert()
+    prepared = await db.execute(template, {"name": "b", "size": 2, "meta": {"k": [2]}})
+    # SQLite: the new row's id; PostgreSQL: the first column of the first row (none here).
+    assert (built, prepared) == ((1, 2) if db.dialect_name == "sqlite" else (None, None))
+    await db.execute(template, {"name": "c", "size": 3})  # another set of columns
+    rows = await db.fetch_all(sa.select(widgets).order_by(widgets.c.name))
+    assert [(r.name, r.size, json_value(r.meta)) for r in rows] == [
+        ("a", 1, {"k": [1]}), ("b", 2, {"k": [2]}), ("c", 3, None),
+    ]  # fmt: skip
+    with pytest.raises(Exception, match="(?i)unique|duplicate"):
+        await db.execute(template, {"name": "a", "size": 9})
+
+
+async def test_a_template_insert_or_ignore_returns_only_the_row_it_inserted(db: Database) -> None:
+    schema, widgets = widgets_schema()
+    await db.migrate([schema])
+    template = db.insert_or_ignore(widgets, returning=[widgets.c.name])
+    assert db.insert_or_ignore(widgets, returning=[widgets.c.name]) is template
+    row = await db.fetch_one(template, {"name": "a", "size": 1})
+    assert row is not None and (row["name"], row[0], row.name) == ("a", "a", "a")
+    assert await db.fetch_one(template, {"name": "a", "size": 2}) is None
+    assert await db.fetch_val(sa.select(widgets.c.size)) == 1
+
+
+async def test_a_template_binds_its_parameters_and_keeps_its_constants(db: Database) -> None:
+    schema, widgets = widgets_schema()
+    await db.migrate([schema])
+    for name, size in (("a", 1), ("b", 2), ("c", 3)):
+        await db.execute(db.upsert(widgets, ["name"], ["size"]), {"name": name, "size": size})
+    # ``size + 10`` and the LIMIT are constants of the template; ``meta`` a column value.
+    grow = (
+        widgets.update()
+        .where(widgets.c.name == sa.bindparam("name"))
+        .values(size=widgets.c.size + 10)
+    )
+    await db.execute(grow, {"name": "b", "meta": {"grown": True}})
+    await db.execute(grow, {"name": "c"})
+    largest = (
+        sa.select(widgets)
+        .where(widgets.c.size > sa.bindparam("least"))
+        .order_by(widgets.c.size.desc())
+        .limit(1)
+    )
+    row = await db.fetch_one(largest, {"least": 0})
+    assert row is not None and (row.name, row.size) == ("c", 13)
+    assert await db.fetch_one(largest, {"least": 100}) is None
+    rows = await db.fetch_all(
+        sa.select(widgets).where(widgets.c.name != sa.bindparam("name")).order_by(widgets.c.name),
+        {"name": "a"},
+    )
+    assert [(r.name, r.size, json_value(r.meta)) for r in rows] == [
+        ("b", 12, {"grown": True}), ("c", 13, None),
+    ]  # fmt: skip
+    size_of = sa.select(widgets.c.size).where(widgets.c.name == sa.bindparam("n"))
+    assert await db.fetch_val(size_of, {"n": "a"}) == 1
+
+
+async def test_a_template_inside_a_write_runs_in_its_transaction(db: Database) -> None:
+    schema, widgets = widgets_schema()
+    await db.migrate([schema])
+    template = db.insert_or_ignore(widgets, returning=[widgets.c.name])
+
+    async def write(i: int) -> bool:
+        async def rows() -> bool:
+            inserted = await db.fetch_one(template, {"name": f"w{i % 5}", "size": i})
+            if i == 3:
+                raise Refused("roll this one back")
+            return inserted is not None
+
+        return await db.write(rows)
+
+    results = await asyncio.gather(*(write(i) for i in range(10)), return_exceptions=True)
+    assert isinstance(results[3], Refused)
+    assert sum(r is True for r in results) == 5
+    count = sa.select(sa.func.count()).select_from(widgets)
+    assert await db.fetch_val(count) == 5
+
+
+async def test_what_cannot_be_templated_is_refused(db: Database) -> None:
+    schema, widgets = widgets_schema()
+    await db.migrate([schema])
+    with pytest.raises(ValueError, match="rendered per call"):
+        await db.fetch_all(
+            sa.select(widgets).where(widgets.c.name.in_(sa.bindparam("names", expanding=True))),
+            {"names": ["a"]},
+        )
+    with pytest.raises(ValueError, match="name no bind parameter"):
+        await db.fetch_all(sa.select(widgets), {"name": "a"})
+    with pytest.raises(KeyError, match="size"):
+        await db.fetch_all(sa.select(widgets).where(widgets.c.size == sa.bindparam("size")), {})
+
+
 async def test_replicas_starting_and_writing_together_lose_nothing(database_url: str) -> None:
     """Two connection pools (two depot processes) migrate at once, then write rows concurrently."""
     schema, widgets = widgets_schema()

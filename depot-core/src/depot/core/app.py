@@ -160,8 +160,9 @@ class EcosystemContext:
         cached: Sequence[tuple[str, int]] = (),
         notify: Sequence[str] = (),
     ) -> None:
-        """Write ``rows`` (``(statement, parameters)``, the statement e.g.
-        ``ctx.db.insert_or_ignore(table)`` without ``.values()``) as one ``ctx.db.write``: on
+        """Write ``rows`` (``(statement, parameters)``, the statement a template run as
+        ``ctx.db.execute(statement, parameters)``, e.g. ``ctx.db.insert_or_ignore(table)``
+        with the row's column values) as one ``ctx.db.write``: on
         SQLite in the group commit shared with every other write waiting at that moment (see
         :class:`depot.core.database.GroupCommit`). As in :meth:`reference_blobs`, the blobs
         ``keys`` must exist (else :class:`BlobMissing`, and nothing is written); ``cached``
@@ -171,7 +172,7 @@ class EcosystemContext:
 
         async def rows_and_records() -> Recorded:
             for statement, parameters in rows:
-                await self.db.execute(statement.values(**parameters))
+                await self.db.execute(statement, parameters)
             for item, size in cached:
                 await self.cache_stored(item, size)
             return await self.changes.record(*notify)

@@ -83,6 +83,17 @@ changes_table = sa.Table(
 #: The core's own table, migrated with the plugins' schemas.
 CHANGES_SCHEMA = Schema(name="depot-core-changes", version=1, tables=[changes_table])
 
+# A change-log row, run with values ``topic`` and ``at``: built and compiled once, since every
+# write adds one (see depot.core.prepared).
+_INSERT = changes_table.insert()
+_INSERT_RETURNING_ID = _INSERT.returning(changes_table.c.id)
+#: The rows added since ``last_seen``, which every process reads four times a second.
+_SINCE = (
+    sa.select(changes_table.c.id, changes_table.c.topic)
+    .where(changes_table.c.id > sa.bindparam("last_seen"))
+    .order_by(changes_table.c.id)
+)
+
 
 @dataclass(frozen=True)
 class Recorded:
@@ -165,9 +176,7 @@ class Changes:
         if database is None or database.dialect_name == "postgresql":
             return Recorded(None)
         now = time.time()
-        ids = [
-            await database.execute(changes_table.insert().values(topic=t, at=now)) for t in topics
-        ]
+        ids = [await database.execute(_INSERT, {"topic": t, "at": now}) for t in topics]
         return Recorded(ids)
 
     def observed(self, *topics: str) -> None:
@@ -257,12 +266,7 @@ class Changes:
         if time.monotonic() - self._last_ok > RETAIN_SECONDS / 2:
             # Asleep long enough that rows this process never read may have been pruned.
             self.invalidate_all()
-        query = (
-            sa.select(changes_table.c.id, changes_table.c.topic)
-            .where(changes_table.c.id > self._last_seen)
-            .order_by(changes_table.c.id)
-        )
-        rows = await database.fetch_all(query)
+        rows = await database.fetch_all(_SINCE, {"last_seen": self._last_seen})
         topics = []
         for row in rows:
             change_id, topic = row._mapping[0], row._mapping[1]
@@ -303,17 +307,18 @@ class Changes:
             generations[scope_of(topic)] = tick
 
     async def _record(self, database: Database, topic: str, now: float) -> int | None:
-        insert = changes_table.insert().values(topic=topic, at=now)
+        values = {"topic": topic, "at": now}
         if database.dialect_name != "postgresql":
             # SQLite has one writer at a time: ids are committed in the order they are given.
             # The row joins the group commit of whatever else is being written.
-            return await database.write(lambda: database.execute(insert))
+            return await database.write(lambda: database.execute(_INSERT, values))
         # Sequence values are taken before commit, so without the lock a reader could see id 6
         # commit before id 5 and, reading "after 6" next, never see 5. Under the lock, ids commit
         # in order; NOTIFY is delivered at commit.
         async with database.connection() as connection, connection.transaction():
             await connection.execute(sa.text(f"SELECT pg_advisory_xact_lock({_CHANGES_LOCK})"))
-            change_id = await connection.execute(insert.returning(changes_table.c.id))
+            # On the connection just entered: it is this task's (databases.Database.connection).
+            change_id = await database.execute(_INSERT_RETURNING_ID, values)
             await connection.execute(sa.text(f"SELECT pg_notify('{CHANNEL}', '')"))
         return int(change_id) if change_id is not None else None
 

@@ -40,6 +40,7 @@ from databases.backends.sqlite import (
     SQLiteTransaction,
 )
 from depot.core.errors import ConfigError
+from depot.core.prepared import Prepared
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine.cursor import CursorResultMetaData
 from sqlalchemy.schema import CreateIndex, CreateTable
@@ -60,7 +61,8 @@ COMPILED_CACHE_SIZE = 1000
 
 T = TypeVar("T")
 
-#: A row to write (``ctx.group_commit``): a statement template and its parameters.
+#: A row to write (``ctx.group_commit``): a statement built once (a template, run as
+#: ``db.execute(statement, parameters)``: see :mod:`depot.core.prepared`) and its parameters.
 RowWrite = tuple[Any, Mapping[str, Any]]
 
 core_metadata = sa.MetaData()
@@ -289,8 +291,12 @@ class _SQLiteConnection(SQLiteConnection):
         assert connection is not None, "Connection is not acquired"
         sql, args, result_columns, context = self._compile(query)
         description, rows = await connection._execute(_fetch, connection._conn, sql, args, one)
-        column_maps = create_column_maps(result_columns)
         metadata = CursorResultMetaData(context, description)
+        return self._records(metadata, result_columns, create_column_maps(result_columns), rows)
+
+    def _records(
+        self, metadata: CursorResultMetaData, result_columns: Any, column_maps: Any, rows: list[Any]
+    ) -> list[Record]:
         return [
             _SQLiteRecord(
                 Row(metadata, metadata._processors, metadata._keymap, row),
@@ -300,6 +306,37 @@ class _SQLiteConnection(SQLiteConnection):
             )
             for row in rows
         ]
+
+    async def execute_prepared(self, prepared: Prepared, args: list[Any]) -> Any:
+        """:meth:`execute` of a prepared statement (see :meth:`Database.execute`)."""
+        connection = self._connection
+        assert connection is not None, "Connection is not acquired"
+        return await connection._execute(_execute, connection._conn, prepared.sql, args)
+
+    async def fetch_prepared(self, prepared: Prepared, args: list[Any], one: bool) -> list[Record]:
+        """:meth:`fetch_all` (or, ``one``, the first row) of a prepared statement."""
+        connection = self._connection
+        assert connection is not None, "Connection is not acquired"
+        description, rows = await connection._execute(
+            _fetch, connection._conn, prepared.sql, args, one
+        )
+        metadata = prepared.metadata
+        if metadata is None or metadata[0] != description:
+            # The same for every call of one statement: made once, as SQLAlchemy's own cache of
+            # compiled statements keeps it.
+            compiled = prepared.compiled
+            context = self._dialect.execution_ctx_cls()
+            context.dialect = self._dialect
+            context.result_column_struct = (
+                compiled._result_columns,
+                compiled._ordered_columns,
+                compiled._textual_ordered_columns,
+                compiled._ad_hoc_textual,
+                compiled._loose_column_name_matching,
+            )
+            metadata = (description, CursorResultMetaData(CompilationContext(context), description))
+            prepared.metadata = metadata
+        return self._records(metadata[1], prepared.result_columns, prepared.column_maps, rows)
 
     async def fetch_all(self, query: Any) -> list[Record]:
         return await self._fetch(query, one=False)
@@ -531,6 +568,7 @@ class Database(databases.Database):
                 options["ssl"] = query["sslmode"]
         super().__init__(url, **options)
         self._templates: dict[tuple[Any, ...], Any] = {}
+        self._prepared: dict[tuple[int, tuple[str, ...]], Prepared] = {}
         self._sqlite_pool: _ReusingSQLitePool | None = None
         if self.dialect_name == "sqlite":
             backend = self._backend
@@ -544,6 +582,80 @@ class Database(databases.Database):
     def in_transaction(self) -> bool:
         """Whether the current task is inside a transaction (``db.transaction()``, a write)."""
         return bool(self.connection()._transaction_stack)
+
+    def prepared(self, template: Any, values: Mapping[str, Any]) -> Prepared:
+        """``template`` compiled for this database and values with the keys of ``values``: once,
+        then reused while the same statement object is passed (see :mod:`depot.core.prepared`)."""
+        names = tuple(values)
+        key = (id(template), names)
+        prepared = self._prepared.get(key)
+        # The entry holds its template, so an id is not reused while it is cached.
+        if prepared is None or prepared.source is not template:
+            prepared = Prepared(template, names, self._backend._dialect)  # type: ignore[attr-defined]
+            if len(self._prepared) >= COMPILED_CACHE_SIZE:
+                self._prepared.clear()
+            self._prepared[key] = prepared
+        return prepared
+
+    async def execute(self, query: Any, values: Mapping[str, Any] | None = None) -> Any:
+        """Run a statement; with ``values``, a statement prepared once (a *template*: see
+        :mod:`depot.core.prepared`), which costs a fraction of building one per call.
+
+        Returns what ``databases`` returns: on SQLite the new row's id for an INSERT (else the
+        rows changed), on PostgreSQL the first column of the first row.
+        """
+        if values is None or isinstance(query, str):
+            return await super().execute(query, values)  # type: ignore[arg-type]
+        prepared = self.prepared(query, values)
+        args = prepared.args(values)
+        async with self.connection() as connection, connection._query_lock:
+            backend = connection._connection
+            if self._sqlite_pool is not None:
+                return await backend.execute_prepared(prepared, args)  # type: ignore[attr-defined]
+            return await backend.raw_connection.fetchval(prepared.sql, *args)  # type: ignore[attr-defined]
+
+    async def fetch_all(self, query: Any, values: Mapping[str, Any] | None = None) -> list[Record]:
+        """Every row of a statement; with ``values``, of a template (as :meth:`execute`)."""
+        if values is None or isinstance(query, str):
+            return await super().fetch_all(query, values)  # type: ignore[arg-type, return-value]
+        return await self._fetch_prepared(query, values, one=False)
+
+    async def fetch_one(self, query: Any, values: Mapping[str, Any] | None = None) -> Record | None:
+        """The first row of a statement or None; with ``values``, of a template (as
+        :meth:`execute`)."""
+        if values is None or isinstance(query, str):
+            return await super().fetch_one(query, values)  # type: ignore[arg-type, return-value]
+        rows = await self._fetch_prepared(query, values, one=True)
+        return rows[0] if rows else None
+
+    async def fetch_val(
+        self, query: Any, values: Mapping[str, Any] | None = None, column: Any = 0
+    ) -> Any:
+        """A column of the first row of a statement (None without rows); with ``values``, of a
+        template (as :meth:`execute`)."""
+        if values is None or isinstance(query, str):
+            return await super().fetch_val(query, values, column=column)  # type: ignore[arg-type]
+        row = await self.fetch_one(query, values)
+        return None if row is None else row[column]
+
+    async def _fetch_prepared(
+        self, template: Any, values: Mapping[str, Any], one: bool
+    ) -> list[Record]:
+        prepared = self.prepared(template, values)
+        args = prepared.args(values)
+        async with self.connection() as connection, connection._query_lock:
+            backend = connection._connection
+            if self._sqlite_pool is not None:
+                return await backend.fetch_prepared(prepared, args, one)  # type: ignore[attr-defined]
+            # What databases' asyncpg backend does with the SQL it compiles, minus compiling.
+            raw = backend.raw_connection  # type: ignore[attr-defined]
+            dialect = self._backend._dialect  # type: ignore[attr-defined]
+            if one:
+                row = await raw.fetchrow(prepared.sql, *args)
+                rows = [] if row is None else [row]
+            else:
+                rows = await raw.fetch(prepared.sql, *args)
+            return [Record(r, prepared.result_columns, dialect, prepared.column_maps) for r in rows]
 
     async def write(self, write: Callable[[], Awaitable[T]]) -> T:
         """Run ``write`` (an ``async`` function of database statements through this object) in a
@@ -587,16 +699,20 @@ class Database(databases.Database):
     def sqlalchemy_dialect(self) -> sa.engine.Dialect:
         return sqlite.dialect() if self.dialect_name == "sqlite" else postgresql.dialect()
 
-    def insert_or_ignore(self, table: sa.Table) -> Any:
-        """An INSERT that does nothing when a unique key already exists (both dialects).
+    def insert_or_ignore(self, table: sa.Table, returning: Sequence[sa.Column[Any]] = ()) -> Any:
+        """An INSERT that does nothing when a unique key already exists (both dialects),
+        ``RETURNING`` the ``returning`` columns of the row it inserted (none when it did not).
 
         The same statement object each time (statements are immutable: ``.values()`` makes a
-        new one), so that rows built on it share one compilation."""
-        cache_key = ("insert_or_ignore", table)
+        new one), so that rows built on it share one compilation, and it serves as a template
+        for :meth:`execute` with values."""
+        cache_key = ("insert_or_ignore", table, tuple(returning))
         statement = self._templates.get(cache_key)
         if statement is None:
             module = sqlite if self.dialect_name == "sqlite" else postgresql
             statement = module.insert(table).on_conflict_do_nothing()
+            if returning:
+                statement = statement.returning(*returning)
             self._templates[cache_key] = statement
         return statement
 

@@ -68,6 +68,9 @@ cache_items = sa.Table(
 CORE_SCHEMA = Schema(name="core", version=2, tables=[gc_state, cache_items, upstream_documents])
 
 _LOCK_ROW = "reference-lock"
+#: What takes SQLite's write lock: an UPDATE of the lock row that changes nothing. Built and
+#: compiled once (run with no values), since every write that points at a blob runs it.
+_TAKE_LOCK = gc_state.update().where(gc_state.c.name == _LOCK_ROW).values(value=gc_state.c.value)
 
 
 class BlobReferences(Protocol):
@@ -99,9 +102,7 @@ async def hold_reference_lock(db: Database, exclusive: bool) -> None:
         fn = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
         await db.fetch_val(sa.text(f"SELECT {fn}({REFERENCE_LOCK})"))
     else:
-        await db.execute(
-            gc_state.update().where(gc_state.c.name == _LOCK_ROW).values(value=gc_state.c.value)
-        )
+        await db.execute(_TAKE_LOCK, {})
 
 
 def _sqlite_lock_path(db: Database) -> Path:

@@ -62,6 +62,19 @@ class EvictionReport:
     bytes: int = 0
 
 
+#: A recorded use, run with values ``ecosystem``, ``item`` and ``used`` (built once: a flush
+#: runs it for every item served since the last, see depot.core.prepared).
+_RECORD_USE = (
+    cache_items.update()
+    .where(
+        cache_items.c.ecosystem == sa.bindparam("ecosystem"),
+        cache_items.c.item == sa.bindparam("item"),
+        cache_items.c.last_used < sa.bindparam("used"),
+    )
+    .values(last_used=sa.bindparam("used"))
+)
+
+
 class UseRecorder:
     """Last-use times gathered in memory and written in batches (see the module docstring)."""
 
@@ -80,10 +93,7 @@ class UseRecorder:
         async with self.db.transaction():  # one commit for the whole batch
             for (ecosystem, item), used in pending.items():
                 await self.db.execute(
-                    cache_items.update()
-                    .where(cache_items.c.ecosystem == ecosystem, cache_items.c.item == item)
-                    .where(cache_items.c.last_used < used)
-                    .values(last_used=used)
+                    _RECORD_USE, {"ecosystem": ecosystem, "item": item, "used": used}
                 )
 
     async def flush_periodically(self) -> None:
@@ -98,9 +108,8 @@ class UseRecorder:
 async def cache_stored(db: Database, ecosystem: str, item: str, size: int) -> None:
     """Declare an item fetched from an upstream: evictable, used now."""
     await db.execute(
-        db.upsert(cache_items, ["ecosystem", "item"], ["size", "last_used"]).values(
-            ecosystem=ecosystem, item=item, size=size, last_used=time.time()
-        )
+        db.upsert(cache_items, ["ecosystem", "item"], ["size", "last_used"]),
+        {"ecosystem": ecosystem, "item": item, "size": size, "last_used": time.time()},
     )
 
 

@@ -178,6 +178,38 @@ _VERSION_COLUMNS = [
     for column in versions.c
 ]
 
+# Statements run with values (``db.execute(statement, values)``): built and compiled once, which
+# on a publish's path costs a fraction of building each per call (see depot.core.prepared).
+_NAME = sa.bindparam("name")
+_PACKAGE = sa.select(packages).where(packages.c.name == _NAME)
+_PACKAGE_README = sa.select(
+    packages.c.description, packages.c.readme, packages.c.readme_filename
+).where(packages.c.name == _NAME)
+_VERSIONS = sa.select(versions).where(versions.c.name == _NAME)
+_VERSIONS_AS_TEXT = sa.select(*_VERSION_COLUMNS).where(versions.c.name == _NAME)
+_VERSION_NUMBERS = sa.select(versions.c.version).where(versions.c.name == _NAME)
+_ANY_VERSION = _VERSION_NUMBERS.limit(1)
+_VERSION = sa.select(versions).where(
+    versions.c.name == _NAME, versions.c.version == sa.bindparam("version")
+)
+_VERSION_NUMBER = sa.select(versions.c.version).where(
+    versions.c.name == _NAME, versions.c.version == sa.bindparam("version")
+)
+_DIST_TAGS = sa.select(dist_tags.c.tag, dist_tags.c.version).where(dist_tags.c.name == _NAME)
+_REMOVE_DIST_TAG = dist_tags.delete().where(
+    dist_tags.c.name == _NAME, dist_tags.c.tag == sa.bindparam("tag")
+)
+_TARBALL = sa.select(tarballs).where(
+    tarballs.c.name == _NAME, tarballs.c.filename == sa.bindparam("filename")
+)
+#: Bumps the serial in the statement (no read-modify-write); the top-level fields, when given,
+#: are column values of the call.
+_TOUCH = (
+    packages.update()
+    .where(packages.c.name == _NAME)
+    .values(serial=packages.c.serial + 1, modified=sa.bindparam("modified"))
+)
+
 
 async def load_package(
     db: Database, name: str, manifests: ParsedManifests | None = None
@@ -186,17 +218,15 @@ async def load_package(
 
     ``manifests``: decoded manifests to reuse (the registry's, for rendering packuments).
     """
-    row = await db.fetch_one(sa.select(packages).where(packages.c.name == name))
+    row = await db.fetch_one(_PACKAGE, {"name": name})
     if row is None:
         return None
     tags = await stored_dist_tags(db, name)
     if manifests is None:
-        version_rows = await db.fetch_all(sa.select(versions).where(versions.c.name == name))
+        version_rows = await db.fetch_all(_VERSIONS, {"name": name})
         records = [_version(r) for r in version_rows]
     else:
-        version_rows = await db.fetch_all(
-            sa.select(*_VERSION_COLUMNS).where(versions.c.name == name)
-        )
+        version_rows = await db.fetch_all(_VERSIONS_AS_TEXT, {"name": name})
         records = [
             _version(r, manifests.parse(name, r["version"], r["manifest"])) for r in version_rows
         ]
@@ -216,11 +246,7 @@ async def package_readme(db: Database, name: str) -> PackageReadme | None:
     For package pages: one row read, unless the package was written before schema 2 kept these
     at the top level (then they come from the latest version's manifest).
     """
-    row = await db.fetch_one(
-        sa.select(packages.c.description, packages.c.readme, packages.c.readme_filename).where(
-            packages.c.name == name
-        )
-    )
+    row = await db.fetch_one(_PACKAGE_README, {"name": name})
     if row is None:
         return None
     if row[0] is None and row[1] is None:
@@ -265,14 +291,13 @@ def _version(row: Any, manifest: Any = None) -> VersionRecord:
 
 async def version_numbers(db: Database, name: str) -> list[str]:
     """The published versions of a package, without their manifests (cheap)."""
-    rows = await db.fetch_all(sa.select(versions.c.version).where(versions.c.name == name))
+    rows = await db.fetch_all(_VERSION_NUMBERS, {"name": name})
     return [r[0] for r in rows]
 
 
 async def has_versions(db: Database, name: str) -> bool:
     """Whether ``name`` has any published version (one indexed row read, however many)."""
-    query = sa.select(versions.c.version).where(versions.c.name == name).limit(1)
-    return await db.fetch_one(query) is not None
+    return await db.fetch_one(_ANY_VERSION, {"name": name}) is not None
 
 
 async def published_among(db: Database, name: str, wanted: Sequence[str]) -> tuple[list[str], bool]:
@@ -282,33 +307,30 @@ async def published_among(db: Database, name: str, wanted: Sequence[str]) -> tup
     in the write's transaction, which holds the database's write lock (reading 2,000 of them
     cost more than the whole rest of the publish).
     """
-    # One version (nearly every publish) is an equality, whose compiled SQL is reused.
-    column = versions.c.version
-    among = column == wanted[0] if len(wanted) == 1 else column.in_(wanted)
-    rows = await db.fetch_all(sa.select(versions.c.version).where(versions.c.name == name, among))
+    if len(wanted) == 1:  # nearly every publish: a statement prepared once
+        rows = await db.fetch_all(_VERSION_NUMBER, {"name": name, "version": wanted[0]})
+    else:
+        column = versions.c.version
+        rows = await db.fetch_all(
+            sa.select(column).where(versions.c.name == name, column.in_(wanted))
+        )
     if rows:
         return [r[0] for r in rows], True
     return [], await has_versions(db, name)
 
 
 async def stored_dist_tags(db: Database, name: str) -> dict[str, str]:
-    rows = await db.fetch_all(
-        sa.select(dist_tags.c.tag, dist_tags.c.version).where(dist_tags.c.name == name)
-    )
+    rows = await db.fetch_all(_DIST_TAGS, {"name": name})
     return {r[0]: r[1] for r in rows}
 
 
 async def get_version(db: Database, name: str, version: str) -> VersionRecord | None:
-    row = await db.fetch_one(
-        sa.select(versions).where(versions.c.name == name, versions.c.version == version)
-    )
+    row = await db.fetch_one(_VERSION, {"name": name, "version": version})
     return None if row is None else _version(row)
 
 
 async def get_tarball(db: Database, name: str, filename: str) -> Any:
-    return await db.fetch_one(
-        sa.select(tarballs).where(tarballs.c.name == name, tarballs.c.filename == filename)
-    )
+    return await db.fetch_one(_TARBALL, {"name": name, "filename": filename})
 
 
 async def ensure_package(
@@ -317,9 +339,9 @@ async def ensure_package(
     """The package row, if none exists yet; ``created`` is its first version's publish time."""
     stamp = created or now()
     await db.execute(
-        db.insert_or_ignore(packages).values(
-            name=name, created=stamp, modified=stamp, serial=0, **_package_values(fields or {})
-        )
+        db.insert_or_ignore(packages),
+        {"name": name, "created": stamp, "modified": stamp, "serial": 0}
+        | _package_values(fields or {}),
     )
 
 
@@ -328,10 +350,10 @@ async def touch(db: Database, name: str, fields: dict[str, Any] | None = None) -
 
     ``fields``, when given, replace the package's top-level fields (a publish's).
     """
-    values: dict[str, Any] = {"serial": packages.c.serial + 1, "modified": now()}
+    values: dict[str, Any] = {"name": name, "modified": now()}
     if fields is not None:
         values.update(_package_values(fields))
-    await db.execute(packages.update().where(packages.c.name == name).values(**values))
+    await db.execute(_TOUCH, values)
 
 
 async def add_tarball(
@@ -349,19 +371,12 @@ async def add_tarball(
     One statement: the insert returns its row only when it inserted one.
     """
     inserted = await db.fetch_one(
-        db.insert_or_ignore(tarballs)
-        .values(
-            name=name,
-            filename=filename,
-            blob_key=key,
-            size=size,
-            sha1=sha1,
-            sha512=sha512,
-            created=now(),
-            provenance=provenance,
-        )
-        .returning(tarballs.c.filename)
-    )
+        db.insert_or_ignore(tarballs, returning=[tarballs.c.filename]),
+        {
+            "name": name, "filename": filename, "blob_key": key, "size": size, "sha1": sha1,
+            "sha512": sha512, "created": now(), "provenance": provenance,
+        },
+    )  # fmt: skip
     return inserted is not None
 
 
@@ -373,33 +388,26 @@ async def add_version(
     One statement: the insert returns its row only when it inserted one.
     """
     inserted = await db.fetch_one(
-        db.insert_or_ignore(versions)
-        .values(
-            provenance=provenance,
-            name=name,
-            version=record.version,
-            filename=record.filename,
-            manifest=dict(record.manifest),
-            integrity=record.integrity,
-            shasum=record.shasum,
-            created=record.created,
-            deprecated=record.deprecated,
-        )
-        .returning(versions.c.version)
-    )
+        db.insert_or_ignore(versions, returning=[versions.c.version]),
+        {
+            "provenance": provenance, "name": name, "version": record.version,
+            "filename": record.filename, "manifest": dict(record.manifest),
+            "integrity": record.integrity, "shasum": record.shasum, "created": record.created,
+            "deprecated": record.deprecated,
+        },
+    )  # fmt: skip
     return inserted is not None
 
 
 async def set_dist_tag(db: Database, name: str, tag: str, version: str) -> None:
     await db.execute(
-        db.upsert(dist_tags, ["name", "tag"], ["version"]).values(
-            name=name, tag=tag, version=version
-        )
+        db.upsert(dist_tags, ["name", "tag"], ["version"]),
+        {"name": name, "tag": tag, "version": version},
     )
 
 
 async def remove_dist_tag(db: Database, name: str, tag: str) -> None:
-    await db.execute(dist_tags.delete().where(dist_tags.c.name == name, dist_tags.c.tag == tag))
+    await db.execute(_REMOVE_DIST_TAG, {"name": name, "tag": tag})
 
 
 async def set_deprecated(db: Database, name: str, version: str, message: str | None) -> None:

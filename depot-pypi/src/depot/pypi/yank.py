@@ -136,16 +136,18 @@ async def set_yanked(
     return Release(project, str(release[0]["version"]), filenames, reason, changed)
 
 
+#: The versions and states of a project's yanked files (run with values: built once).
+_YANKED_FILES = sa.select(pypi_files.c.version, pypi_files.c.yanked).where(
+    pypi_files.c.project == sa.bindparam("project"), pypi_files.c.yanked.is_not(None)
+)
+
+
 async def release_state(ctx: EcosystemContext, project: str, version: Version) -> str | None:
     """The yank state a new file of this release is born with: that of the release's files.
 
     A wheel uploaded late to a yanked release must not make the release installable again.
     """
-    rows = await ctx.db.fetch_all(
-        sa.select(pypi_files.c.version, pypi_files.c.yanked).where(
-            pypi_files.c.project == project, pypi_files.c.yanked.is_not(None)
-        )
-    )
+    rows = await ctx.db.fetch_all(_YANKED_FILES, {"project": project})
     return release_reason(row["yanked"] for row in rows if _same_version(row, version))
 
 
