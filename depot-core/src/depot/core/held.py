@@ -80,6 +80,17 @@ PARSE_INLINE = 64 * 1024
 
 _COLUMNS = ["upstream_url", "blob_key", "etag", "last_modified", "fetched_at", "checked_at"]
 
+# Statements run with values, compiled once (depot.core.prepared): a cold install asks for one
+# row per package.
+_KEY = sa.and_(
+    upstream_documents.c.ecosystem == sa.bindparam("ecosystem"),
+    upstream_documents.c.name == sa.bindparam("name"),
+)
+_HELD = sa.select(upstream_documents.c.name, *(upstream_documents.c[c] for c in _COLUMNS)).where(
+    _KEY
+)
+_CONFIRM = upstream_documents.update().where(_KEY).values(checked_at=sa.bindparam("stamp"))
+
 
 @dataclass(frozen=True, slots=True)
 class HeldDocument:
@@ -120,10 +131,7 @@ class HeldDocuments:
         remembered = self._rows.get(name)
         if remembered is not None and remembered[0] == generation:
             return remembered[1]
-        t = upstream_documents.c
-        row = await self.ctx.db.fetch_one(
-            sa.select(t.name, *(getattr(t, c) for c in _COLUMNS)).where(self._where, t.name == name)
-        )
+        row = await self.ctx.db.fetch_one(_HELD, {"ecosystem": self.ctx.name, "name": name})
         if row is None:  # about to be fetched: not worth remembering
             return None
         return self._remember(generation, _held(row))
@@ -261,12 +269,8 @@ class HeldDocuments:
         """The upstream answered 304: the held document is current as of now."""
         generation = self.ctx.changes.generation(held.name)
         stamp = time.time()
-        t = upstream_documents.c
-        await self.ctx.db.execute(
-            upstream_documents.update()
-            .where(self._where, t.name == held.name)
-            .values(checked_at=stamp)
-        )
+        values = {"ecosystem": self.ctx.name, "name": held.name, "stamp": stamp}
+        await self.ctx.db.execute(_CONFIRM, values)
         return self._remember(generation, dataclasses.replace(held, checked_at=stamp))
 
     async def forget(self, names: Sequence[str]) -> list[str]:

@@ -461,12 +461,14 @@ async def search(db: Database, text: str, size: int, offset: int) -> tuple[int, 
 # -- content cached from the upstream ----------------------------------------------------------
 
 
+_CACHED_TARBALL = sa.select(cached_tarballs).where(
+    cached_tarballs.c.name == _NAME, cached_tarballs.c.filename == sa.bindparam("filename")
+)
+
+
 async def cached_tarball(db: Database, name: str, filename: str) -> Any:
-    return await db.fetch_one(
-        sa.select(cached_tarballs).where(
-            cached_tarballs.c.name == name, cached_tarballs.c.filename == filename
-        )
-    )
+    """A cached tarball's row (asked once per tarball by a cold install: prepared)."""
+    return await db.fetch_one(_CACHED_TARBALL, {"name": name, "filename": filename})
 
 
 def tarball_row(

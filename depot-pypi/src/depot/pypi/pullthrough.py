@@ -46,6 +46,7 @@ from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import quote, urldefrag, urljoin, urlsplit
 
+import sqlalchemy as sa
 from depot.core import EcosystemContext
 from depot.core.blobs import BlobUpload
 from depot.core.changes import TopicFeed
@@ -77,6 +78,9 @@ PREFETCH_PAGES = 100
 MAX_METADATA = 1024 * 1024
 #: Cached file rows remembered per process.
 REMEMBERED = 100_000
+
+# Compiled once (depot.core.prepared): a cold install asks for one row per file.
+_CACHED_FILE = cached_files.select().where(cached_files.c.filename == sa.bindparam("filename"))
 
 
 class PypiUpstreams:
@@ -252,9 +256,7 @@ class PypiUpstreams:
         remembered = self.file_rows.get(filename)
         if remembered is not None and remembered[0] == generation:
             return remembered[1]
-        row = await self.ctx.db.fetch_one(
-            cached_files.select().where(cached_files.c.filename == filename)
-        )
+        row = await self.ctx.db.fetch_one(_CACHED_FILE, {"filename": filename})
         if row is None or row["project"] != project:
             return None
         row = dict(row._mapping)  # type: ignore[attr-defined]
