@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from depot.core.changes import TopicFeed
-from depot.core.database import Database
+from depot.core.database import Database, contains
 from depot.core.errors import NotFound
 from depot.core.upstream import UpstreamError
 
@@ -166,8 +166,6 @@ class HeldDocuments:
         """Held documents by name (those whose name contains ``containing``, if given), leaving
         out the names ``excluding`` selects (those published here: never served from upstream),
         for catalogs."""
-        from depot.core.database import contains
-
         t = upstream_documents.c
         query = (
             sa.select(t.name, *(getattr(t, c) for c in _COLUMNS))
