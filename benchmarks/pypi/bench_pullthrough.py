@@ -11,9 +11,11 @@ python push`` (a root, 8 mid-level projects, 4 leaves each; each wheel carries a
 
 With ``--uv`` the three are measured with ``uv pip install --no-cache --target`` too (a fresh
 pull-through depot of its own for the cold install). Prints medians and the ratios cold/direct
-and warm/direct with the goals of issue 15. Run::
+and warm/direct with the goals of issue 15, and the pull-through depot's CPU in each cold
+install. ``--python OTHER_TREE/.venv/bin/python`` runs the pull-through depot with another
+tree, so two trees can alternate in the same conditions. Run::
 
-    .venv/bin/python benchmarks/pypi/bench_pullthrough.py [--rounds 5] [--uv]
+    .venv/bin/python benchmarks/pypi/bench_pullthrough.py [--rounds 5] [--uv] [--python PY]
 """
 
 from __future__ import annotations
@@ -55,18 +57,23 @@ def closure(storage: Path, mids: int = 8, leaves: int = 4) -> str:
 class Depot:
     """One ``depot serve`` on a free port, logging into ``work``."""
 
-    def __init__(self, work: Path, label: str, *flags: str) -> None:
+    def __init__(self, work: Path, label: str, *flags: str, python: str = sys.executable) -> None:
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         self.index = self.url + "/python/simple/"
         self.store = work / f"{label}-{port}"
         self.log = open(work / f"{label}-{port}.log", "wb")  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "depot.core", "serve", "--listen-addr", f"127.0.0.1:{port}",
+            [python, "-m", "depot.core", "serve", "--listen-addr", f"127.0.0.1:{port}",
              "--store-path", str(self.store), *flags],
             stdout=self.log, stderr=self.log,
         )  # fmt: skip
         wait_ready(self.url + "/-/health", self.process)
+
+    def cpu_seconds(self) -> float:
+        """The server process's user and system CPU so far (Linux ``/proc``)."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         stop(self.process)
@@ -101,7 +108,7 @@ def install(work: Path, client: str, index: str, root: str, expected: int) -> fl
 
 
 def measure(
-    work: Path, client: str, upstream: Depot, root: str, count: int, rounds: int
+    work: Path, client: str, upstream: Depot, root: str, count: int, rounds: int, python: str
 ) -> tuple[float, float, float]:
     """Medians of (direct, cold, warm) over ``rounds`` alternated rounds."""
     install(work, client, upstream.index, root, count)  # page cache, client warm-up
@@ -110,15 +117,17 @@ def measure(
     warm: list[float] = []
     for round_ in range(rounds):
         direct.append(install(work, client, upstream.index, root, count))
-        caching = Depot(work, "caching", "--pypi-upstream", upstream.index)
+        caching = Depot(work, "caching", "--pypi-upstream", upstream.index, python=python)
         try:
+            cpu = caching.cpu_seconds()
             cold.append(install(work, client, caching.index, root, count))
+            cold_cpu = caching.cpu_seconds() - cpu
             warm.append(install(work, client, caching.index, root, count))
         finally:
             caching.stop()
         print(
             f"{client} round {round_ + 1}: direct {direct[-1]:.2f} s, cold {cold[-1]:.2f} s, "
-            f"warm {warm[-1]:.2f} s",
+            f"warm {warm[-1]:.2f} s; pull-through depot CPU in the cold install {cold_cpu:.2f} s",
             flush=True,
         )
     return statistics.median(direct), statistics.median(cold), statistics.median(warm)
@@ -128,6 +137,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--uv", action="store_true", help="measure uv pip install as well")
+    parser.add_argument("--python", default=sys.executable, help="the pull-through depot's")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="depot-bench-pypi-pullthrough-"))
     upstream: Depot | None = None
@@ -145,7 +155,7 @@ def main() -> None:
               f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)  # fmt: skip
         results = {}
         for client in ("pip", "uv") if args.uv else ("pip",):
-            results[client] = measure(work, client, upstream, root, count, args.rounds)
+            results[client] = measure(work, client, upstream, root, count, args.rounds, args.python)
         print()
         for client, (d, c, w) in results.items():
             print(f"median {client} install: direct from upstream {d:.2f} s, through cold depot "
