@@ -8,12 +8,15 @@ a ``page`` link to the ecosystem's package pages (the ``depot_package_pages`` ho
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Protocol
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Protocol
 
-from depot.core.packagepages import Provenance
+from depot.core.packagepages import CACHED, Provenance
+
+if TYPE_CHECKING:
+    from depot.core.held import HeldDocument
 
 
 @dataclass(frozen=True)
@@ -62,3 +65,31 @@ class Catalog(Protocol):
         An ecosystem with a pull-through cache lists the names it holds only as cached after
         the published ones (``limit`` counts both), each with its ``provenance``; ``stats``
         (the ``/`` page's counts and newest uploads) counts published content only."""
+
+
+def cached_entries(
+    held: Sequence[HeldDocument],
+    fetched: Mapping[str, tuple[int, int]],
+    *,
+    unit: str,
+    href: Callable[[str], str],
+) -> list[CatalogEntry]:
+    """Entries for names held only as a cache of an upstream (their documents from
+    ``ctx.held_documents.listed``), each under its upstream, with what was fetched so far:
+    ``fetched`` maps a name to (artifacts, bytes), ``unit`` names them ("tarball(s)") and
+    ``href`` gives a name's path under the ecosystem's prefix."""
+    entries = []
+    for document in held:
+        count, size = fetched.get(document.name, (0, 0))
+        entries.append(
+            CatalogEntry(
+                name=document.name,
+                summary=f"{count} {unit} cached",
+                size=size,
+                uploaded_at=datetime.fromtimestamp(document.fetched_at, UTC),
+                href=href(document.name),
+                page=document.name,
+                provenance=Provenance(CACHED, document.upstream, document.fetched_at),
+            )
+        )
+    return entries

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 import sqlalchemy as sa
 from depot.core import EcosystemContext
-from depot.core.catalog import CatalogEntry, CatalogStats
+from depot.core.catalog import CatalogEntry, CatalogStats, cached_entries
 from depot.core.database import contains
-from depot.core.packagepages import CACHED, Provenance
 from depot.npm.store import cached_tarballs, packages, tarballs, versions
 from depot.npm.versions import choose_latest
 
@@ -109,18 +108,4 @@ class NpmCatalog:
                 .group_by(c.name)
             )
         }
-        entries = []
-        for document in held:
-            count, size = tallies.get(document.name, (0, 0))
-            entries.append(
-                CatalogEntry(
-                    name=document.name,
-                    summary=f"{count} tarball(s) cached",
-                    size=size,
-                    uploaded_at=datetime.fromtimestamp(document.fetched_at, UTC),
-                    href=f"/{document.name}",
-                    page=document.name,
-                    provenance=Provenance(CACHED, document.upstream, document.fetched_at),
-                )
-            )
-        return entries
+        return cached_entries(held, tallies, unit="tarball(s)", href=lambda name: f"/{name}")

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from depot.core import EcosystemContext
-from depot.core.catalog import CatalogEntry, CatalogStats
+from depot.core.catalog import CatalogEntry, CatalogStats, cached_entries
 from depot.core.database import contains
-from depot.core.packagepages import CACHED, Provenance
 from depot.pypi.schema import cached_files, pypi_files
 from depot.pypi.simple import sort_versions
 
@@ -97,21 +96,7 @@ class PypiCatalog:
                 .group_by(c.project)
             )
         }
-        entries = []
-        for document in held:
-            count, size = tallies.get(document.name, (0, 0))
-            entries.append(
-                CatalogEntry(
-                    name=document.name,
-                    summary=f"{count} file(s) cached",
-                    size=size,
-                    uploaded_at=datetime.fromtimestamp(document.fetched_at, UTC),
-                    href=f"/simple/{document.name}/",
-                    page=document.name,
-                    provenance=Provenance(CACHED, document.upstream, document.fetched_at),
-                )
-            )
-        return entries
+        return cached_entries(held, tallies, unit="file(s)", href=lambda name: f"/simple/{name}/")
 
     async def _versions(self, projects: list[str]) -> dict[str, list[str]]:
         if not projects:
