@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import hashlib
 import io
 import json
@@ -29,6 +30,7 @@ import tarfile
 import tempfile
 import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -183,6 +185,35 @@ async def load(url: str, seconds: float, clients: int, write_share: float) -> in
     return total
 
 
+@contextlib.contextmanager
+def running_depot(python: str, *flags: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``depot serve`` of ``python``'s tree on a free port with a store of its own, once it
+    answers (its URL and process); stopped on exit. ``DEPOT_BENCH_PYTHON_ARGS`` adds
+    interpreter options (``-X importtime``, ...)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        log = open(Path(tmp) / "server.log", "wb")  # noqa: SIM115
+        server = subprocess.Popen(
+            [python, *os.environ.get("DEPOT_BENCH_PYTHON_ARGS", "").split(), "-m", "depot.core",
+             "serve", "--listen-addr", f"127.0.0.1:{port}", "--store-path", f"{tmp}/store",
+             *flags],
+            stdout=log, stderr=log,
+        )  # fmt: skip
+        try:
+            for _ in range(300):
+                try:
+                    if httpx.get(f"{url}/-/health").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+            yield url, server
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=60)
+            log.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20)
@@ -195,46 +226,25 @@ def main() -> None:
         help="interpreter of the depot to measure (another tree)",
     )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        log = open(Path(tmp) / "server.log", "wb")  # noqa: SIM115
-        server = subprocess.Popen(
-            [
-                args.python, *os.environ.get("DEPOT_BENCH_PYTHON_ARGS", "").split(), "-m", "depot.core", "serve", "--listen-addr", f"127.0.0.1:{port}",
-                "--store-path", f"{tmp}/store", "--workers", str(args.workers),
-            ],
-            stdout=log, stderr=log,
-        )  # fmt: skip
-        try:
-            for _ in range(300):
-                try:
-                    if httpx.get(f"{url}/-/health").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
-            for i in range(10):
-                answer = httpx.put(
-                    f"{url}/npm/pkg{i}", content=npm_publish(f"pkg{i}", "1.0.0"),
-                    headers={"content-type": "application/json"},
-                )  # fmt: skip
-                assert answer.status_code == 201, answer.text
-                body = wheel(f"whl{i}", "1.0")
-                answer = httpx.put(
-                    f"{url}/python/files/whl{i}/whl{i}-1.0-py3-none-any.whl", content=body,
-                    headers={"x-depot-sha256": hashlib.sha256(body).hexdigest()},
-                )  # fmt: skip
-                assert answer.status_code == 201, answer.text
-            print(f"depot serve --workers {args.workers}, {args.clients} clients, "
-                  f"{args.writes:.0%} writes, {args.seconds:.0f} s")  # fmt: skip
-            cpu_before = cpu_seconds(server.pid)
-            total = asyncio.run(load(url, args.seconds, args.clients, args.writes))
-            cpu = cpu_seconds(server.pid) - cpu_before
-            print(f"server CPU: {cpu:.1f} s, {cpu / total * 1000:.2f} ms per request")
-        finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=60)
-            log.close()
+    with running_depot(args.python, "--workers", str(args.workers)) as (url, server):
+        for i in range(10):
+            answer = httpx.put(
+                f"{url}/npm/pkg{i}", content=npm_publish(f"pkg{i}", "1.0.0"),
+                headers={"content-type": "application/json"},
+            )  # fmt: skip
+            assert answer.status_code == 201, answer.text
+            body = wheel(f"whl{i}", "1.0")
+            answer = httpx.put(
+                f"{url}/python/files/whl{i}/whl{i}-1.0-py3-none-any.whl", content=body,
+                headers={"x-depot-sha256": hashlib.sha256(body).hexdigest()},
+            )  # fmt: skip
+            assert answer.status_code == 201, answer.text
+        print(f"depot serve --workers {args.workers}, {args.clients} clients, "
+              f"{args.writes:.0%} writes, {args.seconds:.0f} s")  # fmt: skip
+        cpu_before = cpu_seconds(server.pid)
+        total = asyncio.run(load(url, args.seconds, args.clients, args.writes))
+        cpu = cpu_seconds(server.pid) - cpu_before
+        print(f"server CPU: {cpu:.1f} s, {cpu / total * 1000:.2f} ms per request")
 
 
 if __name__ == "__main__":

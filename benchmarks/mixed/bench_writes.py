@@ -16,24 +16,20 @@ import argparse
 import asyncio
 import hashlib
 import os
-import signal
 import struct
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import httpx
 from depot.nix import narinfo
 from depot.nix.narinfo import NarInfo
 from depot.nix.nixbase32 import Hash
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_mixed import cpu_seconds, free_port, npm_publish, wheel  # noqa: E402
+from bench_mixed import cpu_seconds, npm_publish, running_depot, wheel  # noqa: E402
 
 #: A request to send: method, path, body, headers (aiohttp's ``data`` takes the form as is).
 Request = tuple[str, str, Any, dict[str, str]]
@@ -126,39 +122,20 @@ def main() -> None:
         "--python", default=sys.executable, help="interpreter of the depot to measure"
     )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        log = open(Path(tmp) / "server.log", "wb")  # noqa: SIM115
-        server = subprocess.Popen(
-            [args.python, "-m", "depot.core", "serve", "--listen-addr", f"127.0.0.1:{port}",
-             "--store-path", f"{tmp}/store"],
-            stdout=log, stderr=log,
-        )  # fmt: skip
-        try:
-            for _ in range(300):
-                try:
-                    if httpx.get(f"{url}/-/health").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
-            # Every package exists before the measure: its first publish is not the common case.
-            warm = [npm_upload(10**6 + n) + twine_upload(10**6 + n) for n in range(10)]
-            asyncio.run(run_writes(url, warm, 1))
-            for kind, make in KINDS.items():
-                writes = [make(n) for n in range(args.writes)]
-                before, started = cpu_seconds(server.pid), time.monotonic()
-                failures = asyncio.run(run_writes(url, writes, args.clients))
-                cpu = cpu_seconds(server.pid) - before
-                elapsed = time.monotonic() - started
-                print(
-                    f"{kind}: {args.writes} in {elapsed:.1f} s, server CPU {cpu:.2f} s, "
-                    f"{cpu / args.writes * 1000:.2f} ms per write, {failures} failures"
-                )
-        finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=60)
-            log.close()
+    with running_depot(args.python) as (url, server):
+        # Every package exists before the measure: its first publish is not the common case.
+        warm = [npm_upload(10**6 + n) + twine_upload(10**6 + n) for n in range(10)]
+        asyncio.run(run_writes(url, warm, 1))
+        for kind, make in KINDS.items():
+            writes = [make(n) for n in range(args.writes)]
+            before, started = cpu_seconds(server.pid), time.monotonic()
+            failures = asyncio.run(run_writes(url, writes, args.clients))
+            cpu = cpu_seconds(server.pid) - before
+            elapsed = time.monotonic() - started
+            print(
+                f"{kind}: {args.writes} in {elapsed:.1f} s, server CPU {cpu:.2f} s, "
+                f"{cpu / args.writes * 1000:.2f} ms per write, {failures} failures"
+            )
 
 
 if __name__ == "__main__":

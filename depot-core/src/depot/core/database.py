@@ -275,6 +275,10 @@ class _SQLiteConnection(SQLiteConnection):
             processors[name](params[name]) if name in processors else params[name]
             for name in compiled.positiontup
         ]
+        return compiled.string, args, compiled._result_columns, self._context(compiled)
+
+    def _context(self, compiled: Any) -> CompilationContext:
+        """What ``databases`` reads result rows with: an execution context of ``compiled``."""
         context = self._dialect.execution_ctx_cls()
         context.dialect = self._dialect
         context.result_column_struct = (
@@ -284,7 +288,7 @@ class _SQLiteConnection(SQLiteConnection):
             compiled._ad_hoc_textual,
             compiled._loose_column_name_matching,
         )
-        return compiled.string, args, compiled._result_columns, CompilationContext(context)
+        return CompilationContext(context)
 
     async def _fetch(self, query: Any, one: bool) -> list[Record]:
         connection = self._connection
@@ -324,17 +328,8 @@ class _SQLiteConnection(SQLiteConnection):
         if metadata is None or metadata[0] != description:
             # The same for every call of one statement: made once, as SQLAlchemy's own cache of
             # compiled statements keeps it.
-            compiled = prepared.compiled
-            context = self._dialect.execution_ctx_cls()
-            context.dialect = self._dialect
-            context.result_column_struct = (
-                compiled._result_columns,
-                compiled._ordered_columns,
-                compiled._textual_ordered_columns,
-                compiled._ad_hoc_textual,
-                compiled._loose_column_name_matching,
-            )
-            metadata = (description, CursorResultMetaData(CompilationContext(context), description))
+            context = self._context(prepared.compiled)
+            metadata = (description, CursorResultMetaData(context, description))
             prepared.metadata = metadata
         return self._records(metadata[1], prepared.result_columns, prepared.column_maps, rows)
 
