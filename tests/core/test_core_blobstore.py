@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from depot.core.blobs import InvalidKey, ScopedBlobStore, check_key
-from depot.core.storage_fs import FSBlobStore
+from depot.core.blobs import CHUNK_SIZE, InvalidKey, ScopedBlobStore, check_key
+from depot.core.storage_fs import HASH_ON_LOOP, FSBlobStore
 
 
 @pytest.fixture
@@ -44,14 +44,39 @@ async def test_committed_blob_reads_back_with_digests(store: FSBlobStore) -> Non
     assert (store.root / "eco" / "a" / "b.bin").exists()
 
 
+@pytest.mark.parametrize(
+    "size",
+    [0, 5, HASH_ON_LOOP, HASH_ON_LOOP + 1, CHUNK_SIZE + HASH_ON_LOOP + 1],
+    ids=["empty", "tiny", "hashed-on-the-loop", "hashed-in-a-thread", "chunk-and-a-tail"],
+)
+async def test_every_size_commits_its_bytes_with_their_digests(
+    store: FSBlobStore, size: int
+) -> None:
+    # Small blobs are hashed on the event loop and written only by the commit; bigger tails
+    # in a thread as they are written: every way gives the same bytes and digests.
+    blobs = ScopedBlobStore(store, "eco")
+    data = os.urandom(size)
+    async with blobs.upload("incoming/x", hashes=("sha256", "sha1")) as upload:
+        for i in range(0, size, 40_000):
+            await upload.write(data[i : i + 40_000])
+        await upload.complete()
+        assert upload.hexdigest("sha256") == hashlib.sha256(data).hexdigest()
+        assert upload.hexdigest("sha1") == hashlib.sha1(data).hexdigest()  # noqa: S324
+        await upload.commit("sha256/x")
+    assert await read_all(blobs, "sha256/x") == data
+    assert (await blobs.stat("sha256/x")).size == size
+    assert list(store.tmp_dir.iterdir()) == []
+
+
 async def test_upload_left_without_commit_leaves_nothing(store: FSBlobStore) -> None:
     blobs = ScopedBlobStore(store, "eco")
-    with pytest.raises(RuntimeError):
-        async with blobs.upload("x") as upload:
-            await upload.write(b"partial")
-            raise RuntimeError("verification failed")
-    assert await blobs.stat("x") is None
-    assert list(store.tmp_dir.iterdir()) == []
+    for partial in (b"partial", os.urandom(CHUNK_SIZE + 1)):  # buffered, and written
+        with pytest.raises(RuntimeError):
+            async with blobs.upload("x") as upload:
+                await upload.write(partial)
+                raise RuntimeError("verification failed")
+        assert await blobs.stat("x") is None
+        assert list(store.tmp_dir.iterdir()) == []
 
 
 async def test_commit_under_digest_key(store: FSBlobStore) -> None:

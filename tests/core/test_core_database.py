@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,52 @@ async def test_connections_are_reused_and_never_inside_a_transaction(db: Databas
     assert first == 1
     assert await db.fetch_val("SELECT count(*) FROM notes") == 0
     assert all(not c.in_transaction for c in pool._idle)
+
+
+async def test_reads_see_their_own_transaction_and_every_commit(db: Database) -> None:
+    schema = notes_v1()
+    await db.migrate([schema])
+    (notes,) = schema.tables
+    body_of = sa.select(notes.c.body).where(notes.c.id == sa.bindparam("id"))
+    async with db.transaction():
+        await db.execute(notes.insert(), {"id": 1, "body": "inside"})
+        # The transaction's task reads through its own connection, uncommitted rows included...
+        assert await db.fetch_val(body_of, {"id": 1}) == "inside"
+        assert await db.fetch_val(sa.select(sa.func.count()).select_from(notes)) == 1
+        # ...and any other task reads what is committed, without waiting for the writer.
+        assert await asyncio.create_task(db.fetch_val(body_of, {"id": 1})) is None
+    assert await db.fetch_val(body_of, {"id": 1}) == "inside"
+
+    async def grouped() -> None:
+        await db.execute(notes.insert(), {"id": 2, "body": "grouped"})
+
+    await db.write(grouped)  # committed by the group-commit thread's connection
+    assert await db.fetch_val(body_of, {"id": 2}) == "grouped"
+    rows = await db.fetch_all(sa.select(notes.c.id, notes.c.body).order_by(notes.c.id))
+    assert [(r["id"], r["body"]) for r in rows] == [(1, "inside"), (2, "grouped")]
+
+
+async def test_a_long_read_leaves_the_event_loop_serving(db: Database) -> None:
+    # Reads are answered on the event loop's thread when they are quick; one that is not must
+    # not hold the loop (every other request) until it ends.
+    rows = 3_000_000
+    slow = sa.text(
+        "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < :last) "
+        "SELECT count(*) FROM n"
+    ).bindparams(last=rows)
+    turns = 0
+
+    async def other_requests() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    for _ in range(2):  # the first time, and once it is known to be slow
+        others = asyncio.create_task(other_requests())
+        await asyncio.sleep(0)
+        before = turns
+        assert await db.fetch_val(slow) == rows
+        during = turns - before
+        others.cancel()
+        assert during > 100, f"the loop turned {during} times while a long read ran"

@@ -108,9 +108,9 @@ def test_attachment_data_may_come_before_the_versions_that_verify_it(
     assert tarball.content == tgz
 
 
-def _valid_body() -> dict[str, Any]:
+def _valid_body(pad_bytes: int = 200_000) -> dict[str, Any]:
     # Big enough that the data spans many reads on the server.
-    pad = os.urandom(200_000).hex()
+    pad = os.urandom(pad_bytes).hex()
     tgz = make_tgz("p", "1.0.0", manifest={"name": "p", "version": "1.0.0", "pad": pad})
     return publish_body("p", "1.0.0", tgz)
 
@@ -179,7 +179,8 @@ def test_a_document_too_large_without_its_data_is_refused(depot_server: DepotSer
 
 
 def test_a_client_that_goes_away_mid_body_leaves_nothing(depot_server: DepotServer) -> None:
-    body = json.dumps(_valid_body()).encode()
+    # Half of it is more than the store buffers before it creates the upload's file.
+    body = json.dumps(_valid_body(pad_bytes=3_000_000)).encode()
     with socket.create_connection(("127.0.0.1", depot_server.port)) as conn:
         conn.sendall(
             b"PUT /npm/p HTTP/1.1\r\nHost: depot\r\ncontent-type: application/json\r\n"

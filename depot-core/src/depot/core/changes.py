@@ -238,7 +238,12 @@ class Changes:
                     await listener.add_listener(CHANNEL, self._heard)
                 while True:
                     began = time.monotonic()
-                    await asyncio.wait_for(self._poll(database), POLL_TIMEOUT)
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns the
+                    # result of a poll that finished as the task was cancelled (reads can
+                    # finish without suspending: depot.core.database._InlineReads) and the
+                    # cancellation is lost, leaving a follower nobody can stop.
+                    async with asyncio.timeout(POLL_TIMEOUT):
+                        await self._poll(database)
                     self._recovered(began)
                     if time.monotonic() - last_prune > PRUNE_EVERY:
                         last_prune = time.monotonic()
@@ -247,8 +252,9 @@ class Changes:
                                 changes_table.c.at < time.time() - RETAIN_SECONDS
                             )
                         )
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), POLL_INTERVAL)
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(POLL_INTERVAL):
+                            await self._wake.wait()
                     self._wake.clear()
             except asyncio.CancelledError:
                 raise

@@ -22,6 +22,7 @@ import json
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -58,6 +59,13 @@ SQLITE_BUSY_TIMEOUT = 30.0
 GROUP_COMMIT_MAX = 64
 #: Compiled statement shapes kept per database (the cache starts over when full).
 COMPILED_CACHE_SIZE = 1000
+#: A read on the event loop's thread gives up after this long and runs on a connection's
+#: thread instead (see :class:`_InlineReads`): the loop serves nothing while it runs. Seconds.
+INLINE_READ_BUDGET = 0.002
+#: Reads answered on the event loop between two turns it is given (see Database._read_inline).
+INLINE_READS_PER_TURN = 16
+#: SQLite virtual-machine steps between two looks at the clock in an inline read.
+_INLINE_PROGRESS_STEPS = 1000
 
 T = TypeVar("T")
 
@@ -324,6 +332,12 @@ class _SQLiteConnection(SQLiteConnection):
         description, rows = await connection._execute(
             _fetch, connection._conn, prepared.sql, args, one
         )
+        return self.prepared_records(prepared, description, rows)
+
+    def prepared_records(
+        self, prepared: Prepared, description: Any, rows: list[Any]
+    ) -> list[Record]:
+        """The records of rows a prepared statement read (with the cursor's ``description``)."""
         metadata = prepared.metadata
         if metadata is None or metadata[0] != description:
             # The same for every call of one statement: made once, as SQLAlchemy's own cache of
@@ -332,6 +346,16 @@ class _SQLiteConnection(SQLiteConnection):
             metadata = (description, CursorResultMetaData(context, description))
             prepared.metadata = metadata
         return self._records(metadata[1], prepared.result_columns, prepared.column_maps, rows)
+
+    def compiled_records(self, query: Any, read: Callable[[str, list[Any]], Any]) -> Any:
+        """The records of ``query`` as ``read(sql, args)`` reads them (``(description, rows)``,
+        or None for nothing read)."""
+        sql, args, result_columns, context = self._compile(query)
+        found = read(sql, args)
+        if found is None:
+            return None
+        metadata = CursorResultMetaData(context, found[0])
+        return self._records(metadata, result_columns, create_column_maps(result_columns), found[1])
 
     async def fetch_all(self, query: Any) -> list[Record]:
         return await self._fetch(query, one=False)
@@ -349,6 +373,64 @@ class _SQLiteConnection(SQLiteConnection):
     async def iterate(self, query: Any) -> AsyncIterator[Record]:
         for record in await self._fetch(query, one=False):
             yield record
+
+
+class _InlineReads:
+    """SQLite reads on the event loop's own thread, outside transactions.
+
+    A read through ``databases`` hands the statement to a connection's thread and waits for
+    the answer: about 110 µs of CPU per query (a queue, a thread's wake-up, a future answered
+    across threads), where SQLite finds a row by its key in about 4. In WAL mode a reader
+    never waits for the writer, so a read on the loop blocks it only for the statement's own
+    work, which is bounded: a statement still running after :data:`INLINE_READ_BUDGET` is
+    interrupted and runs on a thread instead, as it always will from then on. SQLite answering
+    busy (recovering the log after a crash, say) sends a read to a thread too: this connection
+    waits for nothing (busy timeout 0). It only ever reads (``PRAGMA query_only``).
+
+    Only the thread that connected reads here; any other (the group commit's) goes the usual
+    way.
+    """
+
+    SLOW_REMEMBERED = 1000
+
+    def __init__(self, database: str, options: Mapping[str, Any]) -> None:
+        self._database = database
+        self._options = {**options, "timeout": 0, "check_same_thread": False}
+        self._thread = threading.get_ident()
+        self._connection: sqlite3.Connection | None = None
+        self._deadline = 0.0
+        #: SQL that once ran over the budget: it runs on a thread.
+        self.slow: set[str] = set()
+
+    def _open(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self._database, isolation_level=None, **self._options)
+        connection.execute("PRAGMA query_only = ON").close()
+        connection.set_progress_handler(self._over_budget, _INLINE_PROGRESS_STEPS)
+        self._connection = connection
+        return connection
+
+    def _over_budget(self) -> bool:
+        return time.perf_counter() > self._deadline
+
+    def fetch(self, sql: str, args: list[Any], one: bool) -> tuple[Any, list[Any]] | None:
+        """``(cursor description, rows)``; None when the read is to run on a thread."""
+        if threading.get_ident() != self._thread or sql in self.slow:
+            return None
+        connection = self._connection or self._open()
+        self._deadline = time.perf_counter() + INLINE_READ_BUDGET
+        try:
+            return _fetch(connection, sql, args, one)
+        except sqlite3.OperationalError as exc:
+            if str(exc) == "interrupted":
+                if len(self.slow) >= self.SLOW_REMEMBERED:
+                    self.slow.clear()
+                self.slow.add(sql)
+            return None  # and on a thread it answers, or raises what it raises there
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
 
 class _DirectSQLite:
@@ -573,10 +655,48 @@ class Database(databases.Database):
             pool, dialect = self._sqlite_pool, backend._dialect
             backend.connection = lambda: _SQLiteConnection(pool, dialect)  # type: ignore[method-assign]
         self._group_commit = GroupCommit(self)
+        #: Reads on the event loop's thread (SQLite files; made by :meth:`connect`).
+        self._inline: _InlineReads | None = None
+        self._record_reader: _SQLiteConnection | None = None
+        self._inline_reads = 0
+
+    async def connect(self) -> None:
+        await super().connect()
+        pool = self._sqlite_pool
+        if pool is None or pool._memref is not None or "memory" in pool._database:
+            return  # an in-memory database is one per connection
+        self._inline = _InlineReads(pool._database, pool._options)
+        self._record_reader = _SQLiteConnection(pool, self._backend._dialect)  # type: ignore[attr-defined]
 
     def in_transaction(self) -> bool:
         """Whether the current task is inside a transaction (``db.transaction()``, a write)."""
-        return bool(self.connection()._transaction_stack)
+        connection = self._global_connection
+        if connection is None:
+            task = asyncio.current_task()
+            connection = None if task is None else self._connection_map.get(task)
+        return connection is not None and bool(connection._transaction_stack)
+
+    async def _read_inline(self, query: Any, values: Mapping[str, Any] | None, one: bool) -> Any:
+        """The records of a read answered on the event loop's thread (:class:`_InlineReads`),
+        or None: the read is to go to a connection's thread.
+
+        Every :data:`INLINE_READS_PER_TURN` reads, the reader lets the loop turn first: a task
+        reading row after row (a sweep over thousands) would otherwise hold it throughout,
+        where each read through a thread let other requests in.
+        """
+        inline = self._inline
+        if inline is None or isinstance(query, str) or self.in_transaction():
+            return None
+        self._inline_reads += 1
+        if self._inline_reads % INLINE_READS_PER_TURN == 0:
+            await asyncio.sleep(0)
+        reader = self._record_reader
+        assert reader is not None
+        if values is None:
+            return reader.compiled_records(query, lambda sql, args: inline.fetch(sql, args, one))
+        prepared = self.prepared(query, values)
+        found = inline.fetch(prepared.sql, prepared.args(values), one)
+        return None if found is None else reader.prepared_records(prepared, *found)
 
     def prepared(self, template: Any, values: Mapping[str, Any]) -> Prepared:
         """``template`` compiled for this database and values with the keys of ``values``: once,
@@ -611,6 +731,9 @@ class Database(databases.Database):
 
     async def fetch_all(self, query: Any, values: Mapping[str, Any] | None = None) -> list[Record]:
         """Every row of a statement; with ``values``, of a template (as :meth:`execute`)."""
+        records = await self._read_inline(query, values, one=False)
+        if records is not None:
+            return records  # type: ignore[no-any-return]
         if values is None or isinstance(query, str):
             return await super().fetch_all(query, values)  # type: ignore[arg-type, return-value]
         return await self._fetch_prepared(query, values, one=False)
@@ -618,9 +741,11 @@ class Database(databases.Database):
     async def fetch_one(self, query: Any, values: Mapping[str, Any] | None = None) -> Record | None:
         """The first row of a statement or None; with ``values``, of a template (as
         :meth:`execute`)."""
-        if values is None or isinstance(query, str):
-            return await super().fetch_one(query, values)  # type: ignore[arg-type, return-value]
-        rows = await self._fetch_prepared(query, values, one=True)
+        rows = await self._read_inline(query, values, one=True)
+        if rows is None:
+            if values is None or isinstance(query, str):
+                return await super().fetch_one(query, values)  # type: ignore[arg-type, return-value]
+            rows = await self._fetch_prepared(query, values, one=True)
         return rows[0] if rows else None
 
     async def fetch_val(
@@ -628,8 +753,8 @@ class Database(databases.Database):
     ) -> Any:
         """A column of the first row of a statement (None without rows); with ``values``, of a
         template (as :meth:`execute`)."""
-        if values is None or isinstance(query, str):
-            return await super().fetch_val(query, values, column=column)  # type: ignore[arg-type]
+        if isinstance(query, str):
+            return await super().fetch_val(query, values, column=column)
         row = await self.fetch_one(query, values)
         return None if row is None else row[column]
 
@@ -669,6 +794,9 @@ class Database(databases.Database):
 
     async def disconnect(self) -> None:
         await self._group_commit.close()
+        if self._inline is not None:
+            self._inline.close()
+            self._inline = None
         await super().disconnect()
         if self._sqlite_pool is not None:
             await self._sqlite_pool.close_idle()
