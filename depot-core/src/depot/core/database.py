@@ -596,6 +596,8 @@ class GroupCommit:
 
     async def _commit(self, group: list[_Pending]) -> None:
         outcomes: list[tuple[_Pending, Any, BaseException | None]] = []
+        # A lone write needs no savepoint: if it fails, the transaction is rolled back whole.
+        alone = len(group) == 1
         try:
             conn = self._writer_connection()
             async with conn, conn.transaction(immediate=True):
@@ -604,9 +606,14 @@ class GroupCommit:
                     if future.cancelled():
                         continue  # its caller stopped waiting before it began: not written
                     try:
-                        async with conn.transaction():
+                        if alone:
                             result = await write()
+                        else:
+                            async with conn.transaction():
+                                result = await write()
                     except Exception as exc:
+                        if alone:
+                            raise
                         outcomes.append((pending, None, exc))
                     else:
                         outcomes.append((pending, result, None))
