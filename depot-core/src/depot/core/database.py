@@ -433,6 +433,11 @@ class _InlineReads:
             self._connection = None
 
 
+def _in_memory(database: str) -> bool:
+    """Whether a SQLite database name opens a database in memory, not a file."""
+    return database in ("", ":memory:") or "mode=memory" in database
+
+
 class _DirectSQLite:
     """Stands in for an aiosqlite connection on the group-commit thread: calls run inline.
 
@@ -670,7 +675,7 @@ class Database(databases.Database):
     async def connect(self) -> None:
         await super().connect()
         pool = self._sqlite_pool
-        if pool is None or pool._memref is not None or "memory" in pool._database:
+        if pool is None or pool._memref is not None or _in_memory(pool._database):
             return  # an in-memory database is one per connection
         self._inline = _InlineReads(pool._database, pool._options)
         self._record_reader = _SQLiteConnection(pool, self._backend._dialect)  # type: ignore[attr-defined]
