@@ -149,3 +149,40 @@ async def test_a_long_read_leaves_the_event_loop_serving(db: Database) -> None:
         during = turns - before
         others.cancel()
         assert during > 100, f"the loop turned {during} times while a long read ran"
+
+
+async def test_a_blob_committed_with_its_rows_is_there_before_them_or_neither_is(
+    db: Database, tmp_path: Path
+) -> None:
+    from depot.core.blobs import ScopedBlobStore
+    from depot.core.storage_fs import FSBlobStore
+
+    schema = notes_v1()
+    await db.migrate([schema])
+    (notes,) = schema.tables
+    store = FSBlobStore.open_sync(tmp_path / "blobs")
+    blobs = ScopedBlobStore(store, "eco")
+    (store.root / "eco").mkdir()
+    (store.root / "eco" / "blocked").write_bytes(b"a file where a directory should be")
+
+    async def save(note_id: int, key: str) -> None:
+        async with blobs.upload("incoming/x") as upload:
+            await upload.write(b"body %d" % note_id)
+            await upload.complete()
+            commit = upload.blocking_commit(key)
+            assert commit is not None  # the fs store commits on the writer's thread
+
+            async def row() -> None:
+                # The blob is in place before the row that points at it is written.
+                assert await blobs.stat(key) is not None
+                await db.execute(notes.insert(), {"id": note_id, "body": key})
+
+            await db.write(row, commit)
+
+    await save(1, "notes/1")
+    assert b"".join([c async for c in blobs.read("notes/1")]) == b"body 1"
+    with pytest.raises(NotADirectoryError):
+        await save(2, "blocked/2")
+    ids = [r[0] for r in await db.fetch_all(sa.select(notes.c.id))]
+    assert ids == [1]  # the row of the blob that failed was never written
+    assert list(store.tmp_dir.iterdir()) == []

@@ -21,7 +21,14 @@ from typing import Any
 
 from depot.core.artifactmemory import ArtifactMemory
 from depot.core.auth import WRITE_METHODS, Authenticator
-from depot.core.blobs import BlobEntry, BlobStore, InvalidKey, ScopedBlobStore, StorageBackend
+from depot.core.blobs import (
+    BlobEntry,
+    BlobStore,
+    InvalidKey,
+    ScopedBlobStore,
+    ScopedUpload,
+    StorageBackend,
+)
 from depot.core.catalog import Catalog
 from depot.core.changes import CHANGES_SCHEMA, Changes, Recorded, TopicFeed
 from depot.core.database import Database, RowWrite
@@ -159,6 +166,7 @@ class EcosystemContext:
         keys: Sequence[str] = (),
         cached: Sequence[tuple[str, int]] = (),
         notify: Sequence[str] = (),
+        blob: tuple[ScopedUpload, str] | None = None,
     ) -> None:
         """Write ``rows`` (``(statement, parameters)``, the statement a template run as
         ``ctx.db.execute(statement, parameters)``, e.g. ``ctx.db.insert_or_ignore(table)``
@@ -168,7 +176,13 @@ class EcosystemContext:
         ``keys`` must exist (else :class:`BlobMissing`, and nothing is written); ``cached``
         items ``(item, size)`` are declared evictable (:meth:`cache_stored`) and the names in
         ``notify`` recorded as changed in the same transaction, then announced. Returns once
-        committed; for the many small writes of a filling pull-through cache."""
+        committed; for the many small writes of a filling pull-through cache.
+
+        ``blob``: ``(upload, key)``, an upload from ``ctx.blobs.upload`` that the rows point at,
+        committed under ``key`` first (if it fails, nothing is written). On the fs store the
+        commit runs on the group commit's thread just before the transaction: one hand-over
+        between threads per object instead of two, about a quarter less CPU for a filling
+        pull-through cache."""
 
         async def rows_and_records() -> Recorded:
             for statement, parameters in rows:
@@ -183,7 +197,15 @@ class EcosystemContext:
             async with self.reference_blobs(*keys):
                 return await rows_and_records()
 
-        recorded = await self.db.write(write)
+        before = None
+        if blob is not None:
+            upload, key = blob
+            before = upload.blocking_commit(key)
+            if before is None:
+                await upload.commit(key)
+        recorded = await self.db.write(write, before)
+        if blob is not None:
+            await blob[0].committed_as(blob[1])
         await self.changes.notify(*notify, recorded=recorded)
 
     async def release_blobs(

@@ -114,7 +114,22 @@ class BlobUpload(Protocol):
 
         A backend that learns the committed blob's :class:`BlobStat` while committing may leave
         it in an attribute ``committed`` (the fs store does), sparing a ``stat`` afterwards.
+
+        A backend whose commit is a sequence of blocking calls (the fs store) may also offer
+        ``blocking_commit(key) -> BlockingCommit``: the same commit as one call for a thread
+        that may block, so that :meth:`depot.core.app.EcosystemContext.group_commit` runs it in
+        the same hand-over to the writer thread as the rows that point at the blob.
         """
+
+
+class BlockingCommit(Protocol):
+    """A blob's commit to run on a thread that may block (see :meth:`BlobUpload.commit`)."""
+
+    def __call__(self) -> None:
+        """Commit (raises what the commit raises)."""
+
+    def discard(self) -> None:
+        """It will not run: release what the upload holds for it."""
 
 
 @runtime_checkable
@@ -195,7 +210,7 @@ class ScopedBlobStore:
     @asynccontextmanager
     async def upload(
         self, key: str, hashes: Iterable[str] = ("sha256",), *, remember: bool = False
-    ) -> AsyncIterator[BlobUpload]:
+    ) -> AsyncIterator[ScopedUpload]:
         """Start an atomic write (see :class:`BlobUpload`).
 
         ``remember``: the key it is committed under names these bytes for ever (content-addressed)
@@ -205,7 +220,7 @@ class ScopedBlobStore:
         """
         remembering = self if remember and self.memory is not None else None
         async with self.store.upload(self._key(key), hashes) as upload:
-            yield _ScopedUpload(upload, self._key, remembering)
+            yield ScopedUpload(upload, self._key, remembering)
 
     async def delete(self, key: str) -> None:
         await self.store.delete(self._key(key))
@@ -222,7 +237,7 @@ class ScopedBlobStore:
         return self.store.local_path(self._key(key))
 
 
-class _ScopedUpload:
+class ScopedUpload:
     """Keeps a commit under another key inside the namespace (and, for ``remember``, the bytes
     of a small blob until it is committed, then in the artifact memory)."""
 
@@ -261,6 +276,16 @@ class _ScopedUpload:
 
     async def commit(self, key: str | None = None) -> None:
         await self._upload.commit(None if key is None else self._scope(key))
+        await self.committed_as(key)
+
+    def blocking_commit(self, key: str) -> BlockingCommit | None:
+        """The commit under ``key`` as one blocking call, if the store offers it (then call
+        :meth:`committed_as` once it ran), else None: ``await commit(key)`` instead."""
+        make = getattr(self._upload, "blocking_commit", None)
+        return None if make is None else make(self._scope(key))  # type: ignore[no-any-return]
+
+    async def committed_as(self, key: str | None) -> None:
+        """After a commit under ``key``: a small ``remember`` blob goes into the memory."""
         store, body = self._remembering, self._bytes
         if store is None or body is None or key is None or store.memory is None:
             return

@@ -249,16 +249,16 @@ class HeldDocuments:
             await upload.complete()
             # Content-addressed: replicas storing the same document write the same key.
             key = f"upstream/documents/{upload.hexdigest('sha256')}.json"
-            await upload.commit(key)
-        stamp = time.time()
-        held = HeldDocument(name, upstream, key, etag, last_modified, stamp, stamp)
-        statement = self.ctx.db.upsert(upstream_documents, ["ecosystem", "name"], _COLUMNS)
-        # Committed just now, the blob is younger than any grace period: no check needed.
-        await self.ctx.group_commit(
-            [(statement, {"ecosystem": self.ctx.name, **_values(held)})],
-            cached=[(name, len(body))],
-            notify=[TopicFeed.ECOSYSTEM] if replaces is None else [name, TopicFeed.ECOSYSTEM],
-        )
+            stamp = time.time()
+            held = HeldDocument(name, upstream, key, etag, last_modified, stamp, stamp)
+            statement = self.ctx.db.upsert(upstream_documents, ["ecosystem", "name"], _COLUMNS)
+            # Committed just before its row, the blob is younger than any grace period.
+            await self.ctx.group_commit(
+                [(statement, {"ecosystem": self.ctx.name, **_values(held)})],
+                cached=[(name, len(body))],
+                notify=[TopicFeed.ECOSYSTEM] if replaces is None else [name, TopicFeed.ECOSYSTEM],
+                blob=(upload, key),
+            )
         if document is not None:
             self._keep_parsed(key, len(body), document)
         return self._remember(generation, held)

@@ -118,6 +118,17 @@ class FSBlobUpload:
         key = check_key(key or self._key)
         await self._hop(self._commit_sync, key, *self._take())
 
+    def blocking_commit(self, key: str | None = None) -> _BlockingCommit:
+        """:meth:`commit` as one blocking call, for a thread that may block: the group commit's
+        runs it before the transaction of the rows pointing at the blob, sparing the hop (see
+        :meth:`depot.core.blobs.BlobUpload.commit`). Until it ran or was discarded it counts as
+        a hop in progress for :meth:`abort`."""
+        key = check_key(key or self._key)
+        args = self._take()
+        with self._lock:
+            self._in_hop = True
+        return _BlockingCommit(lambda: self._run_hop(self._commit_sync, key, *args), self._release)
+
     def abort(self) -> None:
         """Close and remove the temporary file unless :meth:`commit` renamed it into place (at
         once, or as the hop still running ends)."""
@@ -182,6 +193,10 @@ class FSBlobUpload:
         finally:
             os.close(directory)
 
+    def _release(self) -> None:
+        """A blocking commit that will not run: as if its hop had ended."""
+        self._run_hop(lambda: None)
+
     def _discard(self) -> None:
         fd, self._fd = self._fd, None
         if fd is not None:
@@ -189,6 +204,24 @@ class FSBlobUpload:
                 os.close(fd)
         if self.committed is None:
             self.tmp_path.unlink(missing_ok=True)
+
+
+class _BlockingCommit:
+    """What :meth:`FSBlobUpload.blocking_commit` returns: run it once, or discard it."""
+
+    def __init__(self, run: Callable[[], None], release: Callable[[], None]) -> None:
+        self._run: Callable[[], None] | None = run
+        self._release = release
+
+    def __call__(self) -> None:
+        run, self._run = self._run, None
+        if run is not None:
+            run()
+
+    def discard(self) -> None:
+        if self._run is not None:
+            self._run = None
+            self._release()
 
 
 def _retrieved(job: asyncio.Future[None]) -> None:

@@ -329,17 +329,17 @@ class NpmUpstream:
         async def finish(upload: BlobUpload) -> None:
             sha512 = upload.digest("sha512")
             key = f"upstream/tarballs/{sha512.hex()}.tgz"
-            await upload.commit(key)
             row = store.tarball_row(
                 self.ctx.db, name, filename, self.label, source, key, upload.size,
                 sri("sha512", sha512),
             )  # fmt: skip
-            # Committed just now, the blob is younger than any grace period: no check needed.
+            # Committed just before its row, the blob is younger than any grace period.
             generation = self.ctx.changes.generation(name)  # before the row: see _cached_key
             await self.ctx.group_commit(
                 [row],
                 cached=[(tarball_item(name, filename), upload.size)],
                 notify=[TopicFeed.ECOSYSTEM],  # the page marks the version cached
+                blob=(upload, key),  # committed first, in the same hand-over
             )
             self._remember_key(name, filename, generation, key)
             self.ctx.artifact_stored(key, upload.size, request)
