@@ -379,19 +379,21 @@ class PypiUpstreams:
             verify(upload)
             digest = upload.hexdigest("sha256")
             key = f"upstream/files/{digest}"
-            await upload.commit(key)
             row = {
                 "filename": filename, "project": project, "upstream_url": upstream,
                 "source_url": source, "blob_key": key, "sha256": digest, "size": upload.size,
                 "fetched_at": time.time(),
             }  # fmt: skip
-            async with self.ctx.reference_blobs(key):
-                await self.ctx.db.execute(self.ctx.db.insert_or_ignore(cached_files).values(**row))
-                await self.ctx.cache_stored(file_item(project, filename), upload.size)
+            # The blob first, then its row, in one hand-over (committed just before the row,
+            # the blob is younger than any grace period); the package page marks a file other
+            # than core metadata cached (see TopicFeed.ECOSYSTEM).
+            await self.ctx.group_commit(
+                [(self.ctx.db.insert_or_ignore(cached_files), row)],
+                cached=[(file_item(project, filename), upload.size)],
+                notify=[] if filename.endswith(METADATA_SUFFIX) else [TopicFeed.ECOSYSTEM],
+                blob=(upload, key),
+            )
             self._remember(filename, generation, row)
-            if not filename.endswith(METADATA_SUFFIX):
-                # The package page marks it cached (see TopicFeed.ECOSYSTEM).
-                await self.ctx.changes.notify(TopicFeed.ECOSYSTEM)
             self.ctx.artifact_stored(key, upload.size, request)
 
         return verify, finish
