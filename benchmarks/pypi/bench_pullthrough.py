@@ -11,8 +11,9 @@ python push`` (a root, 8 mid-level projects, 4 leaves each; each wheel carries a
 
 With ``--uv`` the three are measured with ``uv pip install --no-cache --target`` too (a fresh
 pull-through depot of its own for the cold install). Prints medians and the ratios cold/direct
-and warm/direct with the goals of issue 15, and the pull-through depot's CPU in each cold
-install. ``--python OTHER_TREE/.venv/bin/python`` runs the pull-through depot with another
+and warm/direct with the goals of issue 15, and the CPU of the depot serving each install
+(the upstream for direct, the pull-through depot for cold and warm): the figures that move
+least with the machine's load. ``--python OTHER_TREE/.venv/bin/python`` runs the pull-through depot with another
 tree, so two trees can alternate in the same conditions. Run::
 
     .venv/bin/python benchmarks/pypi/bench_pullthrough.py [--rounds 5] [--uv] [--python PY]
@@ -78,7 +79,6 @@ class Depot:
     def stop(self) -> None:
         stop(self.process)
         self.log.close()
-        shutil.rmtree(self.store, ignore_errors=True)
 
 
 def client_env(work: Path) -> dict[str, str]:
@@ -90,7 +90,11 @@ def client_env(work: Path) -> dict[str, str]:
 
 
 def install(work: Path, client: str, index: str, root: str, expected: int) -> float:
-    """Seconds for one install of ``root`` from ``index`` into an empty target, no cache."""
+    """Seconds for one install of ``root`` from ``index`` into an empty target, no cache.
+
+    Nothing is deleted until the run ends: on this machine's ext4 (no journal), a file created
+    within a minute of many being deleted nearby costs the creator kernel CPU to skip their
+    inodes, so removing the last install's files would tax whichever server next stores one."""
     target = Path(tempfile.mkdtemp(dir=work, prefix="target-"))
     if client == "pip":
         command = [sys.executable, "-m", "pip", "install", "-q", "--no-cache-dir", "--no-compile",
@@ -103,34 +107,42 @@ def install(work: Path, client: str, index: str, root: str, expected: int) -> fl
     elapsed = time.perf_counter() - started
     installed = len(list(target.glob("*.dist-info")))
     assert installed == expected, f"{client} installed {installed} of {expected} from {index}"
-    shutil.rmtree(target)
     return elapsed
 
 
 def measure(
     work: Path, client: str, upstream: Depot, root: str, count: int, rounds: int, python: str
-) -> tuple[float, float, float]:
-    """Medians of (direct, cold, warm) over ``rounds`` alternated rounds."""
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Medians of (direct, cold, warm) seconds over ``rounds`` alternated rounds, and of the CPU
+    seconds of the depot serving each (upstream for direct, the pull-through depot after)."""
     install(work, client, upstream.index, root, count)  # page cache, client warm-up
-    direct: list[float] = []
-    cold: list[float] = []
-    warm: list[float] = []
+    seconds: dict[str, list[float]] = {"direct": [], "cold": [], "warm": []}
+    cpu: dict[str, list[float]] = {"direct": [], "cold": [], "warm": []}
+
+    def timed(label: str, server: Depot) -> None:
+        before = server.cpu_seconds()
+        seconds[label].append(install(work, client, server.index, root, count))
+        cpu[label].append(server.cpu_seconds() - before)
+
     for round_ in range(rounds):
-        direct.append(install(work, client, upstream.index, root, count))
+        timed("direct", upstream)
         caching = Depot(work, "caching", "--pypi-upstream", upstream.index, python=python)
         try:
-            cpu = caching.cpu_seconds()
-            cold.append(install(work, client, caching.index, root, count))
-            cold_cpu = caching.cpu_seconds() - cpu
-            warm.append(install(work, client, caching.index, root, count))
+            timed("cold", caching)
+            timed("warm", caching)
         finally:
             caching.stop()
         print(
-            f"{client} round {round_ + 1}: direct {direct[-1]:.2f} s, cold {cold[-1]:.2f} s, "
-            f"warm {warm[-1]:.2f} s; pull-through depot CPU in the cold install {cold_cpu:.2f} s",
+            f"{client} round {round_ + 1}: "
+            + ", ".join(f"{label} {times[-1]:.2f} s" for label, times in seconds.items())
+            + "; serving depot's CPU: "
+            + ", ".join(f"{label} {times[-1]:.2f} s" for label, times in cpu.items()),
             flush=True,
         )
-    return statistics.median(direct), statistics.median(cold), statistics.median(warm)
+    return (
+        tuple(statistics.median(seconds[label]) for label in ("direct", "cold", "warm")),
+        tuple(statistics.median(cpu[label]) for label in ("direct", "cold", "warm")),
+    )
 
 
 def main() -> None:
@@ -157,11 +169,13 @@ def main() -> None:
         for client in ("pip", "uv") if args.uv else ("pip",):
             results[client] = measure(work, client, upstream, root, count, args.rounds, args.python)
         print()
-        for client, (d, c, w) in results.items():
+        for client, ((d, c, w), (dc, cc, wc)) in results.items():
             print(f"median {client} install: direct from upstream {d:.2f} s, through cold depot "
                   f"{c:.2f} s, through warm depot {w:.2f} s")  # fmt: skip
             print(f"  ratio cold/direct {c / d:.2f} (goal <= 1.30), warm/direct {w / d:.2f} "
                   f"(goal <= 1.05)")  # fmt: skip
+            print(f"  CPU of the depot serving it: upstream direct {dc:.2f} s, pull-through "
+                  f"cold {cc:.2f} s, warm {wc:.2f} s (warm/direct {wc / dc:.2f})")  # fmt: skip
         print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
         if upstream is not None:
