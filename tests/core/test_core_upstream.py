@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import json
 import os
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -373,6 +374,31 @@ async def test_shutdown_closes_the_session_and_cancels_fetches(
     request.cancel()
     with contextlib.suppress(BaseException):
         await request
+
+
+async def test_a_held_document_is_served_before_it_is_written_and_written_before_shutdown_ends(
+    origin: DepotServer, proxy: FaultProxy, caching: Caching, tmp_path: Path
+) -> None:
+    """A fetched document reaches its client without waiting for the database (here locked by
+    another writer), and the write waiting behind it still lands when the depot shuts down."""
+    put_file(origin, "w1.bin", b"one")
+    database = tmp_path / "store" / "depot.db"
+    locker = sqlite3.connect(database, isolation_level=None)
+    try:
+        locker.execute("BEGIN IMMEDIATE")  # every other writer waits
+        listing = await caching.client.get("/mirror/-/listing")
+        assert listing.status_code == 200 and listing.json() == ["w1.bin"]
+        query = "SELECT name FROM depot_upstream_documents WHERE ecosystem = 'mirror'"
+        assert locker.execute(query).fetchall() == []  # not written yet
+        shutdown = asyncio.create_task(caching.depot.shutdown())
+        await asyncio.sleep(0.2)
+        assert not shutdown.done()  # waiting for the write
+        locker.execute("ROLLBACK")
+        await shutdown
+        assert locker.execute(query).fetchall() == [("listing",)]
+    finally:
+        locker.close()
+    assert proxy.count("/raw/$") == 1
 
 
 async def test_a_held_document_is_revalidated_when_due_and_served_stale_when_upstream_fails(

@@ -13,10 +13,12 @@ An ecosystem given an upstream (``--npm-upstream``, ...) asks :class:`UpstreamCl
 - **The tee** (:class:`BlobFlight`): an artifact's bytes go from upstream into a blob upload and
   into a spool file at once; every waiting client reads the spool at its own pace, so the first
   one gets bytes while they are being stored and a client that hangs up spoils nothing. The last
-  byte is held back from every client until the ecosystem's ``finish`` has verified and committed
-  the blob: a client never receives a complete body that was not verified. When verification
-  fails the connections are cut, nothing is stored, and for a short while the reason is answered
-  as a 502 instead of fetching the same bad bytes again.
+  byte is held back from every client until the blob is verified (the ecosystem's ``verify``,
+  else its ``finish``, which then commits it too): a client never receives a complete body that
+  was not verified. When verification fails the connections are cut, nothing is stored, and for
+  a short while the reason is answered as a 502 instead of fetching the same bad bytes again.
+- **Writes behind** (:meth:`UpstreamClient.write_behind`): a fetched document is answered from
+  memory while its blob and row are written; shutdown waits for those writes.
 - **Freshness and outages**: :meth:`UpstreamClient.is_fresh` says whether held metadata is
   within ``--upstream-max-age``; with ``--offline`` held content is never revalidated. An upstream
   that failed is left alone for :data:`DOWN_SECONDS` before held metadata is revalidated again, so
@@ -173,6 +175,7 @@ class UpstreamClient:
         self._down_until: dict[str, float] = {}
         self._missing: dict[Hashable, float] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._writing: set[asyncio.Task[Any]] = set()
         self._prefetching: set[Hashable] = set()
         self._prefetch_slots = asyncio.Semaphore(PREFETCH_CONCURRENCY)
 
@@ -251,12 +254,14 @@ class UpstreamClient:
         return self._session
 
     async def close(self) -> None:
-        """Cancel fetches in flight (their uploads abort, nothing is stored) and close the
-        session."""
+        """Cancel fetches in flight (their uploads abort, nothing is stored), let the writes
+        behind (:meth:`write_behind`) end, and close the session."""
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        # After the fetches: one that ended just before its cancellation may have left a write.
+        await asyncio.gather(*self._writing, return_exceptions=True)
         for flight in list(self._blobs.values()):
             flight.release()
         self._blobs.clear()
@@ -382,6 +387,24 @@ class UpstreamClient:
                 log.exception("prefetch failed", extra={"object": what})
 
         self._spawn(run())
+
+    def write_behind(self, coroutine: Awaitable[Any], what: str) -> asyncio.Future[None]:
+        """Run ``coroutine``, a write of what was fetched and already answered (a held
+        document's blob and row), in a task of its own that shutdown waits for, not cancels:
+        the clients waiting for the document need not wait for the store's and the database's
+        fsyncs too. A failure is logged with ``what``, never raised (the caller undoes what it
+        remembered in the coroutine itself); the task returned ends when the write did."""
+
+        async def run() -> None:
+            try:
+                await coroutine
+            except Exception:
+                log.exception("storing upstream content failed", extra={"object": what})
+
+        task = asyncio.ensure_future(run())
+        self._writing.add(task)
+        task.add_done_callback(self._writing.discard)
+        return task
 
     def _spawn(self, coroutine: Awaitable[T]) -> asyncio.Task[T]:
         task = asyncio.ensure_future(coroutine)
