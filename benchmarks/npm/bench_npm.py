@@ -126,6 +126,26 @@ def big_package(count: int) -> list[tuple[str, str, dict[str, Any]]]:
     ]
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """A process's user and system CPU so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_idle(*pids: int, quiet: float = 0.5, timeout: float = 20.0) -> None:
+    """Until the processes used (almost) no CPU for ``quiet`` seconds, at most ``timeout``: a
+    depot that just served a cold install is still committing its last writes, and an install
+    timed meanwhile would measure them too."""
+    deadline = time.monotonic() + timeout
+    before = sum(process_cpu_seconds(pid) for pid in pids)
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        now = sum(process_cpu_seconds(pid) for pid in pids)
+        if now - before < 0.02:
+            return
+        before = now
+
+
 class Server:
     def __init__(
         self, name: str, registry: str, process: subprocess.Popen[bytes], health: str
@@ -146,9 +166,8 @@ class Server:
         raise RuntimeError(f"{self.name} did not start")
 
     def cpu_seconds(self) -> float:
-        """The server process's user and system CPU so far (Linux ``/proc``)."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """The server process's user and system CPU so far."""
+        return process_cpu_seconds(self.process.pid)
 
     def stop(self) -> None:
         if self.process.poll() is None:

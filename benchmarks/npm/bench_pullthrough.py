@@ -6,7 +6,8 @@ packages, 15 leaves each). Each round, with an empty npm cache every time:
 - direct: ``npm ci`` from the upstream itself (the floor);
 - cold: ``npm ci`` through a fresh pull-through depot (empty store: every packument-free
   tarball request is a miss fetched from upstream while it is streamed to npm);
-- warm: ``npm ci`` again through the same pull-through depot (everything held).
+- warm: ``npm ci`` again through the same pull-through depot (everything held), once it has
+  committed what the cold install fetched (each install starts with its servers idle).
 
 The lockfile is made once against the upstream and rewritten to each registry's URL, so every
 ``npm ci`` downloads exactly the 321 tarballs. Prints medians and the ratios cold/direct and
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_npm import Server, free_port, publish_all, start_depot  # noqa: E402
+from bench_npm import Server, free_port, publish_all, start_depot, wait_idle  # noqa: E402
 
 
 def tree(mids: int = 20, leaves: int = 15) -> list[tuple[str, str, dict[str, Any]]]:
@@ -137,14 +138,17 @@ def main() -> None:
         direct, cold, warm = [], [], []
         direct_cpu, cold_cpu, warm_cpu = [], [], []
         for round_ in range(args.rounds):
+            wait_idle(upstream.process.pid)
             cpu = upstream.cpu_seconds()
             direct.append(npm_ci(work, upstream.registry, lockfile, upstream.registry, "direct"))
             direct_cpu.append(upstream.cpu_seconds() - cpu)
             caching = start_caching(work, upstream.registry, args.python)
             servers.append(caching)
+            wait_idle(upstream.process.pid, caching.process.pid)
             cpu = caching.cpu_seconds()
             cold.append(npm_ci(work, caching.registry, lockfile, upstream.registry, "cold"))
             cold_cpu.append(caching.cpu_seconds() - cpu)
+            wait_idle(upstream.process.pid, caching.process.pid)  # the cold install's writes
             cpu = caching.cpu_seconds()
             warm.append(npm_ci(work, caching.registry, lockfile, upstream.registry, "warm"))
             warm_cpu.append(caching.cpu_seconds() - cpu)

@@ -7,7 +7,8 @@ python push`` (a root, 8 mid-level projects, 4 leaves each; each wheel carries a
 - direct: ``pip install --target`` of the root from the upstream itself (the floor);
 - cold: the same through a fresh pull-through depot (empty store: every page, core metadata
   file and wheel is a miss fetched from upstream while it is streamed to pip);
-- warm: the same again through that pull-through depot (everything held).
+- warm: the same again through that pull-through depot (everything held), once it has
+  committed what the cold install fetched (each install starts with its servers idle).
 
 With ``--uv`` the three are measured with ``uv pip install --no-cache --target`` too (a fresh
 pull-through depot of its own for the cold install). Prints medians and the ratios cold/direct
@@ -33,6 +34,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_pypi import free_port, stop, wait_ready, write_wheel  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "npm"))
+from bench_npm import process_cpu_seconds, wait_idle  # noqa: E402
 
 UV = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
 
@@ -72,9 +76,8 @@ class Depot:
         wait_ready(self.url + "/-/health", self.process)
 
     def cpu_seconds(self) -> float:
-        """The server process's user and system CPU so far (Linux ``/proc``)."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """The server process's user and system CPU so far."""
+        return process_cpu_seconds(self.process.pid)
 
     def stop(self) -> None:
         stop(self.process)
@@ -120,6 +123,8 @@ def measure(
     cpu: dict[str, list[float]] = {"direct": [], "cold": [], "warm": []}
 
     def timed(label: str, server: Depot) -> None:
+        # Servers idle first: a depot that served a cold install is still committing its writes.
+        wait_idle(*{upstream.process.pid, server.process.pid})
         before = server.cpu_seconds()
         seconds[label].append(install(work, client, server.index, root, count))
         cpu[label].append(server.cpu_seconds() - before)
