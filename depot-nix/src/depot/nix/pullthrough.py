@@ -107,16 +107,18 @@ class NixUpstreams:
                 continue
             info = self._verified(upstream, hash_part, fetched.body)
             text = narinfo.format(info)
-            async with self.ctx.db.transaction():
-                await self.ctx.db.execute(
-                    self.ctx.db.insert_or_ignore(tables.upstream_narinfos).values(
-                        hash_part=hash_part, upstream_url=upstream, narinfo=text,
-                        nar_url=info.url, fetched_at=time.time(),
-                    )
-                )  # fmt: skip
-                # Evictable (--cache-max-size/-age); the NAR adds its size once stored.
-                await self.ctx.cache_stored(hash_part, len(text))
-            await self.ctx.changes.notify(page_topic(hash_part))
+            row = {
+                "hash_part": hash_part, "upstream_url": upstream, "narinfo": text,
+                "nar_url": info.url, "fetched_at": time.time(),
+            }  # fmt: skip
+            # One write shared with the others of that moment (a `nix copy --from` asks for a
+            # closure's narinfos together); evictable (--cache-max-size/-age), the NAR adding
+            # its size once stored.
+            await self.ctx.group_commit(
+                [(self.ctx.db.insert_or_ignore(tables.upstream_narinfos), row)],
+                cached=[(hash_part, len(text))],
+                notify=[page_topic(hash_part)],
+            )
             return info
         if failure is not None:
             raise failure
