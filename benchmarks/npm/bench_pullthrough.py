@@ -12,8 +12,9 @@ packages, 15 leaves each). Each round, with an empty npm cache every time:
 The lockfile is made once against the upstream and rewritten to each registry's URL, so every
 ``npm ci`` downloads exactly the 321 tarballs. Prints medians and the ratios cold/direct and
 warm/direct, and the CPU of the depot serving each install (upstream for direct, the
-pull-through depot for cold and warm): the figures that move least with the machine's load. ``--python OTHER_TREE/.venv/bin/python`` runs the
-pull-through depot with another tree, so two trees can alternate in the same conditions.
+pull-through depot for cold and warm): the figures that move least with the machine's load.
+``--python OTHER_TREE/.venv/bin/python`` runs the pull-through depot with another tree, so two
+trees can alternate in the same conditions.
 Run: ``.venv/bin/python benchmarks/npm/bench_pullthrough.py [--rounds 3] [--python PY]``.
 """
 
@@ -166,7 +167,8 @@ def main() -> None:
               f"(goal <= 1.05)")  # fmt: skip
         dc, cc, wc = (statistics.median(x) for x in (direct_cpu, cold_cpu, warm_cpu))
         print(f"median CPU of the depot serving the install: upstream direct {dc:.2f} s, "
-              f"pull-through cold {cc:.2f} s, warm {wc:.2f} s (warm/direct {wc / dc:.2f})")  # fmt: skip
+              f"pull-through cold {cc:.2f} s, warm {wc:.2f} s "
+              f"(warm/direct {wc / dc:.2f})")  # fmt: skip
     finally:
         for server in servers:
             server.stop()

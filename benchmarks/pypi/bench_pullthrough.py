@@ -14,8 +14,8 @@ With ``--uv`` the three are measured with ``uv pip install --no-cache --target``
 pull-through depot of its own for the cold install). Prints medians and the ratios cold/direct
 and warm/direct with the goals of issue 15, and the CPU of the depot serving each install
 (the upstream for direct, the pull-through depot for cold and warm): the figures that move
-least with the machine's load. ``--python OTHER_TREE/.venv/bin/python`` runs the pull-through depot with another
-tree, so two trees can alternate in the same conditions. Run::
+least with the machine's load. ``--python OTHER_TREE/.venv/bin/python`` runs the pull-through
+depot with another tree, so two trees can alternate in the same conditions. Run::
 
     .venv/bin/python benchmarks/pypi/bench_pullthrough.py [--rounds 5] [--uv] [--python PY]
 """
